@@ -1,0 +1,216 @@
+//! JSON bodies of the HTTP API (`/api/v1`). Times are nanoseconds since the Unix epoch.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigninResponse {
+    pub token: String,
+    pub token_id: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: i64,
+    pub username: String,
+    pub created_at: i64,
+    pub root_ino: i64,
+    pub used_bytes: i64,
+    pub used_files: i64,
+    pub quota_bytes: i64,
+    pub quota_files: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::File => "file",
+            NodeKind::Dir => "dir",
+            NodeKind::Symlink => "symlink",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "file" => Some(NodeKind::File),
+            "dir" => Some(NodeKind::Dir),
+            "symlink" => Some(NodeKind::Symlink),
+            _ => None,
+        }
+    }
+}
+
+/// An inode and its attributes. `content` identifies the bytes (changes on every write).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub ino: i64,
+    pub kind: NodeKind,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: i64,
+    pub atime: i64,
+    pub mtime: i64,
+    pub ctime: i64,
+    pub nlink: u32,
+    pub content: Option<String>,
+    pub target: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    pub node: Node,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Listing {
+    pub entries: Vec<DirEntry>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateRequest {
+    pub name: String,
+    pub kind: NodeKind,
+    #[serde(default = "default_mode")]
+    pub mode: u32,
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    /// Symlink target.
+    pub target: Option<String>,
+}
+
+fn default_mode() -> u32 {
+    0o644
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LinkRequest {
+    pub ino: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenameMode {
+    #[default]
+    Replace,
+    NoReplace,
+    Exchange,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RenameRequest {
+    pub parent: i64,
+    pub name: String,
+    pub new_parent: i64,
+    pub new_name: String,
+    #[serde(default)]
+    pub mode: RenameMode,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SetAttrRequest {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<i64>,
+    pub atime: Option<i64>,
+    pub mtime: Option<i64>,
+}
+
+/// One entry of a content's chunk list; `sha256: None` is a hole (zeros).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    pub sha256: Option<String>,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub content: Option<String>,
+    pub size: i64,
+    pub chunks: Vec<ChunkRef>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadInit {
+    /// The file inode the content is for.
+    pub ino: i64,
+    pub chunks: Vec<ChunkRef>,
+    /// Whole-content hashes, when the client has them: they allow instant upload
+    /// of a content already known by hash.
+    pub sha256: Option<String>,
+    pub sha1: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProofChallenge {
+    pub nonce: String,
+    /// (offset, length) pairs in the content; hash nonce then these bytes in order.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadState {
+    pub id: String,
+    pub ino: i64,
+    pub expires_at: i64,
+    /// Chunks the server still needs, by SHA-256.
+    pub missing: Vec<String>,
+    /// Present while a proof of possession is owed before commit.
+    pub challenge: Option<ProofChallenge>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProofAnswer {
+    pub proof: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// When set, commit only if the file still holds this content (None = empty file).
+    #[serde(default)]
+    pub if_content: Option<Option<String>>,
+    pub mtime: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatFs {
+    pub used_bytes: i64,
+    pub used_files: i64,
+    pub quota_bytes: i64,
+    pub quota_files: i64,
+}
