@@ -10,7 +10,9 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 /// True for a lowercase 64-digit hex string, the only form a hash takes on the wire.
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whole-content SHA-256 and SHA-1, fed incrementally.
@@ -55,7 +57,10 @@ mod tests {
         h.update(b"ab");
         h.update(b"c");
         let (s256, s1) = h.finish();
-        assert_eq!(s256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            s256,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(s1, "a9993e364706816aba3e25717850c26c9cd0d89d");
         assert_eq!(sha256_hex(b"abc"), s256);
     }
@@ -67,4 +72,17 @@ mod tests {
         assert!(!is_sha256_hex("../../etc/passwd"));
         assert!(!is_sha256_hex(""));
     }
+}
+
+/// The identity of a content: SHA-256 over its chunk list. Two files with the same
+/// chunk list are the same content, whatever their whole-file hashes claim.
+pub fn manifest_id(chunks: &[crate::wire::ChunkRef]) -> String {
+    let mut h = Sha256::new();
+    for c in chunks {
+        h.update(c.sha256.as_deref().unwrap_or("-").as_bytes());
+        h.update(b":");
+        h.update(c.size.to_string().as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
 }

@@ -1,1 +1,103 @@
+//! panserver: accounts, per-user file trees and deduplicated, resumable uploads
+//! over four seams (metadata, upload sessions, transfer queue, object store).
 
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod content;
+pub mod error;
+pub mod gc;
+pub mod meta;
+pub mod queue;
+pub mod session;
+pub mod staging;
+pub mod store;
+pub mod transfer;
+pub mod upload;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::app::App;
+use crate::config::Settings;
+use crate::meta::{Dialect, SqlMeta};
+use crate::queue::LocalQueue;
+use crate::session::SqlSessions;
+use crate::staging::Staging;
+
+/// Opens the metadata database; the embedded SQLite database is migrated on the
+/// spot, a shared MySQL one must have been migrated with `panserver migrate`.
+pub async fn open_meta(settings: &Settings) -> anyhow::Result<SqlMeta> {
+    let url = settings.database_url();
+    let meta = SqlMeta::connect(&url, settings.db_pool_size)
+        .await
+        .with_context(|| format!("opening the database {}", config::redact(&url)))?;
+    if meta.dialect() == Dialect::Sqlite {
+        meta.migrate()
+            .await
+            .context("migrating the SQLite database")?;
+    }
+    meta.check_schema().await.map_err(anyhow::Error::msg)?;
+    Ok(meta)
+}
+
+pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
+    std::fs::create_dir_all(&settings.data)
+        .with_context(|| format!("creating the data directory {}", settings.data.display()))?;
+    let meta = open_meta(settings).await?;
+    let sessions = SqlSessions::new(meta.pool());
+    let store = store::open(&settings.store_url())?;
+    let staging = Staging::new(settings.staging_dir()).context("creating the staging directory")?;
+    Ok(Arc::new(App {
+        meta: Arc::new(meta),
+        sessions: Arc::new(sessions),
+        queue: Arc::new(LocalQueue::default()),
+        store,
+        staging,
+        limits: settings.limits(),
+        chunk_gate: Default::default(),
+    }))
+}
+
+/// Runs the server until Ctrl-C or SIGTERM: API, transfer workers and maintenance.
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = build_app(&settings).await?;
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    let requeued = transfer::requeue_staged(&app).await?;
+    for id in 0..settings.transfer_workers {
+        tokio::spawn(transfer::run_worker(app.clone(), id));
+    }
+    tokio::spawn(gc::run_maintenance(
+        app.clone(),
+        Duration::from_secs(settings.maintenance_secs),
+    ));
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data = %settings.data.display(),
+        requeued,
+        "panserver ready"
+    );
+    api::serve(app, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,1 +1,107 @@
-fn main(){}
+//! The `panserver` command.
+
+use std::io::{IsTerminal, Read};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use panserver::config::{DataArgs, ServeArgs, Settings};
+use tracing_subscriber::EnvFilter;
+
+/// pan's server: accounts, per-user file trees, deduplicated resumable uploads.
+///
+/// With no configuration it runs the embedded profile: SQLite, in-process upload
+/// sessions and transfer queue, and a local directory store, all under --data.
+#[derive(Debug, Parser)]
+#[command(name = "panserver", version)]
+struct Cli {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (with in-process transfer workers and maintenance)
+    Serve(ServeArgs),
+    /// Manage accounts
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Apply database migrations (needed before `serve` on MySQL/MariaDB)
+    Migrate,
+    /// Run one maintenance pass now: hash new contents, collect garbage
+    Gc,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create an account; the password comes from a prompt or, with --password-stdin, stdin
+    Add {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the password from stdin")?;
+        let password = s.trim_end_matches(['\n', '\r']).to_string();
+        if password.is_empty() {
+            bail!("no password on stdin");
+        }
+        return Ok(password);
+    }
+    let first = rpassword::prompt_password("Password: ")?;
+    let second = rpassword::prompt_password("Again: ")?;
+    if first != second {
+        bail!("the passwords differ");
+    }
+    Ok(first)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PAN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => panserver::serve(Settings::resolve(&cli.data, Some(&args))?).await,
+        Command::User {
+            command:
+                UserCommand::Add {
+                    name,
+                    password_stdin,
+                },
+        } => {
+            let password = read_password(password_stdin)?;
+            let app = panserver::build_app(&Settings::resolve(&cli.data, None)?).await?;
+            let user = app.add_user(&name, &password).await?;
+            println!("created user {} (id {})", user.username, user.id);
+            Ok(())
+        }
+        Command::Migrate => {
+            let settings = Settings::resolve(&cli.data, None)?;
+            let meta = panserver::meta::SqlMeta::connect(&settings.database_url(), 2).await?;
+            let version = meta.migrate().await?;
+            println!("database at schema version {version}");
+            Ok(())
+        }
+        Command::Gc => {
+            let app = panserver::build_app(&Settings::resolve(&cli.data, None)?).await?;
+            let hashed = panserver::gc::hash_new_contents(&app).await?;
+            let removed = panserver::gc::collect_garbage(&app).await?;
+            println!("hashed {hashed} contents, removed {removed} chunks");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Whole-file and ranged downloads, streamed chunk by chunk.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use http::{HeaderValue, StatusCode, header};
+use panproto::wire::{Node, NodeKind};
+use warp::reply::Response;
+
+use super::server::StreamingBody;
+use super::{RangeRequest, error_reply, parse_range};
+use crate::app::App;
+use crate::content::stream_range;
+use crate::error::{ApiError, ApiResult};
+
+pub fn etag(node: &Node) -> String {
+    format!("\"{}\"", node.content.as_deref().unwrap_or("empty"))
+}
+
+/// Answers a GET of a file's bytes, honouring `Range`.
+pub async fn download(app: Arc<App>, user: i64, ino: i64, range: Option<String>) -> Response {
+    match build(app, user, ino, range).await {
+        Ok(resp) => resp,
+        Err(e) => error_reply(&e),
+    }
+}
+
+async fn build(app: Arc<App>, user: i64, ino: i64, range: Option<String>) -> ApiResult<Response> {
+    let node = app.meta.node(user, ino).await?;
+    if node.kind != NodeKind::File {
+        return Err(ApiError::IsDir);
+    }
+    let size = node.size as u64;
+    let (status, start, end) = match parse_range(range.as_deref(), size) {
+        RangeRequest::Whole => (StatusCode::OK, 0, size),
+        RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
+        RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(node.size)),
+    };
+    let extents = match &node.content {
+        Some(content) if end > start => {
+            app.meta
+                .extents_in(content, start as i64, end as i64)
+                .await?
+        }
+        _ => Vec::new(),
+    };
+    let stream = stream_range(app, extents, start as i64, end as i64).boxed();
+    let mut resp = Response::default();
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    let mut set = |name, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    };
+    set(header::CONTENT_LENGTH, (end - start).to_string());
+    set(header::CONTENT_TYPE, "application/octet-stream".into());
+    set(header::ACCEPT_RANGES, "bytes".into());
+    set(header::ETAG, etag(&node));
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            header::CONTENT_RANGE,
+            format!("bytes {}-{}/{}", start, end - 1, size),
+        );
+    }
+    resp.extensions_mut().insert(StreamingBody::new(stream));
+    Ok(resp)
+}

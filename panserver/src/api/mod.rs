@@ -1,0 +1,175 @@
+//! The HTTP API under `/api/v1`, one file per resource. Every handler answers
+//! JSON or bytes; every error is `{"code", "message"}` with its status.
+
+mod download;
+mod files;
+mod nodes;
+mod range;
+mod server;
+mod uploads;
+mod user;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::StatusCode;
+use panproto::wire::ErrorBody;
+use serde::Serialize;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+pub use range::{RangeRequest, parse_range};
+pub use server::serve;
+
+use crate::app::{App, now_ns};
+use crate::auth::token_hash;
+use crate::error::{ApiError, ApiResult};
+
+/// Largest JSON body accepted (a chunk list for about 1 TiB).
+const JSON_LIMIT: u64 = 64 << 20;
+
+/// The user a request acts for, from its bearer token.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub user: i64,
+    pub token_id: i64,
+}
+
+impl App {
+    pub async fn authenticate(&self, header: Option<&str>) -> ApiResult<Caller> {
+        let token = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or(ApiError::Unauthorized)?;
+        let (user, token_id) = self
+            .meta
+            .token_owner(&token_hash(token), now_ns())
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(Caller { user, token_id })
+    }
+}
+
+pub fn error_reply(err: &ApiError) -> Response {
+    match err {
+        ApiError::Internal(detail) => tracing::error!(detail, "internal error"),
+        ApiError::Corrupt | ApiError::Unavailable(_) => {
+            tracing::warn!(error = %err, "request failed")
+        }
+        _ => tracing::debug!(error = %err, "request refused"),
+    }
+    let body = ErrorBody {
+        code: err.code().to_string(),
+        message: err.to_string(),
+    };
+    let mut resp = warp::reply::with_status(warp::reply::json(&body), err.status()).into_response();
+    if let ApiError::Throttled(secs) = err
+        && let Ok(v) = http::HeaderValue::from_str(&secs.to_string())
+    {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    if let ApiError::RangeNotSatisfiable(size) = err
+        && let Ok(v) = http::HeaderValue::from_str(&format!("bytes */{size}"))
+    {
+        resp.headers_mut().insert(http::header::CONTENT_RANGE, v);
+    }
+    resp
+}
+
+/// Turns a handler's result into a response: JSON with `status`, or the error.
+pub fn json_reply<T: Serialize>(result: ApiResult<T>, status: StatusCode) -> Response {
+    match result {
+        Ok(value) => warp::reply::with_status(warp::reply::json(&value), status).into_response(),
+        Err(e) => error_reply(&e),
+    }
+}
+
+pub fn empty_reply(result: ApiResult<()>) -> Response {
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error_reply(&e),
+    }
+}
+
+pub fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Infallible> + Clone {
+    warp::any().map(move || app.clone())
+}
+
+pub fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("authorization")
+}
+
+pub fn json_body<T: serde::de::DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(JSON_LIMIT).and(warp::body::json())
+}
+
+/// Decodes one percent-encoded path segment into a name.
+pub fn decode_segment(segment: &str) -> ApiResult<String> {
+    let name = percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadRequest("names must be UTF-8".into()))?
+        .into_owned();
+    panproto::validate_name(&name)?;
+    Ok(name)
+}
+
+pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::reply::html(include_str!("index.html")).into_response());
+    let api = warp::path("api").and(warp::path("v1")).and(
+        user::routes(app.clone())
+            .or(nodes::routes(app.clone()))
+            .unify()
+            .or(uploads::routes(app.clone()))
+            .unify()
+            .or(files::routes(app))
+            .unify(),
+    );
+    index.or(api).unify().recover(recover).unify()
+}
+
+/// Rejections (no route, wrong method, bad JSON, body too large) as JSON errors.
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let err = if rejection.is_not_found() {
+        ApiError::NotFound
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::TooLarge
+    } else if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        ApiError::BadRequest(format!("invalid JSON: {e}"))
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return Ok(error_reply_with(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        ));
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        return Ok(error_reply_with(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "Content-Length required",
+        ));
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::BadRequest(e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::BadRequest(e.to_string())
+    } else if rejection
+        .find::<warp::reject::UnsupportedMediaType>()
+        .is_some()
+    {
+        ApiError::BadRequest("unsupported media type".into())
+    } else {
+        ApiError::BadRequest(format!("{rejection:?}"))
+    };
+    Ok(error_reply(&err))
+}
+
+fn error_reply_with(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = ErrorBody {
+        code: code.into(),
+        message: message.into(),
+    };
+    warp::reply::with_status(warp::reply::json(&body), status).into_response()
+}

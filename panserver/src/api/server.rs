@@ -1,0 +1,92 @@
+//! The listener: hyper with warp's routes as the service. Responses that stream
+//! (downloads) carry their body in a `StreamingBody` extension, because warp's own
+//! body type cannot be built from a stream; it is swapped in here.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Future, StreamExt};
+use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::Frame;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tower_service::Service;
+
+use crate::app::App;
+
+type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body to stream in place of the (empty) one warp built.
+#[derive(Clone)]
+pub struct StreamingBody(Arc<Mutex<Option<ByteStream>>>);
+
+impl StreamingBody {
+    pub fn new(stream: ByteStream) -> Self {
+        Self(Arc::new(Mutex::new(Some(stream))))
+    }
+
+    fn take(&self) -> Option<ByteStream> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    let routes = warp::service(super::routes(app));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let routes = routes.clone();
+        tokio::spawn(serve_connection(tcp, peer, routes));
+    }
+}
+
+async fn serve_connection<S>(tcp: tokio::net::TcpStream, peer: SocketAddr, routes: S)
+where
+    S: Service<
+            http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let mut routes = routes.clone();
+        async move {
+            let resp = routes.call(req).await?;
+            let (mut parts, body) = resp.into_parts();
+            let body = match parts
+                .extensions
+                .remove::<StreamingBody>()
+                .and_then(|s| s.take())
+            {
+                Some(stream) => UnsyncBoxBody::new(StreamBody::new(
+                    stream.map(|r| r.map(Frame::data).map_err(BoxError::from)),
+                )),
+                None => UnsyncBoxBody::new(body.map_err(BoxError::from)),
+            };
+            Ok::<_, std::convert::Infallible>(http::Response::from_parts(parts, body))
+        }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}

@@ -1,0 +1,110 @@
+//! The server's shared state: the four seams and the limits.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::sync::RwLock;
+
+use crate::error::{ApiError, ApiResult};
+use crate::meta::{ChunkLocation, MetaStore};
+use crate::queue::TransferQueue;
+use crate::session::SessionStore;
+use crate::staging::Staging;
+use crate::store::{ObjectStore, chunk_key};
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub signup: bool,
+    pub token_ttl_secs: i64,
+    pub session_ttl_secs: i64,
+    /// Largest body of a one-request upload.
+    pub max_upload_bytes: u64,
+    /// Most chunks one upload session may list.
+    pub max_session_chunks: usize,
+    /// Grace period before unreferenced data is removed.
+    pub gc_grace_secs: i64,
+    pub default_quota_bytes: i64,
+    pub default_quota_files: i64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            signup: true,
+            token_ttl_secs: 30 * 24 * 3600,
+            session_ttl_secs: 24 * 3600,
+            max_upload_bytes: 1 << 40,
+            max_session_chunks: 1 << 20,
+            gc_grace_secs: 3600,
+            default_quota_bytes: 0,
+            default_quota_files: 0,
+        }
+    }
+}
+
+pub struct App {
+    pub meta: Arc<dyn MetaStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub queue: Arc<dyn TransferQueue>,
+    pub store: Arc<dyn ObjectStore>,
+    pub staging: Staging,
+    pub limits: Limits,
+    /// Writers of chunks hold it shared, garbage collection exclusively: a chunk being
+    /// re-uploaded is never removed under the uploader.
+    pub chunk_gate: RwLock<()>,
+}
+
+pub fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+pub const NS: i64 = 1_000_000_000;
+
+impl App {
+    /// A chunk's bytes, checked against its hash: from staging, else from the store.
+    pub async fn read_chunk(&self, sha256: &str) -> ApiResult<Bytes> {
+        let data = match self.staging.read(sha256).await? {
+            Some(data) => data,
+            None => self.store.get(&chunk_key(sha256)).await?.ok_or_else(|| {
+                tracing::error!(chunk = sha256, "chunk missing from staging and store");
+                ApiError::Corrupt
+            })?,
+        };
+        if panproto::sha256_hex(&data) != sha256 {
+            tracing::error!(
+                chunk = sha256,
+                "chunk corrupt: its bytes do not match its hash"
+            );
+            return Err(ApiError::Corrupt);
+        }
+        Ok(data)
+    }
+
+    /// Moves one staged chunk to the object store. Idempotent: a redelivered job is harmless.
+    pub async fn transfer_chunk(&self, sha256: &str) -> ApiResult<()> {
+        match self.meta.chunk_location(sha256).await? {
+            // Gone (collected) or already moved: only a leftover staging file may remain.
+            None | Some(ChunkLocation::Store) => {}
+            Some(ChunkLocation::Staging) => {
+                let Some(data) = self.staging.read(sha256).await? else {
+                    tracing::error!(chunk = sha256, "staged chunk has no file");
+                    return Err(ApiError::Corrupt);
+                };
+                if panproto::sha256_hex(&data) != sha256 {
+                    tracing::error!(chunk = sha256, "staged chunk corrupt");
+                    return Err(ApiError::Corrupt);
+                }
+                self.store.put(&chunk_key(sha256), data).await?;
+                self.meta
+                    .set_chunk_location(sha256, ChunkLocation::Store, now_ns())
+                    .await?;
+            }
+        }
+        self.staging.remove(sha256).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,176 @@
+//! The errors the API answers with: a stable code, a message and an HTTP status.
+
+use http::StatusCode;
+use panproto::NameError;
+
+use crate::meta::MetaError;
+use crate::queue::QueueError;
+use crate::session::SessionError;
+use crate::staging::StagingError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing, invalid or expired token")]
+    Unauthorized,
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("signup is disabled on this server")]
+    SignupDisabled,
+    #[error("too many failed sign-ins; retry in {0} s")]
+    Throttled(i64),
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("{0}")]
+    NotPermitted(&'static str),
+    #[error("invalid name: {0}")]
+    BadName(NameError),
+    #[error("the chunk's bytes do not match its SHA-256")]
+    HashMismatch,
+    #[error("request body too large")]
+    TooLarge,
+    #[error("the file changed since it was read")]
+    Conflict,
+    #[error("the upload is incomplete: {0}")]
+    Incomplete(String),
+    #[error("the proof of possession is wrong")]
+    BadProof,
+    #[error("quota exceeded")]
+    Quota,
+    #[error("no space left on the server")]
+    NoSpace,
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable(i64),
+    #[error("stored data is corrupt")]
+    Corrupt,
+    #[error("a backing service is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            BadRequest(_) | BadName(_) | HashMismatch | BadProof => StatusCode::BAD_REQUEST,
+            Unauthorized | BadCredentials => StatusCode::UNAUTHORIZED,
+            SignupDisabled | NotPermitted(_) => StatusCode::FORBIDDEN,
+            Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            NotFound => StatusCode::NOT_FOUND,
+            Exists | NotEmpty | NotDir | IsDir | Conflict | Incomplete(_) => StatusCode::CONFLICT,
+            TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Quota | NoSpace => StatusCode::INSUFFICIENT_STORAGE,
+            RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Corrupt | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The stable, machine-readable code; clients map these to errno.
+    pub fn code(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            BadRequest(_) => "bad_request",
+            Unauthorized => "unauthorized",
+            BadCredentials => "bad_credentials",
+            SignupDisabled => "signup_disabled",
+            Throttled(_) => "throttled",
+            NotFound => "not_found",
+            Exists => "exists",
+            NotEmpty => "not_empty",
+            NotDir => "not_dir",
+            IsDir => "is_dir",
+            NotPermitted(_) => "not_permitted",
+            BadName(NameError::TooLong) => "name_too_long",
+            BadName(_) => "bad_name",
+            HashMismatch => "hash_mismatch",
+            TooLarge => "too_large",
+            Conflict => "conflict",
+            Incomplete(_) => "incomplete",
+            BadProof => "bad_proof",
+            Quota => "quota_exceeded",
+            NoSpace => "no_space",
+            RangeNotSatisfiable(_) => "range_not_satisfiable",
+            Corrupt => "corrupt",
+            Unavailable(_) => "unavailable",
+            Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<MetaError> for ApiError {
+    fn from(e: MetaError) -> Self {
+        match e {
+            MetaError::NotFound => ApiError::NotFound,
+            MetaError::Exists => ApiError::Exists,
+            MetaError::NotEmpty => ApiError::NotEmpty,
+            MetaError::NotDir => ApiError::NotDir,
+            MetaError::IsDir => ApiError::IsDir,
+            MetaError::Invalid(m) => ApiError::BadRequest(m.to_string()),
+            MetaError::NotPermitted(m) => ApiError::NotPermitted(m),
+            MetaError::Conflict => ApiError::Conflict,
+            MetaError::Quota => ApiError::Quota,
+            MetaError::Unavailable(m) => ApiError::Unavailable(m),
+            MetaError::Db(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        ApiError::BadName(e)
+    }
+}
+
+impl From<StagingError> for ApiError {
+    fn from(e: StagingError) -> Self {
+        match e {
+            StagingError::HashMismatch => ApiError::HashMismatch,
+            StagingError::TooLarge => ApiError::TooLarge,
+            StagingError::NoSpace => ApiError::NoSpace,
+            StagingError::Io(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::Unavailable(m) => ApiError::Unavailable(m),
+            SessionError::Corrupt(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<QueueError> for ApiError {
+    fn from(e: QueueError) -> Self {
+        match e {
+            QueueError::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> Self {
+        StagingError::from(e).into()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,228 @@
+//! Metadata: users, tokens, the per-user tree, contents and chunks. One trait,
+//! one SQL implementation over sqlx's `Any` driver serving SQLite and MySQL/MariaDB.
+
+mod schema;
+mod sql;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use panproto::wire::{
+    ChunkRef, CreateRequest, DirEntry, Node, RenameRequest, SetAttrRequest, TokenInfo,
+};
+
+pub use sql::SqlMeta;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Mysql,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("not found")]
+    NotFound,
+    #[error("already exists")]
+    Exists,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("{0}")]
+    Invalid(&'static str),
+    #[error("{0}")]
+    NotPermitted(&'static str),
+    #[error("the file changed since it was read")]
+    Conflict,
+    #[error("quota exceeded")]
+    Quota,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+pub type MetaResult<T> = Result<T, MetaError>;
+
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: i64,
+    pub username: String,
+    pub password_hash: String,
+    pub root_ino: i64,
+    pub signup_at: i64,
+    pub used_bytes: i64,
+    pub used_files: i64,
+    pub quota_bytes: i64,
+    pub quota_files: i64,
+    pub failed_logins: i64,
+    pub locked_until: i64,
+}
+
+/// Where a chunk's verified bytes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkLocation {
+    Staging,
+    Store,
+}
+
+impl ChunkLocation {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChunkLocation::Staging => "staging",
+            ChunkLocation::Store => "store",
+        }
+    }
+}
+
+/// One entry of a stored content: a chunk (or a hole) at an offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Extent {
+    pub offset: i64,
+    pub size: i64,
+    pub sha256: Option<String>,
+}
+
+/// A content recorded by its whole-file hashes, for instant upload.
+#[derive(Debug, Clone)]
+pub struct KnownContent {
+    pub manifest_id: String,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// The contents and chunks that garbage collection may remove now.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub contents_removed: u64,
+    pub chunks_removed: Vec<(String, ChunkLocation)>,
+}
+
+#[async_trait]
+pub trait MetaStore: Send + Sync {
+    // Users and tokens.
+    /// `quota` is (bytes, files); 0 means unlimited.
+    async fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        quota: (i64, i64),
+        now: i64,
+    ) -> MetaResult<UserRow>;
+    async fn user_by_name(&self, username: &str) -> MetaResult<Option<UserRow>>;
+    async fn user_by_id(&self, id: i64) -> MetaResult<UserRow>;
+    async fn record_login_failure(
+        &self,
+        user: i64,
+        failures: i64,
+        locked_until: i64,
+    ) -> MetaResult<()>;
+    async fn insert_token(
+        &self,
+        user: i64,
+        token_hash: &str,
+        now: i64,
+        expires_at: i64,
+    ) -> MetaResult<i64>;
+    /// The (user, token id) a live token belongs to.
+    async fn token_owner(&self, token_hash: &str, now: i64) -> MetaResult<Option<(i64, i64)>>;
+    async fn list_tokens(&self, user: i64, now: i64) -> MetaResult<Vec<TokenInfo>>;
+    async fn delete_token(&self, user: i64, token_id: i64) -> MetaResult<()>;
+
+    // The tree. Every call is scoped to `user`; another user's inode is `NotFound`.
+    async fn node(&self, user: i64, ino: i64) -> MetaResult<Node>;
+    async fn lookup(&self, user: i64, parent: i64, name: &str) -> MetaResult<Node>;
+    async fn list(
+        &self,
+        user: i64,
+        dir: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> MetaResult<Vec<DirEntry>>;
+    async fn create(
+        &self,
+        user: i64,
+        parent: i64,
+        req: &CreateRequest,
+        now: i64,
+    ) -> MetaResult<Node>;
+    async fn link(
+        &self,
+        user: i64,
+        ino: i64,
+        parent: i64,
+        name: &str,
+        now: i64,
+    ) -> MetaResult<Node>;
+    /// Removes a name; `dir` selects rmdir semantics.
+    async fn remove(
+        &self,
+        user: i64,
+        parent: i64,
+        name: &str,
+        dir: bool,
+        now: i64,
+    ) -> MetaResult<()>;
+    async fn rename(&self, user: i64, req: &RenameRequest, now: i64) -> MetaResult<()>;
+    /// Mode, owner and times; size changes go through `set_content`.
+    async fn set_attr(
+        &self,
+        user: i64,
+        ino: i64,
+        req: &SetAttrRequest,
+        now: i64,
+    ) -> MetaResult<Node>;
+
+    // Contents.
+    async fn extents(&self, user: i64, ino: i64) -> MetaResult<(Node, Vec<Extent>)>;
+    /// Extents of a content overlapping [start, end).
+    async fn extents_in(&self, manifest_id: &str, start: i64, end: i64) -> MetaResult<Vec<Extent>>;
+    /// Points a file at a content made of `chunks` (all present), atomically.
+    /// `if_content` makes it conditional on the file's current content.
+    #[allow(clippy::too_many_arguments)]
+    async fn set_content(
+        &self,
+        user: i64,
+        ino: i64,
+        chunks: &[ChunkRef],
+        hashes: Option<(&str, &str)>,
+        if_content: Option<Option<&str>>,
+        mtime: i64,
+        now: i64,
+    ) -> MetaResult<Node>;
+    async fn content_by_hash(
+        &self,
+        sha256: &str,
+        sha1: Option<&str>,
+    ) -> MetaResult<Option<KnownContent>>;
+    /// Contents whose whole-file hashes are not yet known (computed after commit).
+    async fn unhashed_contents(&self, limit: i64) -> MetaResult<Vec<String>>;
+    async fn set_content_hashes(
+        &self,
+        manifest_id: &str,
+        sha256: &str,
+        sha1: &str,
+    ) -> MetaResult<()>;
+
+    // Chunks.
+    async fn present_chunks(&self, hashes: &[String]) -> MetaResult<HashSet<String>>;
+    async fn owned_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<HashSet<String>>;
+    async fn grant_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<()>;
+    /// Records a verified chunk in staging (a no-op when it is already known).
+    async fn add_chunk(&self, sha256: &str, size: i64, now: i64) -> MetaResult<()>;
+    async fn chunk_location(&self, sha256: &str) -> MetaResult<Option<ChunkLocation>>;
+    async fn set_chunk_location(
+        &self,
+        sha256: &str,
+        location: ChunkLocation,
+        now: i64,
+    ) -> MetaResult<()>;
+    async fn staged_chunks(&self, limit: i64) -> MetaResult<Vec<String>>;
+
+    /// Drops contents no inode uses and chunks no content uses, once older than `cutoff`,
+    /// sparing `pinned` chunks (those open upload sessions will use).
+    async fn collect_garbage(&self, cutoff: i64, pinned: &HashSet<String>) -> MetaResult<GcReport>;
+    async fn forget_chunk(&self, sha256: &str) -> MetaResult<()>;
+}

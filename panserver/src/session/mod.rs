@@ -1,0 +1,45 @@
+//! Upload sessions: the chunk list a client declared and the proof of possession
+//! it still owes. In the metadata database in the embedded profile; Redis in the full stack.
+
+mod sql;
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use panproto::wire::{ChunkRef, ProofChallenge};
+use serde::{Deserialize, Serialize};
+
+pub use sql::SqlSessions;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadSession {
+    pub id: String,
+    pub user: i64,
+    pub ino: i64,
+    pub chunks: Vec<ChunkRef>,
+    /// Chunks held by other users that this user must prove to have.
+    pub unproven: Vec<String>,
+    pub challenge: Option<ProofChallenge>,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    #[error("session store: {0}")]
+    Corrupt(String),
+}
+
+pub type SessionResult<T> = Result<T, SessionError>;
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Saves the session; it lives until `expires_at` unless saved again.
+    async fn save(&self, session: &UploadSession) -> SessionResult<()>;
+    /// The user's live session by id; another user's id is None.
+    async fn load(&self, user: i64, id: &str, now: i64) -> SessionResult<Option<UploadSession>>;
+    async fn remove(&self, id: &str) -> SessionResult<()>;
+    /// Every chunk a live session lists: garbage collection must keep them.
+    async fn pinned_chunks(&self, now: i64) -> SessionResult<HashSet<String>>;
+}

@@ -1,0 +1,126 @@
+//! The staging area: verified chunks land here (fsync'd) before the transfer
+//! worker moves them to the object store.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StagingError {
+    #[error("the chunk's bytes do not match its SHA-256")]
+    HashMismatch,
+    #[error("the chunk is larger than declared")]
+    TooLarge,
+    #[error("no space left on the staging disk")]
+    NoSpace,
+    #[error("staging I/O: {0}")]
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for StagingError {
+    fn from(e: std::io::Error) -> Self {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            StagingError::NoSpace
+        } else {
+            StagingError::Io(e)
+        }
+    }
+}
+
+/// A chunk being written: bytes go to a temporary file and are hashed on the way.
+pub struct StagedWriter {
+    file: std::fs::File,
+    tmp: PathBuf,
+    dest: PathBuf,
+    hasher: Sha256,
+    written: u64,
+    limit: u64,
+}
+
+impl StagedWriter {
+    pub fn write(&mut self, data: &[u8]) -> Result<(), StagingError> {
+        self.written += data.len() as u64;
+        if self.written > self.limit {
+            return Err(StagingError::TooLarge);
+        }
+        self.hasher.update(data);
+        self.file.write_all(data)?;
+        Ok(())
+    }
+
+    /// Checks the hash and size, then makes the chunk durable under its name.
+    pub fn finish(self, sha256: &str, size: u64) -> Result<(), StagingError> {
+        if hex::encode(self.hasher.clone().finalize()) != sha256 || self.written != size {
+            return Err(StagingError::HashMismatch);
+        }
+        self.file.sync_all()?;
+        std::fs::rename(&self.tmp, &self.dest)?;
+        Ok(())
+    }
+}
+
+impl Drop for StagedWriter {
+    fn drop(&mut self) {
+        // Removes the temporary file of a failed or abandoned write; after a successful
+        // rename the name is gone and this does nothing.
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+#[derive(Clone)]
+pub struct Staging {
+    root: PathBuf,
+}
+
+impl Staging {
+    pub fn new(root: PathBuf) -> std::io::Result<Self> {
+        std::fs::create_dir_all(root.join("tmp"))?;
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, sha256: &str) -> PathBuf {
+        self.root.join(&sha256[..2]).join(sha256)
+    }
+
+    /// Starts writing a chunk of at most `limit` bytes. Blocking I/O: call from a blocking context.
+    pub fn writer(&self, sha256: &str, limit: u64) -> Result<StagedWriter, StagingError> {
+        let dest = self.path(sha256);
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(format!("{sha256}.{}", rand::random::<u64>()));
+        let file = std::fs::File::create(&tmp)?;
+        Ok(StagedWriter {
+            file,
+            tmp,
+            dest,
+            hasher: Sha256::new(),
+            written: 0,
+            limit,
+        })
+    }
+
+    pub async fn read(&self, sha256: &str) -> std::io::Result<Option<Bytes>> {
+        match tokio::fs::read(self.path(sha256)).await {
+            Ok(data) => Ok(Some(Bytes::from(data))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn remove(&self, sha256: &str) -> std::io::Result<()> {
+        match tokio::fs::remove_file(self.path(sha256)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}

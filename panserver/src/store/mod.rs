@@ -1,0 +1,42 @@
+//! The object store that chunks end up in. A local directory in the embedded
+//! profile; S3 (Ceph RGW, Aliyun OSS, AWS) in the full stack.
+
+mod dir;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use dir::DirStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object store I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("object store: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Stores `data` under `key`, durably, replacing any object there.
+    async fn put(&self, key: &str, data: Bytes) -> StoreResult<()>;
+    /// The object's bytes, or None when there is no such object.
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+}
+
+/// Where a chunk lives in a store.
+pub fn chunk_key(sha256: &str) -> String {
+    format!("chunks/{}/{}", &sha256[..2], sha256)
+}
+
+/// Opens the store named by a URL: `dir:///path` (or a plain path).
+pub fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn ObjectStore>> {
+    let path = url.strip_prefix("dir://").unwrap_or(url);
+    if path.contains("://") {
+        anyhow::bail!("unsupported store URL {url}: use dir:///path");
+    }
+    Ok(std::sync::Arc::new(DirStore::new(path.into())?))
+}

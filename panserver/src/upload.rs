@@ -1,0 +1,335 @@
+//! The upload protocol: open a session with a chunk list, learn what is missing,
+//! prove possession of chunks held by others, send chunks, commit.
+
+use std::collections::HashSet;
+
+use bytes::Buf;
+use futures::{Stream, StreamExt};
+use panproto::proof::ProofHasher;
+use panproto::wire::{ChunkRef, CommitRequest, Node, ProofChallenge, UploadInit, UploadState};
+use panproto::{CHUNK_MAX, is_sha256_hex};
+use rand::Rng;
+use subtle::ConstantTimeEq;
+
+use crate::app::{App, NS, now_ns};
+use crate::auth::random_hex;
+use crate::error::{ApiError, ApiResult};
+use crate::session::UploadSession;
+
+const PROOF_RANGES: usize = 4;
+const PROOF_RANGE_LEN: u64 = 64;
+
+fn distinct_hashes(chunks: &[ChunkRef]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    chunks
+        .iter()
+        .filter_map(|c| c.sha256.clone())
+        .filter(|h| seen.insert(h.clone()))
+        .collect()
+}
+
+pub fn validate_chunks(app: &App, chunks: &[ChunkRef]) -> ApiResult<()> {
+    if chunks.len() > app.limits.max_session_chunks {
+        return Err(ApiError::TooLarge);
+    }
+    for c in chunks {
+        if c.size == 0 || c.size > u64::from(CHUNK_MAX) {
+            return Err(ApiError::BadRequest("a chunk is 1 byte to 4 MiB".into()));
+        }
+        if let Some(h) = &c.sha256
+            && !is_sha256_hex(h)
+        {
+            return Err(ApiError::BadRequest(
+                "a chunk hash is 64 lowercase hex digits".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Picks byte ranges inside the chunks to prove, as offsets in the whole content.
+fn challenge_for(chunks: &[ChunkRef], unproven: &[String]) -> ProofChallenge {
+    let mut rng = rand::thread_rng();
+    let mut candidates = Vec::new();
+    let mut offset = 0u64;
+    for c in chunks {
+        if c.sha256.as_ref().is_some_and(|h| unproven.contains(h)) {
+            candidates.push((offset, c.size));
+        }
+        offset += c.size;
+    }
+    let mut ranges = Vec::new();
+    for _ in 0..PROOF_RANGES.min(candidates.len().max(1)) {
+        let (start, size) = candidates[rng.gen_range(0..candidates.len())];
+        let len = PROOF_RANGE_LEN.min(size);
+        let at = start + rng.gen_range(0..=size - len);
+        ranges.push((at, len));
+    }
+    ProofChallenge {
+        nonce: random_hex(16),
+        ranges,
+    }
+}
+
+impl App {
+    async fn state_of(&self, session: &UploadSession) -> ApiResult<UploadState> {
+        let wanted = distinct_hashes(&session.chunks);
+        let present = self.meta.present_chunks(&wanted).await?;
+        Ok(UploadState {
+            id: session.id.clone(),
+            ino: session.ino,
+            expires_at: session.expires_at,
+            missing: wanted
+                .into_iter()
+                .filter(|h| !present.contains(h))
+                .collect(),
+            challenge: session.challenge.clone(),
+        })
+    }
+
+    async fn load_session(&self, user: i64, id: &str) -> ApiResult<UploadSession> {
+        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(ApiError::NotFound);
+        }
+        let mut session = self
+            .sessions
+            .load(user, id, now_ns())
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        // Activity keeps a session alive.
+        session.expires_at = now_ns() + self.limits.session_ttl_secs * NS;
+        Ok(session)
+    }
+
+    pub async fn begin_upload(&self, user: i64, mut init: UploadInit) -> ApiResult<UploadState> {
+        let node = self.meta.node(user, init.ino).await?;
+        if node.kind != panproto::wire::NodeKind::File {
+            return Err(ApiError::IsDir);
+        }
+        // Instant upload by whole-file hash: the known content's chunk list stands in
+        // for the client's (the client still proves it holds the bytes).
+        if init.chunks.is_empty()
+            && let Some(sha256) = init.sha256.as_deref()
+            && let Some(known) = self
+                .meta
+                .content_by_hash(sha256, init.sha1.as_deref())
+                .await?
+        {
+            init.chunks = known.chunks;
+        }
+        validate_chunks(self, &init.chunks)?;
+        let wanted = distinct_hashes(&init.chunks);
+        let present = self.meta.present_chunks(&wanted).await?;
+        let owned = self.meta.owned_chunks(user, &wanted).await?;
+        let unproven: Vec<String> = wanted
+            .iter()
+            .filter(|h| present.contains(*h) && !owned.contains(*h))
+            .cloned()
+            .collect();
+        let challenge = (!unproven.is_empty()).then(|| challenge_for(&init.chunks, &unproven));
+        let session = UploadSession {
+            id: random_hex(16),
+            user,
+            ino: init.ino,
+            chunks: init.chunks,
+            unproven,
+            challenge,
+            expires_at: now_ns() + self.limits.session_ttl_secs * NS,
+        };
+        self.sessions.save(&session).await?;
+        self.state_of(&session).await
+    }
+
+    pub async fn upload_state(&self, user: i64, id: &str) -> ApiResult<UploadState> {
+        let session = self.load_session(user, id).await?;
+        self.sessions.save(&session).await?;
+        self.state_of(&session).await
+    }
+
+    /// Streams one chunk's body into staging, verifying it against its hash.
+    pub async fn put_chunk<S, B>(&self, user: i64, id: &str, sha256: &str, body: S) -> ApiResult<()>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Unpin,
+        B: Buf,
+    {
+        let session = self.load_session(user, id).await?;
+        let size = session
+            .chunks
+            .iter()
+            .find(|c| c.sha256.as_deref() == Some(sha256))
+            .map(|c| c.size)
+            .ok_or_else(|| ApiError::BadRequest("the session does not list this chunk".into()))?;
+        self.stage_chunk(user, sha256, size, body).await?;
+        self.sessions.save(&session).await?;
+        Ok(())
+    }
+
+    async fn stage_chunk<S, B>(
+        &self,
+        user: i64,
+        sha256: &str,
+        size: u64,
+        mut body: S,
+    ) -> ApiResult<()>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Unpin,
+        B: Buf,
+    {
+        let _gate = self.chunk_gate.read().await;
+        let mut writer = self.staging.writer(sha256, size)?;
+        while let Some(piece) = body.next().await {
+            let mut piece =
+                piece.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+            while piece.has_remaining() {
+                let part = piece.chunk();
+                writer.write(part)?;
+                let n = part.len();
+                piece.advance(n);
+            }
+        }
+        writer.finish(sha256, size)?;
+        self.record_chunk(user, sha256, size).await
+    }
+
+    /// Records a verified, staged chunk as the user's and queues its transfer.
+    pub async fn record_chunk(&self, user: i64, sha256: &str, size: u64) -> ApiResult<()> {
+        self.meta.add_chunk(sha256, size as i64, now_ns()).await?;
+        self.meta.grant_chunks(user, &[sha256.to_string()]).await?;
+        if let Err(e) = self.queue.publish(sha256).await {
+            // The chunk is safe in staging; the reconciler queues it again later.
+            tracing::warn!(chunk = sha256, error = %e, "could not queue transfer");
+        }
+        Ok(())
+    }
+
+    pub async fn prove(&self, user: i64, id: &str, answer: &str) -> ApiResult<UploadState> {
+        let mut session = self.load_session(user, id).await?;
+        let Some(challenge) = session.challenge.clone() else {
+            return self.state_of(&session).await;
+        };
+        let mut expected = ProofHasher::new(&challenge.nonce);
+        for (start, len) in &challenge.ranges {
+            expected.update(&self.content_range(&session.chunks, *start, *len).await?);
+        }
+        let expected = expected.finish();
+        // One challenge, one answer: a wrong answer needs a new session.
+        session.challenge = None;
+        if !bool::from(expected.as_bytes().ct_eq(answer.as_bytes())) {
+            self.sessions.remove(&session.id).await?;
+            return Err(ApiError::BadProof);
+        }
+        self.meta.grant_chunks(user, &session.unproven).await?;
+        session.unproven.clear();
+        self.sessions.save(&session).await?;
+        self.state_of(&session).await
+    }
+
+    /// Bytes [start, start+len) of a content given by its chunk list (all present).
+    async fn content_range(&self, chunks: &[ChunkRef], start: u64, len: u64) -> ApiResult<Vec<u8>> {
+        let mut out = Vec::with_capacity(len as usize);
+        let mut offset = 0u64;
+        for c in chunks {
+            let end = offset + c.size;
+            if end > start && offset < start + len {
+                let from = start.max(offset) - offset;
+                let to = (start + len).min(end) - offset;
+                match &c.sha256 {
+                    Some(h) => out
+                        .extend_from_slice(&self.read_chunk(h).await?[from as usize..to as usize]),
+                    None => out.resize(out.len() + (to - from) as usize, 0),
+                }
+            }
+            offset = end;
+        }
+        Ok(out)
+    }
+
+    pub async fn commit_upload(&self, user: i64, id: &str, req: CommitRequest) -> ApiResult<Node> {
+        let session = self.load_session(user, id).await?;
+        if session.challenge.is_some() || !session.unproven.is_empty() {
+            return Err(ApiError::Incomplete("a proof of possession is owed".into()));
+        }
+        let wanted = distinct_hashes(&session.chunks);
+        let owned = self.meta.owned_chunks(user, &wanted).await?;
+        let missing = wanted.iter().filter(|h| !owned.contains(*h)).count();
+        if missing > 0 {
+            return Err(ApiError::Incomplete(format!(
+                "{missing} chunks are missing"
+            )));
+        }
+        let now = now_ns();
+        let node = self
+            .meta
+            .set_content(
+                user,
+                session.ino,
+                &session.chunks,
+                None,
+                req.if_content.as_ref().map(|c| c.as_deref()),
+                req.mtime.unwrap_or(now),
+                now,
+            )
+            .await?;
+        self.sessions.remove(&session.id).await?;
+        Ok(node)
+    }
+
+    /// The one-request upload: the server cuts the streamed body into chunks itself.
+    pub async fn ingest<S, B>(&self, user: i64, ino: i64, body: S) -> ApiResult<Node>
+    where
+        S: Stream<Item = Result<B, warp::Error>> + Send + Unpin + 'static,
+        B: Buf + Send + 'static,
+    {
+        let reader = tokio_util::io::StreamReader::new(body.map(|r| {
+            r.map(|mut b| b.copy_to_bytes(b.remaining()))
+                .map_err(std::io::Error::other)
+        }));
+        let mut reader = tokio_util::io::SyncIoBridge::new(reader);
+        let staging = self.staging.clone();
+        let limit = self.limits.max_upload_bytes;
+        let _gate = self.chunk_gate.read().await;
+        // Chunking and hashing are CPU work on blocking I/O: keep them off the async threads.
+        let (chunks, hashes) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+            let mut hasher = panproto::ContentHasher::default();
+            let mut chunks = Vec::new();
+            for chunk in panproto::Chunker::new(&mut reader) {
+                let chunk =
+                    chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+                hasher.update(&chunk.data);
+                if hasher.len() > limit {
+                    return Err(ApiError::TooLarge);
+                }
+                let sha = panproto::sha256_hex(&chunk.data);
+                let mut w = staging.writer(&sha, chunk.data.len() as u64)?;
+                w.write(&chunk.data)?;
+                w.finish(&sha, chunk.data.len() as u64)?;
+                chunks.push(ChunkRef {
+                    sha256: Some(sha),
+                    size: chunk.data.len() as u64,
+                });
+            }
+            Ok((chunks, hasher.finish()))
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        for c in &chunks {
+            if let Some(sha) = &c.sha256 {
+                self.record_chunk(user, sha, c.size).await?;
+            }
+        }
+        drop(_gate);
+        let now = now_ns();
+        Ok(self
+            .meta
+            .set_content(
+                user,
+                ino,
+                &chunks,
+                Some((&hashes.0, &hashes.1)),
+                None,
+                now,
+                now,
+            )
+            .await?)
+    }
+}
