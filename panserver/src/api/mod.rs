@@ -100,9 +100,20 @@ pub fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejecti
     warp::header::optional::<String>("authorization")
 }
 
+/// A JSON body that failed to parse.
+#[derive(Debug)]
+struct BadJson(String);
+
+impl warp::reject::Reject for BadJson {}
+
+/// A JSON request body, whatever its Content-Type says (curl's `-d` sends a form type).
 pub fn json_body<T: serde::de::DeserializeOwned + Send>()
 -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(JSON_LIMIT).and(warp::body::json())
+    warp::body::content_length_limit(JSON_LIMIT)
+        .and(warp::body::bytes())
+        .and_then(|body: bytes::Bytes| async move {
+            serde_json::from_slice(&body).map_err(|e| warp::reject::custom(BadJson(e.to_string())))
+        })
 }
 
 /// Decodes one percent-encoded path segment into a name.
@@ -137,7 +148,7 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::NotFound
     } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
         ApiError::TooLarge
-    } else if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+    } else if let Some(BadJson(e)) = rejection.find::<BadJson>() {
         ApiError::BadRequest(format!("invalid JSON: {e}"))
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         return Ok(error_reply_with(

@@ -228,6 +228,18 @@ fn user_from_row(row: &AnyRow) -> MetaResult<UserRow> {
     })
 }
 
+/// The id an INSERT just generated. SQLite through `Any` does not report it, so it
+/// is asked for on the same connection.
+async fn inserted_id(tx: &mut Tx, result: sqlx::any::AnyQueryResult) -> MetaResult<i64> {
+    if let Some(id) = result.last_insert_id() {
+        return Ok(id);
+    }
+    let row = sqlx::query("SELECT last_insert_rowid()")
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
@@ -383,9 +395,8 @@ impl SqlMeta {
         .bind(quota.0)
         .bind(quota.1)
             .execute(&mut *tx)
-            .await?
-            .last_insert_id()
-            .ok_or(MetaError::Invalid("no user id"))?;
+        .await?;
+        let user = inserted_id(&mut tx, user).await?;
         let root = sqlx::query(
             "INSERT INTO tbl_inode (user_id, kind, mode, uid, gid, atime, mtime, ctime, nlink) \
              VALUES (?, 'dir', 493, 0, 0, ?, ?, ?, 2)",
@@ -395,9 +406,8 @@ impl SqlMeta {
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
-        .await?
-        .last_insert_id()
-        .ok_or(MetaError::Invalid("no inode id"))?;
+        .await?;
+        let root = inserted_id(&mut tx, root).await?;
         sqlx::query("UPDATE tbl_user SET root_ino = ? WHERE id = ?")
             .bind(root)
             .bind(user)
@@ -454,9 +464,8 @@ impl SqlMeta {
         .bind(nlink)
         .bind(req.target.clone())
         .execute(&mut *tx)
-        .await?
-        .last_insert_id()
-        .ok_or(MetaError::Invalid("no inode id"))?;
+        .await?;
+        let ino = inserted_id(&mut tx, ino).await?;
         sqlx::query(
             "INSERT INTO tbl_user_file (user_id, parent_ino, file_name, ino) VALUES (?, ?, ?, ?)",
         )
@@ -765,9 +774,8 @@ impl SqlMeta {
         .bind(size)
         .bind(now)
         .execute(&mut **tx)
-        .await?
-        .last_insert_id()
-        .ok_or(MetaError::Invalid("no content id"))?;
+        .await?;
+        let file_id = inserted_id(tx, file_id).await?;
         let mut offset = 0i64;
         let mut rows = Vec::with_capacity(chunks.len());
         for (seq, c) in chunks.iter().enumerate() {
@@ -930,15 +938,19 @@ impl MetaStore for SqlMeta {
         now: i64,
         expires_at: i64,
     ) -> MetaResult<i64> {
-        sqlx::query("INSERT INTO tbl_user_token (user_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)")
-            .bind(user)
-            .bind(token_hash)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?
-            .last_insert_id()
-            .ok_or(MetaError::Invalid("no token id"))
+        let mut tx = self.begin_write().await?;
+        let result = sqlx::query(
+            "INSERT INTO tbl_user_token (user_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(user)
+        .bind(token_hash)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let id = inserted_id(&mut tx, result).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn token_owner(&self, token_hash: &str, now: i64) -> MetaResult<Option<(i64, i64)>> {
