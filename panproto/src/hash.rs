@@ -47,6 +47,19 @@ impl ContentHasher {
     }
 }
 
+/// The identity of a content: SHA-256 over its chunk list. Two files with the same
+/// chunk list are the same content, whatever their whole-file hashes claim.
+pub fn manifest_id(chunks: &[crate::wire::ChunkRef]) -> String {
+    let mut h = Sha256::new();
+    for c in chunks {
+        h.update(c.sha256.as_deref().unwrap_or("-").as_bytes());
+        h.update(b":");
+        h.update(c.size.to_string().as_bytes());
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,17 +85,4 @@ mod tests {
         assert!(!is_sha256_hex("../../etc/passwd"));
         assert!(!is_sha256_hex(""));
     }
-}
-
-/// The identity of a content: SHA-256 over its chunk list. Two files with the same
-/// chunk list are the same content, whatever their whole-file hashes claim.
-pub fn manifest_id(chunks: &[crate::wire::ChunkRef]) -> String {
-    let mut h = Sha256::new();
-    for c in chunks {
-        h.update(c.sha256.as_deref().unwrap_or("-").as_bytes());
-        h.update(b":");
-        h.update(c.size.to_string().as_bytes());
-        h.update(b"\n");
-    }
-    hex::encode(h.finalize())
 }

@@ -46,8 +46,8 @@ impl App {
         Ok(node)
     }
 
-    /// The file at `path`, created (with its missing parents) when absent.
-    async fn file_for_put(&self, user: i64, path: &[String]) -> ApiResult<Node> {
+    /// The file at `path`, created (with its missing parents) when absent; true when created.
+    async fn file_for_put(&self, user: i64, path: &[String]) -> ApiResult<(Node, bool)> {
         let Some((name, dirs)) = path.split_last() else {
             return Err(ApiError::IsDir);
         };
@@ -66,9 +66,12 @@ impl App {
             };
         }
         match self.meta.lookup(user, parent, name).await {
-            Ok(node) if node.kind == NodeKind::File => Ok(node),
+            Ok(node) if node.kind == NodeKind::File => Ok((node, false)),
             Ok(_) => Err(ApiError::IsDir),
-            Err(MetaError::NotFound) => self.make(user, parent, name, NodeKind::File, 0o644).await,
+            Err(MetaError::NotFound) => Ok((
+                self.make(user, parent, name, NodeKind::File, 0o644).await?,
+                true,
+            )),
             Err(e) => Err(e.into()),
         }
     }
@@ -120,8 +123,14 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
             |tail: Tail, app: Arc<App>, auth: Option<String>, body| async move {
                 let r = async {
                     let c = app.authenticate(auth.as_deref()).await?;
-                    let node = app.file_for_put(c.user, &segments(&tail)?).await?;
-                    app.ingest(c.user, node.ino, body).await
+                    let path = segments(&tail)?;
+                    let (node, created) = app.file_for_put(c.user, &path).await?;
+                    let stored = app.ingest(c.user, node.ino, body).await;
+                    if stored.is_err() && created {
+                        // A refused upload leaves no empty file behind.
+                        let _ = app.remove_path(c.user, &path).await;
+                    }
+                    stored
                 };
                 json_reply(r.await, StatusCode::CREATED)
             },

@@ -3,6 +3,8 @@
 
 mod schema;
 mod sql;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 

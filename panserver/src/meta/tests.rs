@@ -1,0 +1,177 @@
+//! The metadata store on a real SQLite file: the tree's rules, reference counts
+//! and garbage collection.
+
+use std::collections::HashSet;
+
+use panproto::wire::{ChunkRef, CreateRequest, NodeKind, RenameMode, RenameRequest};
+
+use super::{MetaError, MetaStore, SqlMeta};
+
+async fn store() -> (SqlMeta, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+    let meta = SqlMeta::connect(&url, 4).await.expect("connect");
+    meta.check_schema()
+        .await
+        .expect_err("an empty database is not migrated");
+    meta.migrate().await.expect("migrate");
+    meta.check_schema().await.expect("schema");
+    (meta, dir)
+}
+
+fn req(name: &str, kind: NodeKind) -> CreateRequest {
+    CreateRequest {
+        name: name.into(),
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        target: None,
+    }
+}
+
+fn chunk(sha: &str, size: u64) -> ChunkRef {
+    ChunkRef {
+        sha256: Some(sha.repeat(64 / sha.len())),
+        size,
+    }
+}
+
+#[tokio::test]
+async fn tree_rules() {
+    let (m, _dir) = store().await;
+    let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
+    let root = u.root_ino;
+    let a = m
+        .create(u.id, root, &req("a", NodeKind::Dir), 2)
+        .await
+        .expect("a");
+    let f = m
+        .create(u.id, a.ino, &req("f", NodeKind::File), 3)
+        .await
+        .expect("f");
+    assert!(matches!(
+        m.create(u.id, a.ino, &req("f", NodeKind::File), 3).await,
+        Err(MetaError::Exists)
+    ));
+    assert!(matches!(
+        m.create(u.id, f.ino, &req("x", NodeKind::File), 3).await,
+        Err(MetaError::NotDir)
+    ));
+    assert_eq!(m.node(u.id, root).await.expect("root").nlink, 3);
+    // Hard link, then unlink both names: the inode is gone from the tree.
+    m.link(u.id, f.ino, root, "g", 4).await.expect("link");
+    assert_eq!(m.node(u.id, f.ino).await.expect("f").nlink, 2);
+    m.remove(u.id, a.ino, "f", false, 5)
+        .await
+        .expect("unlink f");
+    assert_eq!(m.lookup(u.id, root, "g").await.expect("g").nlink, 1);
+    // Rename a directory into its own child is refused; exchange swaps.
+    let b = m
+        .create(u.id, a.ino, &req("b", NodeKind::Dir), 6)
+        .await
+        .expect("b");
+    let into_self = RenameRequest {
+        parent: root,
+        name: "a".into(),
+        new_parent: b.ino,
+        new_name: "a".into(),
+        mode: RenameMode::Replace,
+    };
+    assert!(matches!(
+        m.rename(u.id, &into_self, 7).await,
+        Err(MetaError::Invalid(_))
+    ));
+    let swap = RenameRequest {
+        parent: root,
+        name: "a".into(),
+        new_parent: root,
+        new_name: "g".into(),
+        mode: RenameMode::Exchange,
+    };
+    m.rename(u.id, &swap, 8).await.expect("exchange");
+    assert_eq!(
+        m.lookup(u.id, root, "g").await.expect("g").kind,
+        NodeKind::Dir
+    );
+    assert_eq!(
+        m.lookup(u.id, root, "a").await.expect("a").kind,
+        NodeKind::File
+    );
+    assert!(matches!(
+        m.remove(u.id, root, "g", true, 9).await,
+        Err(MetaError::NotEmpty)
+    ));
+    // Another user sees none of it.
+    let v = m.create_user("bob", "h", (0, 0), 1).await.expect("bob");
+    assert!(matches!(
+        m.node(v.id, a.ino).await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(matches!(
+        m.list(v.id, root, None, 10).await,
+        Err(MetaError::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn contents_are_counted_and_collected() {
+    let (m, _dir) = store().await;
+    let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
+    let f = m
+        .create(u.id, u.root_ino, &req("f", NodeKind::File), 2)
+        .await
+        .expect("f");
+    let g = m
+        .create(u.id, u.root_ino, &req("g", NodeKind::File), 2)
+        .await
+        .expect("g");
+    let list = vec![chunk("a", 10), chunk("b", 20), chunk("a", 10)];
+    // Committing a chunk the store has not verified fails.
+    assert!(
+        m.set_content(u.id, f.ino, &list, None, None, 3, 3)
+            .await
+            .is_err()
+    );
+    for c in &list {
+        m.add_chunk(c.sha256.as_deref().expect("sha"), c.size as i64, 3)
+            .await
+            .expect("chunk");
+    }
+    let n = m
+        .set_content(u.id, f.ino, &list, None, None, 3, 3)
+        .await
+        .expect("commit");
+    assert_eq!(n.size, 40);
+    m.set_content(u.id, g.ino, &list, None, None, 3, 3)
+        .await
+        .expect("same content");
+    assert_eq!(m.user_by_id(u.id).await.expect("user").used_bytes, 80);
+    // A stale conditional commit is refused.
+    assert!(matches!(
+        m.set_content(u.id, f.ino, &[], None, Some(None), 4, 4)
+            .await,
+        Err(MetaError::Conflict)
+    ));
+    // Nothing is collected while referenced.
+    let none = HashSet::new();
+    let report = m.collect_garbage(i64::MAX, &none).await.expect("gc");
+    assert!(report.chunks_removed.is_empty());
+    m.set_content(u.id, f.ino, &[], None, None, 5, 5)
+        .await
+        .expect("empty f");
+    m.remove(u.id, u.root_ino, "g", false, 5)
+        .await
+        .expect("unlink g");
+    // Pinned chunks (an open session) survive; the rest goes.
+    let pinned: HashSet<String> = [chunk("b", 1).sha256.expect("sha")].into();
+    let report = m.collect_garbage(i64::MAX, &pinned).await.expect("gc");
+    let removed: Vec<&str> = report
+        .chunks_removed
+        .iter()
+        .map(|(s, _)| s.as_str())
+        .collect();
+    assert_eq!(removed, vec![chunk("a", 1).sha256.expect("sha").as_str()]);
+    assert_eq!(report.contents_removed, 1);
+    assert_eq!(m.user_by_id(u.id).await.expect("user").used_bytes, 0);
+}
