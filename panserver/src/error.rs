@@ -41,6 +41,8 @@ pub enum ApiError {
     TooLarge,
     #[error("the file changed since it was read")]
     Conflict,
+    #[error("the file no longer has the requested version")]
+    Changed,
     #[error("the upload is incomplete: {0}")]
     Incomplete(String),
     #[error("the proof of possession is wrong")]
@@ -72,6 +74,7 @@ impl ApiError {
             TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Quota | NoSpace => StatusCode::INSUFFICIENT_STORAGE,
             RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Changed => StatusCode::PRECONDITION_FAILED,
             Corrupt | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -97,6 +100,7 @@ impl ApiError {
             HashMismatch => "hash_mismatch",
             TooLarge => "too_large",
             Conflict => "conflict",
+            Changed => "changed",
             Incomplete(_) => "incomplete",
             BadProof => "bad_proof",
             Quota => "quota_exceeded",

@@ -17,18 +17,37 @@ pub fn etag(node: &Node) -> String {
     format!("\"{}\"", node.content.as_deref().unwrap_or("empty"))
 }
 
-/// Answers a GET of a file's bytes, honouring `Range`.
-pub async fn download(app: Arc<App>, user: i64, ino: i64, range: Option<String>) -> Response {
-    match build(app, user, ino, range).await {
+/// Answers a GET of a file's bytes, honouring `Range` and `If-Match` (a client
+/// reading one version by ranges gets 412 once the file has changed).
+pub async fn download(
+    app: Arc<App>,
+    user: i64,
+    ino: i64,
+    range: Option<String>,
+    if_match: Option<String>,
+) -> Response {
+    match build(app, user, ino, range, if_match).await {
         Ok(resp) => resp,
         Err(e) => error_reply(&e),
     }
 }
 
-async fn build(app: Arc<App>, user: i64, ino: i64, range: Option<String>) -> ApiResult<Response> {
+async fn build(
+    app: Arc<App>,
+    user: i64,
+    ino: i64,
+    range: Option<String>,
+    if_match: Option<String>,
+) -> ApiResult<Response> {
     let node = app.meta.node(user, ino).await?;
     if node.kind != NodeKind::File {
         return Err(ApiError::IsDir);
+    }
+    if let Some(expected) = if_match
+        && expected.trim() != "*"
+        && expected.trim() != etag(&node)
+    {
+        return Err(ApiError::Changed);
     }
     let size = node.size as u64;
     let (status, start, end) = match parse_range(range.as_deref(), size) {

@@ -149,7 +149,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                 };
                 match found.await {
                     Ok((c, node)) if node.kind == NodeKind::File => {
-                        download(app, c.user, node.ino, range).await
+                        download(app, c.user, node.ino, range, None).await
                     }
                     Ok((c, node)) if node.kind == NodeKind::Dir => json_reply(
                         app.meta

@@ -212,10 +212,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::get())
         .and(a())
         .and(warp::header::optional::<String>("range"))
+        .and(warp::header::optional::<String>("if-match"))
         .then(
-            |ino: i64, app: Arc<App>, auth: Option<String>, range: Option<String>| async move {
+            |ino: i64, app: Arc<App>, auth: Option<String>, range: Option<String>, if_match: Option<String>| async move {
                 match app.authenticate(auth.as_deref()).await {
-                    Ok(c) => download(app, c.user, ino, range).await,
+                    Ok(c) => download(app, c.user, ino, range, if_match).await,
                     Err(e) => super::error_reply(&e),
                 }
             },
