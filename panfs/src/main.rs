@@ -1,1 +1,261 @@
-fn main() {}
+//! The `panfs` command: login, mount, umount, status, logout.
+
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use panfs::config::{self, Login};
+use panfs::mount::{self, MountOptions};
+use panproto::wire::{Credentials, SigninResponse};
+use tracing_subscriber::EnvFilter;
+
+/// Mounts a pan drive: ordinary tools work on it as on a local disk.
+#[derive(Debug, Parser)]
+#[command(name = "panfs", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sign in and store the token (mode 0600) in $XDG_CONFIG_HOME/pan
+    Login {
+        /// Server URL, e.g. http://127.0.0.1:8080
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        user: String,
+        /// Read the password from stdin instead of a prompt
+        #[arg(long)]
+        password_stdin: bool,
+        /// Allow plain HTTP to a host other than this machine
+        #[arg(long)]
+        insecure_http: bool,
+    },
+    /// Revoke the stored token and forget it
+    Logout,
+    /// Mount the drive; returns once the mount is ready
+    Mount(MountArgs),
+    /// Send pending writes, then unmount (also cleans a mount left by a crash)
+    Umount { mountpoint: PathBuf },
+    /// Show mounts, pending uploads, cache use and whether the server answers
+    Status,
+}
+
+#[derive(Debug, Clone, Args)]
+struct MountArgs {
+    mountpoint: PathBuf,
+    /// Stay in the foreground (logs to stderr)
+    #[arg(long)]
+    foreground: bool,
+    /// Directory for working copies and the upload journal [default: $XDG_CACHE_HOME/pan/USER]
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Memory for recently read blocks, in MiB
+    #[arg(long, default_value_t = 64)]
+    cache_size: u64,
+    /// Let other local users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)
+    #[arg(long)]
+    allow_other: bool,
+    /// Seconds the kernel may cache attributes
+    #[arg(long, default_value_t = 1.0)]
+    attr_ttl: f64,
+    /// Seconds the kernel may cache names (and panfs missing names)
+    #[arg(long, default_value_t = 1.0)]
+    entry_ttl: f64,
+    /// Return from close before the upload; fsync still waits for the server
+    #[arg(long)]
+    writeback: bool,
+    /// Seconds to wait for the server before failing an operation with EIO
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    /// Threads serving kernel requests
+    #[arg(long, default_value_t = 8)]
+    threads: usize,
+    /// Allow plain HTTP to a host other than this machine
+    #[arg(long)]
+    insecure_http: bool,
+}
+
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    if from_stdin || !std::io::stdin().is_terminal() {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s)?;
+        return Ok(s.trim_end_matches(['\n', '\r']).to_string());
+    }
+    Ok(rpassword::prompt_password("Password: ")?)
+}
+
+fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+async fn login(server: &str, user: &str, password: String) -> anyhow::Result<()> {
+    let server = server.trim_end_matches('/');
+    let resp = http_client()?
+        .post(format!("{server}/api/v1/signin"))
+        .json(&Credentials {
+            username: user.to_string(),
+            password,
+        })
+        .send()
+        .await
+        .with_context(|| format!("reaching {server}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().await.unwrap_or_default();
+        bail!("sign-in refused ({status}): {body}");
+    }
+    let signed: SigninResponse = resp.json().await?;
+    config::save_login(&Login {
+        server: server.to_string(),
+        user: user.to_string(),
+        token: signed.token,
+        token_id: signed.token_id,
+    })?;
+    println!("logged in to {server} as {user}");
+    Ok(())
+}
+
+async fn logout() -> anyhow::Result<()> {
+    let Ok(login) = config::load_login() else {
+        println!("not logged in");
+        return Ok(());
+    };
+    let revoked = http_client()?
+        .post(format!("{}/api/v1/signout", login.server))
+        .bearer_auth(&login.token)
+        .send()
+        .await;
+    if let Err(e) = revoked {
+        eprintln!("warning: could not revoke the token on the server: {e}");
+    }
+    config::remove_login()?;
+    println!("logged out");
+    Ok(())
+}
+
+async fn status() -> anyhow::Result<()> {
+    match config::load_login() {
+        Ok(login) => {
+            let reachable = http_client()?
+                .get(format!("{}/api/v1/user", login.server))
+                .bearer_auth(&login.token)
+                .send()
+                .await;
+            let state = match reachable {
+                Ok(r) if r.status().is_success() => "reachable".to_string(),
+                Ok(r) => format!("answers {}", r.status()),
+                Err(_) => "unreachable".to_string(),
+            };
+            println!("server: {} as {} ({state})", login.server, login.user);
+        }
+        Err(_) => println!("not logged in"),
+    }
+    let records = mount::records();
+    if records.is_empty() {
+        println!("no mounts");
+    }
+    for r in records {
+        let alive = if mount::pid_alive(r.pid) {
+            "running"
+        } else {
+            "stale (daemon gone)"
+        };
+        println!(
+            "{}: {alive}, pid {}, {} files / {} bytes pending upload, {} MiB of blocks cached, {} bytes sent",
+            r.mountpoint.display(),
+            r.pid,
+            r.pending_files,
+            r.pending_bytes,
+            r.memory_cache_bytes >> 20,
+            r.bytes_sent,
+        );
+    }
+    Ok(())
+}
+
+fn umount(mountpoint: &std::path::Path) -> anyhow::Result<()> {
+    let mountpoint = mount::canonical(mountpoint);
+    let record = mount::record_for(&mountpoint);
+    if let Some(r) = record.as_ref().filter(|r| mount::pid_alive(r.pid)) {
+        // SAFETY: sending SIGTERM to the daemon that serves this mount.
+        unsafe { libc::kill(r.pid as i32, libc::SIGTERM) };
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(r.pending_bytes.max(1));
+            bar.set_message("sending pending writes");
+            bar
+        });
+        while mount::pid_alive(r.pid) {
+            if let (Some(bar), Some(now)) = (&bar, mount::record_for(&mountpoint)) {
+                bar.set_position(r.pending_bytes.saturating_sub(now.pending_bytes));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+    }
+    if mount::is_mounted(&mountpoint) {
+        mount::unmount(&mountpoint)?;
+    }
+    println!("unmounted {}", mountpoint.display());
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("PAN_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    match cli.command {
+        Command::Login {
+            server,
+            user,
+            password_stdin,
+            insecure_http,
+        } => {
+            config::check_transport(&server, insecure_http)?;
+            let password = read_password(password_stdin)?;
+            rt()?.block_on(login(&server, &user, password))
+        }
+        Command::Logout => rt()?.block_on(logout()),
+        Command::Status => rt()?.block_on(status()),
+        Command::Umount { mountpoint } => umount(&mountpoint),
+        Command::Mount(args) => {
+            let login = config::load_login()?;
+            config::check_transport(&login.server, args.insecure_http)?;
+            if !args.foreground {
+                let log = config::cache_root().join(format!("{}.log", login.user));
+                let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+                return mount::spawn_daemon(&argv, &log);
+            }
+            let opts = MountOptions {
+                mountpoint: args.mountpoint,
+                cache_dir: args.cache_dir,
+                cache_size: args.cache_size << 20,
+                allow_other: args.allow_other,
+                attr_ttl: Duration::from_secs_f64(args.attr_ttl.max(0.0)),
+                entry_ttl: Duration::from_secs_f64(args.entry_ttl.max(0.0)),
+                writeback: args.writeback,
+                timeout: Duration::from_secs(args.timeout.max(1)),
+                threads: args.threads,
+            };
+            mount::run(login, opts)
+        }
+    }
+}

@@ -275,7 +275,14 @@ impl App {
     }
 
     /// The one-request upload: the server cuts the streamed body into chunks itself.
-    pub async fn ingest<S, B>(&self, user: i64, ino: i64, body: S) -> ApiResult<Node>
+    /// `mtime` defaults to now.
+    pub async fn ingest<S, B>(
+        &self,
+        user: i64,
+        ino: i64,
+        body: S,
+        mtime: Option<i64>,
+    ) -> ApiResult<Node>
     where
         S: Stream<Item = Result<B, warp::Error>> + Send + Unpin + 'static,
         B: Buf + Send + 'static,
@@ -327,7 +334,7 @@ impl App {
                 &chunks,
                 Some((&hashes.0, &hashes.1)),
                 None,
-                now,
+                mtime.unwrap_or(now),
                 now,
             )
             .await?)

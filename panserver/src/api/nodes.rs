@@ -26,6 +26,11 @@ struct ListQuery {
 }
 
 #[derive(Debug, Deserialize)]
+struct WriteQuery {
+    mtime: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
 struct RemoveQuery {
     #[serde(default)]
     dir: bool,
@@ -214,7 +219,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::header::optional::<String>("range"))
         .and(warp::header::optional::<String>("if-match"))
         .then(
-            |ino: i64, app: Arc<App>, auth: Option<String>, range: Option<String>, if_match: Option<String>| async move {
+            |ino: i64,
+             app: Arc<App>,
+             auth: Option<String>,
+             range: Option<String>,
+             if_match: Option<String>| async move {
                 match app.authenticate(auth.as_deref()).await {
                     Ok(c) => download(app, c.user, ino, range, if_match).await,
                     Err(e) => super::error_reply(&e),
@@ -224,12 +233,13 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
     let write = warp::path!("nodes" / i64 / "content")
         .and(warp::put())
         .and(a())
+        .and(warp::query::<WriteQuery>())
         .and(body_stream())
         .then(
-            |ino: i64, app: Arc<App>, auth: Option<String>, body| async move {
+            |ino: i64, app: Arc<App>, auth: Option<String>, q: WriteQuery, body| async move {
                 let r = async {
                     let c = app.authenticate(auth.as_deref()).await?;
-                    app.ingest(c.user, ino, body).await
+                    app.ingest(c.user, ino, body, q.mtime).await
                 };
                 json_reply(r.await, StatusCode::OK)
             },

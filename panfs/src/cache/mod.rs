@@ -1,0 +1,5 @@
+//! Caches of file contents: recent blocks in memory, and working copies of
+//! files being written on local disk.
+
+pub mod blocks;
+pub mod shadow;

@@ -1,0 +1,192 @@
+//! The working copy of a file being written: a sparse local file holding the
+//! bytes written (and those read back from the server), with which ranges are
+//! present and which are dirty. Its record on disk is the upload journal: a panfs
+//! that dies with pending writes finds them again at the next mount.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use panproto::wire::ChunkRef;
+use serde::{Deserialize, Serialize};
+
+use crate::ranges::RangeSet;
+
+/// What the journal keeps of a working copy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShadowRecord {
+    pub ino: i64,
+    /// The server content the copy started from, and its chunk list.
+    pub base: Option<String>,
+    pub base_chunks: Vec<ChunkRef>,
+    pub size: u64,
+    pub present: RangeSet,
+    pub dirty: RangeSet,
+    /// The smallest size the file had since `base`: the chunk cut there changed.
+    pub cut: Option<u64>,
+    pub mtime: i64,
+}
+
+pub struct Shadow {
+    pub record: ShadowRecord,
+    file: File,
+    data_path: PathBuf,
+    record_path: PathBuf,
+}
+
+impl Shadow {
+    fn paths(dir: &Path, ino: i64) -> (PathBuf, PathBuf) {
+        (
+            dir.join(format!("{ino}.data")),
+            dir.join(format!("{ino}.json")),
+        )
+    }
+
+    /// A new, empty working copy of a file whose server content is `base`.
+    pub fn create(
+        dir: &Path,
+        ino: i64,
+        base: Option<String>,
+        base_chunks: Vec<ChunkRef>,
+        size: u64,
+        mtime: i64,
+    ) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let (data_path, record_path) = Self::paths(dir, ino);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&data_path)?;
+        file.set_len(size)?;
+        Ok(Self {
+            record: ShadowRecord {
+                ino,
+                base,
+                base_chunks,
+                size,
+                present: RangeSet::default(),
+                dirty: RangeSet::default(),
+                cut: None,
+                mtime,
+            },
+            file,
+            data_path,
+            record_path,
+        })
+    }
+
+    /// Reopens a journaled working copy.
+    pub fn open(dir: &Path, ino: i64) -> std::io::Result<Self> {
+        let (data_path, record_path) = Self::paths(dir, ino);
+        let record: ShadowRecord =
+            serde_json::from_slice(&std::fs::read(&record_path)?).map_err(std::io::Error::other)?;
+        let file = OpenOptions::new().read(true).write(true).open(&data_path)?;
+        Ok(Self {
+            record,
+            file,
+            data_path,
+            record_path,
+        })
+    }
+
+    /// Inodes with a journal record in `dir`.
+    pub fn journaled(dir: &Path) -> Vec<i64> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
+            .collect()
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        !self.record.dirty.is_empty() || self.record.cut.is_some()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.record.size
+    }
+
+    pub fn write(&mut self, offset: u64, data: &[u8], mtime: i64) -> std::io::Result<()> {
+        self.file.write_all_at(data, offset)?;
+        let end = offset + data.len() as u64;
+        self.record.present.insert(offset, end);
+        self.record.dirty.insert(offset, end);
+        if end > self.record.size {
+            // Bytes between the old end and this write are a hole: zeros, and new.
+            self.record.present.insert(self.record.size, offset);
+            self.record.dirty.insert(self.record.size, offset);
+            self.record.size = end;
+        }
+        self.record.mtime = mtime;
+        Ok(())
+    }
+
+    /// Stores bytes read from the server (clean) so later reads are local.
+    pub fn fill(&mut self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        let end = (offset + data.len() as u64).min(self.record.size);
+        if end <= offset {
+            return Ok(());
+        }
+        for (a, b) in self.record.present.gaps(offset, end) {
+            self.file
+                .write_all_at(&data[(a - offset) as usize..(b - offset) as usize], a)?;
+        }
+        self.record.present.insert(offset, end);
+        Ok(())
+    }
+
+    pub fn set_size(&mut self, size: u64, mtime: i64) -> std::io::Result<()> {
+        let old = self.record.size;
+        self.file.set_len(size)?;
+        if size < old {
+            self.record.present.remove(size, u64::MAX);
+            self.record.dirty.remove(size, u64::MAX);
+            self.record.cut = Some(self.record.cut.map_or(size, |c| c.min(size)));
+        } else {
+            self.record.present.insert(old, size);
+            self.record.dirty.insert(old, size);
+        }
+        self.record.size = size;
+        self.record.mtime = mtime;
+        Ok(())
+    }
+
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Makes the bytes and the record durable: after this a crash loses nothing written.
+    pub fn persist(&self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        let tmp = self.record_path.with_extension("json.tmp");
+        let mut f = File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec(&self.record).map_err(std::io::Error::other)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.record_path)?;
+        Ok(())
+    }
+
+    /// Forgets the working copy (after its upload committed, or when clean).
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.record_path);
+        let _ = std::fs::remove_file(&self.data_path);
+    }
+
+    /// Marks the copy clean against the content just committed.
+    pub fn committed(&mut self, content: Option<String>, chunks: Vec<ChunkRef>) {
+        self.record.base = content;
+        self.record.base_chunks = chunks;
+        self.record.dirty = RangeSet::default();
+        self.record.cut = None;
+        let _ = std::fs::remove_file(&self.record_path);
+    }
+}

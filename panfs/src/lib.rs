@@ -1,0 +1,10 @@
+//! panfs: mounts one pan account's drive with FUSE.
+
+pub mod cache;
+pub mod config;
+pub mod fs;
+pub mod fuse;
+pub mod mount;
+pub mod ranges;
+pub mod remote;
+pub mod upload;

@@ -1,0 +1,315 @@
+//! Running a mount: the daemon that serves it, its record (for `status` and
+//! `umount`), going to the background once ready, and unmounting.
+
+use std::io::Write;
+use std::os::fd::FromRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use fuser::{Config, MountOption, SessionACL};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Login, cache_root};
+use crate::fs::{FsOptions, PanFs};
+use crate::fuse::FuseAdapter;
+use crate::remote::{HttpRemote, Remote};
+
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub mountpoint: PathBuf,
+    pub cache_dir: Option<PathBuf>,
+    pub cache_size: u64,
+    pub allow_other: bool,
+    pub attr_ttl: Duration,
+    pub entry_ttl: Duration,
+    pub writeback: bool,
+    pub timeout: Duration,
+    pub threads: usize,
+}
+
+/// What a running mount publishes about itself.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MountRecord {
+    pub pid: u32,
+    pub mountpoint: PathBuf,
+    pub server: String,
+    pub user: String,
+    pub cache_dir: PathBuf,
+    pub pending_files: usize,
+    pub pending_bytes: u64,
+    pub memory_cache_bytes: u64,
+    pub bytes_sent: u64,
+}
+
+fn records_dir() -> PathBuf {
+    cache_root().join("mounts")
+}
+
+fn record_path(mountpoint: &Path) -> PathBuf {
+    let key: String = mountpoint
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    records_dir().join(format!("{key}.json"))
+}
+
+pub fn records() -> Vec<MountRecord> {
+    let Ok(entries) = std::fs::read_dir(records_dir()) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect()
+}
+
+pub fn record_for(mountpoint: &Path) -> Option<MountRecord> {
+    serde_json::from_slice(&std::fs::read(record_path(mountpoint)).ok()?).ok()
+}
+
+fn write_record(record: &MountRecord) {
+    let path = record_path(&record.mountpoint);
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::create_dir_all(records_dir())
+        .and_then(|()| std::fs::write(&tmp, serde_json::to_vec(record).unwrap_or_default()))
+        .and_then(|()| std::fs::rename(&tmp, &path));
+    if let Err(e) = written {
+        tracing::warn!(error = %e, "could not write the mount record");
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+pub fn canonical(mountpoint: &Path) -> PathBuf {
+    std::fs::canonicalize(mountpoint).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(mountpoint))
+            .unwrap_or_else(|_| mountpoint.to_path_buf())
+    })
+}
+
+/// Tells the parent that launched this daemon that the mount is ready.
+fn signal_ready() {
+    if let Ok(fd) = std::env::var("PANFS_READY_FD")
+        && let Ok(fd) = fd.parse::<i32>()
+    {
+        // SAFETY: the parent passed this descriptor to us for exactly this message.
+        let mut pipe = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = pipe.write_all(b"ok\n");
+    }
+}
+
+/// Serves the mount in this process until it is unmounted or told to stop.
+pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
+    let mountpoint = canonical(&opts.mountpoint);
+    anyhow::ensure!(
+        mountpoint.is_dir(),
+        "{} is not a directory",
+        mountpoint.display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()?;
+    let remote: Arc<dyn Remote> =
+        Arc::new(HttpRemote::new(&login.server, &login.token, opts.timeout)?);
+    let info = rt
+        .block_on(remote.user_info())
+        .with_context(|| format!("reaching {} as {}", login.server, login.user))?;
+    let cache_dir = opts
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| cache_root().join(&login.user));
+    std::fs::create_dir_all(&cache_dir)
+        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    let fs = PanFs::new(
+        rt.handle().clone(),
+        remote,
+        info.root_ino,
+        FsOptions {
+            attr_ttl: opts.attr_ttl,
+            entry_ttl: opts.entry_ttl,
+            writeback: opts.writeback,
+            cache_dir: cache_dir.clone(),
+            memory_cache_bytes: opts.cache_size,
+            readahead_blocks: 8,
+            // SAFETY: getuid/getgid cannot fail.
+            uid: unsafe { libc::getuid() },
+            gid: unsafe { libc::getgid() },
+        },
+    );
+    let recovered = fs.recover_journal();
+    if recovered > 0 {
+        tracing::info!(recovered, "resuming journaled uploads");
+    }
+    fs.start_writeback();
+
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::FSName(format!("pan:{}", login.user)),
+        MountOption::Subtype("pan".into()),
+        MountOption::DefaultPermissions,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(opts.threads.max(1));
+    let adapter = FuseAdapter {
+        fs: fs.clone(),
+        attr_ttl: opts.attr_ttl,
+        entry_ttl: opts.entry_ttl,
+    };
+    let session = fuser::Session::new(adapter, &mountpoint, &config)
+        .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    let background = session.spawn()?;
+    tracing::info!(mountpoint = %mountpoint.display(), server = login.server, "mounted");
+
+    let mut record = MountRecord {
+        pid: std::process::id(),
+        mountpoint: mountpoint.clone(),
+        server: login.server.clone(),
+        user: login.user.clone(),
+        cache_dir,
+        ..Default::default()
+    };
+    write_record(&record);
+    signal_ready();
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<&'static str>();
+    let joined = done_tx.clone();
+    std::thread::spawn(move || {
+        let _ = background.join();
+        let _ = joined.send("unmounted");
+    });
+    rt.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let _ = done_tx.send("signal");
+    });
+    loop {
+        match done_rx.recv_timeout(Duration::from_secs(1)) {
+            Ok("signal") => {
+                tracing::info!("stopping: sending pending writes, then unmounting");
+                let failed = fs.flush_all();
+                if failed > 0 {
+                    tracing::error!(failed, "unsent writes stay journaled for the next mount");
+                }
+                unmount(&mountpoint)?;
+                let _ = done_rx.recv_timeout(Duration::from_secs(30));
+                break;
+            }
+            Ok(_) => break,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let (files, bytes) = fs.pending();
+                record.pending_files = files;
+                record.pending_bytes = bytes;
+                record.memory_cache_bytes = fs.cache_bytes();
+                record.bytes_sent = fs.stats.bytes_sent.load(Ordering::Relaxed);
+                write_record(&record);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let _ = std::fs::remove_file(record_path(&mountpoint));
+    tracing::info!("unmounted");
+    Ok(())
+}
+
+/// Detaches a FUSE mount: the direct syscall as root, fusermount3 otherwise.
+pub fn unmount(mountpoint: &Path) -> anyhow::Result<()> {
+    let c = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a valid NUL-terminated path; MNT_DETACH also clears a dead mount.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    let status = std::process::Command::new("fusermount3")
+        .arg("-uz")
+        .arg(mountpoint)
+        .status()
+        .context("running fusermount3")?;
+    if !status.success() {
+        bail!("could not unmount {}", mountpoint.display());
+    }
+    Ok(())
+}
+
+/// True when `path` is a mount point in /proc/mounts.
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(mounts) = std::fs::read_to_string("/proc/mounts") else {
+        return false;
+    };
+    let target = path.to_string_lossy().replace(' ', "\\040");
+    mounts
+        .lines()
+        .any(|l| l.split(' ').nth(1) == Some(target.as_str()))
+}
+
+/// Starts the daemon in the background and returns once its mount is ready.
+pub fn spawn_daemon(args: &[std::ffi::OsString], log: &Path) -> anyhow::Result<()> {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    let mut fds = [0i32; 2];
+    // SAFETY: fds is a valid array of two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    let (read_fd, write_fd) = (fds[0], fds[1]);
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.args(args)
+        .arg("--foreground")
+        .env("PANFS_READY_FD", "3")
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(write_fd, 3) < 0 || libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the panfs daemon")?;
+    // SAFETY: both descriptors came from pipe2 above and are owned here.
+    unsafe { libc::close(write_fd) };
+    let mut pipe = unsafe { std::fs::File::from_raw_fd(read_fd) };
+    let mut answer = String::new();
+    let _ = pipe.read_to_string(&mut answer);
+    if answer.starts_with("ok") {
+        return Ok(());
+    }
+    let _ = child.wait();
+    let tail = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+    bail!(
+        "the mount failed; see {}:\n{}",
+        log.display(),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}

@@ -1,0 +1,272 @@
+//! The client's view of the server: one trait, implemented over HTTP. The file
+//! system logic only sees this trait, so it can be tested without a server.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use panproto::wire::{
+    CommitRequest, CreateRequest, DirEntry, ErrorBody, LinkRequest, Listing, Manifest, Node,
+    ProofAnswer, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo,
+};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The server answered with an error code.
+    #[error("server refused ({status}): {code}: {message}")]
+    Refused {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The server could not be reached, or timed out.
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+}
+
+impl RemoteError {
+    pub fn code(&self) -> &str {
+        match self {
+            RemoteError::Refused { code, .. } => code,
+            RemoteError::Unreachable(_) => "unreachable",
+        }
+    }
+
+    /// The errno a local file system would give for this failure.
+    pub fn errno(&self) -> i32 {
+        match self.code() {
+            "not_found" => libc::ENOENT,
+            "exists" => libc::EEXIST,
+            "not_empty" => libc::ENOTEMPTY,
+            "not_dir" => libc::ENOTDIR,
+            "is_dir" => libc::EISDIR,
+            "name_too_long" => libc::ENAMETOOLONG,
+            "bad_name" | "bad_request" | "range_not_satisfiable" => libc::EINVAL,
+            "not_permitted" => libc::EPERM,
+            "quota_exceeded" | "no_space" => libc::ENOSPC,
+            "too_large" => libc::EFBIG,
+            "unauthorized" => libc::EACCES,
+            _ => libc::EIO,
+        }
+    }
+}
+
+pub type RemoteResult<T> = Result<T, RemoteError>;
+
+#[async_trait]
+pub trait Remote: Send + Sync {
+    async fn user_info(&self) -> RemoteResult<UserInfo>;
+    async fn node(&self, ino: i64) -> RemoteResult<Node>;
+    async fn lookup(&self, parent: i64, name: &str) -> RemoteResult<Node>;
+    async fn list(&self, dir: i64) -> RemoteResult<Vec<DirEntry>>;
+    async fn create(&self, parent: i64, req: &CreateRequest) -> RemoteResult<Node>;
+    async fn link(&self, ino: i64, parent: i64, name: &str) -> RemoteResult<Node>;
+    async fn remove(&self, parent: i64, name: &str, dir: bool) -> RemoteResult<()>;
+    async fn rename(&self, req: &RenameRequest) -> RemoteResult<()>;
+    async fn set_attr(&self, ino: i64, req: &SetAttrRequest) -> RemoteResult<Node>;
+    async fn manifest(&self, ino: i64) -> RemoteResult<Manifest>;
+    /// Bytes [start, end) of the file as it is at `content`; `changed` when it moved on.
+    async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes>;
+    /// Replaces a file's content with `body` in one request, stamping `mtime`.
+    async fn put_content(&self, ino: i64, body: Bytes, mtime: i64) -> RemoteResult<Node>;
+    async fn begin_upload(&self, init: &UploadInit) -> RemoteResult<UploadState>;
+    async fn put_chunk(&self, session: &str, sha256: &str, body: Bytes) -> RemoteResult<()>;
+    async fn prove(&self, session: &str, proof: &str) -> RemoteResult<UploadState>;
+    async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node>;
+}
+
+/// The HTTP API client.
+pub struct HttpRemote {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl HttpRemote {
+    pub fn new(base: &str, token: &str, timeout: Duration) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_max_idle_per_host(32)
+            .build()?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+            http,
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/v1{}", self.base, path))
+            .bearer_auth(&self.token)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> RemoteResult<reqwest::Response> {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let body: Option<ErrorBody> = resp.json().await.ok();
+        let (code, message) = match body {
+            Some(b) => (b.code, b.message),
+            None => ("http".to_string(), format!("HTTP {status}")),
+        };
+        // A server that is restarting or lost a backing service is unreachable, not refusing.
+        if status >= 500 && code != "quota_exceeded" && code != "no_space" {
+            return Err(RemoteError::Unreachable(format!("{code}: {message}")));
+        }
+        Err(RemoteError::Refused {
+            status,
+            code,
+            message,
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> RemoteResult<T> {
+        self.send(req)
+            .await?
+            .json()
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))
+    }
+
+    async fn call<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> RemoteResult<T> {
+        self.json(self.request(method, path).json(body)).await
+    }
+}
+
+fn encode(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+#[async_trait]
+impl Remote for HttpRemote {
+    async fn user_info(&self) -> RemoteResult<UserInfo> {
+        self.json(self.request(Method::GET, "/user")).await
+    }
+
+    async fn node(&self, ino: i64) -> RemoteResult<Node> {
+        self.json(self.request(Method::GET, &format!("/nodes/{ino}")))
+            .await
+    }
+
+    async fn lookup(&self, parent: i64, name: &str) -> RemoteResult<Node> {
+        let path = format!("/nodes/{parent}/children/{}", encode(name));
+        self.json(self.request(Method::GET, &path)).await
+    }
+
+    async fn list(&self, dir: i64) -> RemoteResult<Vec<DirEntry>> {
+        let mut entries = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let path = match &after {
+                Some(a) => format!("/nodes/{dir}/children?after={}", encode(a)),
+                None => format!("/nodes/{dir}/children"),
+            };
+            let page: Listing = self.json(self.request(Method::GET, &path)).await?;
+            entries.extend(page.entries);
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(entries),
+            }
+        }
+    }
+
+    async fn create(&self, parent: i64, req: &CreateRequest) -> RemoteResult<Node> {
+        self.call(Method::POST, &format!("/nodes/{parent}/children"), req)
+            .await
+    }
+
+    async fn link(&self, ino: i64, parent: i64, name: &str) -> RemoteResult<Node> {
+        let req = LinkRequest {
+            ino,
+            name: name.to_string(),
+        };
+        self.call(Method::POST, &format!("/nodes/{parent}/links"), &req)
+            .await
+    }
+
+    async fn remove(&self, parent: i64, name: &str, dir: bool) -> RemoteResult<()> {
+        let path = format!("/nodes/{parent}/children/{}?dir={dir}", encode(name));
+        self.send(self.request(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
+    async fn rename(&self, req: &RenameRequest) -> RemoteResult<()> {
+        self.send(self.request(Method::POST, "/rename").json(req))
+            .await?;
+        Ok(())
+    }
+
+    async fn set_attr(&self, ino: i64, req: &SetAttrRequest) -> RemoteResult<Node> {
+        self.call(Method::PATCH, &format!("/nodes/{ino}"), req)
+            .await
+    }
+
+    async fn manifest(&self, ino: i64) -> RemoteResult<Manifest> {
+        self.json(self.request(Method::GET, &format!("/nodes/{ino}/manifest")))
+            .await
+    }
+
+    async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes> {
+        let req = self
+            .request(Method::GET, &format!("/nodes/{ino}/content"))
+            .header("If-Match", format!("\"{content}\""))
+            .header("Range", format!("bytes={}-{}", start, end - 1));
+        let resp = self.send(req).await?;
+        if resp.status() != StatusCode::PARTIAL_CONTENT && resp.status() != StatusCode::OK {
+            return Err(RemoteError::Unreachable(format!(
+                "unexpected status {}",
+                resp.status()
+            )));
+        }
+        resp.bytes()
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))
+    }
+
+    async fn put_content(&self, ino: i64, body: Bytes, mtime: i64) -> RemoteResult<Node> {
+        self.json(
+            self.request(Method::PUT, &format!("/nodes/{ino}/content?mtime={mtime}"))
+                .body(body),
+        )
+        .await
+    }
+
+    async fn begin_upload(&self, init: &UploadInit) -> RemoteResult<UploadState> {
+        self.call(Method::POST, "/uploads", init).await
+    }
+
+    async fn put_chunk(&self, session: &str, sha256: &str, body: Bytes) -> RemoteResult<()> {
+        let path = format!("/uploads/{session}/chunks/{sha256}");
+        self.send(self.request(Method::PUT, &path).body(body))
+            .await?;
+        Ok(())
+    }
+
+    async fn prove(&self, session: &str, proof: &str) -> RemoteResult<UploadState> {
+        let answer = ProofAnswer {
+            proof: proof.to_string(),
+        };
+        self.call(Method::POST, &format!("/uploads/{session}/proof"), &answer)
+            .await
+    }
+
+    async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node> {
+        self.call(Method::POST, &format!("/uploads/{session}/commit"), req)
+            .await
+    }
+}
