@@ -12,6 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use api::Api;
+pub use mount::Mount;
+
+/// The password test accounts use.
+pub const PASSWORD: &str = "a good password";
 
 /// The path of a workspace binary built for this test run.
 pub fn bin(name: &str) -> PathBuf {

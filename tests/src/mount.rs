@@ -1,1 +1,168 @@
+//! A real `panfs` mount of one account, with its own config and cache
+//! directories (as `$XDG_CONFIG_HOME` and `$XDG_CACHE_HOME`).
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::{Server, bin};
+
+pub struct Mount {
+    pub path: PathBuf,
+    pub server_url: String,
+    home: tempfile::TempDir,
+    args: Vec<String>,
+    mounted: bool,
+}
+
+impl Mount {
+    /// Signs `user` up (if needed), logs in and mounts.
+    pub fn new(server: &Server, user: &str) -> Self {
+        Self::with_args(server, user, &[])
+    }
+
+    pub fn with_args(server: &Server, user: &str, args: &[&str]) -> Self {
+        crate::Api::user(&server.url(), user, crate::PASSWORD);
+        let home = tempfile::tempdir().expect("tempdir");
+        let path = home.path().join("mnt");
+        std::fs::create_dir_all(&path).expect("mountpoint");
+        let mut m = Mount {
+            path,
+            server_url: server.url(),
+            home,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            mounted: false,
+        };
+        let out = m.panfs(
+            &[
+                "login",
+                "--server",
+                &server.url(),
+                "--user",
+                user,
+                "--password-stdin",
+            ],
+            crate::PASSWORD,
+        );
+        assert!(
+            out.status.success(),
+            "login: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        m.mount();
+        m
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.home.path().join("config")
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.home.path().join("cache")
+    }
+
+    /// Runs panfs with this mount's environment.
+    pub fn panfs(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = Command::new(bin("panfs"))
+            .args(args)
+            .env("XDG_CONFIG_HOME", self.config_dir())
+            .env("XDG_CACHE_HOME", self.cache_dir())
+            .env(
+                "PAN_LOG",
+                std::env::var("PAN_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run panfs");
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin.as_bytes());
+        }
+        child.wait_with_output().expect("panfs output")
+    }
+
+    pub fn mount(&mut self) {
+        let path = self.path.to_string_lossy().into_owned();
+        let mut args = vec!["mount", path.as_str()];
+        let extra = self.args.clone();
+        args.extend(extra.iter().map(String::as_str));
+        let out = self.panfs(&args, "");
+        assert!(
+            out.status.success(),
+            "mount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.mounted = true;
+    }
+
+    pub fn umount(&mut self) {
+        let out = self.panfs(&["umount", &self.path.to_string_lossy()], "");
+        assert!(
+            out.status.success(),
+            "umount: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.mounted = false;
+    }
+
+    /// The daemon's pid, from its mount record.
+    pub fn pid(&self) -> u32 {
+        let dir = self.cache_dir().join("pan").join("mounts");
+        for e in std::fs::read_dir(&dir).expect("mount records").flatten() {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.path()).expect("record")).expect("json");
+            if v["mountpoint"].as_str() == Some(&*self.path.to_string_lossy()) {
+                return v["pid"].as_u64().expect("pid") as u32;
+            }
+        }
+        panic!("no mount record for {}", self.path.display());
+    }
+
+    /// SIGKILLs the daemon and clears the dead mount, as a crash would leave it.
+    pub fn kill(&mut self) {
+        let pid = self.pid();
+        // SAFETY: killing the test's own panfs daemon.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        crate::wait_until("panfs to die", std::time::Duration::from_secs(10), || {
+            // SAFETY: probing a pid.
+            unsafe { libc::kill(pid as i32, 0) != 0 }
+        });
+        self.umount();
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.path.join(rel)
+    }
+
+    /// Runs a shell command with the mount as working directory; panics on failure.
+    pub fn sh(&self, script: &str) -> String {
+        let out = Command::new("bash")
+            .arg("-euo")
+            .arg("pipefail")
+            .arg("-c")
+            .arg(script)
+            .current_dir(&self.path)
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "`{script}` failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = self.panfs(&["umount", &self.path.to_string_lossy()], "");
+        }
+    }
+}

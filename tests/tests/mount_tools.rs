@@ -1,0 +1,243 @@
+//! Ordinary tools on a real mount: the bytes and metadata they leave must be
+//! what a local disk would give.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use pantests::{Mount, Server, sha256_file, write_noise_file};
+
+/// Kinds, modes, sizes (directories' aside), link targets and content hashes of a tree.
+fn tree_digest(root: &Path) -> String {
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("find . \\( -type d -printf '%y %m %p\\n' \\) -o -printf '%y %m %s %p %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum")
+        .current_dir(root)
+        .output()
+        .expect("find");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn copy_one_gib_and_back() {
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("big");
+    let want = write_noise_file(&src, 11, 1 << 30);
+    std::fs::copy(&src, m.p("big")).expect("cp in");
+    assert_eq!(sha256_file(&m.p("big")), want);
+    let back = dir.path().join("back");
+    std::fs::copy(m.p("big"), &back).expect("cp out");
+    assert_eq!(sha256_file(&back), want);
+    assert_eq!(std::fs::metadata(m.p("big")).expect("stat").len(), 1 << 30);
+}
+
+#[test]
+fn ten_thousand_small_files() {
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("many");
+    for d in 0..10 {
+        std::fs::create_dir_all(src.join(format!("d{d}"))).expect("mkdir");
+        for f in 0..1000 {
+            std::fs::write(
+                src.join(format!("d{d}/f{f}")),
+                format!("file {d}/{f}\n").repeat(f % 7 + 1),
+            )
+            .expect("write");
+        }
+    }
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&src)
+        .arg(m.p("many"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    assert!(
+        tree_digest(&src) == tree_digest(&m.p("many")),
+        "the copied tree differs"
+    );
+}
+
+#[test]
+fn rsync_and_tar_round_trips() {
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .join("panproto");
+    let dir = tempfile::tempdir().expect("tmp");
+    let back = dir.path().join("back");
+    m.sh(&format!("rsync -a {}/ synced/", src.display()));
+    m.sh(&format!("rsync -a synced/ {}/", back.display()));
+    assert!(
+        tree_digest(&src) == tree_digest(&back),
+        "the rsync round trip differs"
+    );
+    m.sh(&format!(
+        "tar -C {} -cf archive.tar . && mkdir extracted && tar -C extracted -xf archive.tar",
+        src.display()
+    ));
+    assert!(
+        tree_digest(&src) == tree_digest(&m.p("extracted")),
+        "the tar round trip differs"
+    );
+}
+
+#[test]
+fn mv_ln_chmod_touch_truncate_dd() {
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    // mv of a directory tree keeps every file.
+    m.sh("mkdir -p a/b/c && echo one > a/b/c/f && echo two > a/g && mv a z");
+    assert_eq!(std::fs::read_to_string(m.p("z/b/c/f")).expect("f"), "one\n");
+    assert!(!m.p("a").exists());
+    // Moving a directory into itself fails as on ext4.
+    let out = std::process::Command::new("mv")
+        .arg("z")
+        .arg("z/b/")
+        .current_dir(m.root())
+        .output()
+        .expect("mv");
+    assert!(!out.status.success());
+    // ln and ln -s.
+    m.sh("ln z/g hard && ln -s z/g soft");
+    assert_eq!(std::fs::metadata(m.p("hard")).expect("hard").nlink(), 2);
+    assert_eq!(
+        std::fs::read_link(m.p("soft")).expect("soft").to_str(),
+        Some("z/g")
+    );
+    assert_eq!(
+        std::fs::read_to_string(m.p("soft")).expect("via soft"),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::metadata(m.p("hard")).expect("hard").ino(),
+        std::fs::metadata(m.p("z/g")).expect("g").ino()
+    );
+    // chmod and touch -d.
+    m.sh("chmod 640 hard && touch -d '2001-02-03 04:05:06 UTC' hard");
+    let meta = std::fs::metadata(m.p("z/g")).expect("g");
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o640);
+    assert_eq!(meta.mtime(), 981173106);
+    // truncate up and down.
+    m.sh("printf 0123456789 > t && truncate -s 4 t && truncate -s 8 t");
+    assert_eq!(std::fs::read(m.p("t")).expect("t"), b"0123\0\0\0\0");
+    // dd with seek and notrunc: only the written bytes change.
+    m.sh(
+        "head -c 3000000 /dev/urandom > d.bin && cp d.bin /tmp/pan-dd-$$ && \
+          dd if=/dev/zero of=d.bin bs=4096 count=3 seek=100 conv=notrunc status=none && \
+          dd if=/dev/zero of=/tmp/pan-dd-$$ bs=4096 count=3 seek=100 conv=notrunc status=none && \
+          cmp d.bin /tmp/pan-dd-$$ && rm /tmp/pan-dd-$$",
+    );
+    // Writes past the end leave a hole of zeros.
+    m.sh("dd if=/dev/urandom of=sparse bs=1k count=1 seek=5000 status=none");
+    let sparse = std::fs::read(m.p("sparse")).expect("sparse");
+    assert_eq!(sparse.len(), 5001 * 1024);
+    assert!(sparse[..5000 * 1024].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn git_and_a_shell_script_log() {
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let out = m.sh(
+        "git init -q repo && cd repo && git config user.email t@example.com && git config user.name t && \
+         echo hello > README && git add README && git commit -qm first && \
+         echo more >> README && git commit -qam second && git log --oneline | wc -l && git status --porcelain",
+    );
+    assert_eq!(out.trim(), "2");
+    m.sh("for i in $(seq 1 200); do echo \"line $i\" >> log.txt; done");
+    let log = std::fs::read_to_string(m.p("log.txt")).expect("log");
+    assert_eq!(log.lines().count(), 200);
+    assert_eq!(log.lines().last(), Some("line 200"));
+}
+
+#[test]
+fn errno_values_match_a_local_disk() {
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let errno = |r: std::io::Result<()>| r.expect_err("must fail").raw_os_error();
+    m.sh("mkdir d && echo x > d/f && echo y > f");
+    assert_eq!(errno(std::fs::create_dir(m.p("d"))), Some(libc::EEXIST));
+    assert_eq!(errno(std::fs::remove_dir(m.p("d"))), Some(libc::ENOTEMPTY));
+    assert_eq!(
+        errno(std::fs::remove_file(m.p("missing"))),
+        Some(libc::ENOENT)
+    );
+    assert_eq!(errno(std::fs::remove_file(m.p("d"))), Some(libc::EISDIR));
+    assert_eq!(
+        errno(std::fs::create_dir(m.p("f/sub"))),
+        Some(libc::ENOTDIR)
+    );
+    assert_eq!(
+        errno(std::fs::write(m.p(&"n".repeat(256)), b"x")),
+        Some(libc::ENAMETOOLONG)
+    );
+    let excl = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(m.p("f"))
+        .map(|_| ());
+    assert_eq!(errno(excl), Some(libc::EEXIST));
+    assert!(std::fs::write(m.p(&"n".repeat(255)), b"x").is_ok());
+    // Renames within the mount never give EXDEV.
+    std::fs::rename(m.p("d/f"), m.p("moved")).expect("rename across directories");
+    // O_APPEND and O_TRUNC.
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.p("f"))
+            .expect("append");
+        f.write_all(b"z\n").expect("write");
+    }
+    assert_eq!(std::fs::read(m.p("f")).expect("f"), b"y\nz\n");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.p("f"))
+        .expect("trunc");
+    assert_eq!(std::fs::read(m.p("f")).expect("f").len(), 0);
+    // Extended attributes are not supported.
+    let c = std::ffi::CString::new(m.p("f").to_string_lossy().as_bytes()).expect("path");
+    let name = std::ffi::CString::new("user.x").expect("name");
+    // SAFETY: valid C strings and buffer.
+    let rc = unsafe { libc::setxattr(c.as_ptr(), name.as_ptr(), b"v".as_ptr().cast(), 1, 0) };
+    assert_eq!(rc, -1);
+    assert_eq!(
+        std::io::Error::last_os_error().raw_os_error(),
+        Some(libc::ENOTSUP)
+    );
+}
+
+#[test]
+fn unlinked_open_file_stays_readable() {
+    use std::io::{Read, Seek, Write};
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    std::fs::write(m.p("f"), vec![7u8; 3 << 20]).expect("write");
+    let mut f = std::fs::File::open(m.p("f")).expect("open");
+    std::fs::remove_file(m.p("f")).expect("unlink");
+    assert!(!m.p("f").exists());
+    let mut all = Vec::new();
+    f.read_to_end(&mut all).expect("read after unlink");
+    assert_eq!(all, vec![7u8; 3 << 20]);
+    // Also a file written after its unlink.
+    let mut g = std::fs::OpenOptions::new()
+        .create(true)
+        .read(true)
+        .write(true)
+        .open(m.p("g"))
+        .expect("g");
+    std::fs::remove_file(m.p("g")).expect("unlink g");
+    g.write_all(b"still here").expect("write");
+    g.rewind().expect("seek");
+    let mut s = String::new();
+    g.read_to_string(&mut s).expect("read");
+    assert_eq!(s, "still here");
+}
