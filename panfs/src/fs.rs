@@ -82,6 +82,43 @@ pub struct FsOptions {
     pub gid: u32,
 }
 
+/// Who creates a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Owner {
+    fn request(
+        self,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        target: Option<String>,
+    ) -> CreateRequest {
+        CreateRequest {
+            name: name.to_string(),
+            kind,
+            mode,
+            uid: self.uid,
+            gid: self.gid,
+            target,
+        }
+    }
+}
+
+/// A setattr: each field that is set changes.
+#[derive(Debug, Clone, Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SystemTime>,
+    pub mtime: Option<SystemTime>,
+}
+
 pub struct StatFs {
     pub used_bytes: u64,
     pub quota_bytes: u64,
@@ -125,6 +162,8 @@ struct OpenFile {
     next_sequential: u64,
     /// An upload failed; the write-back worker retries it.
     failed: bool,
+    /// The server no longer has the inode (unlinked while open): writes stay local.
+    unlinked: bool,
 }
 
 struct Handle_ {
@@ -213,9 +252,8 @@ impl PanFs {
         let open = lock(&self.tables).files.get(&node.ino).cloned();
         if let Some(file) = open {
             let file = lock(&file);
-            if let Some(shadow) = &file.shadow
-                && shadow.is_dirty()
-            {
+            // While a working copy exists it is the truth (it may hold unsent writes).
+            if let Some(shadow) = &file.shadow {
                 attr.size = shadow.size();
                 attr.mtime = to_time(shadow.record.mtime);
             }
@@ -290,54 +328,23 @@ impl PanFs {
         t.nodes.remove(&parent);
     }
 
-    fn make(
-        &self,
-        parent: u64,
-        name: &str,
-        kind: NodeKind,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-        target: Option<String>,
-    ) -> FsResult<Node> {
-        check_name(name)?;
+    fn make(&self, parent: u64, req: CreateRequest) -> FsResult<Node> {
+        check_name(&req.name)?;
         let parent = self.to_server(parent);
-        let req = CreateRequest {
-            name: name.to_string(),
-            kind,
-            mode,
-            uid,
-            gid,
-            target,
-        };
         let node = self.block_on(self.remote.create(parent, &req))?;
-        self.entry_changed(parent, name);
+        self.entry_changed(parent, &req.name);
         self.remember(&node);
         Ok(node)
     }
 
-    pub fn mkdir(&self, parent: u64, name: &str, mode: u32, uid: u32, gid: u32) -> FsResult<Attr> {
-        let node = self.make(parent, name, NodeKind::Dir, mode, uid, gid, None)?;
+    pub fn mkdir(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> FsResult<Attr> {
+        let node = self.make(parent, owner.request(name, NodeKind::Dir, mode, None))?;
         Ok(self.attr_of(&node))
     }
 
-    pub fn symlink(
-        &self,
-        parent: u64,
-        name: &str,
-        target: &str,
-        uid: u32,
-        gid: u32,
-    ) -> FsResult<Attr> {
-        let node = self.make(
-            parent,
-            name,
-            NodeKind::Symlink,
-            0o777,
-            uid,
-            gid,
-            Some(target.to_string()),
-        )?;
+    pub fn symlink(&self, parent: u64, name: &str, target: &str, owner: Owner) -> FsResult<Attr> {
+        let req = owner.request(name, NodeKind::Symlink, 0o777, Some(target.to_string()));
+        let node = self.make(parent, req)?;
         Ok(self.attr_of(&node))
     }
 
@@ -346,11 +353,10 @@ impl PanFs {
         parent: u64,
         name: &str,
         mode: u32,
-        uid: u32,
-        gid: u32,
+        owner: Owner,
         flags: i32,
     ) -> FsResult<(Attr, u64)> {
-        let node = self.make(parent, name, NodeKind::File, mode, uid, gid, None)?;
+        let node = self.make(parent, owner.request(name, NodeKind::File, mode, None))?;
         let fh = self.open_node(&node, flags)?;
         Ok((self.attr_of(&node), fh))
     }
@@ -405,16 +411,15 @@ impl PanFs {
         Ok(())
     }
 
-    pub fn setattr(
-        &self,
-        ino: u64,
-        mode: Option<u32>,
-        uid: Option<u32>,
-        gid: Option<u32>,
-        size: Option<u64>,
-        atime: Option<SystemTime>,
-        mtime: Option<SystemTime>,
-    ) -> FsResult<Attr> {
+    pub fn setattr(&self, ino: u64, change: AttrChange) -> FsResult<Attr> {
+        let AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        } = change;
         let ino = self.to_server(ino);
         let mut req = SetAttrRequest {
             mode,
@@ -438,7 +443,18 @@ impl PanFs {
                 None => req.size = Some(size as i64),
             }
         }
-        let node = self.block_on(self.remote.set_attr(ino, &req))?;
+        let only_size = req.mode.is_none()
+            && req.uid.is_none()
+            && req.gid.is_none()
+            && req.atime.is_none()
+            && req.mtime.is_none()
+            && req.size.is_none();
+        let node = if only_size {
+            // The size lives in the working copy until the next upload.
+            self.node(ino, false)?
+        } else {
+            self.block_on(self.remote.set_attr(ino, &req))?
+        };
         self.remember(&node);
         let open = lock(&self.tables).files.get(&ino).cloned();
         if let Some(file) = open {
@@ -532,6 +548,7 @@ impl PanFs {
                         shadow: None,
                         next_sequential: 0,
                         failed: false,
+                        unlinked: false,
                     }))
                 })
                 .clone()
@@ -722,10 +739,12 @@ impl PanFs {
                 self.remember(&node);
                 Ok(())
             }
-            // The file was removed meanwhile: nothing is left to write to.
+            // The file was removed meanwhile: its open handles keep the local copy,
+            // and nothing is sent (as on a local disk, the data dies with the last close).
             Err(RemoteError::Refused { code, .. }) if code == "not_found" => {
-                if let Some(s) = f.shadow.take() {
-                    s.discard();
+                f.unlinked = true;
+                if let Some(shadow) = f.shadow.as_mut() {
+                    shadow.forget_journal();
                 }
                 Ok(())
             }
@@ -767,7 +786,7 @@ impl PanFs {
         if f.opens > 0 {
             return;
         }
-        let dirty = f.shadow.as_ref().is_some_and(Shadow::is_dirty);
+        let dirty = !f.unlinked && f.shadow.as_ref().is_some_and(Shadow::is_dirty);
         if dirty {
             // Written but not sent (write-back mode, or a failed upload): the worker sends it.
             let _ = self.writeback_tx.send(h.ino);
@@ -836,6 +855,7 @@ impl PanFs {
                         shadow: Some(shadow),
                         next_sequential: 0,
                         failed: true,
+                        unlinked: false,
                     };
                     lock(&self.tables)
                         .files

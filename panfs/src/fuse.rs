@@ -14,7 +14,7 @@ use fuser::{
 };
 use panproto::wire::RenameMode;
 
-use crate::fs::{Attr, Errno, Kind, PanFs};
+use crate::fs::{Attr, AttrChange, Errno, Kind, Owner, PanFs};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
@@ -57,6 +57,13 @@ fn file_type(k: Kind) -> FileType {
 /// Names are bytes on Linux; pan stores UTF-8 and refuses anything else.
 fn name_str(name: &OsStr) -> Result<&str, FuseErrno> {
     name.to_str().ok_or(FuseErrno::EINVAL)
+}
+
+fn owner(req: &Request) -> Owner {
+    Owner {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
 }
 
 fn time(t: Option<TimeOrNow>) -> Option<SystemTime> {
@@ -138,10 +145,17 @@ impl Filesystem for FuseAdapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        match self
-            .fs
-            .setattr(ino.0, mode, uid, gid, size, time(atime), time(mtime))
-        {
+        match self.fs.setattr(
+            ino.0,
+            AttrChange {
+                mode,
+                uid,
+                gid,
+                size,
+                atime: time(atime),
+                mtime: time(mtime),
+            },
+        ) {
             Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
@@ -166,8 +180,7 @@ impl Filesystem for FuseAdapter {
         let name = name_or_reply!(name, reply);
         self.entry(
             reply,
-            self.fs
-                .mkdir(parent.0, name, mode & !umask, req.uid(), req.gid()),
+            self.fs.mkdir(parent.0, name, mode & !umask, owner(req)),
         );
     }
 
@@ -191,11 +204,7 @@ impl Filesystem for FuseAdapter {
     ) {
         let name = name_or_reply!(link_name, reply);
         let target = name_or_reply!(target.as_os_str(), reply);
-        self.entry(
-            reply,
-            self.fs
-                .symlink(parent.0, name, target, req.uid(), req.gid()),
-        );
+        self.entry(reply, self.fs.symlink(parent.0, name, target, owner(req)));
     }
 
     fn rename(
@@ -483,7 +492,7 @@ impl Filesystem for FuseAdapter {
         let name = name_or_reply!(name, reply);
         match self
             .fs
-            .create(parent.0, name, mode & !umask, req.uid(), req.gid(), flags)
+            .create(parent.0, name, mode & !umask, owner(req), flags)
         {
             Ok((a, fh)) => reply.created(
                 &self.entry_ttl,

@@ -230,6 +230,7 @@ fn unlinked_open_file_stays_readable() {
     // Also a file written after its unlink.
     let mut g = std::fs::OpenOptions::new()
         .create(true)
+        .truncate(true)
         .read(true)
         .write(true)
         .open(m.p("g"))

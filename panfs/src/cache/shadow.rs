@@ -181,12 +181,17 @@ impl Shadow {
         let _ = std::fs::remove_file(&self.data_path);
     }
 
+    /// Stops journaling the copy (its file is gone) but keeps its bytes for open handles.
+    pub fn forget_journal(&mut self) {
+        let _ = std::fs::remove_file(&self.record_path);
+    }
+
     /// Marks the copy clean against the content just committed.
     pub fn committed(&mut self, content: Option<String>, chunks: Vec<ChunkRef>) {
         self.record.base = content;
         self.record.base_chunks = chunks;
         self.record.dirty = RangeSet::default();
         self.record.cut = None;
-        let _ = std::fs::remove_file(&self.record_path);
+        self.forget_journal();
     }
 }

@@ -1,0 +1,343 @@
+//! A randomized differential test: the same random sequence of operations runs
+//! on the mount and on a local directory, and after every step the outcome
+//! (success or errno) and the touched paths must agree; the whole trees are
+//! compared every few steps and at the end.
+//!
+//! Replay a failure with PAN_DIFF_SEED=<seed>; PAN_DIFF_STEPS sets the length.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use pantests::{Mount, Server};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sha2::{Digest, Sha256};
+
+const NAMES: [&str; 6] = ["a", "b", "c", "dir1", "dir2", "x.txt"];
+const MAX_FILE: u64 = 2 << 20;
+
+/// One side's view of a path, or the errno reading it gave.
+fn describe(path: &Path) -> String {
+    match std::fs::symlink_metadata(path) {
+        Err(e) => format!("err {:?}", e.raw_os_error()),
+        Ok(m) if m.is_dir() => format!("dir {:o}", m.permissions().mode() & 0o7777),
+        Ok(m) if m.file_type().is_symlink() => format!("link {:?}", std::fs::read_link(path).ok()),
+        Ok(m) => {
+            let mut h = Sha256::new();
+            let mut f = File::open(path).expect("open for compare");
+            std::io::copy(&mut f, &mut h).expect("read for compare");
+            format!(
+                "file {:o} {} {} {}",
+                m.permissions().mode() & 0o7777,
+                m.len(),
+                m.nlink(),
+                hex::encode(h.finalize())
+            )
+        }
+    }
+}
+
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("readdir").flatten() {
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, describe(&e.path()));
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+fn outcome<T>(r: std::io::Result<T>) -> Result<(), Option<i32>> {
+    r.map(|_| ()).map_err(|e| e.raw_os_error())
+}
+
+struct Side {
+    root: PathBuf,
+    handles: Vec<Option<File>>,
+}
+
+impl Side {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+/// A random relative path of depth 1 or 2 from a small name set, so operations collide.
+fn random_path(rng: &mut StdRng) -> String {
+    let first = NAMES[rng.gen_range(0..NAMES.len())];
+    if rng.gen_bool(0.4) {
+        format!(
+            "{}/{}",
+            ["dir1", "dir2"][rng.gen_range(0..2)],
+            NAMES[rng.gen_range(0..NAMES.len())]
+        )
+    } else {
+        first.to_string()
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Open {
+        path: String,
+        create: bool,
+    },
+    Write {
+        handle: usize,
+        offset: u64,
+        len: usize,
+        seed: u64,
+    },
+    Truncate {
+        handle: usize,
+        size: u64,
+    },
+    Fsync {
+        handle: usize,
+    },
+    Close {
+        handle: usize,
+    },
+    Read {
+        handle: usize,
+        offset: u64,
+        len: usize,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Link {
+        from: String,
+        to: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    Chmod {
+        path: String,
+        mode: u32,
+    },
+}
+
+fn random_op(rng: &mut StdRng, handles: usize) -> Op {
+    let handle = if handles > 0 {
+        rng.gen_range(0..handles)
+    } else {
+        0
+    };
+    match rng.gen_range(0..100) {
+        0..=14 => Op::Open {
+            path: random_path(rng),
+            create: rng.gen_bool(0.7),
+        },
+        15..=39 if handles > 0 => Op::Write {
+            handle,
+            offset: rng.gen_range(0..MAX_FILE),
+            len: rng.gen_range(1..300_000),
+            seed: rng.r#gen(),
+        },
+        40..=44 if handles > 0 => Op::Truncate {
+            handle,
+            size: rng.gen_range(0..MAX_FILE),
+        },
+        45..=49 if handles > 0 => Op::Fsync { handle },
+        50..=57 if handles > 0 => Op::Close { handle },
+        58..=64 if handles > 0 => Op::Read {
+            handle,
+            offset: rng.gen_range(0..MAX_FILE),
+            len: rng.gen_range(1..200_000),
+        },
+        65..=72 => Op::Rename {
+            from: random_path(rng),
+            to: random_path(rng),
+        },
+        73..=78 => Op::Unlink {
+            path: random_path(rng),
+        },
+        79..=82 => Op::Link {
+            from: random_path(rng),
+            to: random_path(rng),
+        },
+        83..=90 => Op::Mkdir {
+            path: random_path(rng),
+        },
+        91..=95 => Op::Rmdir {
+            path: random_path(rng),
+        },
+        _ => Op::Chmod {
+            path: random_path(rng),
+            mode: [0o600, 0o644, 0o755, 0o700][rng.gen_range(0..4)],
+        },
+    }
+}
+
+/// Applies `op` to one side; returns the outcome and what it read.
+fn apply(side: &mut Side, op: &Op) -> (Result<(), Option<i32>>, Vec<u8>) {
+    let none = Vec::new();
+    match op {
+        Op::Open { path, create } => {
+            let r = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(*create)
+                .open(side.p(path));
+            let res = outcome(
+                r.as_ref()
+                    .map(|_| ())
+                    .map_err(|e| std::io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))),
+            );
+            if let Ok(f) = r {
+                side.handles.push(Some(f));
+            }
+            (res, none)
+        }
+        Op::Write {
+            handle,
+            offset,
+            len,
+            seed,
+        } => match side.handles.get_mut(*handle).and_then(Option::as_mut) {
+            Some(f) => {
+                let data = pantests::Noise::bytes(*seed, *len);
+                (outcome(f.write_all_at(&data, *offset)), none)
+            }
+            None => (Ok(()), none),
+        },
+        Op::Truncate { handle, size } => {
+            match side.handles.get_mut(*handle).and_then(Option::as_mut) {
+                Some(f) => (outcome(f.set_len(*size)), none),
+                None => (Ok(()), none),
+            }
+        }
+        Op::Fsync { handle } => match side.handles.get_mut(*handle).and_then(Option::as_mut) {
+            Some(f) => (outcome(f.sync_all()), none),
+            None => (Ok(()), none),
+        },
+        Op::Close { handle } => {
+            if let Some(slot) = side.handles.get_mut(*handle) {
+                slot.take();
+            }
+            (Ok(()), none)
+        }
+        Op::Read {
+            handle,
+            offset,
+            len,
+        } => match side.handles.get_mut(*handle).and_then(Option::as_mut) {
+            Some(f) => {
+                let mut buf = Vec::new();
+                let r = f
+                    .seek(SeekFrom::Start(*offset))
+                    .and_then(|_| f.take(*len as u64).read_to_end(&mut buf));
+                (outcome(r), buf)
+            }
+            None => (Ok(()), none),
+        },
+        Op::Rename { from, to } => (outcome(std::fs::rename(side.p(from), side.p(to))), none),
+        Op::Unlink { path } => (outcome(std::fs::remove_file(side.p(path))), none),
+        Op::Link { from, to } => (outcome(std::fs::hard_link(side.p(from), side.p(to))), none),
+        Op::Mkdir { path } => (outcome(std::fs::create_dir(side.p(path))), none),
+        Op::Rmdir { path } => (outcome(std::fs::remove_dir(side.p(path))), none),
+        Op::Chmod { path, mode } => (
+            outcome(std::fs::set_permissions(
+                side.p(path),
+                std::fs::Permissions::from_mode(*mode),
+            )),
+            none,
+        ),
+    }
+}
+
+fn touched(op: &Op) -> Vec<String> {
+    match op {
+        Op::Open { path, .. }
+        | Op::Unlink { path }
+        | Op::Mkdir { path }
+        | Op::Rmdir { path }
+        | Op::Chmod { path, .. } => vec![path.clone()],
+        Op::Rename { from, to } | Op::Link { from, to } => vec![from.clone(), to.clone()],
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn random_operations_match_a_local_directory() {
+    let seed: u64 = std::env::var("PAN_DIFF_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let steps: usize = std::env::var("PAN_DIFF_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3000);
+    println!("differential test: seed {seed}, {steps} steps (replay with PAN_DIFF_SEED={seed})");
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let local_dir = tempfile::tempdir().expect("tmp");
+    let mut mount = Side {
+        root: m.root().to_path_buf(),
+        handles: Vec::new(),
+    };
+    let mut local = Side {
+        root: local_dir.path().to_path_buf(),
+        handles: Vec::new(),
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    for step in 0..steps {
+        let op = random_op(&mut rng, local.handles.len());
+        if std::env::var_os("PAN_DIFF_TRACE").is_some() {
+            println!("{step}: {op:?}");
+        }
+        let want = apply(&mut local, &op);
+        let got = apply(&mut mount, &op);
+        assert_eq!(
+            got.0, want.0,
+            "seed {seed} step {step}: {op:?} outcome differs"
+        );
+        assert!(
+            got.1 == want.1,
+            "seed {seed} step {step}: {op:?} read different bytes"
+        );
+        for path in touched(&op) {
+            assert_eq!(
+                describe(&mount.p(&path)),
+                describe(&local.p(&path)),
+                "seed {seed} step {step}: {op:?}: {path} differs"
+            );
+        }
+        if step % 100 == 99 {
+            assert_eq!(
+                tree(&mount.root),
+                tree(&local.root),
+                "seed {seed} step {step}: trees differ"
+            );
+        }
+    }
+    mount.handles.clear();
+    local.handles.clear();
+    assert_eq!(
+        tree(&mount.root),
+        tree(&local.root),
+        "seed {seed}: trees differ at the end"
+    );
+}

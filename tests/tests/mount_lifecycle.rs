@@ -1,0 +1,145 @@
+//! Mounts over time: two mounts of one account, remounts, crashes of panfs and
+//! of the server, and write-back mode.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::Duration;
+
+use pantests::{Mount, Noise, Server, sha256_file, wait_until};
+
+fn inodes(root: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).expect("readdir").flatten() {
+            let meta = std::fs::symlink_metadata(e.path()).expect("stat");
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .expect("prefix")
+                .to_string_lossy()
+                .into_owned();
+            out.insert(rel, meta.ino());
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn two_mounts_see_each_others_changes_after_close() {
+    let server = Server::start();
+    let a = Mount::new(&server, "alice");
+    let b = Mount::new(&server, "alice");
+    std::fs::write(a.p("shared.txt"), b"from a").expect("write a");
+    // Close-to-open: the next open on the other mount sees it (entries expire within the TTL).
+    wait_until("b to see the file", Duration::from_secs(10), || {
+        std::fs::read(b.p("shared.txt")).is_ok_and(|d| d == b"from a")
+    });
+    std::fs::write(b.p("shared.txt"), b"from b, longer").expect("write b");
+    wait_until("a to see the change", Duration::from_secs(10), || {
+        std::fs::read(a.p("shared.txt")).is_ok_and(|d| d == b"from b, longer")
+    });
+    std::fs::create_dir(b.p("dir")).expect("mkdir");
+    std::fs::remove_file(b.p("shared.txt")).expect("rm");
+    wait_until("a to see the removal", Duration::from_secs(10), || {
+        !a.p("shared.txt").exists() && a.p("dir").is_dir()
+    });
+}
+
+#[test]
+fn remount_keeps_everything_with_the_same_inodes() {
+    let server = Server::start();
+    let mut m = Mount::new(&server, "alice");
+    m.sh("mkdir -p a/b && echo 1 > a/b/f && ln -s a/b/f link && ln a/b/f hard && head -c 5000000 /dev/urandom > big");
+    let before = inodes(m.root());
+    let big = sha256_file(&m.p("big"));
+    m.umount();
+    assert!(!m.p("big").exists(), "unmounted");
+    m.mount();
+    assert_eq!(inodes(m.root()), before);
+    assert_eq!(sha256_file(&m.p("big")), big);
+    assert_eq!(std::fs::read_to_string(m.p("link")).expect("link"), "1\n");
+}
+
+#[test]
+fn sigkill_after_fsync_loses_nothing() {
+    let server = Server::start();
+    let mut m = Mount::new(&server, "alice");
+    let data = Noise::bytes(21, 6 << 20);
+    let mut f = std::fs::File::create(m.p("synced")).expect("create");
+    f.write_all(&data).expect("write");
+    f.sync_all().expect("fsync");
+    m.kill();
+    drop(f);
+    m.mount();
+    assert_eq!(std::fs::read(m.p("synced")).expect("read"), data);
+}
+
+#[test]
+fn journaled_writes_resume_after_sigkill() {
+    let server = Server::start();
+    let mut m = Mount::with_args(&server, "alice", &["--writeback"]);
+    let data = Noise::bytes(22, 3 << 20);
+    // Closed in write-back mode: the data is journaled locally before close returns.
+    std::fs::write(m.p("pending"), &data).expect("write");
+    m.kill();
+    m.mount();
+    wait_until("the journal to be sent", Duration::from_secs(60), || {
+        std::fs::read(m.p("pending")).is_ok_and(|d| d == data)
+    });
+}
+
+#[test]
+fn server_killed_mid_upload_then_restarted() {
+    let mut server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    let want = pantests::write_noise_file(&src, 23, 300 << 20);
+    let target = m.p("big");
+    let copier = std::thread::spawn(move || {
+        let mut out = std::fs::File::create(&target).expect("create");
+        let mut input = std::fs::File::open(&src).expect("open");
+        std::io::copy(&mut input, &mut out).expect("copy into the working copy");
+        // fsync uploads; it may fail while the server is down.
+        out.sync_all().is_ok()
+    });
+    // Kill the server while the upload runs, then bring it back.
+    std::thread::sleep(Duration::from_millis(1500));
+    server.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    server.restart();
+    let synced = copier.join().expect("copier");
+    if !synced {
+        // The failed upload is retried by the write-back worker.
+        wait_until("the upload to complete", Duration::from_secs(120), || {
+            m.panfs(&["status"], "")
+                .stdout
+                .windows(12)
+                .any(|w| w == b"0 files / 0 ")
+        });
+    }
+    // Read through a fresh mount so nothing local can answer.
+    let fresh = Mount::new(&server, "alice");
+    wait_until("the content to match", Duration::from_secs(120), || {
+        sha256_file(&fresh.p("big")) == want
+    });
+}
+
+#[test]
+fn writeback_close_returns_and_reads_see_new_data() {
+    let server = Server::start();
+    let m = Mount::with_args(&server, "alice", &["--writeback"]);
+    let data = Noise::bytes(24, 2 << 20);
+    std::fs::write(m.p("wb"), &data).expect("write");
+    assert_eq!(std::fs::read(m.p("wb")).expect("read back"), data);
+    let other = Mount::new(&server, "alice");
+    wait_until("the upload", Duration::from_secs(60), || {
+        std::fs::read(other.p("wb")).is_ok_and(|d| d == data)
+    });
+}
