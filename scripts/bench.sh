@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Benchmarks pan against a local directory in the same run, and prints each
+# figure with its ratio to the local one (pan speed / local speed: 1.0 = as fast).
+# Run by hand (as root, for dropping caches); CI never runs it.
+#
+#   scripts/bench.sh            mount benchmarks (fio) and server benchmarks
+#   scripts/bench.sh server     only the server benchmarks (HTTP over loopback)
+#   scripts/bench.sh mount      only the mount benchmarks
+#
+# Needs about 5 GiB free under BENCH_DIR (default: a temp dir in /var/tmp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+
+command -v fio >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
+command -v fusermount3 >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; }
+cargo build --release --bins -q
+BIN="$PWD/target/release"
+
+WORK="${BENCH_DIR:-$(mktemp -d /var/tmp/pan-bench.XXXXXX)}"
+LOCAL="$WORK/local"; MNT="$WORK/mnt"; DATA="$WORK/server"
+export XDG_CONFIG_HOME="$WORK/config" XDG_CACHE_HOME="$WORK/cache"
+mkdir -p "$LOCAL" "$MNT" "$DATA"
+PORT=$((20000 + RANDOM % 20000))
+URL="http://127.0.0.1:$PORT"
+SERVER_PID=""
+
+cleanup() {
+    "$BIN/panfs" umount "$MNT" >/dev/null 2>&1 || true
+    [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
+    [ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc -l; }
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+row() { printf '%-44s %12s %12s %8s\n' "$@"; }
+
+"$BIN/panserver" serve --listen "127.0.0.1:$PORT" --data "$DATA" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 100); do curl -fsS "$URL/" >/dev/null 2>&1 && break; sleep 0.1; done
+PASS=$(head -c 12 /dev/urandom | base64)
+curl -fsS -XPOST "$URL/api/v1/signup" -d "{\"username\":\"bench\",\"password\":\"$PASS\"}" >/dev/null
+TOKEN=$(curl -fsS -XPOST "$URL/api/v1/signin" -d "{\"username\":\"bench\",\"password\":\"$PASS\"}" | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+printf '%s\n' "$PASS" | "$BIN/panfs" login --server "$URL" --user bench --password-stdin >/dev/null
+remount() { "$BIN/panfs" umount "$MNT" >/dev/null 2>&1 || true; "$BIN/panfs" mount "$MNT"; }
+bytes_sent() { sleep 1.5; python3 -c 'import json,glob,sys; print(sum(json.load(open(f))["bytes_sent"] for f in glob.glob(sys.argv[1]+"/pan/mounts/*.json")))' "$XDG_CACHE_HOME"; }
+rss_peak_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
+
+echo "pan benchmark, $(date -u +%F), $(nproc) cores; work dir $WORK"
+row "figure" "local" "pan" "ratio"
+
+if [ "$what" = all ] || [ "$what" = mount ]; then
+    remount
+    fio_bw() { # dir job-args... -> MiB/s
+        fio --name=j --directory="$1" "${@:2}" --output-format=json 2>/dev/null |
+            python3 -c 'import sys,json; j=json.load(sys.stdin)["jobs"][0]; print(round((j["write"]["bw"]+j["read"]["bw"])/1024,1))'
+    }
+    W=(--rw=write --bs=1M --size=1G --end_fsync=1 --filename=seq)
+    lw=$(fio_bw "$LOCAL" "${W[@]}"); pw=$(fio_bw "$MNT" "${W[@]}")
+    row "sequential write 1 GiB + fsync (MiB/s)" "$lw" "$pw" "$(ratio "$pw" "$lw")"
+    drop_caches; remount
+    R=(--rw=read --bs=1M --size=1G --filename=seq)
+    lr=$(fio_bw "$LOCAL" "${R[@]}"); pr=$(fio_bw "$MNT" "${R[@]}")
+    row "sequential read, cold (MiB/s)" "$lr" "$pr" "$(ratio "$pr" "$lr")"
+    drop_caches; remount
+    RR=(--rw=randread --bs=4k --size=1G --io_size=32M --filename=seq)
+    lrr=$(fio_bw "$LOCAL" "${RR[@]}"); prr=$(fio_bw "$MNT" "${RR[@]}")
+    row "random 4 KiB reads, cold (MiB/s)" "$lrr" "$prr" "$(ratio "$prr" "$lrr")"
+
+    small() { # dir -> "create stat read delete" seconds
+        python3 - "$1" <<'PY'
+import os, sys, time
+d = os.path.join(sys.argv[1], "small"); os.makedirs(d, exist_ok=True)
+n, body, out = 2000, b"x" * 4096, []
+t = time.time()
+for i in range(n):
+    with open(f"{d}/f{i}", "wb") as f: f.write(body)
+out.append(time.time() - t); t = time.time()
+for i in range(n): os.stat(f"{d}/f{i}")
+out.append(time.time() - t); t = time.time()
+for i in range(n):
+    with open(f"{d}/f{i}", "rb") as f: f.read()
+out.append(time.time() - t); t = time.time()
+for i in range(n): os.unlink(f"{d}/f{i}")
+out.append(time.time() - t)
+print(" ".join(f"{x:.3f}" for x in out))
+PY
+    }
+    read -r lc ls lrd ld <<<"$(small "$LOCAL")"; read -r pc ps prd pd <<<"$(small "$MNT")"
+    row "2,000 small files: create (s)" "$lc" "$pc" "$(ratio "$lc" "$pc")"
+    row "2,000 small files: stat, cached (s)" "$ls" "$ps" "$(ratio "$ls" "$ps")"
+    row "2,000 small files: read (s)" "$lrd" "$prd" "$(ratio "$lrd" "$prd")"
+    row "2,000 small files: delete (s)" "$ld" "$pd" "$(ratio "$ld" "$pd")"
+
+    SRC=/usr/include
+    t0=$(now); cp -r "$SRC" "$LOCAL/tree"; t1=$(now); cp -r "$SRC" "$MNT/tree"; t2=$(now)
+    row "cp -r $SRC, $(find $SRC -type f | wc -l) files (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
+
+    before=$(bytes_sent)
+    dd if=/dev/urandom of="$MNT/seq" bs=1M count=1 seek=512 conv=notrunc status=none
+    after=$(bytes_sent)
+    row "1 MiB overwrite in 1 GiB: bytes sent" "-" "$((after - before))" "-"
+    before=$(bytes_sent)
+    t0=$(now); cp "$LOCAL/seq" "$LOCAL/seq2"; sync; t1=$(now); cp "$MNT/seq" "$MNT/seq2"; t2=$(now)
+    after=$(bytes_sent)
+    row "cp of a second copy of 1 GiB (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
+    row "  bytes sent for it" "-" "$((after - before))" "-"
+    pid=$(python3 -c 'import json,glob,sys; print(json.load(open(glob.glob(sys.argv[1]+"/pan/mounts/*.json")[0]))["pid"])' "$XDG_CACHE_HOME")
+    row "panfs peak RSS (MiB)" "-" "$(rss_peak_mib "$pid")" "-"
+    "$BIN/panfs" umount "$MNT" >/dev/null
+    rm -rf "${LOCAL:?}"/*
+fi
+
+if [ "$what" = all ] || [ "$what" = server ]; then
+    head -c $((1 << 30)) /dev/urandom >"$LOCAL/big"
+    sync; drop_caches
+    t0=$(now); cp "$LOCAL/big" "$LOCAL/big.copy"; sync; t1=$(now)
+    curl -fsS -T "$LOCAL/big" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/files/bench/big" >/dev/null; t2=$(now)
+    row "upload 1 GiB of new data (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
+    t0=$(now); sha256sum "$LOCAL/big" >/dev/null; sha1sum "$LOCAL/big" >/dev/null; t1=$(now)
+    remount
+    t2=$(now); cp "$LOCAL/big" "$MNT/bench/big.again"; t3=$(now)
+    row "instant upload of 1 GiB held vs hashing (s)" "$(secs "$t0" "$t1")" "$(secs "$t2" "$t3")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t2" "$t3")")"
+    pids=()
+    for _ in $(seq 1 8); do
+        curl -fsS -H "Authorization: Bearer $TOKEN" "$URL/api/v1/files/bench/big" -o /dev/null &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    row "panserver peak RSS, 1 GiB up + 8 downloads (MiB)" "-" "$(rss_peak_mib "$SERVER_PID")" "-"
+fi
