@@ -3,8 +3,7 @@
 
 use std::collections::HashSet;
 
-use bytes::Buf;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use panproto::proof::ProofHasher;
 use panproto::wire::{ChunkRef, CommitRequest, Node, ProofChallenge, UploadInit, UploadState};
 use panproto::{CHUNK_MAX, is_sha256_hex};
@@ -15,6 +14,9 @@ use crate::app::{App, NS, now_ns};
 use crate::auth::random_hex;
 use crate::error::{ApiError, ApiResult};
 use crate::session::UploadSession;
+
+/// A request body as it arrives.
+pub type BodyStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
 
 const PROOF_RANGES: usize = 4;
 const PROOF_RANGE_LEN: u64 = 64;
@@ -147,11 +149,13 @@ impl App {
     }
 
     /// Streams one chunk's body into staging, verifying it against its hash.
-    pub async fn put_chunk<S, B>(&self, user: i64, id: &str, sha256: &str, body: S) -> ApiResult<()>
-    where
-        S: Stream<Item = Result<B, warp::Error>> + Unpin,
-        B: Buf,
-    {
+    pub async fn put_chunk(
+        &self,
+        user: i64,
+        id: &str,
+        sha256: &str,
+        body: BodyStream,
+    ) -> ApiResult<()> {
         let session = self.load_session(user, id).await?;
         let size = session
             .chunks
@@ -164,28 +168,19 @@ impl App {
         Ok(())
     }
 
-    async fn stage_chunk<S, B>(
+    async fn stage_chunk(
         &self,
         user: i64,
         sha256: &str,
         size: u64,
-        mut body: S,
-    ) -> ApiResult<()>
-    where
-        S: Stream<Item = Result<B, warp::Error>> + Unpin,
-        B: Buf,
-    {
+        mut body: BodyStream,
+    ) -> ApiResult<()> {
         let _gate = self.chunk_gate.read().await;
         let mut writer = self.staging.writer(sha256, size)?;
         while let Some(piece) = body.next().await {
-            let mut piece =
+            let piece =
                 piece.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
-            while piece.has_remaining() {
-                let part = piece.chunk();
-                writer.write(part)?;
-                let n = part.len();
-                piece.advance(n);
-            }
+            writer.write(&piece)?;
         }
         writer.finish(sha256, size)?;
         self.record_chunk(user, sha256, size).await
@@ -276,21 +271,14 @@ impl App {
 
     /// The one-request upload: the server cuts the streamed body into chunks itself.
     /// `mtime` defaults to now.
-    pub async fn ingest<S, B>(
+    pub async fn ingest(
         &self,
         user: i64,
         ino: i64,
-        body: S,
+        body: BodyStream,
         mtime: Option<i64>,
-    ) -> ApiResult<Node>
-    where
-        S: Stream<Item = Result<B, warp::Error>> + Send + Unpin + 'static,
-        B: Buf + Send + 'static,
-    {
-        let reader = tokio_util::io::StreamReader::new(body.map(|r| {
-            r.map(|mut b| b.copy_to_bytes(b.remaining()))
-                .map_err(std::io::Error::other)
-        }));
+    ) -> ApiResult<Node> {
+        let reader = tokio_util::io::StreamReader::new(body);
         let mut reader = tokio_util::io::SyncIoBridge::new(reader);
         let staging = self.staging.clone();
         let limit = self.limits.max_upload_bytes;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::StreamExt;
 use http::StatusCode;
 use panproto::wire::{
     ChunkRef, CreateRequest, LinkRequest, Listing, Manifest, RenameRequest, SetAttrRequest,
@@ -11,6 +11,8 @@ use panproto::wire::{
 use serde::Deserialize;
 use warp::reply::Response;
 use warp::{Buf, Filter, Rejection};
+
+use crate::upload::BodyStream;
 
 use super::download::download;
 use super::{auth_header, decode_segment, empty_reply, json_body, json_reply, with_app};
@@ -98,14 +100,44 @@ impl App {
     }
 }
 
-/// A one-request upload body: the raw bytes, streamed.
-pub fn body_stream() -> impl Filter<
-    Extract = (
-        impl Stream<Item = Result<impl Buf + Send + 'static, warp::Error>> + Send + Unpin + 'static,
-    ),
-    Error = Rejection,
-> + Clone {
-    warp::body::stream()
+/// A request body, streamed: an upload that stalls for `BODY_IDLE` fails
+/// instead of holding the request open forever.
+pub fn body_stream() -> impl Filter<Extract = (BodyStream,), Error = Rejection> + Clone {
+    warp::body::stream().map(into_body)
+}
+
+fn into_body<S, B>(body: S) -> BodyStream
+where
+    S: futures::Stream<Item = Result<B, warp::Error>> + Send + 'static,
+    B: Buf + Send + 'static,
+{
+    let bytes = body.map(|r| {
+        r.map(|mut b| b.copy_to_bytes(b.remaining()))
+            .map_err(std::io::Error::other)
+    });
+    idle_timeout(bytes.boxed(), BODY_IDLE).boxed()
+}
+
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn idle_timeout(
+    body: BodyStream,
+    idle: std::time::Duration,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static {
+    futures::stream::unfold(Some(body), move |state| async move {
+        let mut body = state?;
+        match tokio::time::timeout(idle, body.next()).await {
+            Ok(Some(item)) => Some((item, Some(body))),
+            Ok(None) => None,
+            Err(_) => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the request body stalled",
+                )),
+                None,
+            )),
+        }
+    })
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
