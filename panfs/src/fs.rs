@@ -15,7 +15,8 @@ use panproto::wire::{
 };
 use tokio::runtime::Handle;
 
-use crate::cache::blocks::{BLOCK, BlockCache};
+use crate::cache::blocks::{BLOCK, BlockCache, BlockKey};
+use crate::cache::disk::DiskCache;
 use crate::cache::shadow::Shadow;
 use crate::remote::{Remote, RemoteError};
 use crate::upload::{UploadStats, upload};
@@ -75,6 +76,8 @@ pub struct FsOptions {
     pub writeback: bool,
     pub cache_dir: PathBuf,
     pub memory_cache_bytes: u64,
+    /// Disk space for recently read blocks.
+    pub disk_cache_bytes: u64,
     /// Blocks fetched ahead of a sequential reader.
     pub readahead_blocks: u64,
     /// The mounting user, shown as the owner of the root.
@@ -145,6 +148,23 @@ fn now_ns() -> i64 {
     from_time(SystemTime::now())
 }
 
+/// One block of a content: from the disk cache, else from the server (then kept on disk).
+async fn fetch_block(
+    remote: Arc<dyn Remote>,
+    disk: Arc<DiskCache>,
+    ino: i64,
+    key: BlockKey,
+) -> Result<Bytes, RemoteError> {
+    if let Some(hit) = disk.get(&key) {
+        return Ok(hit);
+    }
+    let bytes = remote
+        .read(ino, &key.0, key.1 * BLOCK, (key.1 + 1) * BLOCK)
+        .await?;
+    disk.put(&key, &bytes);
+    Ok(bytes)
+}
+
 fn check_name(name: &str) -> FsResult<()> {
     panproto::validate_name(name).map_err(|e| match e {
         panproto::NameError::TooLong => Errno(libc::ENAMETOOLONG),
@@ -174,6 +194,8 @@ struct Handle_ {
 #[derive(Default)]
 struct Tables {
     nodes: HashMap<i64, (Node, Instant)>,
+    /// Names seen, kept so cached files stay reachable while the server is not.
+    entries: HashMap<(i64, String), i64>,
     negative: HashMap<(i64, String), Instant>,
     files: HashMap<i64, Arc<Mutex<OpenFile>>>,
     handles: HashMap<u64, Handle_>,
@@ -187,6 +209,7 @@ pub struct PanFs {
     opts: FsOptions,
     tables: Mutex<Tables>,
     blocks: Arc<BlockCache>,
+    disk: Arc<DiskCache>,
     next_fh: AtomicU64,
     pub stats: Arc<UploadStats>,
     writeback_tx: tokio::sync::mpsc::UnboundedSender<i64>,
@@ -199,20 +222,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl PanFs {
-    pub fn new(rt: Handle, remote: Arc<dyn Remote>, root: i64, opts: FsOptions) -> Arc<Self> {
+    pub fn new(
+        rt: Handle,
+        remote: Arc<dyn Remote>,
+        root: i64,
+        opts: FsOptions,
+    ) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        Arc::new(Self {
+        let disk = DiskCache::open(&opts.cache_dir.join("blocks"), opts.disk_cache_bytes)?;
+        Ok(Arc::new(Self {
             rt,
             remote,
             root,
             blocks: Arc::new(BlockCache::new(opts.memory_cache_bytes)),
+            disk: Arc::new(disk),
             opts,
             tables: Mutex::default(),
             next_fh: AtomicU64::new(1),
             stats: Arc::default(),
             writeback_tx: tx,
             writeback_rx: Mutex::new(Some(rx)),
-        })
+        }))
     }
 
     fn journal_dir(&self) -> PathBuf {
@@ -288,14 +318,28 @@ impl PanFs {
         match self.block_on(self.remote.lookup(parent, name)) {
             Ok(node) => {
                 self.remember(&node);
+                lock(&self.tables).entries.insert(key, node.ino);
                 Ok(self.attr_of(&node))
             }
             Err(e) => {
                 let errno = Errno::from(e);
                 if errno.0 == libc::ENOENT {
-                    lock(&self.tables).negative.insert(key, Instant::now());
+                    let mut t = lock(&self.tables);
+                    t.entries.remove(&key);
+                    t.negative.insert(key, Instant::now());
+                    return Err(errno);
                 }
-                Err(errno)
+                let cached = {
+                    let t = lock(&self.tables);
+                    t.entries
+                        .get(&key)
+                        .and_then(|ino| t.nodes.get(ino))
+                        .map(|(n, _)| n.clone())
+                };
+                match cached {
+                    Some(node) if errno.0 == libc::EIO => Ok(self.attr_of(&node)),
+                    _ => Err(errno),
+                }
             }
         }
     }
@@ -307,9 +351,21 @@ impl PanFs {
         {
             return Ok(node.clone());
         }
-        let node = self.block_on(self.remote.node(ino))?;
-        self.remember(&node);
-        Ok(node)
+        match self.block_on(self.remote.node(ino)) {
+            Ok(node) => {
+                self.remember(&node);
+                Ok(node)
+            }
+            Err(e) => {
+                let errno = Errno::from(e);
+                // Unreachable server: what was seen last is still readable.
+                let cached = lock(&self.tables).nodes.get(&ino).map(|(n, _)| n.clone());
+                match cached {
+                    Some(node) if errno.0 == libc::EIO => Ok(node),
+                    _ => Err(errno),
+                }
+            }
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
@@ -322,9 +378,16 @@ impl PanFs {
         node.target.ok_or(Errno(libc::EINVAL))
     }
 
+    fn entry_added(&self, parent: i64, name: &str, node: &Node) {
+        self.entry_changed(parent, name);
+        self.remember(node);
+        lock(&self.tables).entries.insert((parent, name.to_string()), node.ino);
+    }
+
     fn entry_changed(&self, parent: i64, name: &str) {
         let mut t = lock(&self.tables);
         t.negative.remove(&(parent, name.to_string()));
+        t.entries.remove(&(parent, name.to_string()));
         t.nodes.remove(&parent);
     }
 
@@ -332,8 +395,7 @@ impl PanFs {
         check_name(&req.name)?;
         let parent = self.to_server(parent);
         let node = self.block_on(self.remote.create(parent, &req))?;
-        self.entry_changed(parent, &req.name);
-        self.remember(&node);
+        self.entry_added(parent, &req.name, &node);
         Ok(node)
     }
 
@@ -365,8 +427,7 @@ impl PanFs {
         check_name(name)?;
         let (ino, parent) = (self.to_server(ino), self.to_server(parent));
         let node = self.block_on(self.remote.link(ino, parent, name))?;
-        self.entry_changed(parent, name);
-        self.remember(&node);
+        self.entry_added(parent, name, &node);
         Ok(self.attr_of(&node))
     }
 
@@ -481,8 +542,9 @@ impl PanFs {
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let mut t = lock(&self.tables);
-        for (_, n) in &listing {
+        for (name, n) in &listing {
             t.nodes.insert(n.ino, (n.clone(), Instant::now()));
+            t.entries.insert((dir, name.clone()), n.ino);
         }
         t.dirs.insert(fh, listing);
         Ok(fh)
@@ -660,13 +722,9 @@ impl PanFs {
     }
 
     fn block(&self, ino: i64, content: &str, index: u64) -> FsResult<Bytes> {
-        let remote = self.remote.clone();
         let key = (content.to_string(), index);
-        let c = content.to_string();
-        let fetched = self.block_on(self.blocks.get_or_fetch(key, || async move {
-            remote
-                .read(ino, &c, index * BLOCK, (index + 1) * BLOCK)
-                .await
+        let fetched = self.block_on(self.blocks.get_or_fetch(key.clone(), || {
+            fetch_block(self.remote.clone(), self.disk.clone(), ino, key)
         }));
         match fetched {
             Ok(b) => Ok(b),
@@ -688,18 +746,11 @@ impl PanFs {
             if self.blocks.contains(&key) {
                 continue;
             }
-            let (blocks, remote, c) = (
-                self.blocks.clone(),
-                self.remote.clone(),
-                content.to_string(),
-            );
+            let (blocks, remote, disk) =
+                (self.blocks.clone(), self.remote.clone(), self.disk.clone());
             self.rt.spawn(async move {
                 let _ = blocks
-                    .get_or_fetch(key, || async move {
-                        remote
-                            .read(ino, &c, index * BLOCK, (index + 1) * BLOCK)
-                            .await
-                    })
+                    .get_or_fetch(key.clone(), || fetch_block(remote, disk, ino, key))
                     .await;
             });
         }
@@ -818,8 +869,9 @@ impl PanFs {
         (count, bytes)
     }
 
-    pub fn cache_bytes(&self) -> u64 {
-        self.blocks.used_bytes()
+    /// Bytes of blocks cached in memory and on disk.
+    pub fn cache_bytes(&self) -> (u64, u64) {
+        (self.blocks.used_bytes(), self.disk.used_bytes())
     }
 
     /// Uploads one file that has pending writes; true when it is clean afterwards.

@@ -54,9 +54,12 @@ struct MountArgs {
     /// Directory for working copies and the upload journal [default: $XDG_CACHE_HOME/pan/USER]
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Disk space for recently read blocks, in MiB (working copies of files being written come on top)
+    #[arg(long, default_value_t = 1024)]
+    cache_size: u64,
     /// Memory for recently read blocks, in MiB
     #[arg(long, default_value_t = 64)]
-    cache_size: u64,
+    memory_cache: u64,
     /// Let other local users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]
     allow_other: bool,
@@ -168,12 +171,13 @@ async fn status() -> anyhow::Result<()> {
             "stale (daemon gone)"
         };
         println!(
-            "{}: {alive}, pid {}, {} files / {} bytes pending upload, {} MiB of blocks cached, {} bytes sent",
+            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} MiB in memory + {} MiB on disk, {} bytes sent",
             r.mountpoint.display(),
             r.pid,
             r.pending_files,
             r.pending_bytes,
             r.memory_cache_bytes >> 20,
+            r.disk_cache_bytes >> 20,
             r.bytes_sent,
         );
     }
@@ -248,6 +252,7 @@ fn main() -> anyhow::Result<()> {
                 mountpoint: args.mountpoint,
                 cache_dir: args.cache_dir,
                 cache_size: args.cache_size << 20,
+                memory_cache: args.memory_cache << 20,
                 allow_other: args.allow_other,
                 attr_ttl: Duration::from_secs_f64(args.attr_ttl.max(0.0)),
                 entry_ttl: Duration::from_secs_f64(args.entry_ttl.max(0.0)),

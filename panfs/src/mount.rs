@@ -22,6 +22,7 @@ pub struct MountOptions {
     pub mountpoint: PathBuf,
     pub cache_dir: Option<PathBuf>,
     pub cache_size: u64,
+    pub memory_cache: u64,
     pub allow_other: bool,
     pub attr_ttl: Duration,
     pub entry_ttl: Duration,
@@ -41,6 +42,7 @@ pub struct MountRecord {
     pub pending_files: usize,
     pub pending_bytes: u64,
     pub memory_cache_bytes: u64,
+    pub disk_cache_bytes: u64,
     pub bytes_sent: u64,
 }
 
@@ -138,13 +140,15 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
             entry_ttl: opts.entry_ttl,
             writeback: opts.writeback,
             cache_dir: cache_dir.clone(),
-            memory_cache_bytes: opts.cache_size,
+            memory_cache_bytes: opts.memory_cache,
+            disk_cache_bytes: opts.cache_size,
             readahead_blocks: 8,
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
         },
-    );
+    )
+    .with_context(|| format!("opening the cache in {}", cache_dir.display()))?;
     let recovered = fs.recover_journal();
     if recovered > 0 {
         tracing::info!(recovered, "resuming journaled uploads");
@@ -221,7 +225,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 let (files, bytes) = fs.pending();
                 record.pending_files = files;
                 record.pending_bytes = bytes;
-                record.memory_cache_bytes = fs.cache_bytes();
+                (record.memory_cache_bytes, record.disk_cache_bytes) = fs.cache_bytes();
                 record.bytes_sent = fs.stats.bytes_sent.load(Ordering::Relaxed);
                 write_record(&record);
             }

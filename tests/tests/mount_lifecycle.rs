@@ -143,3 +143,44 @@ fn writeback_close_returns_and_reads_see_new_data() {
         std::fs::read(other.p("wb")).is_ok_and(|d| d == data)
     });
 }
+
+#[test]
+fn server_down_gives_eio_cached_data_stays_readable_and_uploads_resume() {
+    let mut server = Server::start();
+    let m = Mount::with_args(&server, "alice", &["--timeout", "3"]);
+    let cached = Noise::bytes(25, 3 << 20);
+    std::fs::write(m.p("cached"), &cached).expect("write");
+    assert_eq!(std::fs::read(m.p("cached")).expect("read"), cached);
+    let mut pending = std::fs::File::create(m.p("pending")).expect("create");
+    server.kill();
+    // Reads of what was read before still work.
+    assert_eq!(
+        std::fs::read(m.p("cached")).expect("read while the server is down"),
+        cached
+    );
+    // New work fails with EIO, promptly.
+    let err = std::fs::write(m.p("new"), b"x").expect_err("no server");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO));
+    // A close that cannot upload reports EIO and keeps the data journaled.
+    pending
+        .write_all(b"written while the server was down")
+        .expect("write locally");
+    let closed = pending.sync_all();
+    assert_eq!(
+        closed
+            .expect_err("fsync cannot reach the server")
+            .raw_os_error(),
+        Some(libc::EIO)
+    );
+    drop(pending);
+    server.restart();
+    let other = Mount::new(&server, "alice");
+    wait_until(
+        "the journaled upload to resume",
+        Duration::from_secs(90),
+        || {
+            std::fs::read(other.p("pending"))
+                .is_ok_and(|d| d == b"written while the server was down")
+        },
+    );
+}

@@ -2,4 +2,5 @@
 //! files being written on local disk.
 
 pub mod blocks;
+pub mod disk;
 pub mod shadow;
