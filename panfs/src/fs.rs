@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -173,8 +173,23 @@ fn check_name(name: &str) -> FsResult<()> {
 }
 
 /// A file that is open, or still has writes to send.
+/// A file that is open, or still has writes to send. `opens` lives outside the
+/// state's lock so opening and closing never wait for an upload in progress.
 struct OpenFile {
-    opens: u32,
+    opens: AtomicU32,
+    state: Mutex<FileState>,
+}
+
+impl OpenFile {
+    fn new(state: FileState) -> Arc<Self> {
+        Arc::new(Self {
+            opens: AtomicU32::new(0),
+            state: Mutex::new(state),
+        })
+    }
+}
+
+struct FileState {
     /// The content read at open (close-to-open: later changes show at the next open).
     content: Option<String>,
     size: u64,
@@ -184,6 +199,8 @@ struct OpenFile {
     failed: bool,
     /// The server no longer has the inode (unlinked while open): writes stay local.
     unlinked: bool,
+    /// The ctime the server gave our last commit: attributes fetched earlier are older than it.
+    committed_ctime: i64,
 }
 
 struct Handle_ {
@@ -193,11 +210,12 @@ struct Handle_ {
 
 #[derive(Default)]
 struct Tables {
-    nodes: HashMap<i64, (Node, Instant)>,
+    /// Attributes and when they were fetched (None: stale, kept only for when the server is unreachable).
+    nodes: HashMap<i64, (Node, Option<Instant>)>,
     /// Names seen, kept so cached files stay reachable while the server is not.
     entries: HashMap<(i64, String), i64>,
     negative: HashMap<(i64, String), Instant>,
-    files: HashMap<i64, Arc<Mutex<OpenFile>>>,
+    files: HashMap<i64, Arc<OpenFile>>,
     handles: HashMap<u64, Handle_>,
     dirs: HashMap<u64, Vec<(String, Node)>>,
 }
@@ -281,7 +299,7 @@ impl PanFs {
         // A file being written shows its local size and time.
         let open = lock(&self.tables).files.get(&node.ino).cloned();
         if let Some(file) = open {
-            let file = lock(&file);
+            let file = lock(&file.state);
             // While a working copy exists it is the truth (it may hold unsent writes).
             if let Some(shadow) = &file.shadow {
                 attr.size = shadow.size();
@@ -293,7 +311,8 @@ impl PanFs {
 
     fn remember(&self, node: &Node) {
         let mut t = lock(&self.tables);
-        t.nodes.insert(node.ino, (node.clone(), Instant::now()));
+        t.nodes
+            .insert(node.ino, (node.clone(), Some(Instant::now())));
     }
 
     fn forget_node(&self, ino: i64) {
@@ -346,7 +365,7 @@ impl PanFs {
 
     fn node(&self, ino: i64, fresh: bool) -> FsResult<Node> {
         if !fresh
-            && let Some((node, at)) = lock(&self.tables).nodes.get(&ino)
+            && let Some((node, Some(at))) = lock(&self.tables).nodes.get(&ino)
             && at.elapsed() < self.opts.attr_ttl
         {
             return Ok(node.clone());
@@ -381,14 +400,18 @@ impl PanFs {
     fn entry_added(&self, parent: i64, name: &str, node: &Node) {
         self.entry_changed(parent, name);
         self.remember(node);
-        lock(&self.tables).entries.insert((parent, name.to_string()), node.ino);
+        lock(&self.tables)
+            .entries
+            .insert((parent, name.to_string()), node.ino);
     }
 
     fn entry_changed(&self, parent: i64, name: &str) {
         let mut t = lock(&self.tables);
         t.negative.remove(&(parent, name.to_string()));
         t.entries.remove(&(parent, name.to_string()));
-        t.nodes.remove(&parent);
+        if let Some(entry) = t.nodes.get_mut(&parent) {
+            entry.1 = None;
+        }
     }
 
     fn make(&self, parent: u64, req: CreateRequest) -> FsResult<Node> {
@@ -494,7 +517,7 @@ impl PanFs {
             let open = lock(&self.tables).files.get(&ino).cloned();
             match open {
                 Some(file) => {
-                    let mut file = lock(&file);
+                    let mut file = lock(&file.state);
                     let mtime = req.mtime.unwrap_or_else(now_ns);
                     self.working_copy(ino, &mut file)?
                         .set_size(size, mtime)
@@ -519,7 +542,7 @@ impl PanFs {
         self.remember(&node);
         let open = lock(&self.tables).files.get(&ino).cloned();
         if let Some(file) = open {
-            let mut file = lock(&file);
+            let mut file = lock(&file.state);
             if let (Some(shadow), Some(m)) = (file.shadow.as_mut(), req.mtime) {
                 shadow.record.mtime = m;
             }
@@ -543,7 +566,7 @@ impl PanFs {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let mut t = lock(&self.tables);
         for (name, n) in &listing {
-            t.nodes.insert(n.ino, (n.clone(), Instant::now()));
+            t.nodes.insert(n.ino, (n.clone(), Some(Instant::now())));
             t.entries.insert((dir, name.clone()), n.ino);
         }
         t.dirs.insert(fh, listing);
@@ -600,26 +623,32 @@ impl PanFs {
         }
         let file = {
             let mut t = lock(&self.tables);
-            t.files
+            let file = t
+                .files
                 .entry(node.ino)
                 .or_insert_with(|| {
-                    Arc::new(Mutex::new(OpenFile {
-                        opens: 0,
+                    OpenFile::new(FileState {
                         content: node.content.clone(),
                         size: node.size as u64,
                         shadow: None,
                         next_sequential: 0,
                         failed: false,
                         unlinked: false,
-                    }))
+                        committed_ctime: 0,
+                    })
                 })
-                .clone()
+                .clone();
+            file.opens.fetch_add(1, Ordering::SeqCst);
+            file
         };
         {
-            let mut f = lock(&file);
-            f.opens += 1;
-            // Close-to-open: a file nobody here is writing takes the server's current version.
-            if f.shadow.is_none() {
+            let mut f = lock(&file.state);
+            // Close-to-open: a file with no unsent writes here takes the server's current version.
+            let newer = node.ctime >= f.committed_ctime;
+            if newer && !f.shadow.as_ref().is_some_and(Shadow::is_dirty) && !f.unlinked {
+                if let Some(s) = f.shadow.take() {
+                    s.discard();
+                }
                 f.content = node.content.clone();
                 f.size = node.size as u64;
             }
@@ -640,7 +669,7 @@ impl PanFs {
         self.open_node(&node, flags)
     }
 
-    fn handle(&self, fh: u64) -> FsResult<(i64, bool, Arc<Mutex<OpenFile>>)> {
+    fn handle(&self, fh: u64) -> FsResult<(i64, bool, Arc<OpenFile>)> {
         let t = lock(&self.tables);
         let h = t.handles.get(&fh).ok_or(Errno(libc::EBADF))?;
         let file = t.files.get(&h.ino).cloned().ok_or(Errno(libc::EBADF))?;
@@ -648,7 +677,7 @@ impl PanFs {
     }
 
     /// The file's working copy, made on first use from its current server version.
-    fn working_copy<'a>(&self, ino: i64, file: &'a mut OpenFile) -> FsResult<&'a mut Shadow> {
+    fn working_copy<'a>(&self, ino: i64, file: &'a mut FileState) -> FsResult<&'a mut Shadow> {
         if file.shadow.is_none() {
             let chunks = match &file.content {
                 Some(_) => self.block_on(self.remote.manifest(ino))?.chunks,
@@ -670,7 +699,7 @@ impl PanFs {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let (ino, _, file) = self.handle(fh)?;
-        let mut f = lock(&file);
+        let mut f = lock(&file.state);
         let file_size = f.shadow.as_ref().map_or(f.size, Shadow::size);
         if offset >= file_size {
             return Ok(Bytes::new());
@@ -758,7 +787,7 @@ impl PanFs {
 
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let (ino, append, file) = self.handle(fh)?;
-        let mut f = lock(&file);
+        let mut f = lock(&file.state);
         let shadow = self.working_copy(ino, &mut f)?;
         let offset = if append { shadow.size() } else { offset };
         let first_write = !shadow.is_dirty();
@@ -772,8 +801,8 @@ impl PanFs {
     }
 
     /// Sends the file's pending writes and waits for the server's commit.
-    fn sync_file(&self, ino: i64, file: &Mutex<OpenFile>) -> FsResult<()> {
-        let mut f = lock(file);
+    fn sync_file(&self, ino: i64, file: &OpenFile) -> FsResult<()> {
+        let mut f = lock(&file.state);
         let Some(shadow) = f.shadow.as_mut() else {
             return Ok(());
         };
@@ -785,6 +814,7 @@ impl PanFs {
             Ok(node) => {
                 f.content = node.content.clone();
                 f.size = node.size as u64;
+                f.committed_ctime = node.ctime;
                 f.failed = false;
                 drop(f);
                 self.remember(&node);
@@ -810,7 +840,7 @@ impl PanFs {
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         if self.opts.writeback {
             let (_, _, file) = self.handle(fh)?;
-            let f = lock(&file);
+            let f = lock(&file.state);
             if let Some(shadow) = &f.shadow {
                 shadow.persist().map_err(io_errno)?;
             }
@@ -826,17 +856,20 @@ impl PanFs {
     }
 
     pub fn release(&self, fh: u64) {
-        let Some(h) = lock(&self.tables).handles.remove(&fh) else {
+        let mut t = lock(&self.tables);
+        let Some(h) = t.handles.remove(&fh) else {
             return;
         };
-        let Some(file) = lock(&self.tables).files.get(&h.ino).cloned() else {
+        let Some(file) = t.files.get(&h.ino).cloned() else {
             return;
         };
-        let mut f = lock(&file);
-        f.opens = f.opens.saturating_sub(1);
-        if f.opens > 0 {
+        if file.opens.fetch_sub(1, Ordering::SeqCst) > 1 {
             return;
         }
+        // Last close. A file busy uploading is cleaned up by whoever uploads it.
+        let Ok(mut f) = file.state.try_lock() else {
+            return;
+        };
         let dirty = !f.unlinked && f.shadow.as_ref().is_some_and(Shadow::is_dirty);
         if dirty {
             // Written but not sent (write-back mode, or a failed upload): the worker sends it.
@@ -847,7 +880,7 @@ impl PanFs {
             s.discard();
         }
         drop(f);
-        lock(&self.tables).files.remove(&h.ino);
+        t.files.remove(&h.ino);
     }
 
     // ---- write-back ----
@@ -858,7 +891,7 @@ impl PanFs {
         let mut count = 0;
         let mut bytes = 0;
         for f in files {
-            if let Ok(f) = f.try_lock()
+            if let Ok(f) = f.state.try_lock()
                 && let Some(s) = &f.shadow
                 && s.is_dirty()
             {
@@ -880,15 +913,16 @@ impl PanFs {
             return true;
         };
         let ok = self.sync_file(ino, &file).is_ok();
-        let f = lock(&file);
-        if ok && f.opens == 0 {
-            drop(f);
+        if ok {
             let mut t = lock(&self.tables);
-            if let Some(file) = t.files.remove(&ino)
-                && let Ok(mut f) = file.lock()
-                && let Some(s) = f.shadow.take()
+            if file.opens.load(Ordering::SeqCst) == 0
+                && let Ok(mut f) = file.state.try_lock()
             {
-                s.discard();
+                if let Some(s) = f.shadow.take() {
+                    s.discard();
+                }
+                drop(f);
+                t.files.remove(&ino);
             }
         }
         ok
@@ -900,18 +934,16 @@ impl PanFs {
         for &ino in &inos {
             match Shadow::open(&self.journal_dir(), ino) {
                 Ok(shadow) => {
-                    let file = OpenFile {
-                        opens: 0,
+                    let file = FileState {
                         content: shadow.record.base.clone(),
                         size: shadow.size(),
                         shadow: Some(shadow),
                         next_sequential: 0,
                         failed: true,
                         unlinked: false,
+                        committed_ctime: 0,
                     };
-                    lock(&self.tables)
-                        .files
-                        .insert(ino, Arc::new(Mutex::new(file)));
+                    lock(&self.tables).files.insert(ino, OpenFile::new(file));
                     let _ = self.writeback_tx.send(ino);
                 }
                 Err(e) => tracing::warn!(ino, error = %e, "unreadable journal entry"),
