@@ -75,16 +75,10 @@ impl App {
                 Some(sha) if keep < e.size as u64 => {
                     let data = self.read_chunk(sha).await?;
                     let prefix = data.slice(..keep as usize);
-                    let new_sha = panproto::sha256_hex(&prefix);
                     let staging = self.staging.clone();
-                    let staged = new_sha.clone();
-                    tokio::task::spawn_blocking(move || -> ApiResult<()> {
-                        let mut w = staging.writer(&staged, keep)?;
-                        w.write(&prefix)?;
-                        Ok(w.finish(&staged, keep)?)
-                    })
-                    .await
-                    .map_err(|e| ApiError::Internal(e.to_string()))??;
+                    let new_sha = tokio::task::spawn_blocking(move || staging.put(&prefix))
+                        .await
+                        .map_err(|e| ApiError::Internal(e.to_string()))??;
                     self.record_chunk(user, &new_sha, keep).await?;
                     chunks.push(ChunkRef {
                         sha256: Some(new_sha),

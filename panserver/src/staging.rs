@@ -109,6 +109,15 @@ impl Staging {
         })
     }
 
+    /// Stages bytes the server cut itself (blocking I/O); returns their SHA-256.
+    pub fn put(&self, data: &[u8]) -> Result<String, StagingError> {
+        let sha = panproto::sha256_hex(data);
+        let mut w = self.writer(&sha, data.len() as u64)?;
+        w.write(data)?;
+        w.finish(&sha, data.len() as u64)?;
+        Ok(sha)
+    }
+
     pub async fn read(&self, sha256: &str) -> std::io::Result<Option<Bytes>> {
         match tokio::fs::read(self.path(sha256)).await {
             Ok(data) => Ok(Some(Bytes::from(data))),

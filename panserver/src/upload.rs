@@ -294,10 +294,7 @@ impl App {
                 if hasher.len() > limit {
                     return Err(ApiError::TooLarge);
                 }
-                let sha = panproto::sha256_hex(&chunk.data);
-                let mut w = staging.writer(&sha, chunk.data.len() as u64)?;
-                w.write(&chunk.data)?;
-                w.finish(&sha, chunk.data.len() as u64)?;
+                let sha = staging.put(&chunk.data)?;
                 chunks.push(ChunkRef {
                     sha256: Some(sha),
                     size: chunk.data.len() as u64,
