@@ -21,9 +21,23 @@ pub struct DataArgs {
     /// [default: sqlite://DATA/pan.db]
     #[arg(long, env = "PAN_DATABASE_URL", global = true, hide_env_values = true)]
     pub database_url: Option<String>,
-    /// Object store URL: dir:///PATH [default: dir://DATA/store]
+    /// Object store URL: dir:///PATH or s3://BUCKET?endpoint=URL&region=R&path_style=true&prefix=P
+    /// (S3 credentials from PAN_S3_ACCESS_KEY/PAN_S3_SECRET_KEY or PAN_S3_CREDENTIALS_FILE)
+    /// [default: dir://DATA/store]
     #[arg(long, env = "PAN_STORE", global = true)]
     pub store: Option<String>,
+    /// Redis URL for upload sessions, e.g. redis://:PASSWORD@HOST:6379/ [default: sessions in the database]
+    #[arg(long, env = "PAN_REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
+    /// RabbitMQ URL for transfer jobs, e.g. amqp://USER:PASSWORD@HOST:5672/VHOST [default: in-process queue]
+    #[arg(long, env = "PAN_AMQP_URL", global = true, hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// Name of this deployment in shared services: Redis key prefix and queue name
+    #[arg(long, env = "PAN_NAMESPACE", global = true)]
+    pub namespace: Option<String>,
+    /// Failed attempts after which a transfer job goes to the dead-letter queue
+    #[arg(long, env = "PAN_TRANSFER_ATTEMPTS", global = true)]
+    pub transfer_attempts: Option<u32>,
     /// Staging directory for uploaded chunks [default: DATA/staging]
     #[arg(long, env = "PAN_STAGING_DIR", global = true)]
     pub staging_dir: Option<PathBuf>,
@@ -79,6 +93,10 @@ struct FileConfig {
     data: Option<PathBuf>,
     database_url: Option<String>,
     store: Option<String>,
+    redis_url: Option<String>,
+    amqp_url: Option<String>,
+    namespace: Option<String>,
+    transfer_attempts: Option<u32>,
     staging_dir: Option<PathBuf>,
     db_pool: Option<u32>,
     listen: Option<SocketAddr>,
@@ -100,6 +118,10 @@ pub struct Settings {
     pub data: PathBuf,
     pub database_url: Option<String>,
     pub store: Option<String>,
+    pub redis_url: Option<String>,
+    pub amqp_url: Option<String>,
+    pub namespace: String,
+    pub transfer_attempts: u32,
     pub staging_dir: Option<PathBuf>,
     pub db_pool_size: u32,
     pub listen: SocketAddr,
@@ -166,6 +188,10 @@ impl Settings {
                 .unwrap_or_else(default_data_dir),
             database_url: data.database_url.clone().or(file.database_url),
             store: data.store.clone().or(file.store),
+            redis_url: data.redis_url.clone().or(file.redis_url),
+            amqp_url: data.amqp_url.clone().or(file.amqp_url),
+            namespace: data.namespace.clone().or(file.namespace).unwrap_or_else(|| "pan".into()),
+            transfer_attempts: data.transfer_attempts.or(file.transfer_attempts).unwrap_or(5),
             staging_dir: data.staging_dir.clone().or(file.staging_dir),
             db_pool_size: data.db_pool.or(file.db_pool).unwrap_or(8),
             listen: s

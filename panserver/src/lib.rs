@@ -24,8 +24,8 @@ use anyhow::Context;
 use crate::app::App;
 use crate::config::Settings;
 use crate::meta::{Dialect, SqlMeta};
-use crate::queue::LocalQueue;
-use crate::session::SqlSessions;
+use crate::queue::{AmqpQueue, LocalQueue, TransferQueue};
+use crate::session::{RedisSessions, SessionStore, SqlSessions};
 use crate::staging::Staging;
 
 /// Opens the metadata database; the embedded SQLite database is migrated on the
@@ -48,13 +48,31 @@ pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
     std::fs::create_dir_all(&settings.data)
         .with_context(|| format!("creating the data directory {}", settings.data.display()))?;
     let meta = open_meta(settings).await?;
-    let sessions = SqlSessions::new(meta.pool());
-    let store = store::open(&settings.store_url())?;
+    let ns = &settings.namespace;
+    let sessions: Arc<dyn SessionStore> = match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisSessions::connect(url, &format!("{ns}:"))
+                .await
+                .with_context(|| format!("connecting to Redis at {}", config::redact(url)))?,
+        ),
+        None => Arc::new(SqlSessions::new(meta.pool())),
+    };
+    let queue: Arc<dyn TransferQueue> = match &settings.amqp_url {
+        Some(url) => Arc::new(
+            AmqpQueue::connect(url, &format!("{ns}.transfer"), settings.transfer_attempts)
+                .await
+                .with_context(|| format!("connecting to RabbitMQ at {}", config::redact(url)))?,
+        ),
+        None => Arc::new(LocalQueue::default()),
+    };
+    let store = store::open(&settings.store_url())
+        .await
+        .with_context(|| format!("opening the object store {}", settings.store_url()))?;
     let staging = Staging::new(settings.staging_dir()).context("creating the staging directory")?;
     Ok(Arc::new(App {
         meta: Arc::new(meta),
-        sessions: Arc::new(sessions),
-        queue: Arc::new(LocalQueue::default()),
+        sessions,
+        queue,
         store,
         staging,
         limits: settings.limits(),
@@ -68,14 +86,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
-    let requeued = transfer::requeue_staged(&app).await?;
+    let requeued = transfer::requeue_staged(&app, i64::MAX).await?;
     for id in 0..settings.transfer_workers {
         tokio::spawn(transfer::run_worker(app.clone(), id));
     }
-    tokio::spawn(gc::run_maintenance(
-        app.clone(),
-        Duration::from_secs(settings.maintenance_secs),
-    ));
+    let every = Duration::from_secs(settings.maintenance_secs);
+    tokio::spawn(gc::run_maintenance(app.clone(), every));
+    tokio::spawn(transfer::run_reconciler(app.clone(), every.max(Duration::from_secs(30))));
     tracing::info!(
         listen = %listener.local_addr()?,
         data = %settings.data.display(),
@@ -83,6 +100,19 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         "panserver ready"
     );
     api::serve(app, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Runs transfer workers (no API) until Ctrl-C or SIGTERM.
+pub async fn run_transfer_workers(settings: Settings, workers: usize) -> anyhow::Result<()> {
+    let app = build_app(&settings).await?;
+    for id in 0..workers.max(1) {
+        tokio::spawn(transfer::run_worker(app.clone(), id));
+    }
+    let every = Duration::from_secs(settings.maintenance_secs).max(Duration::from_secs(30));
+    tokio::spawn(transfer::run_reconciler(app.clone(), every));
+    tracing::info!(workers, "transfer workers ready");
+    shutdown_signal().await;
     Ok(())
 }
 

@@ -33,6 +33,15 @@ enum Command {
     Migrate,
     /// Run one maintenance pass now: hash new contents, collect garbage
     Gc,
+    /// Run transfer workers that move staged chunks to the object store
+    Transfer {
+        /// Workers in this process
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Put dead-lettered jobs back on the queue, then exit
+        #[arg(long)]
+        requeue_dead: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +104,24 @@ async fn main() -> anyhow::Result<()> {
             let version = meta.migrate().await?;
             println!("database at schema version {version}");
             Ok(())
+        }
+        Command::Transfer { workers, requeue_dead } => {
+            let settings = Settings::resolve(&cli.data, None)?;
+            if requeue_dead {
+                let url = settings
+                    .amqp_url
+                    .clone()
+                    .context("--requeue-dead needs PAN_AMQP_URL (RabbitMQ)")?;
+                let queue = panserver::queue::AmqpQueue::connect(
+                    &url,
+                    &format!("{}.transfer", settings.namespace),
+                    settings.transfer_attempts,
+                )
+                .await?;
+                println!("requeued {} dead-lettered jobs", queue.requeue_dead().await?);
+                return Ok(());
+            }
+            panserver::run_transfer_workers(settings, workers).await
         }
         Command::Gc => {
             let app = panserver::build_app(&Settings::resolve(&cli.data, None)?).await?;

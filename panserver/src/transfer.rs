@@ -29,11 +29,27 @@ pub async fn run_worker(app: Arc<App>, id: usize) {
     }
 }
 
-/// Queues every chunk still in staging: jobs lost with a crashed process are found again.
-pub async fn requeue_staged(app: &App) -> anyhow::Result<usize> {
-    let staged = app.meta.staged_chunks(i64::MAX).await?;
+/// Queues chunks still in staging whose change is older than `before`: jobs lost
+/// with a crashed process or broker are found again. A duplicate job is harmless.
+pub async fn requeue_staged(app: &App, before: i64) -> anyhow::Result<usize> {
+    let staged = app.meta.staged_chunks(before, 100_000).await?;
     for chunk in &staged {
         app.queue.publish(chunk).await?;
     }
     Ok(staged.len())
+}
+
+/// The reconciler: every `every`, requeues chunks staged for longer than `every`.
+pub async fn run_reconciler(app: Arc<App>, every: std::time::Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let before = crate::app::now_ns() - every.as_nanos() as i64;
+        match requeue_staged(&app, before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(chunks = n, "requeued staged chunks whose transfer had not happened"),
+            Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
+        }
+    }
 }

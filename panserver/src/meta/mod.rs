@@ -221,7 +221,8 @@ pub trait MetaStore: Send + Sync {
         location: ChunkLocation,
         now: i64,
     ) -> MetaResult<()>;
-    async fn staged_chunks(&self, limit: i64) -> MetaResult<Vec<String>>;
+    /// Chunks still in staging whose last change is older than `before`.
+    async fn staged_chunks(&self, before: i64, limit: i64) -> MetaResult<Vec<String>>;
 
     /// Drops contents no inode uses and chunks no content uses, once older than `cutoff`,
     /// sparing `pinned` chunks (those open upload sessions will use).

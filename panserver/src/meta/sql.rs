@@ -1316,8 +1316,9 @@ impl MetaStore for SqlMeta {
         Ok(())
     }
 
-    async fn staged_chunks(&self, limit: i64) -> MetaResult<Vec<String>> {
-        let rows = sqlx::query("SELECT sha256 FROM tbl_chunk WHERE location = 'staging' LIMIT ?")
+    async fn staged_chunks(&self, before: i64, limit: i64) -> MetaResult<Vec<String>> {
+        let rows = sqlx::query("SELECT sha256 FROM tbl_chunk WHERE location = 'staging' AND updated_at < ? LIMIT ?")
+            .bind(before)
             .bind(limit)
             .fetch_all(&self.pool)
             .await?;

@@ -1,10 +1,12 @@
 //! Transfer jobs: "move this staged chunk to the object store". In-process in
 //! the embedded profile; RabbitMQ in the full stack.
 
+mod amqp;
 mod local;
 
 use async_trait::async_trait;
 
+pub use amqp::AmqpQueue;
 pub use local::LocalQueue;
 
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Upload sessions: the chunk list a client declared and the proof of possession
 //! it still owes. In the metadata database in the embedded profile; Redis in the full stack.
 
+mod redis_store;
 mod sql;
 
 use std::collections::HashSet;
@@ -9,6 +10,7 @@ use async_trait::async_trait;
 use panproto::wire::{ChunkRef, ProofChallenge};
 use serde::{Deserialize, Serialize};
 
+pub use redis_store::RedisSessions;
 pub use sql::SqlSessions;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

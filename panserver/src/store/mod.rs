@@ -2,11 +2,13 @@
 //! profile; S3 (Ceph RGW, Aliyun OSS, AWS) in the full stack.
 
 mod dir;
+mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use dir::DirStore;
+pub use s3::{S3Location, S3Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,11 +34,15 @@ pub fn chunk_key(sha256: &str) -> String {
     format!("chunks/{}/{}", &sha256[..2], sha256)
 }
 
-/// Opens the store named by a URL: `dir:///path` (or a plain path).
-pub fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn ObjectStore>> {
+/// Opens the store named by a URL: `dir:///path` (or a plain path), or
+/// `s3://bucket?endpoint=…&region=…&path_style=true&prefix=…`.
+pub async fn open(url: &str) -> anyhow::Result<std::sync::Arc<dyn ObjectStore>> {
+    if url.starts_with("s3://") {
+        return Ok(std::sync::Arc::new(S3Store::open(url).await?));
+    }
     let path = url.strip_prefix("dir://").unwrap_or(url);
     if path.contains("://") {
-        anyhow::bail!("unsupported store URL {url}: use dir:///path");
+        anyhow::bail!("unsupported store URL {url}: use dir:///path or s3://bucket?…");
     }
     Ok(std::sync::Arc::new(DirStore::new(path.into())?))
 }
