@@ -97,8 +97,6 @@ install_packages() {
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     [ -n "$created" ] && rm -f $policy
-    # Some packages start an instance anyway; stop those (they are not ours to keep).
-    pkill -x redis-server 2>/dev/null || true
     return 0
 }
 
