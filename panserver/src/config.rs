@@ -190,8 +190,15 @@ impl Settings {
             store: data.store.clone().or(file.store),
             redis_url: data.redis_url.clone().or(file.redis_url),
             amqp_url: data.amqp_url.clone().or(file.amqp_url),
-            namespace: data.namespace.clone().or(file.namespace).unwrap_or_else(|| "pan".into()),
-            transfer_attempts: data.transfer_attempts.or(file.transfer_attempts).unwrap_or(5),
+            namespace: data
+                .namespace
+                .clone()
+                .or(file.namespace)
+                .unwrap_or_else(|| "pan".into()),
+            transfer_attempts: data
+                .transfer_attempts
+                .or(file.transfer_attempts)
+                .unwrap_or(5),
             staging_dir: data.staging_dir.clone().or(file.staging_dir),
             db_pool_size: data.db_pool.or(file.db_pool).unwrap_or(8),
             listen: s

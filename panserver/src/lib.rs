@@ -92,7 +92,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     let every = Duration::from_secs(settings.maintenance_secs);
     tokio::spawn(gc::run_maintenance(app.clone(), every));
-    tokio::spawn(transfer::run_reconciler(app.clone(), every.max(Duration::from_secs(30))));
+    tokio::spawn(transfer::run_reconciler(
+        app.clone(),
+        every.max(Duration::from_secs(30)),
+    ));
     tracing::info!(
         listen = %listener.local_addr()?,
         data = %settings.data.display(),

@@ -105,7 +105,10 @@ async fn main() -> anyhow::Result<()> {
             println!("database at schema version {version}");
             Ok(())
         }
-        Command::Transfer { workers, requeue_dead } => {
+        Command::Transfer {
+            workers,
+            requeue_dead,
+        } => {
             let settings = Settings::resolve(&cli.data, None)?;
             if requeue_dead {
                 let url = settings
@@ -118,7 +121,10 @@ async fn main() -> anyhow::Result<()> {
                     settings.transfer_attempts,
                 )
                 .await?;
-                println!("requeued {} dead-lettered jobs", queue.requeue_dead().await?);
+                println!(
+                    "requeued {} dead-lettered jobs",
+                    queue.requeue_dead().await?
+                );
                 return Ok(());
             }
             panserver::run_transfer_workers(settings, workers).await

@@ -48,7 +48,10 @@ pub async fn run_reconciler(app: Arc<App>, every: std::time::Duration) {
         let before = crate::app::now_ns() - every.as_nanos() as i64;
         match requeue_staged(&app, before).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(chunks = n, "requeued staged chunks whose transfer had not happened"),
+            Ok(n) => tracing::info!(
+                chunks = n,
+                "requeued staged chunks whose transfer had not happened"
+            ),
             Err(e) => tracing::warn!(error = %e, "reconciler pass failed"),
         }
     }

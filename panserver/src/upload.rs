@@ -74,16 +74,19 @@ fn challenge_for(chunks: &[ChunkRef], unproven: &[String]) -> ProofChallenge {
 }
 
 impl App {
+    /// What the client still has to send: every chunk the user does not own and is
+    /// not asked to prove. Ownership only grows, so this never hides a chunk that a
+    /// concurrent upload by someone else made present in the meantime.
     async fn state_of(&self, session: &UploadSession) -> ApiResult<UploadState> {
         let wanted = distinct_hashes(&session.chunks);
-        let present = self.meta.present_chunks(&wanted).await?;
+        let owned = self.meta.owned_chunks(session.user, &wanted).await?;
         Ok(UploadState {
             id: session.id.clone(),
             ino: session.ino,
             expires_at: session.expires_at,
             missing: wanted
                 .into_iter()
-                .filter(|h| !present.contains(h))
+                .filter(|h| !owned.contains(h) && !session.unproven.contains(h))
                 .collect(),
             challenge: session.challenge.clone(),
         })

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod mount;
+pub mod profile;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,8 @@ pub struct Server {
     pub data: PathBuf,
     _dir: Option<tempfile::TempDir>,
     env: Vec<(String, String)>,
+    /// Whether this server made its deployment (and drops it when done).
+    owns_deployment: bool,
     child: Option<Child>,
 }
 
@@ -64,20 +67,65 @@ impl Server {
     }
 
     /// Starts a server with extra `PAN_*` settings.
+    /// Starts a server with extra `PAN_*` settings. On the full stack it gets a
+    /// deployment of its own (database, namespaces), migrated before it starts.
     pub fn start_with(env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Server {
-            port: free_port(),
-            data: dir.path().join("data"),
-            _dir: Some(dir),
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            child: None,
-        };
+        let mut settings: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let full = profile::is_full();
+        if full {
+            settings.extend(profile::fresh_deployment());
+        }
+        let server = Self::launch(settings, full, None);
+        if full {
+            let out = server.command(&["migrate"], "");
+            assert!(
+                out.status.success(),
+                "migrate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut server = server;
         server.spawn();
         server
+    }
+
+    /// A second API server of the same deployment (same database, sessions, queue,
+    /// store and staging directory), as a scaled-out deployment runs them.
+    pub fn start_sharing(first: &Server, env: &[(&str, &str)]) -> Self {
+        let mut settings = first.env.clone();
+        settings.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        settings.push((
+            "PAN_STAGING_DIR".into(),
+            first.data.join("staging").to_string_lossy().into_owned(),
+        ));
+        let mut server = Self::launch(settings, false, Some(first));
+        server.spawn();
+        server
+    }
+
+    fn launch(env: Vec<(String, String)>, owns_deployment: bool, sharing: Option<&Server>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Servers of one embedded deployment share its data directory.
+        let data = match sharing {
+            Some(first) if !profile::is_full() => first.data.clone(),
+            _ => dir.path().join("data"),
+        };
+        Server {
+            port: free_port(),
+            data,
+            _dir: Some(dir),
+            env,
+            owns_deployment,
+            child: None,
+        }
+    }
+
+    /// Settings this server runs with (beyond the inherited environment).
+    pub fn settings(&self) -> &[(String, String)] {
+        &self.env
     }
 
     pub fn url(&self) -> String {
@@ -143,6 +191,16 @@ impl Server {
         child.wait_with_output().expect("panserver output")
     }
 
+    /// How many chunks the object store holds for this deployment.
+    pub fn stored_chunks(&self) -> usize {
+        match self.env.iter().find(|(k, _)| k == "PAN_NAMESPACE") {
+            Some((_, ns)) if profile::is_full() => {
+                profile::bucket_objects(&format!("{ns}/chunks/")).len()
+            }
+            _ => self.files_under("store").len(),
+        }
+    }
+
     /// Files (chunks) under a directory of the server's data, recursively.
     pub fn files_under(&self, sub: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
@@ -169,6 +227,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        if self.owns_deployment {
+            profile::drop_deployment(&self.env);
+        }
     }
 }
 

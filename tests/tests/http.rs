@@ -694,13 +694,13 @@ fn chunks_move_to_the_store_and_garbage_is_collected() {
     let data = Noise::bytes(7, 5 << 20);
     assert_eq!(api.put_bytes("/api/v1/files/g.bin", data.clone()).0, 201);
     wait_until("chunks to leave staging", Duration::from_secs(60), || {
-        server.files_under("staging").is_empty() && !server.files_under("store").is_empty()
+        server.files_under("staging").is_empty() && server.stored_chunks() > 0
     });
     let resp = api.fetch("/api/v1/files/g.bin", None);
     assert_eq!(sha(&resp.bytes().expect("body")), sha(&data));
     assert_eq!(api.delete("/api/v1/files/g.bin").0, 204);
     wait_until("garbage collection", Duration::from_secs(60), || {
-        server.files_under("store").is_empty()
+        server.stored_chunks() == 0
     });
 }
 

@@ -1317,11 +1317,13 @@ impl MetaStore for SqlMeta {
     }
 
     async fn staged_chunks(&self, before: i64, limit: i64) -> MetaResult<Vec<String>> {
-        let rows = sqlx::query("SELECT sha256 FROM tbl_chunk WHERE location = 'staging' AND updated_at < ? LIMIT ?")
-            .bind(before)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT sha256 FROM tbl_chunk WHERE location = 'staging' AND updated_at < ? LIMIT ?",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 

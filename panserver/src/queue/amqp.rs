@@ -64,22 +64,37 @@ impl AmqpQueue {
 }
 
 impl Inner {
-
     async fn open(&self) -> Result<Link, QueueError> {
         let connection = Connection::connect(&self.url, ConnectionProperties::default())
             .await
             .map_err(unavailable)?;
         let channel = connection.create_channel().await.map_err(unavailable)?;
-        channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(unavailable)?;
-        channel.basic_qos(4, BasicQosOptions::default()).await.map_err(unavailable)?;
-        let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(unavailable)?;
+        channel
+            .basic_qos(4, BasicQosOptions::default())
+            .await
+            .map_err(unavailable)?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
         for name in [&self.queue, &self.dead] {
             channel
-                .queue_declare(ShortString::from(name.as_str()), durable, FieldTable::default())
+                .queue_declare(
+                    ShortString::from(name.as_str()),
+                    durable,
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(unavailable)?;
         }
-        Ok(Link { _connection: connection, channel })
+        Ok(Link {
+            _connection: connection,
+            channel,
+        })
     }
 
     /// A new link, retried with backoff while the broker is away.
@@ -117,10 +132,21 @@ impl Inner {
     async fn publish_to(&self, queue: &str, chunk: &str, attempts: u32) -> Result<(), QueueError> {
         let channel = self.channel().await?;
         let mut headers = FieldTable::default();
-        headers.insert(ShortString::from(ATTEMPTS_HEADER), AMQPValue::LongUInt(attempts));
-        let props = BasicProperties::default().with_delivery_mode(2).with_headers(headers);
+        headers.insert(
+            ShortString::from(ATTEMPTS_HEADER),
+            AMQPValue::LongUInt(attempts),
+        );
+        let props = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_headers(headers);
         let confirm = channel
-            .basic_publish(ShortString::from(""), ShortString::from(queue), BasicPublishOptions::default(), chunk.as_bytes(), props)
+            .basic_publish(
+                ShortString::from(""),
+                ShortString::from(queue),
+                BasicPublishOptions::default(),
+                chunk.as_bytes(),
+                props,
+            )
             .await
             .map_err(unavailable)?
             .await
@@ -135,13 +161,20 @@ impl Inner {
         let channel = self.channel().await?;
         let mut moved = 0;
         while let Some(msg) = channel
-            .basic_get(ShortString::from(self.dead.as_str()), BasicGetOptions::default())
+            .basic_get(
+                ShortString::from(self.dead.as_str()),
+                BasicGetOptions::default(),
+            )
             .await
             .map_err(unavailable)?
         {
             let chunk = String::from_utf8_lossy(&msg.delivery.data).into_owned();
             self.publish_to(&self.queue, &chunk, 0).await?;
-            msg.delivery.acker.ack(BasicAckOptions::default()).await.map_err(unavailable)?;
+            msg.delivery
+                .acker
+                .ack(BasicAckOptions::default())
+                .await
+                .map_err(unavailable)?;
             moved += 1;
         }
         Ok(moved)
@@ -170,7 +203,11 @@ impl Delivery for AmqpDelivery {
 
     async fn retry(self: Box<Self>) {
         let attempts = self.attempts + 1;
-        let target = if attempts >= self.queue.max_attempts { &self.queue.dead } else { &self.queue.queue };
+        let target = if attempts >= self.queue.max_attempts {
+            &self.queue.dead
+        } else {
+            &self.queue.queue
+        };
         if attempts >= self.queue.max_attempts {
             tracing::error!(chunk = self.chunk, attempts, "transfer job dead-lettered");
         }
@@ -181,7 +218,9 @@ impl Delivery for AmqpDelivery {
             Ok(()) => {
                 let _ = self.delivery.acker.ack(BasicAckOptions::default()).await;
             }
-            Err(e) => tracing::warn!(error = %e, "could not requeue a transfer job; the broker redelivers it"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not requeue a transfer job; the broker redelivers it")
+            }
         }
     }
 }
@@ -210,7 +249,9 @@ impl TransferQueue for AmqpQueue {
                     .map_err(unavailable)?;
                 *consumer = Some((link, stream));
             }
-            let Some((_, stream)) = consumer.as_mut() else { continue };
+            let Some((_, stream)) = consumer.as_mut() else {
+                continue;
+            };
             match stream.next().await {
                 Some(Ok(delivery)) => {
                     let attempts = delivery
@@ -224,7 +265,12 @@ impl TransferQueue for AmqpQueue {
                         })
                         .unwrap_or(0);
                     let chunk = String::from_utf8_lossy(&delivery.data).into_owned();
-                    return Ok(Box::new(AmqpDelivery { queue: inner.clone(), chunk, attempts, delivery }));
+                    return Ok(Box::new(AmqpDelivery {
+                        queue: inner.clone(),
+                        chunk,
+                        attempts,
+                        delivery,
+                    }));
                 }
                 // The consumer ended (a broker restart): connect and consume again.
                 Some(Err(e)) => {

@@ -50,7 +50,8 @@ fn ttl_secs(session: &UploadSession) -> u64 {
 #[async_trait]
 impl SessionStore for RedisSessions {
     async fn save(&self, session: &UploadSession) -> SessionResult<()> {
-        let body = serde_json::to_string(session).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+        let body =
+            serde_json::to_string(session).map_err(|e| SessionError::Corrupt(e.to_string()))?;
         let ttl = ttl_secs(session);
         let mut conn = self.conn.clone();
         conn.set_ex::<_, _, ()>(self.key(&session.id), body, ttl)
@@ -62,15 +63,14 @@ impl SessionStore for RedisSessions {
         let mut conn = self.conn.clone();
         let body: Option<String> = conn.get(self.key(id)).await.map_err(unavailable)?;
         let Some(body) = body else { return Ok(None) };
-        let session: UploadSession = serde_json::from_str(&body).map_err(|e| SessionError::Corrupt(e.to_string()))?;
+        let session: UploadSession =
+            serde_json::from_str(&body).map_err(|e| SessionError::Corrupt(e.to_string()))?;
         Ok((session.user == user && session.expires_at > now).then_some(session))
     }
 
     async fn remove(&self, id: &str) -> SessionResult<()> {
         let mut conn = self.conn.clone();
-        conn.del::<_, ()>(self.key(id))
-            .await
-            .map_err(unavailable)
+        conn.del::<_, ()>(self.key(id)).await.map_err(unavailable)
     }
 
     async fn pinned_chunks(&self, _now: i64) -> SessionResult<HashSet<String>> {
@@ -78,7 +78,10 @@ impl SessionStore for RedisSessions {
         let pattern = format!("{}session:*", self.prefix);
         let mut keys: Vec<String> = Vec::new();
         {
-            let mut iter = conn.scan_match::<_, String>(&pattern).await.map_err(unavailable)?;
+            let mut iter = conn
+                .scan_match::<_, String>(&pattern)
+                .await
+                .map_err(unavailable)?;
             while let Some(key) = futures::StreamExt::next(&mut iter).await {
                 keys.push(key.map_err(unavailable)?);
             }

@@ -49,13 +49,19 @@ impl S3Location {
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy().into_owned();
+            let v = percent_encoding::percent_decode_str(v)
+                .decode_utf8_lossy()
+                .into_owned();
             match k {
                 "endpoint" => loc.endpoint = Some(v),
                 "region" => loc.region = v,
                 "path_style" => loc.path_style = v == "true" || v == "1",
                 "prefix" => loc.prefix = v,
-                other => return Err(StoreError::Backend(format!("unknown s3 URL parameter {other}"))),
+                other => {
+                    return Err(StoreError::Backend(format!(
+                        "unknown s3 URL parameter {other}"
+                    )));
+                }
             }
         }
         Ok(loc)
@@ -65,9 +71,13 @@ impl S3Location {
 /// Credentials from `PAN_S3_ACCESS_KEY`/`PAN_S3_SECRET_KEY`, or from the file named
 /// by `PAN_S3_CREDENTIALS_FILE` (lines `access_key = …` and `secret_key = …`).
 fn credentials() -> Result<Credentials, StoreError> {
-    let (mut access, mut secret) = (std::env::var("PAN_S3_ACCESS_KEY").ok(), std::env::var("PAN_S3_SECRET_KEY").ok());
+    let (mut access, mut secret) = (
+        std::env::var("PAN_S3_ACCESS_KEY").ok(),
+        std::env::var("PAN_S3_SECRET_KEY").ok(),
+    );
     if let Ok(path) = std::env::var("PAN_S3_CREDENTIALS_FILE") {
-        let text = std::fs::read_to_string(&path).map_err(|e| StoreError::Backend(format!("reading {path}: {e}")))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| StoreError::Backend(format!("reading {path}: {e}")))?;
         for line in text.lines() {
             if let Some((k, v)) = line.split_once('=') {
                 match k.trim() {
@@ -83,7 +93,8 @@ fn credentials() -> Result<Credentials, StoreError> {
             "S3 credentials missing: set PAN_S3_ACCESS_KEY and PAN_S3_SECRET_KEY, or PAN_S3_CREDENTIALS_FILE".into(),
         ));
     };
-    Credentials::new(Some(&access), Some(&secret), None, None, None).map_err(|e| StoreError::Backend(e.to_string()))
+    Credentials::new(Some(&access), Some(&secret), None, None, None)
+        .map_err(|e| StoreError::Backend(e.to_string()))
 }
 
 fn backend(e: S3Error) -> StoreError {
@@ -119,24 +130,42 @@ impl S3Store {
     pub async fn open(url: &str) -> StoreResult<Self> {
         let loc = S3Location::parse(url)?;
         let region = match &loc.endpoint {
-            Some(endpoint) => Region::Custom { region: loc.region.clone(), endpoint: endpoint.clone() },
-            None => loc.region.parse().map_err(|e| StoreError::Backend(format!("region {}: {e}", loc.region)))?,
+            Some(endpoint) => Region::Custom {
+                region: loc.region.clone(),
+                endpoint: endpoint.clone(),
+            },
+            None => loc
+                .region
+                .parse()
+                .map_err(|e| StoreError::Backend(format!("region {}: {e}", loc.region)))?,
         };
         let creds = credentials()?;
-        let mut bucket = Bucket::new(&loc.bucket, region.clone(), creds.clone()).map_err(backend)?;
+        let mut bucket =
+            Bucket::new(&loc.bucket, region.clone(), creds.clone()).map_err(backend)?;
         if loc.path_style {
             bucket = bucket.with_path_style();
         }
-        let exists = with_retries("head bucket", || bucket.exists()).await.map_err(backend)?;
+        let exists = with_retries("head bucket", || bucket.exists())
+            .await
+            .map_err(backend)?;
         if !exists {
             let created = if loc.path_style {
-                Bucket::create_with_path_style(&loc.bucket, region, creds, BucketConfiguration::private()).await
+                Bucket::create_with_path_style(
+                    &loc.bucket,
+                    region,
+                    creds,
+                    BucketConfiguration::private(),
+                )
+                .await
             } else {
                 Bucket::create(&loc.bucket, region, creds, BucketConfiguration::private()).await
             };
             created.map_err(backend)?;
         }
-        Ok(Self { bucket, prefix: loc.prefix })
+        Ok(Self {
+            bucket,
+            prefix: loc.prefix,
+        })
     }
 
     fn path(&self, key: &str) -> String {
@@ -148,7 +177,9 @@ impl S3Store {
 impl ObjectStore for S3Store {
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()> {
         let path = self.path(key);
-        with_retries("put", || self.bucket.put_object(&path, &data)).await.map_err(backend)?;
+        with_retries("put", || self.bucket.put_object(&path, &data))
+            .await
+            .map_err(backend)?;
         Ok(())
     }
 
@@ -176,14 +207,19 @@ mod tests {
 
     #[test]
     fn parses_store_urls() {
-        let loc = S3Location::parse("s3://pan?endpoint=http://127.0.0.1:7480&region=default&path_style=true&prefix=t1/")
-            .expect("parse");
+        let loc = S3Location::parse(
+            "s3://pan?endpoint=http://127.0.0.1:7480&region=default&path_style=true&prefix=t1/",
+        )
+        .expect("parse");
         assert_eq!(loc.bucket, "pan");
         assert_eq!(loc.endpoint.as_deref(), Some("http://127.0.0.1:7480"));
         assert!(loc.path_style);
         assert_eq!(loc.prefix, "t1/");
         assert!(S3Location::parse("s3://?x").is_err());
         assert!(S3Location::parse("s3://b?nonsense=1").is_err());
-        assert_eq!(S3Location::parse("s3://b").expect("plain").region, "us-east-1");
+        assert_eq!(
+            S3Location::parse("s3://b").expect("plain").region,
+            "us-east-1"
+        );
     }
 }
