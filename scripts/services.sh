@@ -8,12 +8,17 @@
 #   scripts/services.sh env [DIR]      print the PAN_* settings of running services
 #   scripts/services.sh status [DIR]   which services are up
 #   scripts/services.sh down [DIR]     stop exactly the processes `up` started
+#   scripts/services.sh restart NAME [DIR]   restart one service (mariadb, redis, rabbitmq, ceph)
 #
 # DIR defaults to /var/tmp/pan-services. Set PAN_SERVICES to a subset
 # ("mariadb redis rabbitmq ceph") to manage fewer.
 set -euo pipefail
 
 cmd="${1:-status}"
+if [ "$cmd" = restart ]; then
+    target="${2:?restart needs a service name}"
+    shift
+fi
 DIR="$(realpath -m "${2:-/var/tmp/pan-services}")"
 SERVICES="${PAN_SERVICES:-mariadb redis rabbitmq ceph}"
 
@@ -111,7 +116,8 @@ mariadb_up() {
     start_bg mariadb mariadbd --user=root --datadir="$data" --socket="$DIR/mariadb.sock" \
         --port=$MYSQL_PORT --bind-address=127.0.0.1 --pid-file="$DIR/mariadb.pid" \
         --character-set-server=utf8mb4 --collation-server=utf8mb4_bin --skip-name-resolve \
-        --innodb-buffer-pool-size=128M --max-connections=500
+        --innodb-buffer-pool-size=256M --max-connections=500 --skip-log-bin \
+        --innodb-flush-log-at-trx-commit=2
     wait_for mariadb 60 mariadb --socket="$DIR/mariadb.sock" -uroot -e 'SELECT 1'
     local pw; pw=$(secret mariadb)
     mariadb --socket="$DIR/mariadb.sock" -uroot <<SQL
@@ -291,6 +297,13 @@ case "$cmd" in
         print_env
         ;;
     env) print_env ;;
+    restart)
+        case "$target" in
+            mariadb | redis | rabbitmq | ceph) "${target}_down"; "${target}_up" ;;
+            *) echo "unknown service $target" >&2; exit 2 ;;
+        esac
+        log "$target restarted"
+        ;;
     status) status ;;
     down)
         has ceph && ceph_down

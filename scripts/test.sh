@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, HTTP tests against a real panserver, and mount
-# tests with real panfs mounts. Installs what the tests need first.
+# Runs every test, on both profiles:
+#   1. the embedded default: unit tests, HTTP tests against a real panserver, and
+#      mount tests with real panfs mounts (cargo test --workspace);
+#   2. the full stack: scripts/services.sh starts MariaDB, Redis, RabbitMQ and
+#      Ceph (RGW) on 127.0.0.1; the same HTTP and mount suites run against it,
+#      then the tests of the full stack only; the services stop even when tests fail.
+# Installs what it needs first (apt-get). Set PAN_TEST_PROFILES=embedded (or full)
+# to run one profile only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+profiles="${PAN_TEST_PROFILES:-embedded full}"
 
 need=()
 command -v fusermount3 >/dev/null 2>&1 || need+=(fuse3)
@@ -23,4 +30,29 @@ fi
 
 # The end-to-end tests start the binaries built here.
 cargo build --workspace --bins --tests
-cargo test --workspace --no-fail-fast -- --test-threads="${PAN_TEST_THREADS:-4}"
+threads="${PAN_TEST_THREADS:-4}"
+status=0
+
+if [[ " $profiles " == *" embedded "* ]]; then
+    echo "== embedded profile"
+    cargo test --workspace --no-fail-fast -- --test-threads="$threads" || status=1
+fi
+
+if [[ " $profiles " == *" full "* ]]; then
+    echo "== full stack"
+    SERVICES_DIR="${PAN_SERVICES_DIR:-$(mktemp -d /var/tmp/pan-test-services.XXXXXX)}"
+    trap 'bash scripts/services.sh down "$SERVICES_DIR" || true' EXIT
+    started=$(date +%s)
+    bash scripts/services.sh up "$SERVICES_DIR" >"$SERVICES_DIR.env"
+    echo "services up in $(($(date +%s) - started)) s"
+    # shellcheck disable=SC1090
+    source "$SERVICES_DIR.env"
+    export PAN_TEST_PROFILE=full PAN_TEST_SERVICES_DIR="$SERVICES_DIR" PAN_TEST_CEPH_CONF="$SERVICES_DIR/ceph/ceph.conf"
+    cargo test -p pantests --no-fail-fast \
+        --test http --test mount_tools --test mount_lifecycle --test mount_differential \
+        -- --test-threads="$threads" || status=1
+    # These restart services, so they run one at a time.
+    cargo test -p pantests --test full_stack -- --ignored --test-threads=1 || status=1
+fi
+
+exit $status

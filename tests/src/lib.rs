@@ -191,6 +191,23 @@ impl Server {
         child.wait_with_output().expect("panserver output")
     }
 
+    /// Starts a `panserver transfer` worker process of this deployment, logging
+    /// each chunk it moves to `log`.
+    pub fn spawn_transfer_worker(&self, log: &Path) -> Child {
+        let log = std::fs::File::create(log).expect("worker log");
+        Command::new(bin("panserver"))
+            .args(["transfer", "--workers", "1", "--data"])
+            .arg(&self.data)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("PAN_STAGING_DIR", self.data.join("staging"))
+            .env("PAN_LOG", "panserver::transfer=debug,warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("starting a transfer worker")
+    }
+
     /// How many chunks the object store holds for this deployment.
     pub fn stored_chunks(&self) -> usize {
         match self.env.iter().find(|(k, _)| k == "PAN_NAMESPACE") {

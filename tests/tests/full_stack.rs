@@ -1,0 +1,253 @@
+//! Tests of the full stack only (MariaDB, Redis, RabbitMQ, Ceph): they need the
+//! services `scripts/services.sh up` starts, so they are `#[ignore]`d in the
+//! embedded run and run by `scripts/test.sh` with `--ignored` on the full stack.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pantests::{Api, Mount, Noise, Server, profile, wait_until};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+const PW: &str = pantests::PASSWORD;
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn services(args: &[&str]) {
+    let dir = std::env::var("PAN_TEST_SERVICES_DIR")
+        .expect("PAN_TEST_SERVICES_DIR (scripts/test.sh sets it)");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .arg(&dir)
+        .status()
+        .expect("services.sh");
+    assert!(status.success(), "services.sh {args:?}");
+}
+
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn chunks_reach_the_bucket_and_leave_staging() {
+    assert!(profile::is_full());
+    let server = Server::start();
+    let api = Api::user(&server.url(), "alice", PW);
+    let data = Noise::bytes(31, 12 << 20);
+    assert_eq!(api.put_bytes("/api/v1/files/c.bin", data.clone()).0, 201);
+    wait_until(
+        "chunks in the bucket, none in staging",
+        Duration::from_secs(60),
+        || server.files_under("staging").is_empty() && server.stored_chunks() >= 3,
+    );
+    let resp = api.fetch("/api/v1/files/c.bin", None);
+    assert_eq!(sha(&resp.bytes().expect("body")), sha(&data));
+}
+
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn worker_killed_mid_transfer_then_job_redelivered() {
+    let server = Server::start_with(&[("PAN_TRANSFER_WORKERS", "0")]);
+    let api = Api::user(&server.url(), "alice", PW);
+    let data = Noise::bytes(32, 60 << 20);
+    assert_eq!(api.put_bytes("/api/v1/files/w.bin", data.clone()).0, 201);
+    let staged = server.files_under("staging").len();
+    assert!(staged >= 10, "{staged} staged chunks");
+    let logs = tempfile::tempdir().expect("tmp");
+    let mut first = server.spawn_transfer_worker(&logs.path().join("w1.log"));
+    // Kill the worker while it is moving chunks.
+    wait_until("the first transfers", Duration::from_secs(60), || {
+        server.files_under("staging").len() < staged
+    });
+    first.kill().expect("kill");
+    first.wait().expect("reap");
+    assert!(
+        !server.files_under("staging").is_empty(),
+        "the worker finished before it was killed"
+    );
+    let mut second = server.spawn_transfer_worker(&logs.path().join("w2.log"));
+    wait_until("every chunk to be moved", Duration::from_secs(120), || {
+        server.files_under("staging").is_empty()
+    });
+    second.kill().expect("kill");
+    second.wait().expect("reap");
+    assert!(server.stored_chunks() >= staged);
+    let resp = api.fetch("/api/v1/files/w.bin", None);
+    assert_eq!(sha(&resp.bytes().expect("body")), sha(&data));
+}
+
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn scale_out_two_servers_two_workers() {
+    let a = Server::start_with(&[("PAN_TRANSFER_WORKERS", "0")]);
+    let b = Server::start_sharing(&a, &[("PAN_TRANSFER_WORKERS", "0")]);
+    let on_a = Api::user(&a.url(), "alice", PW);
+    let mut on_b = Api::new(&b.url());
+    on_b.token = on_a.token.clone();
+    // A session begun on one server continues on the other.
+    let data = Noise::bytes(33, 20 << 20);
+    let file = on_a.create(on_a.root(), "moved.bin", "file");
+    let ((s, state), chunks) = on_a.begin_upload(file, &data);
+    assert_eq!(s, 201);
+    let id = state["id"].as_str().expect("id").to_string();
+    let mut offset = 0usize;
+    for (i, c) in chunks.iter().enumerate() {
+        let via = if i % 2 == 0 { &on_a } else { &on_b };
+        let sha = c.sha256.clone().expect("sha");
+        assert_eq!(
+            via.put_chunk(&id, &sha, data[offset..offset + c.size as usize].to_vec())
+                .0,
+            204
+        );
+        offset += c.size as usize;
+    }
+    let (s, st) = on_b.get(&format!("/api/v1/uploads/{id}"));
+    assert_eq!((s, st["missing"].as_array().map(Vec::len)), (200, Some(0)));
+    assert_eq!(
+        on_b.post(&format!("/api/v1/uploads/{id}/commit"), &json!({}))
+            .0,
+        200
+    );
+    // Two workers share the transfers.
+    let logs = tempfile::tempdir().expect("tmp");
+    let mut w1 = a.spawn_transfer_worker(&logs.path().join("w1.log"));
+    let mut w2 = b.spawn_transfer_worker(&logs.path().join("w2.log"));
+    wait_until("transfers", Duration::from_secs(120), || {
+        a.files_under("staging").is_empty()
+    });
+    for w in [&mut w1, &mut w2] {
+        w.kill().expect("kill");
+        w.wait().expect("reap");
+    }
+    let moved = |name: &str| {
+        std::fs::read_to_string(logs.path().join(name))
+            .unwrap_or_default()
+            .matches("chunk moved to the store")
+            .count()
+    };
+    assert!(
+        moved("w1.log") > 0 && moved("w2.log") > 0,
+        "both workers moved chunks: {} and {}",
+        moved("w1.log"),
+        moved("w2.log")
+    );
+    // A file uploaded through one server reads through the other, and through a mount of either.
+    assert_eq!(sha(&on_a.content(file)), sha(&data));
+    let m = Mount::new(&b, "alice");
+    assert_eq!(
+        sha(&std::fs::read(m.p("moved.bin")).expect("via the mount")),
+        sha(&data)
+    );
+}
+
+type Answer = (u16, serde_json::Value);
+
+/// A chunked upload (database, sessions and queue all take part); an error answer is returned.
+fn session_upload(api: &Api, parent: i64, name: &str, data: &[u8]) -> Result<(), Answer> {
+    let (s, node) = api.post(
+        &format!("/api/v1/nodes/{parent}/children"),
+        &json!({"name": name, "kind": "file"}),
+    );
+    if s != 201 {
+        return Err((s, node));
+    }
+    let ino = node["ino"].as_i64().unwrap_or_default();
+    let ((s, st), chunks) = api.begin_upload(ino, data);
+    if s != 201 {
+        return Err((s, st));
+    }
+    let id = st["id"].as_str().unwrap_or_default().to_string();
+    let mut offset = 0usize;
+    for c in &chunks {
+        let sha = c.sha256.clone().unwrap_or_default();
+        let (s, b) = api.put_chunk(&id, &sha, data[offset..offset + c.size as usize].to_vec());
+        if s != 204 {
+            return Err((s, b));
+        }
+        offset += c.size as usize;
+    }
+    let (s, b) = api.post(&format!("/api/v1/uploads/{id}/commit"), &json!({}));
+    if s != 200 {
+        return Err((s, b));
+    }
+    Ok(())
+}
+
+/// Uploads files in a loop (one-request and chunked, alternately) while `service`
+/// restarts. The only failure allowed meanwhile is a clear 503; every upload that
+/// succeeded reads back intact, and uploads work again once the service is back.
+fn keeps_working_through(service: &str) {
+    let server = Server::start();
+    let api = Api::user(&server.url(), "alice", PW);
+    let root = api.root();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stored = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut stored = Vec::new();
+            let mut i = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(150);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let data = Noise::bytes(1000 + i, 300_000 + (i as usize % 7) * 300_000);
+                let name = format!("{service}-{i}");
+                let result = if i % 2 == 0 {
+                    match api.put_bytes(&format!("/api/v1/files/{name}"), data.clone()) {
+                        (201, _) => Ok(()),
+                        other => Err(other),
+                    }
+                } else {
+                    session_upload(&api, root, &name, &data)
+                };
+                match result {
+                    Ok(()) => stored.push((name, sha(&data))),
+                    Err((503, b)) => assert_eq!(b["code"], "unavailable"),
+                    // A name left behind by an upload refused halfway.
+                    Err((409, b)) if b["code"] == "exists" => {}
+                    Err((s, b)) => panic!("unexpected answer {s} while {service} restarts: {b}"),
+                }
+                i += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            stored
+        });
+        std::thread::sleep(Duration::from_secs(2));
+        services(&["restart", service]);
+        // Once the service is back, new uploads succeed again on their own.
+        let data = Noise::bytes(99, 2_000_000);
+        let mut n = 0;
+        wait_until(
+            &format!("uploads to work after {service} restarted"),
+            Duration::from_secs(90),
+            || {
+                n += 1;
+                session_upload(&api, root, &format!("{service}-after-{n}"), &data).is_ok()
+            },
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().expect("writer")
+    });
+    assert!(stored.len() > 5, "only {} uploads succeeded", stored.len());
+    for (name, want) in stored {
+        let resp = api.fetch(&format!("/api/v1/files/{name}"), None);
+        assert_eq!(resp.status().as_u16(), 200, "{name}");
+        assert_eq!(sha(&resp.bytes().expect("body")), want, "{name}");
+    }
+}
+
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn mariadb_restarted_during_activity() {
+    keeps_working_through("mariadb");
+}
+
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn redis_restarted_during_activity() {
+    keeps_working_through("redis");
+}
+
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn rabbitmq_restarted_during_activity() {
+    keeps_working_through("rabbitmq");
+}
