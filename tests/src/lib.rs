@@ -97,10 +97,6 @@ impl Server {
     pub fn start_sharing(first: &Server, env: &[(&str, &str)]) -> Self {
         let mut settings = first.env.clone();
         settings.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        settings.push((
-            "PAN_STAGING_DIR".into(),
-            first.data.join("staging").to_string_lossy().into_owned(),
-        ));
         let mut server = Self::launch(settings, false, Some(first));
         server.spawn();
         server
@@ -108,10 +104,10 @@ impl Server {
 
     fn launch(env: Vec<(String, String)>, owns_deployment: bool, sharing: Option<&Server>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        // Servers of one embedded deployment share its data directory.
+        // Servers of one deployment share its data directory, and so its staging.
         let data = match sharing {
-            Some(first) if !profile::is_full() => first.data.clone(),
-            _ => dir.path().join("data"),
+            Some(first) => first.data.clone(),
+            None => dir.path().join("data"),
         };
         Server {
             port: free_port(),
@@ -199,8 +195,7 @@ impl Server {
             .args(["transfer", "--workers", "1", "--data"])
             .arg(&self.data)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("PAN_STAGING_DIR", self.data.join("staging"))
-            .env("PAN_LOG", "panserver::transfer=debug,warn")
+            .env("PAN_LOG", "panserver=info,panserver::transfer=debug,warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

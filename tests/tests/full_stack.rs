@@ -85,8 +85,17 @@ fn scale_out_two_servers_two_workers() {
     let on_a = Api::user(&a.url(), "alice", PW);
     let mut on_b = Api::new(&b.url());
     on_b.token = on_a.token.clone();
+    // Two workers, ready before any chunk is queued, share the transfers.
+    let logs = tempfile::tempdir().expect("tmp");
+    let mut w1 = a.spawn_transfer_worker(&logs.path().join("w1.log"));
+    let mut w2 = b.spawn_transfer_worker(&logs.path().join("w2.log"));
+    let log = |name: &str| std::fs::read_to_string(logs.path().join(name)).unwrap_or_default();
+    wait_until("both workers", Duration::from_secs(60), || {
+        log("w1.log").contains("transfer workers ready")
+            && log("w2.log").contains("transfer workers ready")
+    });
     // A session begun on one server continues on the other.
-    let data = Noise::bytes(33, 20 << 20);
+    let data = Noise::bytes(33, 40 << 20);
     let file = on_a.create(on_a.root(), "moved.bin", "file");
     let ((s, state), chunks) = on_a.begin_upload(file, &data);
     assert_eq!(s, 201);
@@ -109,10 +118,6 @@ fn scale_out_two_servers_two_workers() {
             .0,
         200
     );
-    // Two workers share the transfers.
-    let logs = tempfile::tempdir().expect("tmp");
-    let mut w1 = a.spawn_transfer_worker(&logs.path().join("w1.log"));
-    let mut w2 = b.spawn_transfer_worker(&logs.path().join("w2.log"));
     wait_until("transfers", Duration::from_secs(120), || {
         a.files_under("staging").is_empty()
     });
@@ -120,17 +125,13 @@ fn scale_out_two_servers_two_workers() {
         w.kill().expect("kill");
         w.wait().expect("reap");
     }
-    let moved = |name: &str| {
-        std::fs::read_to_string(logs.path().join(name))
-            .unwrap_or_default()
-            .matches("chunk moved to the store")
-            .count()
-    };
+    let moved = |name: &str| log(name).matches("chunk moved to the store").count();
     assert!(
         moved("w1.log") > 0 && moved("w2.log") > 0,
-        "both workers moved chunks: {} and {}",
+        "both workers moved chunks: {} and {}\n{}",
         moved("w1.log"),
-        moved("w2.log")
+        moved("w2.log"),
+        log("w2.log")
     );
     // A file uploaded through one server reads through the other, and through a mount of either.
     assert_eq!(sha(&on_a.content(file)), sha(&data));
@@ -190,7 +191,7 @@ fn keeps_working_through(service: &str) {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
                 let data = Noise::bytes(1000 + i, 300_000 + (i as usize % 7) * 300_000);
                 let name = format!("{service}-{i}");
-                let result = if i % 2 == 0 {
+                let result = if i.is_multiple_of(2) {
                     match api.put_bytes(&format!("/api/v1/files/{name}"), data.clone()) {
                         (201, _) => Ok(()),
                         other => Err(other),
