@@ -6,6 +6,7 @@
 #   scripts/bench.sh            mount benchmarks (fio) and server benchmarks
 #   scripts/bench.sh server     only the server benchmarks (HTTP over loopback)
 #   scripts/bench.sh mount      only the mount benchmarks
+#   scripts/bench.sh stack      the full stack (scripts/services.sh) against the embedded default
 #
 # Needs about 5 GiB free under BENCH_DIR (default: a temp dir in /var/tmp).
 set -euo pipefail
@@ -112,6 +113,66 @@ PY
     row "panfs peak RSS (MiB)" "-" "$(rss_peak_mib "$pid")" "-"
     "$BIN/panfs" umount "$MNT" >/dev/null
     rm -rf "${LOCAL:?}"/*
+fi
+
+if [ "$what" = stack ]; then
+    # The same work on the embedded server started above and on a full-stack server.
+    SVC="$WORK/services"
+    t0=$(now); bash scripts/services.sh up "$SVC" >"$WORK/stack.env"; t1=$(now)
+    row "scripts/services.sh up (s)" "-" "$(secs "$t0" "$t1")" "-"
+    STACK_PORT=$((PORT + 1)); STACK_URL="http://127.0.0.1:$STACK_PORT"
+    (
+        set -a; source "$WORK/stack.env"; set +a
+        "$BIN/panserver" migrate --data "$WORK/stack" >/dev/null
+        exec "$BIN/panserver" serve --listen "127.0.0.1:$STACK_PORT" --data "$WORK/stack" --transfer-workers 0
+    ) >"$WORK/stack.log" 2>&1 &
+    STACK_PID=$!
+    for _ in $(seq 1 100); do curl -fsS "$STACK_URL/" >/dev/null 2>&1 && break; sleep 0.1; done
+    curl -fsS -XPOST "$STACK_URL/api/v1/signup" -d "{\"username\":\"bench\",\"password\":\"$PASS\"}" >/dev/null
+    STOKEN=$(curl -fsS -XPOST "$STACK_URL/api/v1/signin" -d "{\"username\":\"bench\",\"password\":\"$PASS\"}" | python3 -c 'import sys,json; print(json.load(sys.stdin)["token"])')
+    head -c $((1 << 30)) /dev/urandom >"$LOCAL/big"; head -c $((1 << 30)) /dev/urandom >"$LOCAL/big2"
+    t0=$(now); curl -fsS -T "$LOCAL/big" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/files/big" >/dev/null; t1=$(now)
+    curl -fsS -T "$LOCAL/big" -H "Authorization: Bearer $STOKEN" "$STACK_URL/api/v1/files/big" >/dev/null; t2=$(now)
+    row "upload 1 GiB, embedded vs full stack (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
+    staged() { find "$WORK/stack/staging" -type f -not -path '*/tmp/*' | wc -l; }
+    drain() { # workers -> seconds until staging is empty
+        local pids=() t0 t1
+        for _ in $(seq 1 "$1"); do
+            ( set -a; source "$WORK/stack.env"; set +a; exec "$BIN/panserver" transfer --workers 1 --data "$WORK/stack" ) >>"$WORK/workers.log" 2>&1 &
+            pids+=($!)
+        done
+        t0=$(now)
+        while [ "$(staged)" -gt 0 ]; do sleep 0.2; done
+        t1=$(now)
+        kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+        secs "$t0" "$t1"
+    }
+    d1=$(drain 1)
+    row "transfer 1 GiB to Ceph, 1 worker (MiB/s)" "-" "$(echo "scale=1; 1024 / $d1" | bc -l)" "-"
+    curl -fsS -T "$LOCAL/big2" -H "Authorization: Bearer $STOKEN" "$STACK_URL/api/v1/files/big2" >/dev/null
+    d2=$(drain 2)
+    row "transfer 1 GiB to Ceph, 2 workers (MiB/s)" "-" "$(echo "scale=1; 1024 / $d2" | bc -l)" "-"
+    meta_ops() { # url token -> creates per second
+        python3 - "$1" "$2" <<'PY'
+import json, sys, time, urllib.request
+url, token = sys.argv[1], sys.argv[2]
+def call(method, path, body=None):
+    req = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r) if r.status != 204 else None
+root = call("GET", "/api/v1/user")["root_ino"]
+d = call("POST", f"/api/v1/nodes/{root}/children", {"name": f"meta{time.time_ns()}", "kind": "dir", "mode": 493})["ino"]
+n, t = 1000, time.time()
+for i in range(n):
+    call("POST", f"/api/v1/nodes/{d}/children", {"name": f"f{i}", "kind": "file"})
+    call("GET", f"/api/v1/nodes/{d}/children/f{i}")
+print(f"{2 * n / (time.time() - t):.0f}")
+PY
+    }
+    row "metadata ops/s (create + lookup), HTTP" "$(meta_ops "$URL" "$TOKEN")" "$(meta_ops "$STACK_URL" "$STOKEN")" "-"
+    kill "$STACK_PID" 2>/dev/null || true
+    bash scripts/services.sh down "$SVC" >/dev/null 2>&1 || true
 fi
 
 if [ "$what" = all ] || [ "$what" = server ]; then
