@@ -133,7 +133,7 @@ if [ "$what" = stack ]; then
     head -c $((1 << 30)) /dev/urandom >"$LOCAL/big"; head -c $((1 << 30)) /dev/urandom >"$LOCAL/big2"
     t0=$(now); curl -fsS -T "$LOCAL/big" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/files/big" >/dev/null; t1=$(now)
     curl -fsS -T "$LOCAL/big" -H "Authorization: Bearer $STOKEN" "$STACK_URL/api/v1/files/big" >/dev/null; t2=$(now)
-    row "upload 1 GiB, embedded vs full stack (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
+    row "upload 1 GiB (s): embedded | full stack" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
     staged() { find "$WORK/stack/staging" -type f -not -path '*/tmp/*' | wc -l; }
     drain() { # workers -> seconds until staging is empty
         local pids=() t0 t1
@@ -170,7 +170,7 @@ for i in range(n):
 print(f"{2 * n / (time.time() - t):.0f}")
 PY
     }
-    row "metadata ops/s (create + lookup), HTTP" "$(meta_ops "$URL" "$TOKEN")" "$(meta_ops "$STACK_URL" "$STOKEN")" "-"
+    row "metadata ops/s (create+lookup): embedded | full" "$(meta_ops "$URL" "$TOKEN")" "$(meta_ops "$STACK_URL" "$STOKEN")" "-"
     kill "$STACK_PID" 2>/dev/null || true
     bash scripts/services.sh down "$SVC" >/dev/null 2>&1 || true
 fi
