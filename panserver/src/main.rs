@@ -33,6 +33,11 @@ enum Command {
     Migrate,
     /// Run one maintenance pass now: hash new contents, collect garbage
     Gc,
+    /// Check that every chunk is stored intact and every count matches; --repair fixes what is safe
+    Check {
+        #[arg(long)]
+        repair: bool,
+    },
     /// Run transfer workers that move staged chunks to the object store
     Transfer {
         /// Workers in this process
@@ -128,6 +133,23 @@ async fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             panserver::run_transfer_workers(settings, workers).await
+        }
+        Command::Check { repair } => {
+            let app = panserver::build_app(&Settings::resolve(&cli.data, None)?).await?;
+            let report = panserver::check::check(&app, repair).await?;
+            for p in &report.problems {
+                println!("problem: {p}");
+            }
+            println!(
+                "checked {} chunks: {} problems, {} repaired",
+                report.chunks_checked,
+                report.problems.len(),
+                report.repaired
+            );
+            if report.problems.len() > report.repaired {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Gc => {
             let app = panserver::build_app(&Settings::resolve(&cli.data, None)?).await?;

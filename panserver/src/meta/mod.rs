@@ -95,6 +95,13 @@ pub struct KnownContent {
     pub chunks: Vec<ChunkRef>,
 }
 
+/// What a consistency audit of the metadata found (and repaired).
+#[derive(Debug, Default)]
+pub struct Audit {
+    pub problems: Vec<String>,
+    pub repaired: usize,
+}
+
 /// The contents and chunks that garbage collection may remove now.
 #[derive(Debug, Default)]
 pub struct GcReport {
@@ -228,4 +235,14 @@ pub trait MetaStore: Send + Sync {
     /// sparing `pinned` chunks (those open upload sessions will use).
     async fn collect_garbage(&self, cutoff: i64, pinned: &HashSet<String>) -> MetaResult<GcReport>;
     async fn forget_chunk(&self, sha256: &str) -> MetaResult<()>;
+
+    // Consistency (`panserver check`).
+    /// Known chunks in hash order, after `after`.
+    async fn chunks_after(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> MetaResult<Vec<(String, ChunkLocation)>>;
+    /// Checks reference counts, usage counters and dangling rows; `repair` fixes them.
+    async fn audit(&self, repair: bool) -> MetaResult<Audit>;
 }

@@ -1,0 +1,117 @@
+//! `panserver check`: verifies that every chunk the metadata knows is stored with
+//! the right SHA-256, that reference counts and usage counters match what
+//! references them, and that no dangling or half-committed state remains.
+//! With `repair`, fixes what is safe to fix.
+
+use std::collections::HashSet;
+
+use crate::app::{App, now_ns};
+use crate::error::{ApiError, ApiResult};
+use crate::meta::ChunkLocation;
+use crate::store::chunk_key;
+
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// What is wrong (after repair: what was wrong).
+    pub problems: Vec<String>,
+    /// How many of the problems were repaired.
+    pub repaired: usize,
+    pub chunks_checked: u64,
+}
+
+/// Runs every check; with `repair`, also fixes what is safe to fix.
+pub async fn check(app: &App, repair: bool) -> ApiResult<CheckReport> {
+    let mut report = CheckReport::default();
+    let audit = app.meta.audit(repair).await?;
+    report.repaired += audit.repaired;
+    report.problems.extend(audit.problems);
+    check_chunks(app, repair, &mut report).await?;
+    check_staging(app, repair, &mut report).await?;
+    Ok(report)
+}
+
+/// Reads back every known chunk and checks its hash.
+async fn check_chunks(app: &App, repair: bool, report: &mut CheckReport) -> ApiResult<()> {
+    let mut after = String::new();
+    loop {
+        let page = app.meta.chunks_after(&after, 500).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = last.clone();
+        for (sha, location) in page {
+            report.chunks_checked += 1;
+            match app.read_chunk(&sha).await {
+                Ok(_) => {
+                    // Bytes found; a chunk marked staged whose file is gone but which the
+                    // store has is safe to re-mark.
+                    if location == ChunkLocation::Staging && app.staging.read(&sha).await?.is_none()
+                    {
+                        report.problems.push(format!(
+                            "chunk {sha} is marked staged but is only in the store"
+                        ));
+                        if repair {
+                            app.meta
+                                .set_chunk_location(&sha, ChunkLocation::Store, now_ns())
+                                .await?;
+                            report.repaired += 1;
+                        }
+                    }
+                }
+                Err(ApiError::Corrupt) => {
+                    report.problems.push(format!(
+                        "chunk {sha} is missing or does not match its SHA-256"
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Files in staging that no chunk row knows: leftovers of a crash before the
+/// row was written, or of a transfer after it. Removed on repair.
+async fn check_staging(app: &App, repair: bool, report: &mut CheckReport) -> ApiResult<()> {
+    let root = app.staging.root().to_path_buf();
+    let names: Vec<String> = tokio::task::spawn_blocking(move || {
+        let mut names = Vec::new();
+        for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            if dir.file_name() == "tmp" {
+                continue;
+            }
+            for f in std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                names.push(f.file_name().to_string_lossy().into_owned());
+            }
+        }
+        names
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let known: HashSet<String> = app.meta.present_chunks(&names).await?;
+    for name in names.iter().filter(|n| !known.contains(*n)) {
+        report
+            .problems
+            .push(format!("staging holds {name}, which no chunk row knows"));
+        if repair && panproto::is_sha256_hex(name) {
+            app.staging.remove(name).await?;
+            report.repaired += 1;
+        }
+    }
+    for name in names.iter().filter(|n| known.contains(*n)) {
+        if app.meta.chunk_location(name).await? == Some(ChunkLocation::Store)
+            && app.store.get(&chunk_key(name)).await?.is_some()
+        {
+            report
+                .problems
+                .push(format!("chunk {name} is in the store and still in staging"));
+            if repair {
+                app.staging.remove(name).await?;
+                report.repaired += 1;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Content integrity on the embedded profile: `panserver check` finds a clean
+//! state clean, and a chunk corrupted in the store is detected on read (the
+//! read fails instead of returning wrong bytes) and by `panserver check`.
+
+use pantests::{Api, Noise, Server, wait_until};
+use std::time::Duration;
+
+const PW: &str = pantests::PASSWORD;
+
+fn check(server: &Server, repair: bool) -> (bool, String) {
+    let mut args = vec!["check"];
+    if repair {
+        args.push("--repair");
+    }
+    let out = server.command(&args, "");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn check_finds_a_clean_state_clean_and_a_corrupt_chunk_on_read() {
+    let server = Server::start();
+    let api = Api::user(&server.url(), "alice", PW);
+    let data = Noise::bytes(41, 6 << 20);
+    assert_eq!(api.put_bytes("/api/v1/files/a.bin", data.clone()).0, 201);
+    assert_eq!(
+        api.put_bytes("/api/v1/files/b.bin", Noise::bytes(42, 300_000))
+            .0,
+        201
+    );
+    assert_eq!(api.delete("/api/v1/files/b.bin").0, 204);
+    wait_until("transfers", Duration::from_secs(60), || {
+        server.files_under("staging").is_empty()
+    });
+    let (ok, out) = check(&server, false);
+    assert!(ok, "check of a clean state: {out}");
+    assert!(out.contains(" 0 problems"), "{out}");
+
+    // Flip one byte of one stored chunk.
+    let victim = server
+        .files_under("store")
+        .into_iter()
+        .next()
+        .expect("a stored chunk");
+    let mut bytes = std::fs::read(&victim).expect("read chunk");
+    bytes[100] ^= 0xff;
+    std::fs::write(&victim, bytes).expect("corrupt chunk");
+    // Reading the file fails; it never yields wrong bytes.
+    let resp = api.fetch("/api/v1/files/a.bin", None);
+    let body = if resp.status().is_success() {
+        resp.bytes().ok()
+    } else {
+        None
+    };
+    assert!(
+        body.as_ref().is_none_or(|b| b.as_ref() == data.as_slice()),
+        "a corrupt chunk was served as data"
+    );
+    assert!(body.is_none(), "the read of a corrupt chunk must fail");
+    let (ok, out) = check(&server, false);
+    assert!(!ok, "check must fail on a corrupt chunk: {out}");
+    let name = victim.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(
+        out.contains(name) && out.contains("does not match"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_repairs_counts() {
+    let server = Server::start();
+    let api = Api::user(&server.url(), "alice", PW);
+    assert_eq!(
+        api.put_bytes("/api/v1/files/c.bin", Noise::bytes(43, 2 << 20))
+            .0,
+        201
+    );
+    // Damage a usage counter behind the server's back.
+    let db = server.data.join("pan.db");
+    let status = std::process::Command::new("python3")
+        .arg("-c")
+        .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('UPDATE tbl_user SET used_bytes = used_bytes + 12345'); c.commit()")
+        .arg(&db)
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let (ok, out) = check(&server, false);
+    assert!(!ok && out.contains("byte count"), "{out}");
+    let (ok, out) = check(&server, true);
+    assert!(ok, "repair: {out}");
+    let (ok, out) = check(&server, false);
+    assert!(ok && out.contains(" 0 problems"), "after repair: {out}");
+}
