@@ -96,7 +96,7 @@ PY
     row "2,000 small files: read (s)" "$lrd" "$prd" "$(ratio "$lrd" "$prd")"
     row "2,000 small files: delete (s)" "$ld" "$pd" "$(ratio "$ld" "$pd")"
 
-    SRC=/usr/include
+    SRC=/usr/include/linux
     t0=$(now); cp -r "$SRC" "$LOCAL/tree"; t1=$(now); cp -r "$SRC" "$MNT/tree"; t2=$(now)
     row "cp -r $SRC, $(find $SRC -type f | wc -l) files (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
 
