@@ -134,7 +134,7 @@ if [ "$what" = stack ]; then
     t0=$(now); curl -fsS -T "$LOCAL/big" -H "Authorization: Bearer $TOKEN" "$URL/api/v1/files/big" >/dev/null; t1=$(now)
     curl -fsS -T "$LOCAL/big" -H "Authorization: Bearer $STOKEN" "$STACK_URL/api/v1/files/big" >/dev/null; t2=$(now)
     row "upload 1 GiB (s): embedded | full stack" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
-    staged() { find "$WORK/stack/staging" -type f -not -path '*/tmp/*' | wc -l; }
+    staged() { find "$WORK/stack/staging" -mindepth 2 -type f -not -path "$WORK/stack/staging/tmp/*" | wc -l; }
     drain() { # workers -> seconds until staging is empty
         local pids=() t0 t1
         for _ in $(seq 1 "$1"); do
