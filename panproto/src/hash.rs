@@ -4,6 +4,9 @@
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+/// The SHA-256 of no bytes.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }

@@ -8,5 +8,5 @@ pub mod proof;
 pub mod wire;
 
 pub use chunker::{CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, Chunk, Chunker};
-pub use hash::{ContentHasher, is_sha256_hex, manifest_id, sha256_hex};
+pub use hash::{ContentHasher, EMPTY_SHA256, is_sha256_hex, manifest_id, sha256_hex};
 pub use name::{NameError, validate_name};

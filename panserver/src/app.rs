@@ -26,6 +26,8 @@ pub struct Limits {
     pub gc_grace_secs: i64,
     pub default_quota_bytes: i64,
     pub default_quota_files: i64,
+    /// Mark the web page's cookie `Secure` (set when serving HTTPS).
+    pub secure_cookies: bool,
 }
 
 impl Default for Limits {
@@ -39,6 +41,7 @@ impl Default for Limits {
             gc_grace_secs: 3600,
             default_quota_bytes: 0,
             default_quota_files: 0,
+            secure_cookies: false,
         }
     }
 }

@@ -54,6 +54,12 @@ pub struct ServeArgs {
     /// Address to listen on
     #[arg(long, env = "PAN_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, env = "PAN_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, env = "PAN_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Allow anyone to sign up over HTTP (true/false)
     #[arg(long, env = "PAN_SIGNUP")]
     pub signup: Option<bool>,
@@ -100,6 +106,8 @@ struct FileConfig {
     staging_dir: Option<PathBuf>,
     db_pool: Option<u32>,
     listen: Option<SocketAddr>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     signup: Option<bool>,
     token_ttl_days: Option<i64>,
     session_ttl_hours: Option<i64>,
@@ -125,6 +133,8 @@ pub struct Settings {
     pub staging_dir: Option<PathBuf>,
     pub db_pool_size: u32,
     pub listen: SocketAddr,
+    /// PEM certificate chain and key: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub limits: Limits,
     pub maintenance_secs: u64,
     pub transfer_workers: usize,
@@ -144,7 +154,16 @@ impl Settings {
         };
         let defaults = Limits::default();
         let s = serve;
+        let tls = match (
+            s.and_then(|s| s.tls_cert.clone()).or(file.tls_cert),
+            s.and_then(|s| s.tls_key.clone()).or(file.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!("tls_cert and tls_key go together"),
+        };
         let limits = Limits {
+            secure_cookies: tls.is_some(),
             signup: s
                 .and_then(|s| s.signup)
                 .or(file.signup)
@@ -205,6 +224,7 @@ impl Settings {
                 .and_then(|s| s.listen)
                 .or(file.listen)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            tls,
             limits,
             maintenance_secs: s
                 .and_then(|s| s.maintenance_secs)

@@ -83,6 +83,10 @@ pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
 
 /// Runs the server until Ctrl-C or SIGTERM: API, transfer workers and maintenance.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(api::load_tls(cert, key)?),
+        None => None,
+    };
     let app = build_app(&settings).await?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
@@ -100,10 +104,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(
         listen = %listener.local_addr()?,
         data = %settings.data.display(),
+        https = tls.is_some(),
         requeued,
         "panserver ready"
     );
-    api::serve(app, listener, shutdown_signal()).await;
+    api::serve(app, listener, tls, shutdown_signal()).await;
     Ok(())
 }
 

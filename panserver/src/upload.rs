@@ -115,11 +115,14 @@ impl App {
         // for the client's (the client still proves it holds the bytes).
         if init.chunks.is_empty()
             && let Some(sha256) = init.sha256.as_deref()
-            && let Some(known) = self
+            && sha256 != panproto::EMPTY_SHA256
+        {
+            // An unknown hash must not open a session for an empty content.
+            let known = self
                 .meta
                 .content_by_hash(sha256, init.sha1.as_deref())
                 .await?
-        {
+                .ok_or(ApiError::NotFound)?;
             init.chunks = known.chunks;
         }
         validate_chunks(self, &init.chunks)?;

@@ -17,6 +17,18 @@ pub fn etag(node: &Node) -> String {
     format!("\"{}\"", node.content.as_deref().unwrap_or("empty"))
 }
 
+/// `Content-Disposition` for a download: always an attachment, so a browser never
+/// renders stored bytes as a page of this origin; the name is percent-encoded (RFC 6266).
+fn disposition(filename: Option<&str>) -> String {
+    match filename {
+        Some(name) => format!(
+            "attachment; filename*=UTF-8''{}",
+            percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC)
+        ),
+        None => "attachment".into(),
+    }
+}
+
 /// Answers a GET of a file's bytes, honouring `Range` and `If-Match` (a client
 /// reading one version by ranges gets 412 once the file has changed).
 pub async fn download(
@@ -25,8 +37,9 @@ pub async fn download(
     ino: i64,
     range: Option<String>,
     if_match: Option<String>,
+    filename: Option<&str>,
 ) -> Response {
-    match build(app, user, ino, range, if_match).await {
+    match build(app, user, ino, range, if_match, filename).await {
         Ok(resp) => resp,
         Err(e) => error_reply(&e),
     }
@@ -38,6 +51,7 @@ async fn build(
     ino: i64,
     range: Option<String>,
     if_match: Option<String>,
+    filename: Option<&str>,
 ) -> ApiResult<Response> {
     let node = app.meta.node(user, ino).await?;
     if node.kind != NodeKind::File {
@@ -76,6 +90,7 @@ async fn build(
     set(header::CONTENT_TYPE, "application/octet-stream".into());
     set(header::ACCEPT_RANGES, "bytes".into());
     set(header::ETAG, etag(&node));
+    set(header::CONTENT_DISPOSITION, disposition(filename));
     if status == StatusCode::PARTIAL_CONTENT {
         set(
             header::CONTENT_RANGE,

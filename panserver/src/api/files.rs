@@ -12,7 +12,7 @@ use warp::{Filter, Rejection};
 
 use super::download::download;
 use super::nodes::body_stream;
-use super::{auth_header, decode_segment, empty_reply, error_reply, json_reply, with_app};
+use super::{Credential, credential, decode_segment, empty_reply, error_reply, json_reply, with_app};
 use crate::app::{App, now_ns};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::MetaError;
@@ -113,16 +113,16 @@ impl App {
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let a = move || with_app(app.clone()).and(auth_header());
+    let a = move || with_app(app.clone()).and(credential());
     let put = warp::path("files")
         .and(warp::path::tail())
         .and(warp::put())
         .and(a())
         .and(body_stream())
         .then(
-            |tail: Tail, app: Arc<App>, auth: Option<String>, body| async move {
+            |tail: Tail, app: Arc<App>, auth: Credential, body| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     let path = segments(&tail)?;
                     let (node, created) = app.file_for_put(c.user, &path).await?;
                     let stored = app.ingest(c.user, node.ino, body, None).await;
@@ -141,17 +141,18 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(warp::header::optional::<String>("range"))
         .then(
-            |tail: Tail, app: Arc<App>, auth: Option<String>, range: Option<String>| async move {
+            |tail: Tail, app: Arc<App>, auth: Credential, range: Option<String>| async move {
                 let found = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
-                    let node = app.resolve(c.user, &segments(&tail)?).await?;
-                    Ok::<_, ApiError>((c, node))
+                    let c = app.authenticate(&auth).await?;
+                    let path = segments(&tail)?;
+                    let node = app.resolve(c.user, &path).await?;
+                    Ok::<_, ApiError>((c, node, path.last().cloned()))
                 };
                 match found.await {
-                    Ok((c, node)) if node.kind == NodeKind::File => {
-                        download(app, c.user, node.ino, range, None).await
+                    Ok((c, node, name)) if node.kind == NodeKind::File => {
+                        download(app, c.user, node.ino, range, None, name.as_deref()).await
                     }
-                    Ok((c, node)) if node.kind == NodeKind::Dir => json_reply(
+                    Ok((c, node, _)) if node.kind == NodeKind::Dir => json_reply(
                         app.meta
                             .list(c.user, node.ino, None, 100_000)
                             .await
@@ -168,9 +169,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::delete())
         .and(a())
         .then(
-            |tail: Tail, app: Arc<App>, auth: Option<String>| async move {
+            |tail: Tail, app: Arc<App>, auth: Credential| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.remove_path(c.user, &segments(&tail)?).await
                 };
                 empty_reply(r.await)
@@ -181,9 +182,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::get())
         .and(a())
         .then(
-            |tail: Tail, app: Arc<App>, auth: Option<String>| async move {
+            |tail: Tail, app: Arc<App>, auth: Credential| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.resolve(c.user, &segments(&tail)?).await
                 };
                 json_reply(r.await, StatusCode::OK)

@@ -6,8 +6,10 @@ mod files;
 mod nodes;
 mod range;
 mod server;
+mod tls;
 mod uploads;
 mod user;
+mod web;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use warp::{Filter, Rejection, Reply};
 
 pub use range::{RangeRequest, parse_range};
 pub use server::serve;
+pub use tls::load as load_tls;
 
 use crate::app::{App, now_ns};
 use crate::auth::token_hash;
@@ -28,20 +31,77 @@ use crate::error::{ApiError, ApiResult};
 /// Largest JSON body accepted (a chunk list for about 1 TiB).
 const JSON_LIMIT: u64 = 64 << 20;
 
-/// The user a request acts for, from its bearer token.
+/// The user a request acts for, from its bearer token or the web page's cookie.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub user: i64,
     pub token_id: i64,
 }
 
+/// What a request presents to prove who it is.
+#[derive(Debug, Clone, Default)]
+pub struct Credential {
+    bearer: Option<String>,
+    cookie: Option<String>,
+    csrf: Option<String>,
+    safe_method: bool,
+}
+
+/// The cookie the web page signs in with: HttpOnly, so scripts never see the token.
+pub const TOKEN_COOKIE: &str = "pan_token";
+/// The header a page must echo on state-changing requests made with the cookie.
+pub const CSRF_HEADER: &str = "x-pan-csrf";
+
+/// The CSRF value bound to a token: a cross-site page cannot read or forge it.
+pub fn csrf_for(token: &str) -> String {
+    token_hash(&format!("csrf:{token}"))
+}
+
+pub fn credential() -> impl Filter<Extract = (Credential,), Error = Rejection> + Clone {
+    warp::method()
+        .and(warp::header::optional::<String>("authorization"))
+        .and(warp::cookie::optional::<String>(TOKEN_COOKIE))
+        .and(warp::header::optional::<String>(CSRF_HEADER))
+        .map(
+            |method: http::Method, bearer, cookie, csrf| Credential {
+                bearer,
+                cookie,
+                csrf,
+                safe_method: method == http::Method::GET || method == http::Method::HEAD,
+            },
+        )
+}
+
+fn well_formed(token: &str) -> bool {
+    token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl App {
-    pub async fn authenticate(&self, header: Option<&str>) -> ApiResult<Caller> {
-        let token = header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or(ApiError::Unauthorized)?;
+    pub async fn authenticate(&self, cred: &Credential) -> ApiResult<Caller> {
+        let token = match (&cred.bearer, &cred.cookie) {
+            (Some(header), _) => header
+                .strip_prefix("Bearer ")
+                .map(str::trim)
+                .ok_or(ApiError::Unauthorized)?,
+            (None, Some(cookie)) => {
+                let cookie = cookie.trim();
+                if !cred.safe_method
+                    && cred.csrf.as_deref().map(str::trim) != Some(csrf_for(cookie).as_str())
+                {
+                    return Err(ApiError::NotPermitted("missing or wrong CSRF token"));
+                }
+                cookie
+            }
+            (None, None) => return Err(ApiError::Unauthorized),
+        };
+        self.authenticate_token(token).await
+    }
+
+    /// The caller a raw token stands for.
+    pub async fn authenticate_token(&self, token: &str) -> ApiResult<Caller> {
+        if !well_formed(token) {
+            return Err(ApiError::Unauthorized);
+        }
         let (user, token_id) = self
             .meta
             .token_owner(&token_hash(token), now_ns())
@@ -96,10 +156,6 @@ pub fn with_app(app: Arc<App>) -> impl Filter<Extract = (Arc<App>,), Error = Inf
     warp::any().map(move || app.clone())
 }
 
-pub fn auth_header() -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
-    warp::header::optional::<String>("authorization")
-}
-
 /// A JSON body that failed to parse.
 #[derive(Debug)]
 struct BadJson(String);
@@ -127,19 +183,16 @@ pub fn decode_segment(segment: &str) -> ApiResult<String> {
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let index = warp::path::end()
-        .and(warp::get())
-        .map(|| warp::reply::html(include_str!("index.html")).into_response());
     let api = warp::path("api").and(warp::path("v1")).and(
         user::routes(app.clone())
             .or(nodes::routes(app.clone()))
             .unify()
             .or(uploads::routes(app.clone()))
             .unify()
-            .or(files::routes(app))
+            .or(files::routes(app.clone()))
             .unify(),
     );
-    index.or(api).unify().recover(recover).unify()
+    web::routes(app).or(api).unify().recover(recover).unify()
 }
 
 /// Rejections (no route, wrong method, bad JSON, body too large) as JSON errors.
@@ -150,6 +203,8 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::TooLarge
     } else if let Some(BadJson(e)) = rejection.find::<BadJson>() {
         ApiError::BadRequest(format!("invalid JSON: {e}"))
+    } else if rejection.find::<web::CrossOrigin>().is_some() {
+        ApiError::NotPermitted("cross-origin request refused")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         return Ok(error_reply_with(
             StatusCode::METHOD_NOT_ALLOWED,

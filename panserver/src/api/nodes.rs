@@ -15,7 +15,7 @@ use warp::{Buf, Filter, Rejection};
 use crate::upload::BodyStream;
 
 use super::download::download;
-use super::{auth_header, decode_segment, empty_reply, json_body, json_reply, with_app};
+use super::{Credential, credential, decode_segment, empty_reply, json_body, json_reply, with_app};
 use crate::app::{App, now_ns};
 use crate::error::{ApiError, ApiResult};
 
@@ -141,11 +141,11 @@ fn idle_timeout(
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let a = move || with_app(app.clone()).and(auth_header());
+    let a = move || with_app(app.clone()).and(credential());
     let getattr = warp::path!("nodes" / i64).and(warp::get()).and(a()).then(
-        |ino: i64, app: Arc<App>, auth: Option<String>| async move {
+        |ino: i64, app: Arc<App>, auth: Credential| async move {
             let r = async {
-                let c = app.authenticate(auth.as_deref()).await?;
+                let c = app.authenticate(&auth).await?;
                 Ok(app.meta.node(c.user, ino).await?)
             };
             json_reply(r.await, StatusCode::OK)
@@ -156,9 +156,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |ino: i64, app: Arc<App>, auth: Option<String>, req: SetAttrRequest| async move {
+            |ino: i64, app: Arc<App>, auth: Credential, req: SetAttrRequest| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.set_attr(c.user, ino, req).await
                 };
                 json_reply(r.await, StatusCode::OK)
@@ -169,9 +169,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(warp::query::<ListQuery>())
         .then(
-            |ino: i64, app: Arc<App>, auth: Option<String>, q: ListQuery| async move {
+            |ino: i64, app: Arc<App>, auth: Credential, q: ListQuery| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.listing(c.user, ino, q).await
                 };
                 json_reply(r.await, StatusCode::OK)
@@ -181,9 +181,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::get())
         .and(a())
         .then(
-            |ino: i64, name: String, app: Arc<App>, auth: Option<String>| async move {
+            |ino: i64, name: String, app: Arc<App>, auth: Credential| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     let name = decode_segment(&name)?;
                     Ok(app.meta.lookup(c.user, ino, &name).await?)
                 };
@@ -195,9 +195,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |parent: i64, app: Arc<App>, auth: Option<String>, req: CreateRequest| async move {
+            |parent: i64, app: Arc<App>, auth: Credential, req: CreateRequest| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.create_node(c.user, parent, req).await
                 };
                 json_reply(r.await, StatusCode::CREATED)
@@ -208,9 +208,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |parent: i64, app: Arc<App>, auth: Option<String>, req: LinkRequest| async move {
+            |parent: i64, app: Arc<App>, auth: Credential, req: LinkRequest| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     panproto::validate_name(&req.name)?;
                     Ok(app
                         .meta
@@ -224,9 +224,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::delete())
         .and(a())
         .and(warp::query::<RemoveQuery>())
-        .then(|parent: i64, name: String, app: Arc<App>, auth: Option<String>, q: RemoveQuery| async move {
+        .then(|parent: i64, name: String, app: Arc<App>, auth: Credential, q: RemoveQuery| async move {
             let r = async {
-                let c = app.authenticate(auth.as_deref()).await?;
+                let c = app.authenticate(&auth).await?;
                 let name = decode_segment(&name)?;
                 Ok(app.meta.remove(c.user, parent, &name, q.dir, now_ns()).await?)
             };
@@ -237,9 +237,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |app: Arc<App>, auth: Option<String>, req: RenameRequest| async move {
+            |app: Arc<App>, auth: Credential, req: RenameRequest| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.rename_node(c.user, req).await
                 };
                 empty_reply(r.await)
@@ -253,11 +253,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .then(
             |ino: i64,
              app: Arc<App>,
-             auth: Option<String>,
+             auth: Credential,
              range: Option<String>,
              if_match: Option<String>| async move {
-                match app.authenticate(auth.as_deref()).await {
-                    Ok(c) => download(app, c.user, ino, range, if_match).await,
+                match app.authenticate(&auth).await {
+                    Ok(c) => download(app, c.user, ino, range, if_match, None).await,
                     Err(e) => super::error_reply(&e),
                 }
             },
@@ -268,9 +268,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::query::<WriteQuery>())
         .and(body_stream())
         .then(
-            |ino: i64, app: Arc<App>, auth: Option<String>, q: WriteQuery, body| async move {
+            |ino: i64, app: Arc<App>, auth: Credential, q: WriteQuery, body| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.ingest(c.user, ino, body, q.mtime).await
                 };
                 json_reply(r.await, StatusCode::OK)
@@ -279,9 +279,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
     let manifest = warp::path!("nodes" / i64 / "manifest")
         .and(warp::get())
         .and(a())
-        .then(|ino: i64, app: Arc<App>, auth: Option<String>| async move {
+        .then(|ino: i64, app: Arc<App>, auth: Credential| async move {
             let r = async {
-                let c = app.authenticate(auth.as_deref()).await?;
+                let c = app.authenticate(&auth).await?;
                 app.manifest(c.user, ino).await
             };
             json_reply(r.await, StatusCode::OK)

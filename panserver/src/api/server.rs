@@ -34,8 +34,14 @@ impl StreamingBody {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// Serves the API on `listener` until `shutdown` resolves; HTTPS when `tls` is given.
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let tls = tls.map(tokio_rustls::TlsAcceptor::from);
     let routes = warp::service(super::routes(app));
     tokio::pin!(shutdown);
     loop {
@@ -52,12 +58,28 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<O
         };
         let _ = tcp.set_nodelay(true);
         let routes = routes.clone();
-        tokio::spawn(serve_connection(tcp, peer, routes));
+        match tls.clone() {
+            None => {
+                tokio::spawn(serve_connection(tcp, peer, routes));
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => serve_connection(stream, peer, routes).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
     }
 }
 
-async fn serve_connection<S>(tcp: tokio::net::TcpStream, peer: SocketAddr, routes: S)
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+async fn serve_connection<S, IO>(io: IO, peer: SocketAddr, routes: S)
 where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     S: Service<
             http::Request<hyper::body::Incoming>,
             Response = warp::reply::Response,
@@ -72,6 +94,11 @@ where
         async move {
             let resp = routes.call(req).await?;
             let (mut parts, body) = resp.into_parts();
+            // Browsers must not guess a type for stored bytes.
+            parts.headers.insert(
+                http::header::X_CONTENT_TYPE_OPTIONS,
+                http::HeaderValue::from_static("nosniff"),
+            );
             let body = match parts
                 .extensions
                 .remove::<StreamingBody>()
@@ -86,7 +113,7 @@ where
         }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(tcp), service).await {
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

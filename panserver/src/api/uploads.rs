@@ -8,20 +8,20 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::nodes::body_stream;
-use super::{auth_header, empty_reply, json_body, json_reply, with_app};
+use super::{Credential, credential, empty_reply, json_body, json_reply, with_app};
 use crate::app::App;
 use crate::error::ApiError;
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let a = move || with_app(app.clone()).and(auth_header());
+    let a = move || with_app(app.clone()).and(credential());
     let begin = warp::path!("uploads")
         .and(warp::post())
         .and(a())
         .and(json_body())
         .then(
-            |app: Arc<App>, auth: Option<String>, init: UploadInit| async move {
+            |app: Arc<App>, auth: Credential, init: UploadInit| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.begin_upload(c.user, init).await
                 };
                 json_reply(r.await, StatusCode::CREATED)
@@ -31,9 +31,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::get())
         .and(a())
         .then(
-            |id: String, app: Arc<App>, auth: Option<String>| async move {
+            |id: String, app: Arc<App>, auth: Credential| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.upload_state(c.user, &id).await
                 };
                 json_reply(r.await, StatusCode::OK)
@@ -44,9 +44,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(body_stream())
         .then(
-            |id: String, sha: String, app: Arc<App>, auth: Option<String>, body| async move {
+            |id: String, sha: String, app: Arc<App>, auth: Credential, body| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     if !panproto::is_sha256_hex(&sha) {
                         return Err(ApiError::BadRequest(
                             "a chunk hash is 64 lowercase hex digits".into(),
@@ -62,9 +62,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |id: String, app: Arc<App>, auth: Option<String>, answer: ProofAnswer| async move {
+            |id: String, app: Arc<App>, auth: Credential, answer: ProofAnswer| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.prove(c.user, &id, &answer.proof).await
                 };
                 json_reply(r.await, StatusCode::OK)
@@ -75,9 +75,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |id: String, app: Arc<App>, auth: Option<String>, req: CommitRequest| async move {
+            |id: String, app: Arc<App>, auth: Credential, req: CommitRequest| async move {
                 let r = async {
-                    let c = app.authenticate(auth.as_deref()).await?;
+                    let c = app.authenticate(&auth).await?;
                     app.commit_upload(c.user, &id, req).await
                 };
                 json_reply(r.await, StatusCode::OK)

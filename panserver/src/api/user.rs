@@ -7,7 +7,7 @@ use panproto::wire::{Credentials, SigninResponse, TokenInfo, UserInfo};
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::{auth_header, empty_reply, json_body, json_reply, with_app};
+use super::{Credential, credential, empty_reply, json_body, json_reply, with_app};
 use crate::app::{App, NS, now_ns};
 use crate::auth::{
     hash_password, lockout_secs, new_token, validate_password, validate_username, verify_password,
@@ -96,8 +96,8 @@ impl App {
         })
     }
 
-    async fn tokens(&self, auth: Option<String>) -> ApiResult<Vec<TokenInfo>> {
-        let caller = self.authenticate(auth.as_deref()).await?;
+    async fn tokens(&self, auth: Credential) -> ApiResult<Vec<TokenInfo>> {
+        let caller = self.authenticate(&auth).await?;
         let mut tokens = self.meta.list_tokens(caller.user, now_ns()).await?;
         for t in &mut tokens {
             t.current = t.id == caller.token_id;
@@ -131,11 +131,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
     let signout = warp::path!("signout")
         .and(warp::post())
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|app: Arc<App>, auth: Option<String>| async move {
+        .and(credential())
+        .then(|app: Arc<App>, auth: Credential| async move {
             empty_reply(
                 async {
-                    let caller = app.authenticate(auth.as_deref()).await?;
+                    let caller = app.authenticate(&auth).await?;
                     Ok(app.meta.delete_token(caller.user, caller.token_id).await?)
                 }
                 .await,
@@ -144,10 +144,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
     let info = warp::path!("user")
         .and(warp::get())
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|app: Arc<App>, auth: Option<String>| async move {
+        .and(credential())
+        .then(|app: Arc<App>, auth: Credential| async move {
             let result = async {
-                let caller = app.authenticate(auth.as_deref()).await?;
+                let caller = app.authenticate(&auth).await?;
                 Ok(user_info(&app.meta.user_by_id(caller.user).await?))
             }
             .await;
@@ -156,18 +156,18 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
     let tokens = warp::path!("tokens")
         .and(warp::get())
         .and(with_app(app.clone()))
-        .and(auth_header())
-        .then(|app: Arc<App>, auth: Option<String>| async move {
+        .and(credential())
+        .then(|app: Arc<App>, auth: Credential| async move {
             json_reply(app.tokens(auth).await, StatusCode::OK)
         });
     let revoke = warp::path!("tokens" / i64)
         .and(warp::delete())
         .and(with_app(app))
-        .and(auth_header())
-        .then(|id: i64, app: Arc<App>, auth: Option<String>| async move {
+        .and(credential())
+        .then(|id: i64, app: Arc<App>, auth: Credential| async move {
             empty_reply(
                 async {
-                    let caller = app.authenticate(auth.as_deref()).await?;
+                    let caller = app.authenticate(&auth).await?;
                     Ok(app.meta.delete_token(caller.user, id).await?)
                 }
                 .await,
