@@ -75,7 +75,7 @@ async fn check_staging(app: &App, repair: bool, report: &mut CheckReport) -> Api
     let names: Vec<String> = tokio::task::spawn_blocking(move || {
         let mut names = Vec::new();
         for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            if dir.file_name() == "tmp" {
+            if dir.file_name() == "tmp" || dir.file_name() == crate::parts::PARTS_DIR {
                 continue;
             }
             for f in std::fs::read_dir(dir.path())

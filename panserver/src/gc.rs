@@ -60,6 +60,12 @@ pub async fn run_maintenance(app: Arc<App>, every: Duration) {
         if let Err(e) = hash_new_contents(&app).await {
             tracing::warn!(error = %e, "hashing new contents failed");
         }
+        let parts = crate::parts::PartStore::new(app.staging.root());
+        match parts.sweep(crate::app::now_ns()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(uploads = n, "expired part uploads removed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping part uploads failed"),
+        }
         match collect_garbage(&app).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(chunks = n, "garbage collected"),

@@ -10,6 +10,7 @@ pub mod content;
 pub mod error;
 pub mod gc;
 pub mod meta;
+pub mod parts;
 pub mod queue;
 pub mod session;
 pub mod staging;

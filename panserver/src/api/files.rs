@@ -12,7 +12,9 @@ use warp::{Filter, Rejection};
 
 use super::download::download;
 use super::nodes::body_stream;
-use super::{Credential, credential, decode_segment, empty_reply, error_reply, json_reply, with_app};
+use super::{
+    Credential, credential, decode_segment, empty_reply, error_reply, json_reply, with_app,
+};
 use crate::app::{App, now_ns};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::MetaError;
@@ -77,7 +79,7 @@ impl App {
     }
 
     /// Creates a node, or returns the one a concurrent request just created.
-    async fn make(
+    pub(super) async fn make(
         &self,
         user: i64,
         parent: i64,
@@ -168,27 +170,23 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::path::tail())
         .and(warp::delete())
         .and(a())
-        .then(
-            |tail: Tail, app: Arc<App>, auth: Credential| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.remove_path(c.user, &segments(&tail)?).await
-                };
-                empty_reply(r.await)
-            },
-        );
+        .then(|tail: Tail, app: Arc<App>, auth: Credential| async move {
+            let r = async {
+                let c = app.authenticate(&auth).await?;
+                app.remove_path(c.user, &segments(&tail)?).await
+            };
+            empty_reply(r.await)
+        });
     let stat = warp::path("stat")
         .and(warp::path::tail())
         .and(warp::get())
         .and(a())
-        .then(
-            |tail: Tail, app: Arc<App>, auth: Credential| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.resolve(c.user, &segments(&tail)?).await
-                };
-                json_reply(r.await, StatusCode::OK)
-            },
-        );
+        .then(|tail: Tail, app: Arc<App>, auth: Credential| async move {
+            let r = async {
+                let c = app.authenticate(&auth).await?;
+                app.resolve(c.user, &segments(&tail)?).await
+            };
+            json_reply(r.await, StatusCode::OK)
+        });
     put.or(get).unify().or(delete).unify().or(stat).unify()
 }

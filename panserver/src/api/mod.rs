@@ -4,6 +4,7 @@
 mod download;
 mod files;
 mod nodes;
+mod pango;
 mod range;
 mod server;
 mod tls;
@@ -62,14 +63,12 @@ pub fn credential() -> impl Filter<Extract = (Credential,), Error = Rejection> +
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::cookie::optional::<String>(TOKEN_COOKIE))
         .and(warp::header::optional::<String>(CSRF_HEADER))
-        .map(
-            |method: http::Method, bearer, cookie, csrf| Credential {
-                bearer,
-                cookie,
-                csrf,
-                safe_method: method == http::Method::GET || method == http::Method::HEAD,
-            },
-        )
+        .map(|method: http::Method, bearer, cookie, csrf| Credential {
+            bearer,
+            cookie,
+            csrf,
+            safe_method: method == http::Method::GET || method == http::Method::HEAD,
+        })
 }
 
 fn well_formed(token: &str) -> bool {
@@ -192,7 +191,13 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
             .or(files::routes(app.clone()))
             .unify(),
     );
-    web::routes(app).or(api).unify().recover(recover).unify()
+    web::routes(app.clone())
+        .or(api)
+        .unify()
+        .or(pango::routes(app))
+        .unify()
+        .recover(recover)
+        .unify()
 }
 
 /// Rejections (no route, wrong method, bad JSON, body too large) as JSON errors.
@@ -203,6 +208,8 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         ApiError::TooLarge
     } else if let Some(BadJson(e)) = rejection.find::<BadJson>() {
         ApiError::BadRequest(format!("invalid JSON: {e}"))
+    } else if rejection.find::<pango::FormTooLarge>().is_some() {
+        ApiError::TooLarge
     } else if rejection.find::<web::CrossOrigin>().is_some() {
         ApiError::NotPermitted("cross-origin request refused")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {

@@ -30,15 +30,13 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
     let state = warp::path!("uploads" / String)
         .and(warp::get())
         .and(a())
-        .then(
-            |id: String, app: Arc<App>, auth: Credential| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.upload_state(c.user, &id).await
-                };
-                json_reply(r.await, StatusCode::OK)
-            },
-        );
+        .then(|id: String, app: Arc<App>, auth: Credential| async move {
+            let r = async {
+                let c = app.authenticate(&auth).await?;
+                app.upload_state(c.user, &id).await
+            };
+            json_reply(r.await, StatusCode::OK)
+        });
     let chunk = warp::path!("uploads" / String / "chunks" / String)
         .and(warp::put())
         .and(a())

@@ -11,7 +11,9 @@ use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use super::user::user_info;
-use super::{Credential, TOKEN_COOKIE, credential, csrf_for, empty_reply, error_reply, json_body, with_app};
+use super::{
+    Credential, TOKEN_COOKIE, credential, csrf_for, empty_reply, error_reply, json_body, with_app,
+};
 use crate::app::{App, NS};
 use crate::error::{ApiError, ApiResult};
 
@@ -21,11 +23,31 @@ const CSP: &str = "default-src 'none'; script-src 'self'; worker-src 'self'; sty
                    frame-ancestors 'none'";
 
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("index.html", "text/html; charset=utf-8", include_str!("web/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_str!("web/app.js")),
-    ("hash-worker.js", "text/javascript; charset=utf-8", include_str!("web/hash-worker.js")),
-    ("hashes.js", "text/javascript; charset=utf-8", include_str!("web/hashes.js")),
-    ("app.css", "text/css; charset=utf-8", include_str!("web/app.css")),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("web/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("web/app.js"),
+    ),
+    (
+        "hash-worker.js",
+        "text/javascript; charset=utf-8",
+        include_str!("web/hash-worker.js"),
+    ),
+    (
+        "hashes.js",
+        "text/javascript; charset=utf-8",
+        include_str!("web/hashes.js"),
+    ),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("web/app.css"),
+    ),
 ];
 
 fn asset(name: &str) -> Response {
@@ -35,9 +57,15 @@ fn asset(name: &str) -> Response {
     let mut resp = Response::new((*body).into());
     let headers = resp.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(mime));
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     resp
 }
@@ -90,18 +118,25 @@ impl App {
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let index = warp::path::end().and(warp::get()).map(|| asset("index.html"));
+    let index = warp::path::end()
+        .and(warp::get())
+        .map(|| asset("index.html"));
     let static_file = warp::path::param::<String>()
         .and(warp::path::end())
         .and(warp::get())
         .and_then(|name: String| async move {
-            if ASSETS.iter().any(|(n, _, _)| *n == name && name != "index.html") {
+            if ASSETS
+                .iter()
+                .any(|(n, _, _)| *n == name && name != "index.html")
+            {
                 Ok(asset(&name))
             } else {
                 Err(warp::reject::not_found())
             }
         });
-    let web = warp::path("api").and(warp::path("v1")).and(warp::path("web"));
+    let web = warp::path("api")
+        .and(warp::path("v1"))
+        .and(warp::path("web"));
     let config = web
         .and(warp::path!("config"))
         .and(warp::get())

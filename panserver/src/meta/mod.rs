@@ -206,6 +206,8 @@ pub trait MetaStore: Send + Sync {
         sha256: &str,
         sha1: Option<&str>,
     ) -> MetaResult<Option<KnownContent>>;
+    /// The whole-file SHA-1 of a content, once computed.
+    async fn content_sha1(&self, manifest_id: &str) -> MetaResult<Option<String>>;
     /// Contents whose whole-file hashes are not yet known (computed after commit).
     async fn unhashed_contents(&self, limit: i64) -> MetaResult<Vec<String>>;
     async fn set_content_hashes(

@@ -1279,6 +1279,17 @@ impl MetaStore for SqlMeta {
         }))
     }
 
+    async fn content_sha1(&self, manifest_id: &str) -> MetaResult<Option<String>> {
+        let row = sqlx::query("SELECT file_sha1 FROM tbl_file WHERE manifest_sha256 = ?")
+            .bind(manifest_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get(0)?,
+            None => None,
+        })
+    }
+
     async fn unhashed_contents(&self, limit: i64) -> MetaResult<Vec<String>> {
         let rows = sqlx::query(
             "SELECT manifest_sha256 FROM tbl_file WHERE file_sha256 IS NULL AND status = 0 LIMIT ?",

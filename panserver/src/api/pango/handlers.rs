@@ -1,0 +1,507 @@
+//! The handlers behind pan.go's routes. pan.go's files are flat, named by their
+//! SHA-1 (`filehash`); here they are the files in the user's top folder, found
+//! by the SHA-1 pan computed itself, never one a client claimed.
+
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use panproto::wire::{
+    CommitRequest, Credentials, DirEntry, NodeKind, RenameMode, RenameRequest, UploadInit,
+};
+use serde::Serialize;
+use serde_json::json;
+use sha1::{Digest, Sha1};
+use warp::Reply;
+use warp::multipart::FormData;
+use warp::reply::Response;
+
+use super::{Params, envelope, failure};
+use crate::api::download::download;
+use crate::api::user::user_info;
+use crate::app::{App, NS, now_ns};
+use crate::auth::random_hex;
+use crate::error::{ApiError, ApiResult};
+use crate::parts::{PART_SIZE, PartStore, PartUpload};
+use crate::upload::BodyStream;
+
+/// pan.go's answer when instant upload cannot be done: its clients then upload normally.
+const FAST_UPLOAD_FAILED: &str = "秒传失败，请访问普通上传接口";
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct FileMeta {
+    file_sha1: String,
+    file_name: String,
+    file_size: i64,
+    upload_at: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct UserFile {
+    user_name: String,
+    file_hash: String,
+    file_name: String,
+    file_size: i64,
+    upload_at: String,
+    last_updated: String,
+}
+
+/// pan.go's time format, "2006-01-02 15:04:05", in UTC.
+fn go_time(ns: i64) -> String {
+    let secs = ns.div_euclid(NS);
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+impl App {
+    /// The files in the user's top folder, with their SHA-1 once computed.
+    async fn top_files(&self, user: i64, root: i64) -> ApiResult<Vec<(DirEntry, Option<String>)>> {
+        const PAGE: i64 = 1000;
+        let mut files = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.meta.list(user, root, after.as_deref(), PAGE).await?;
+            let full = page.len() as i64 == PAGE;
+            after = page.last().map(|e| e.name.clone());
+            for entry in page {
+                if entry.node.kind != NodeKind::File {
+                    continue;
+                }
+                let sha1 = match &entry.node.content {
+                    Some(content) => self.meta.content_sha1(content).await?,
+                    None => Some(EMPTY_SHA1.to_string()),
+                };
+                files.push((entry, sha1));
+            }
+            if !full {
+                return Ok(files);
+            }
+        }
+    }
+
+    async fn file_by_sha1(&self, user: i64, root: i64, sha1: &str) -> ApiResult<DirEntry> {
+        self.top_files(user, root)
+            .await?
+            .into_iter()
+            .find(|(_, h)| h.as_deref() == Some(sha1))
+            .map(|(entry, _)| entry)
+            .ok_or(ApiError::NotFound)
+    }
+
+    async fn file_meta(&self, entry: &DirEntry) -> ApiResult<FileMeta> {
+        let sha1 = match &entry.node.content {
+            Some(content) => self.meta.content_sha1(content).await?.unwrap_or_default(),
+            None => EMPTY_SHA1.to_string(),
+        };
+        Ok(FileMeta {
+            file_sha1: sha1,
+            file_name: entry.name.clone(),
+            file_size: entry.node.size,
+            upload_at: go_time(entry.node.mtime),
+        })
+    }
+
+    /// Stores `body` as the file `name` in the top folder (created, or replaced).
+    async fn store_top_file(
+        &self,
+        user: i64,
+        root: i64,
+        name: &str,
+        body: BodyStream,
+    ) -> ApiResult<FileMeta> {
+        panproto::validate_name(name)?;
+        let node = self.make(user, root, name, NodeKind::File, 0o644).await?;
+        if node.kind != NodeKind::File {
+            return Err(ApiError::IsDir);
+        }
+        let node = self.ingest(user, node.ino, body, None).await?;
+        self.file_meta(&DirEntry {
+            name: name.to_string(),
+            node,
+        })
+        .await
+    }
+}
+
+const EMPTY_SHA1: &str = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
+
+pub async fn signup(app: Arc<App>, p: Params) -> Response {
+    let result = async {
+        if !app.limits.signup {
+            return Err(ApiError::SignupDisabled);
+        }
+        app.add_user(p.require("username")?, p.require("password")?)
+            .await?;
+        Ok(())
+    };
+    envelope(result.await, "OK")
+}
+
+pub async fn signin(app: Arc<App>, p: Params) -> Response {
+    let result = async {
+        let creds = Credentials {
+            username: p.require("username")?.to_string(),
+            password: p.require("password")?.to_string(),
+        };
+        let signed = app.signin(&creds).await?;
+        Ok(json!({"Location": "/", "Username": creds.username, "Token": signed.token}))
+    };
+    envelope(result.await, "OK")
+}
+
+pub async fn info(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
+    let result = async {
+        let (_, user) = app.pango_caller(&p, bearer).await?;
+        let info = user_info(&user);
+        Ok(json!({
+            "Username": info.username,
+            "SignupAt": go_time(info.created_at),
+            "UsedBytes": info.used_bytes,
+            "UsedFiles": info.used_files,
+            "QuotaBytes": info.quota_bytes,
+        }))
+    };
+    envelope(result.await, "OK")
+}
+
+/// `POST /file/upload`: a multipart form whose `file` field is stored under its file name.
+pub async fn upload(app: Arc<App>, p: Params, bearer: Option<String>, form: FormData) -> Response {
+    let result = async {
+        let mut params = p;
+        let mut form = Box::pin(form);
+        while let Some(part) = form.next().await {
+            let part = part.map_err(|e| ApiError::BadRequest(format!("multipart form: {e}")))?;
+            if part.name() != "file" {
+                let value = part_text(part).await?;
+                params.0.insert(value.0, value.1);
+                continue;
+            }
+            let (caller, user) = app.pango_caller(&params, bearer.clone()).await?;
+            let name = part
+                .filename()
+                .ok_or_else(|| ApiError::BadRequest("the file part has no file name".into()))?
+                .to_string();
+            let body: BodyStream = part
+                .stream()
+                .map_ok(|mut buf| {
+                    use bytes::Buf;
+                    buf.copy_to_bytes(buf.remaining())
+                })
+                .map_err(std::io::Error::other)
+                .boxed();
+            return app
+                .store_top_file(caller.user, user.root_ino, &name, body)
+                .await;
+        }
+        Err(ApiError::BadRequest("the form has no file field".into()))
+    };
+    envelope(result.await, "OK")
+}
+
+async fn part_text(part: warp::multipart::Part) -> ApiResult<(String, String)> {
+    let name = part.name().to_string();
+    let mut value = Vec::new();
+    let mut stream = Box::pin(part.stream());
+    while let Some(buf) = stream.next().await {
+        use bytes::Buf;
+        let mut buf = buf.map_err(|e| ApiError::BadRequest(format!("multipart form: {e}")))?;
+        if value.len() + buf.remaining() > 4096 {
+            return Err(ApiError::TooLarge);
+        }
+        value.extend_from_slice(&buf.copy_to_bytes(buf.remaining()));
+    }
+    let value = String::from_utf8(value)
+        .map_err(|_| ApiError::BadRequest("form fields must be UTF-8".into()))?;
+    Ok((name, value))
+}
+
+pub async fn meta(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
+    let result = async {
+        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let entry = app
+            .file_by_sha1(caller.user, user.root_ino, &p.sha1()?)
+            .await?;
+        app.file_meta(&entry).await
+    };
+    envelope(result.await, "OK")
+}
+
+pub async fn query(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
+    let result = async {
+        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let limit = p
+            .get("limit")
+            .map(|_| p.number("limit"))
+            .transpose()?
+            .unwrap_or(1000) as usize;
+        let mut files = app.top_files(caller.user, user.root_ino).await?;
+        files.sort_by_key(|(e, _)| std::cmp::Reverse(e.node.mtime));
+        Ok(files
+            .into_iter()
+            .take(limit)
+            .map(|(entry, sha1)| UserFile {
+                user_name: user.username.clone(),
+                file_hash: sha1.unwrap_or_default(),
+                file_name: entry.name,
+                file_size: entry.node.size,
+                upload_at: go_time(entry.node.ctime),
+                last_updated: go_time(entry.node.mtime),
+            })
+            .collect::<Vec<_>>())
+    };
+    envelope(result.await, "OK")
+}
+
+pub async fn download_file(
+    app: Arc<App>,
+    p: Params,
+    bearer: Option<String>,
+    range: Option<String>,
+) -> Response {
+    let found = async {
+        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let entry = app
+            .file_by_sha1(caller.user, user.root_ino, &p.sha1()?)
+            .await?;
+        Ok::<_, ApiError>((caller, entry))
+    };
+    match found.await {
+        Ok((caller, entry)) => {
+            download(
+                app,
+                caller.user,
+                entry.node.ino,
+                range,
+                None,
+                Some(&entry.name),
+            )
+            .await
+        }
+        Err(e) => failure(&e),
+    }
+}
+
+/// `op=0` renames; pan.go knew no other operation.
+pub async fn update(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
+    let result = async {
+        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        if p.get("op") != Some("0") {
+            return Err(ApiError::NotPermitted("only op=0 (rename) is supported"));
+        }
+        let new_name = p.require("filename")?.to_string();
+        panproto::validate_name(&new_name)?;
+        let entry = app
+            .file_by_sha1(caller.user, user.root_ino, &p.sha1()?)
+            .await?;
+        let req = RenameRequest {
+            parent: user.root_ino,
+            name: entry.name.clone(),
+            new_parent: user.root_ino,
+            new_name: new_name.clone(),
+            mode: RenameMode::NoReplace,
+        };
+        app.meta.rename(caller.user, &req, now_ns()).await?;
+        app.file_meta(&DirEntry {
+            name: new_name,
+            node: entry.node,
+        })
+        .await
+    };
+    envelope(result.await, "OK")
+}
+
+pub async fn delete(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
+    let result = async {
+        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let entry = app
+            .file_by_sha1(caller.user, user.root_ino, &p.sha1()?)
+            .await?;
+        app.meta
+            .remove(caller.user, user.root_ino, &entry.name, false, now_ns())
+            .await?;
+        Ok(())
+    };
+    envelope(result.await, "OK")
+}
+
+/// Instant upload. pan.go granted any content whose SHA-1 a client named; pan
+/// needs the SHA-256 too (`sha256`) and a proof of possession: the first call
+/// answers code 1 with `UploadID` and `Challenge`, the second brings `uploadid`
+/// and `proof`. Without them the answer is pan.go's "use the normal upload".
+pub async fn fastupload(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
+    let result = async {
+        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let name = p.require("filename")?.to_string();
+        panproto::validate_name(&name)?;
+        if let (Some(id), Some(proof)) = (p.get("uploadid"), p.get("proof")) {
+            app.prove(caller.user, id, proof).await?;
+            let node = app
+                .commit_upload(
+                    caller.user,
+                    id,
+                    CommitRequest {
+                        if_content: None,
+                        mtime: None,
+                    },
+                )
+                .await?;
+            return Ok(FastUpload::Done(
+                app.file_meta(&DirEntry { name, node }).await?,
+            ));
+        }
+        let sha1 = p.sha1()?;
+        let Some(sha256) = p.get("sha256") else {
+            return Ok(FastUpload::Refused(
+                "pan needs the file's sha256 and a proof of possession",
+            ));
+        };
+        let Some(known) = app.meta.content_by_hash(sha256, Some(&sha1)).await? else {
+            return Ok(FastUpload::Refused("the server does not have this content"));
+        };
+        let size: u64 = known.chunks.iter().map(|c| c.size).sum();
+        if p.get("filesize").is_some() && p.number("filesize")? != size {
+            return Ok(FastUpload::Refused("the size does not match the content"));
+        }
+        let node = app
+            .make(caller.user, user.root_ino, &name, NodeKind::File, 0o644)
+            .await?;
+        let init = UploadInit {
+            ino: node.ino,
+            chunks: Vec::new(),
+            sha256: Some(sha256.into()),
+            sha1: Some(sha1),
+        };
+        let state = app.begin_upload(caller.user, init).await?;
+        if let Some(challenge) = state.challenge {
+            return Ok(FastUpload::Prove(
+                json!({"UploadID": state.id, "Challenge": challenge}),
+            ));
+        }
+        let node = app
+            .commit_upload(
+                caller.user,
+                &state.id,
+                CommitRequest {
+                    if_content: None,
+                    mtime: None,
+                },
+            )
+            .await?;
+        Ok(FastUpload::Done(
+            app.file_meta(&DirEntry { name, node }).await?,
+        ))
+    };
+    match result.await {
+        Ok(FastUpload::Done(meta)) => envelope(Ok(meta), "秒传成功"),
+        Ok(FastUpload::Prove(data)) => warp::reply::json(
+            &json!({"code": 1, "msg": "proof of possession required", "data": data}),
+        )
+        .into_response(),
+        Ok(FastUpload::Refused(why)) => warp::reply::json(
+            &json!({"code": -1, "msg": FAST_UPLOAD_FAILED, "data": {"reason": why}}),
+        )
+        .into_response(),
+        Err(e) => failure(&e),
+    }
+}
+
+enum FastUpload {
+    Done(FileMeta),
+    Prove(serde_json::Value),
+    Refused(&'static str),
+}
+
+pub async fn mp_init(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
+    let result = async {
+        let (caller, _) = app.pango_caller(&p, bearer).await?;
+        let size = p.number("filesize")?;
+        if size > app.limits.max_upload_bytes {
+            return Err(ApiError::TooLarge);
+        }
+        let upload = PartUpload {
+            id: random_hex(16),
+            user: caller.user,
+            sha1: p.sha1()?,
+            size,
+            expires_at: now_ns() + app.limits.session_ttl_secs * NS,
+        };
+        PartStore::new(app.staging.root()).create(&upload).await?;
+        Ok(json!({
+            "FileHash": upload.sha1,
+            "FileSize": upload.size,
+            "UploadID": upload.id,
+            "ChunkSize": PART_SIZE,
+            "ChunkCount": upload.part_count(),
+        }))
+    };
+    envelope(result.await, "OK")
+}
+
+/// `uploadid` and `index` in the query string; the body is the part's bytes.
+pub async fn mp_part(
+    app: Arc<App>,
+    p: Params,
+    bearer: Option<String>,
+    body: BodyStream,
+) -> Response {
+    let result = async {
+        let (caller, _) = app.pango_caller(&p, bearer).await?;
+        let parts = PartStore::new(app.staging.root());
+        let upload = parts
+            .load(caller.user, p.require("uploadid")?, now_ns())
+            .await?;
+        parts.write_part(&upload, p.number("index")?, body).await
+    };
+    envelope(result.await, "OK")
+}
+
+/// Joins the parts, checks them against the declared SHA-1 and size, and only
+/// then stores the file: pan.go completed uploads it had not received.
+pub async fn mp_complete(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
+    let result = async {
+        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let parts = PartStore::new(app.staging.root());
+        let upload = parts
+            .load(caller.user, p.require("uploadid")?, now_ns())
+            .await?;
+        let name = p.require("filename")?.to_string();
+        let missing = parts.missing(&upload).await?;
+        if !missing.is_empty() {
+            return Err(ApiError::Incomplete(format!(
+                "{} parts are missing",
+                missing.len()
+            )));
+        }
+        let mut hasher = Sha1::new();
+        let mut content = parts.content(&upload)?;
+        while let Some(piece) = content.next().await {
+            hasher.update(&piece.map_err(|e| ApiError::Internal(format!("reading parts: {e}")))?);
+        }
+        if hex::encode(hasher.finalize()) != upload.sha1 {
+            parts.remove(&upload.id).await?;
+            return Err(ApiError::HashMismatch);
+        }
+        let meta = app
+            .store_top_file(caller.user, user.root_ino, &name, parts.content(&upload)?)
+            .await?;
+        parts.remove(&upload.id).await?;
+        Ok(meta)
+    };
+    envelope(result.await, "OK")
+}
