@@ -28,6 +28,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
+# The web page's tests drive Debian's Chromium with playwright-core.
+bash scripts/browser-deps.sh
+
 # The end-to-end tests start the binaries built here.
 cargo build --workspace --bins --tests
 threads="${PAN_TEST_THREADS:-4}"
@@ -49,7 +52,7 @@ if [[ " $profiles " == *" full "* ]]; then
     source "$SERVICES_DIR.env"
     export PAN_TEST_PROFILE=full PAN_TEST_SERVICES_DIR="$SERVICES_DIR" PAN_TEST_CEPH_CONF="$SERVICES_DIR/ceph/ceph.conf"
     cargo test -p pantests --no-fail-fast \
-        --test http --test mount_tools --test mount_lifecycle --test mount_differential \
+        --test http --test pango --test mount_tools --test mount_lifecycle --test mount_differential \
         -- --test-threads="$threads" || status=1
     # These restart services, so they run one at a time.
     cargo test -p pantests --test full_stack -- --ignored --test-threads=1 || status=1
