@@ -145,12 +145,10 @@ impl Server {
         }
         let child = cmd.spawn().expect("starting panserver");
         self.child = Some(child);
-        let url = format!("{}/", self.url());
-        wait_until("panserver to answer", Duration::from_secs(60), || {
-            api::client()
-                .get(&url)
-                .send()
-                .is_ok_and(|r| r.status().is_success())
+        // A connection is enough: the server binds only once it is ready (and may speak TLS).
+        let port = self.port;
+        wait_until("panserver to listen", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
     }
 
