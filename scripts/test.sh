@@ -28,8 +28,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# The web page's tests drive Debian's Chromium with playwright-core.
+# The web page's tests drive Debian's Chromium with playwright-core; the API is
+# fuzzed with schemathesis and the parsers with cargo-fuzz.
 bash scripts/browser-deps.sh
+bash scripts/fuzz-deps.sh
 
 # The end-to-end tests start the binaries built here.
 cargo build --workspace --bins --tests
@@ -39,6 +41,7 @@ status=0
 if [[ " $profiles " == *" embedded "* ]]; then
     echo "== embedded profile"
     cargo test --workspace --no-fail-fast -- --test-threads="$threads" || status=1
+    bash scripts/fuzz.sh || status=1
 fi
 
 if [[ " $profiles " == *" full "* ]]; then
@@ -52,7 +55,7 @@ if [[ " $profiles " == *" full "* ]]; then
     source "$SERVICES_DIR.env"
     export PAN_TEST_PROFILE=full PAN_TEST_SERVICES_DIR="$SERVICES_DIR" PAN_TEST_CEPH_CONF="$SERVICES_DIR/ceph/ceph.conf"
     cargo test -p pantests --no-fail-fast \
-        --test http --test pango --test mount_tools --test mount_lifecycle --test mount_differential \
+        --test http --test pango --test hostile --test api_fuzz --test mount_tools --test mount_lifecycle --test mount_differential \
         -- --test-threads="$threads" || status=1
     # These restart services, so they run one at a time.
     cargo test -p pantests --test full_stack -- --ignored --test-threads=1 || status=1

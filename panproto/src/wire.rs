@@ -145,6 +145,36 @@ pub struct SetAttrRequest {
     pub mtime: Option<i64>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkListError {
+    #[error("too many chunks")]
+    TooMany,
+    #[error("a chunk is 1 byte to 4 MiB")]
+    BadSize,
+    #[error("a chunk hash is 64 lowercase hex digits")]
+    BadHash,
+}
+
+/// Checks a client's chunk list: at most `max_chunks` entries, each 1 byte to
+/// `CHUNK_MAX`, each hash (when not a hole) in canonical form.
+pub fn check_chunk_list(chunks: &[ChunkRef], max_chunks: usize) -> Result<(), ChunkListError> {
+    if chunks.len() > max_chunks {
+        return Err(ChunkListError::TooMany);
+    }
+    for c in chunks {
+        if c.size == 0 || c.size > u64::from(crate::CHUNK_MAX) {
+            return Err(ChunkListError::BadSize);
+        }
+        if c.sha256
+            .as_deref()
+            .is_some_and(|h| !crate::is_sha256_hex(h))
+        {
+            return Err(ChunkListError::BadHash);
+        }
+    }
+    Ok(())
+}
+
 /// One entry of a content's chunk list; `sha256: None` is a hole (zeros).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {

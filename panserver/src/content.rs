@@ -60,6 +60,9 @@ impl App {
         if size < 0 {
             return Err(ApiError::BadRequest("size must not be negative".into()));
         }
+        if size as u64 > self.limits.max_upload_bytes {
+            return Err(ApiError::TooLarge);
+        }
         let (node, extents) = self.meta.extents(user, ino).await?;
         if node.kind != NodeKind::File {
             return Err(if node.kind == NodeKind::Dir {

@@ -137,6 +137,15 @@ impl From<NameError> for ApiError {
     }
 }
 
+impl From<panproto::PathError> for ApiError {
+    fn from(e: panproto::PathError) -> Self {
+        match e {
+            panproto::PathError::Name(name) => ApiError::BadName(name),
+            other => ApiError::BadRequest(other.to_string()),
+        }
+    }
+}
+
 impl From<StagingError> for ApiError {
     fn from(e: StagingError) -> Self {
         match e {

@@ -6,7 +6,6 @@ use std::collections::HashSet;
 use futures::StreamExt;
 use panproto::proof::ProofHasher;
 use panproto::wire::{ChunkRef, CommitRequest, Node, ProofChallenge, UploadInit, UploadState};
-use panproto::{CHUNK_MAX, is_sha256_hex};
 use rand::Rng;
 use subtle::ConstantTimeEq;
 
@@ -31,22 +30,10 @@ fn distinct_hashes(chunks: &[ChunkRef]) -> Vec<String> {
 }
 
 pub fn validate_chunks(app: &App, chunks: &[ChunkRef]) -> ApiResult<()> {
-    if chunks.len() > app.limits.max_session_chunks {
-        return Err(ApiError::TooLarge);
-    }
-    for c in chunks {
-        if c.size == 0 || c.size > u64::from(CHUNK_MAX) {
-            return Err(ApiError::BadRequest("a chunk is 1 byte to 4 MiB".into()));
-        }
-        if let Some(h) = &c.sha256
-            && !is_sha256_hex(h)
-        {
-            return Err(ApiError::BadRequest(
-                "a chunk hash is 64 lowercase hex digits".into(),
-            ));
-        }
-    }
-    Ok(())
+    panproto::check_chunk_list(chunks, app.limits.max_session_chunks).map_err(|e| match e {
+        panproto::ChunkListError::TooMany => ApiError::TooLarge,
+        other => ApiError::BadRequest(other.to_string()),
+    })
 }
 
 /// Picks byte ranges inside the chunks to prove, as offsets in the whole content.

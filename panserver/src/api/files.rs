@@ -12,9 +12,7 @@ use warp::{Filter, Rejection};
 
 use super::download::download;
 use super::nodes::body_stream;
-use super::{
-    Credential, credential, decode_segment, empty_reply, error_reply, json_reply, with_app,
-};
+use super::{Credential, credential, empty_reply, error_reply, json_reply, with_app};
 use crate::app::{App, now_ns};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::MetaError;
@@ -23,19 +21,7 @@ use crate::meta::MetaError;
 const MAX_DEPTH: usize = 256;
 
 fn segments(tail: &Tail) -> ApiResult<Vec<String>> {
-    let raw = tail.as_str();
-    if raw.is_empty() {
-        return Ok(Vec::new());
-    }
-    let parts: Vec<String> = raw
-        .trim_end_matches('/')
-        .split('/')
-        .map(decode_segment)
-        .collect::<ApiResult<_>>()?;
-    if parts.len() > MAX_DEPTH {
-        return Err(ApiError::BadRequest("path too deep".into()));
-    }
-    Ok(parts)
+    Ok(panproto::parse_path(tail.as_str(), MAX_DEPTH)?)
 }
 
 impl App {

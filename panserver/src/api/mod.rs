@@ -5,7 +5,6 @@ mod download;
 mod files;
 mod nodes;
 mod pango;
-mod range;
 mod server;
 mod tls;
 mod uploads;
@@ -21,7 +20,7 @@ use serde::Serialize;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-pub use range::{RangeRequest, parse_range};
+pub use panproto::{RangeRequest, parse_range};
 pub use server::serve;
 pub use tls::load as load_tls;
 
@@ -173,12 +172,7 @@ pub fn json_body<T: serde::de::DeserializeOwned + Send>()
 
 /// Decodes one percent-encoded path segment into a name.
 pub fn decode_segment(segment: &str) -> ApiResult<String> {
-    let name = percent_encoding::percent_decode_str(segment)
-        .decode_utf8()
-        .map_err(|_| ApiError::BadRequest("names must be UTF-8".into()))?
-        .into_owned();
-    panproto::validate_name(&name)?;
-    Ok(name)
+    Ok(panproto::decode_name(segment)?)
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {

@@ -50,6 +50,9 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The API's OpenAPI document, kept beside the crate and served as it is.
+const OPENAPI: &str = include_str!("../../openapi.yaml");
+
 fn asset(name: &str) -> Response {
     let Some((_, mime, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
         return error_reply(&ApiError::NotFound);
@@ -134,6 +137,16 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                 Err(warp::reject::not_found())
             }
         });
+    let openapi = warp::path!("api" / "v1" / "openapi.yaml")
+        .and(warp::get())
+        .map(|| {
+            let mut resp = Response::new(OPENAPI.into());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/yaml"),
+            );
+            resp
+        });
     let web = warp::path("api")
         .and(warp::path("v1"))
         .and(warp::path("web"));
@@ -190,6 +203,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         });
     index
         .or(static_file)
+        .unify()
+        .or(openapi)
         .unify()
         .or(config)
         .unify()
