@@ -319,6 +319,36 @@ impl PanFs {
         lock(&self.tables).nodes.remove(&ino);
     }
 
+    /// A node whose name was removed or replaced. When that was a file's last
+    /// link, its unsent writes die with it, as on a local disk: the working copy
+    /// goes now if nothing holds it open, else at the last close.
+    fn forget_gone(&self, node: &Node) {
+        self.forget_node(node.ino);
+        if node.kind != NodeKind::File || node.nlink > 1 {
+            return;
+        }
+        let mut t = lock(&self.tables);
+        let Some(file) = t.files.get(&node.ino).cloned() else {
+            return;
+        };
+        // Busy uploading: that upload learns the file is gone and cleans up.
+        let Ok(mut f) = file.state.try_lock() else {
+            return;
+        };
+        f.unlinked = true;
+        if file.opens.load(Ordering::SeqCst) > 0 {
+            if let Some(shadow) = f.shadow.as_mut() {
+                shadow.forget_journal();
+            }
+            return;
+        }
+        if let Some(shadow) = f.shadow.take() {
+            shadow.discard();
+        }
+        drop(f);
+        t.files.remove(&node.ino);
+    }
+
     fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
         self.rt.block_on(f)
     }
@@ -461,7 +491,7 @@ impl PanFs {
         self.block_on(self.remote.remove(parent, name, dir))?;
         self.entry_changed(parent, name);
         if let Some(v) = victim {
-            self.forget_node(v.ino);
+            self.forget_gone(&v);
         }
         Ok(())
     }
@@ -490,7 +520,7 @@ impl PanFs {
         self.entry_changed(req.parent, name);
         self.entry_changed(req.new_parent, new_name);
         if let Some(v) = replaced {
-            self.forget_node(v.ino);
+            self.forget_gone(&v);
         }
         Ok(())
     }

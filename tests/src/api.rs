@@ -141,8 +141,13 @@ impl Api {
     }
 
     pub fn content(&self, ino: i64) -> Vec<u8> {
-        let resp = self.fetch(&format!("/api/v1/nodes/{ino}/content"), None);
-        assert_eq!(resp.status().as_u16(), 200);
+        self.content_at(&format!("/api/v1/nodes/{ino}/content"))
+    }
+
+    /// The whole body of a download route (a node's content or a file by path).
+    pub fn content_at(&self, path: &str) -> Vec<u8> {
+        let resp = self.fetch(path, None);
+        assert_eq!(resp.status().as_u16(), 200, "GET {path}");
         resp.bytes().expect("body").to_vec()
     }
 

@@ -320,3 +320,61 @@ pub fn raw_http(port: u16, request: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .expect("a status code")
 }
+
+/// A small tmpfs mounted for one test (needs root), to fill up on purpose.
+pub struct SmallDisk {
+    pub path: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB on `path` (created if missing).
+    pub fn mount_on(path: &Path, mib: u64) -> Self {
+        std::fs::create_dir_all(path).expect("mountpoint");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "pan-test"])
+            .arg(path)
+            .status()
+            .expect("mount");
+        assert!(status.success(), "mounting a tmpfs (needs root)");
+        Self {
+            path: path.to_path_buf(),
+            _dir: None,
+        }
+    }
+
+    pub fn new(mib: u64) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut disk = Self::mount_on(dir.path(), mib);
+        disk._dir = Some(dir);
+        disk
+    }
+
+    /// Fills the disk with a file, leaving about `leave_mib` MiB free.
+    pub fn fill(&self, leave_mib: u64) -> PathBuf {
+        let filler = self.path.join("filler");
+        let free = {
+            // SAFETY: statvfs on a path we own, into a zeroed struct.
+            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+            let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).expect("path");
+            assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+            st.f_bavail * st.f_frsize
+        };
+        let size = free.saturating_sub(leave_mib << 20);
+        let data = vec![0x5au8; 1 << 20];
+        let mut f = std::fs::File::create(&filler).expect("filler");
+        let mut written = 0;
+        while written < size {
+            let n = (size - written).min(data.len() as u64) as usize;
+            std::io::Write::write_all(&mut f, &data[..n]).expect("filling");
+            written += n as u64;
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
