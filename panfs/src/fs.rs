@@ -694,9 +694,21 @@ impl PanFs {
         Ok(fh)
     }
 
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<u64> {
-        let node = self.node(self.to_server(ino), true)?;
-        self.open_node(&node, flags)
+    /// Opens a file: its handle, and whether the kernel's view of it is stale.
+    /// When another client changed the file since the kernel last got its
+    /// attributes, the kernel's cached size stays wrong for up to the attribute
+    /// TTL and would cut reads short; such a handle bypasses the page cache
+    /// (direct I/O), so reads end where the version read really ends.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
+        let ino = self.to_server(ino);
+        let known = lock(&self.tables)
+            .nodes
+            .get(&ino)
+            .map(|(n, _)| (n.content.clone(), n.size));
+        let node = self.node(ino, true)?;
+        let stale =
+            known.is_some_and(|(content, size)| content != node.content || size != node.size);
+        Ok((self.open_node(&node, flags)?, stale))
     }
 
     fn handle(&self, fh: u64) -> FsResult<(i64, bool, Arc<OpenFile>)> {

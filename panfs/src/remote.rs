@@ -48,6 +48,8 @@ impl RemoteError {
             "not_permitted" => libc::EPERM,
             "quota_exceeded" | "no_space" => libc::ENOSPC,
             "too_large" => libc::EFBIG,
+            // The version an open handle reads was replaced on the server (as NFS does).
+            "changed" => libc::ESTALE,
             "unauthorized" => libc::EACCES,
             _ => libc::EIO,
         }
