@@ -8,17 +8,21 @@
 #   scripts/services.sh env [DIR]      print the PAN_* settings of running services
 #   scripts/services.sh status [DIR]   which services are up
 #   scripts/services.sh down [DIR]     stop exactly the processes `up` started
-#   scripts/services.sh restart NAME [DIR]   restart one service (mariadb, redis, rabbitmq, ceph)
+#   scripts/services.sh restart|stop|start NAME [DIR]
+#                                      one service: mariadb, redis, rabbitmq, ceph, or rgw
+#                                      (the S3 gateway alone, to simulate a store outage)
 #
 # DIR defaults to /var/tmp/pan-services. Set PAN_SERVICES to a subset
 # ("mariadb redis rabbitmq ceph") to manage fewer.
 set -euo pipefail
 
 cmd="${1:-status}"
-if [ "$cmd" = restart ]; then
-    target="${2:?restart needs a service name}"
-    shift
-fi
+case "$cmd" in
+    restart | stop | start)
+        name="${2:?$cmd needs a service name}"
+        shift
+        ;;
+esac
 DIR="$(realpath -m "${2:-/var/tmp/pan-services}")"
 SERVICES="${PAN_SERVICES:-mariadb redis rabbitmq ceph}"
 
@@ -297,12 +301,16 @@ case "$cmd" in
         print_env
         ;;
     env) print_env ;;
-    restart)
-        case "$target" in
-            mariadb | redis | rabbitmq | ceph) "${target}_down"; "${target}_up" ;;
-            *) echo "unknown service $target" >&2; exit 2 ;;
+    restart | stop | start)
+        # `rgw` is the S3 gateway alone (Ceph's data stays up), for store outages.
+        case "$name" in
+            mariadb | redis | rabbitmq | ceph) down="${name}_down" up="${name}_up" ;;
+            rgw) down="stop ceph-rgw" up=ceph_up ;;
+            *) echo "unknown service $name" >&2; exit 2 ;;
         esac
-        log "$target restarted"
+        if [ "$cmd" != start ]; then $down; fi
+        if [ "$cmd" != stop ]; then $up; fi
+        log "$name: $cmd done"
         ;;
     status) status ;;
     down)

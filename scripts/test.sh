@@ -55,10 +55,12 @@ if [[ " $profiles " == *" full "* ]]; then
     source "$SERVICES_DIR.env"
     export PAN_TEST_PROFILE=full PAN_TEST_SERVICES_DIR="$SERVICES_DIR" PAN_TEST_CEPH_CONF="$SERVICES_DIR/ceph/ceph.conf"
     cargo test -p pantests --no-fail-fast \
-        --test http --test pango --test hostile --test api_fuzz --test mount_tools --test mount_lifecycle --test mount_differential \
+        --test http --test pango --test hostile --test api_fuzz --test full_disk \
+        --test mount_tools --test mount_lifecycle --test mount_differential \
         -- --test-threads="$threads" || status=1
-    # These restart services, so they run one at a time.
-    cargo test -p pantests --test full_stack -- --ignored --test-threads=1 || status=1
+    # These kill or restart servers and services, or load the machine: one at a time.
+    cargo test -p pantests --no-fail-fast --test full_stack --test crash --test load \
+        -- --include-ignored --test-threads=1 || status=1
 fi
 
 exit $status
