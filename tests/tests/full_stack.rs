@@ -252,3 +252,64 @@ fn redis_restarted_during_activity() {
 fn rabbitmq_restarted_during_activity() {
     keeps_working_through("rabbitmq");
 }
+
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn services_accept_no_default_credentials() {
+    assert!(profile::is_full());
+    // Redis wants its generated password.
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", "16379", "ping"])
+        .output()
+        .expect("redis-cli");
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("NOAUTH"), "redis without a password: {said}");
+    // MariaDB: neither root nor pan without a password, over TCP.
+    for user in ["root", "pan"] {
+        let out = Command::new("mariadb")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-P",
+                "13306",
+                "-u",
+                user,
+                "-e",
+                "SELECT 1",
+            ])
+            .output()
+            .expect("mariadb client");
+        assert!(
+            !out.status.success(),
+            "MariaDB let {user} in without a password"
+        );
+    }
+    // The bucket is private: anonymous reads are refused.
+    let server = Server::start();
+    let api = Api::user(&server.url(), "alice", PW);
+    assert_eq!(
+        api.put_bytes("/api/v1/files/p.bin", Noise::bytes(9, 1 << 20))
+            .0,
+        201
+    );
+    wait_until("a chunk in the bucket", Duration::from_secs(60), || {
+        server.stored_chunks() > 0
+    });
+    let store = std::env::var("PAN_STORE").expect("PAN_STORE");
+    let endpoint = store
+        .split("endpoint=")
+        .nth(1)
+        .and_then(|s| s.split('&').next())
+        .expect("endpoint");
+    for url in [
+        format!("{endpoint}/pan/"),
+        format!("{endpoint}/pan/?list-type=2"),
+    ] {
+        let resp = pantests::api::client()
+            .get(&url)
+            .send()
+            .expect("anonymous GET");
+        assert_eq!(resp.status(), 403, "anonymous {url}");
+    }
+}

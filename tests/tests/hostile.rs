@@ -288,3 +288,42 @@ fn tokens_stay_out_of_logs() {
     assert!(!log.contains(&token), "a token appears in the log");
     assert!(!log.contains(PW), "a password appears in the log");
 }
+
+#[test]
+fn contents_are_keyed_by_sha256_not_sha1() {
+    use sha1::Sha1;
+    use sha2::{Digest, Sha256};
+    let server = Server::start_with(&[("PAN_MAINTENANCE_SECS", "1")]);
+    let alice = Api::user(&server.url(), "alice", PW);
+    let bob = Api::user(&server.url(), "bob", PW);
+    let a = pantests::Noise::bytes(1, 3 << 20);
+    let b = pantests::Noise::bytes(2, 3 << 20);
+    let (sha256_a, sha1_a) = (
+        hex::encode(Sha256::digest(&a)),
+        hex::encode(Sha1::digest(&a)),
+    );
+    let (sha256_b, sha1_b) = (
+        hex::encode(Sha256::digest(&b)),
+        hex::encode(Sha1::digest(&b)),
+    );
+    assert_eq!(alice.put_bytes("/api/v1/files/a.bin", a).0, 201);
+    let ino = bob.create(bob.root(), "x", "file");
+    let open = |sha256: &str, sha1: &str| {
+        bob.post(
+            "/api/v1/uploads",
+            &json!({"ino": ino, "chunks": [], "sha256": sha256, "sha1": sha1}),
+        )
+    };
+    // Once the server has hashed A, both of its hashes find it (and a proof is owed).
+    wait_until("A's whole-file hashes", Duration::from_secs(60), || {
+        open(&sha256_a, &sha1_a).0 == 201
+    });
+    let (_, state) = open(&sha256_a, &sha1_a);
+    assert!(
+        state["challenge"].is_object(),
+        "knowing the hashes is not enough: {state}"
+    );
+    // A SHA-1 that matches with a SHA-256 that does not (a SHA-1 collision) finds nothing.
+    assert_eq!(open(&sha256_b, &sha1_a).0, 404);
+    assert_eq!(open(&sha256_a, &sha1_b).0, 404);
+}

@@ -226,16 +226,20 @@ fn sixteen_clients_on_overlapping_names() {
     });
     let elapsed = started.elapsed().as_secs_f64();
     let ops = tally.ops.load(Ordering::Relaxed);
-    let rss: Vec<u64> = [Some(&first), second.as_ref()]
+    let rss: Vec<String> = [Some(&first), second.as_ref()]
         .into_iter()
         .flatten()
-        .filter_map(|s| s.pid().and_then(peak_rss_kib))
+        .map(|s| match s.pid().and_then(peak_rss_kib) {
+            Some(kib) => format!("{} MiB", kib / 1024),
+            None => "unknown".into(),
+        })
         .collect();
     println!(
-        "load: {} clients, {ops} operations in {elapsed:.0} s ({:.0}/s), {} ended in race errors; server peak RSS {rss:?} KiB",
+        "load: {} clients, {ops} operations in {elapsed:.0} s ({:.0}/s), {} ended in race errors; server peak RSS {}",
         API_CLIENTS + mounts.len(),
         ops as f64 / elapsed,
-        tally.race_errors.load(Ordering::Relaxed)
+        tally.race_errors.load(Ordering::Relaxed),
+        rss.join(" / ")
     );
     let failures = tally.failures.lock().expect("lock");
     if !failures.is_empty() {
