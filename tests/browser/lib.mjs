@@ -17,6 +17,7 @@ export async function launch() {
 export async function signUp(page, base, username, password) {
   await page.goto(base + '/');
   await page.waitForSelector('#auth-form');
+  check(!(await page.isVisible('#signout')) && !(await page.isVisible('#drive')), 'signed out: no account bar, no files');
   await page.fill('#username', username);
   await page.fill('#password', password);
   await page.click('#signup');
