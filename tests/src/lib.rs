@@ -190,6 +190,16 @@ impl Server {
         child.wait_with_output().expect("panserver output")
     }
 
+    /// Asserts that `panserver check` finds nothing wrong (`what` names the moment).
+    pub fn assert_consistent(&self, what: &str) {
+        let out = self.command(&["check"], "");
+        assert!(
+            out.status.success(),
+            "{what}: panserver check: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     /// Starts a `panserver transfer` worker process of this deployment, logging
     /// each chunk it moves to `log`.
     pub fn spawn_transfer_worker(&self, log: &Path) -> Child {
@@ -395,4 +405,18 @@ pub fn peak_rss_kib(pid: u32) -> Option<u64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// Runs `scripts/services.sh ARGS DIR` on the test services (full stack).
+pub fn services(args: &[&str]) {
+    let dir = std::env::var("PAN_TEST_SERVICES_DIR")
+        .expect("PAN_TEST_SERVICES_DIR (scripts/test.sh sets it)");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+    let status = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .arg(&dir)
+        .status()
+        .expect("services.sh");
+    assert!(status.success(), "services.sh {args:?}");
 }

@@ -55,10 +55,5 @@ fn schemathesis_finds_no_server_error() {
     );
     let (s, _) = api.get("/api/v1/user");
     assert_eq!(s, 200, "the server is still up");
-    let out = server.command(&["check"], "");
-    assert!(
-        out.status.success(),
-        "check after fuzzing: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    server.assert_consistent("after fuzzing");
 }

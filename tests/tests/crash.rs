@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use pantests::mount::Mount;
-use pantests::{Noise, Server, profile, sha256_file, wait_until, write_noise_file};
+use pantests::{Noise, Server, profile, services, sha256_file, wait_until, write_noise_file};
 
 const BIG: u64 = 1 << 30;
 const SMALL_FILES: u64 = 400;
@@ -162,12 +162,7 @@ fn verify(src: &Sources, server: &Server, mount: &Mount, synced: bool, ok: &[Str
             "{case}: {name}"
         );
     }
-    let out = server.command(&["check"], "");
-    assert!(
-        out.status.success(),
-        "{case}: check: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    server.assert_consistent(case);
     println!(
         "{case}: big file fsync'd before the fault: {synced}; small files fsync'd: {}/{SMALL_FILES}; all verified",
         ok.len()
@@ -222,19 +217,6 @@ fn panfs_killed_and_remounted() {
         mount.kill();
         mount.mount();
     });
-}
-
-fn services(args: &[&str]) {
-    let dir = std::env::var("PAN_TEST_SERVICES_DIR")
-        .expect("PAN_TEST_SERVICES_DIR (scripts/test.sh sets it)");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .args(args)
-        .arg(&dir)
-        .status()
-        .expect("services.sh");
-    assert!(status.success(), "services.sh {args:?}");
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pantests::{Api, Mount, Noise, Server, profile, wait_until};
+use pantests::{Api, Mount, Noise, Server, profile, services, wait_until};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -13,19 +13,6 @@ const PW: &str = pantests::PASSWORD;
 
 fn sha(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
-}
-
-fn services(args: &[&str]) {
-    let dir = std::env::var("PAN_TEST_SERVICES_DIR")
-        .expect("PAN_TEST_SERVICES_DIR (scripts/test.sh sets it)");
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
-    let status = Command::new("bash")
-        .arg(script)
-        .args(args)
-        .arg(&dir)
-        .status()
-        .expect("services.sh");
-    assert!(status.success(), "services.sh {args:?}");
 }
 
 #[test]

@@ -261,10 +261,5 @@ fn sixteen_clients_on_overlapping_names() {
     );
     assert!(ops > 100, "the clients made progress");
     drop(mounts);
-    let out = first.command(&["check"], "");
-    assert!(
-        out.status.success(),
-        "check after load: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    first.assert_consistent("after the load");
 }
