@@ -50,6 +50,32 @@ remount() { "$BIN/panfs" umount "$MNT" >/dev/null 2>&1 || true; "$BIN/panfs" mou
 bytes_sent() { sleep 1.5; python3 -c 'import json,glob,sys; print(sum(json.load(open(f))["bytes_sent"] for f in glob.glob(sys.argv[1]+"/pan/mounts/*.json")))' "$XDG_CACHE_HOME"; }
 rss_peak_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
 
+# Small-file metadata operations (create + lookup) per second over loopback,
+# by CLIENTS processes at once, each on its own directory.
+meta_ops() { # url token clients -> operations per second
+    python3 - "$1" "$2" "${3:-1}" <<'PY'
+import json, sys, time, urllib.request
+from multiprocessing import Pool
+url, token, clients = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def call(method, path, body=None):
+    req = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer " + token})
+    with urllib.request.urlopen(req) as r:
+        return json.load(r) if r.status != 204 else None
+def client(k, n=1000):
+    root = call("GET", "/api/v1/user")["root_ino"]
+    d = call("POST", f"/api/v1/nodes/{root}/children", {"name": f"meta{time.time_ns()}-{k}", "kind": "dir", "mode": 493})["ino"]
+    for i in range(n):
+        call("POST", f"/api/v1/nodes/{d}/children", {"name": f"f{i}", "kind": "file"})
+        call("GET", f"/api/v1/nodes/{d}/children/f{i}")
+    return 2 * n
+t = time.time()
+with Pool(clients) as pool:
+    ops = sum(pool.map(client, range(clients)))
+print(f"{ops / (time.time() - t):.0f}")
+PY
+}
+
 echo "pan benchmark, $(date -u +%F), $(nproc) cores; work dir $WORK"
 row "figure" "local" "pan" "ratio"
 
@@ -152,30 +178,13 @@ if [ "$what" = stack ]; then
     curl -fsS -T "$LOCAL/big2" -H "Authorization: Bearer $STOKEN" "$STACK_URL/api/v1/files/big2" >/dev/null
     d2=$(drain 2)
     row "transfer 1 GiB to Ceph, 2 workers (MiB/s)" "-" "$(echo "scale=1; 1024 / $d2" | bc -l)" "-"
-    meta_ops() { # url token -> creates per second
-        python3 - "$1" "$2" <<'PY'
-import json, sys, time, urllib.request
-url, token = sys.argv[1], sys.argv[2]
-def call(method, path, body=None):
-    req = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": "Bearer " + token})
-    with urllib.request.urlopen(req) as r:
-        return json.load(r) if r.status != 204 else None
-root = call("GET", "/api/v1/user")["root_ino"]
-d = call("POST", f"/api/v1/nodes/{root}/children", {"name": f"meta{time.time_ns()}", "kind": "dir", "mode": 493})["ino"]
-n, t = 1000, time.time()
-for i in range(n):
-    call("POST", f"/api/v1/nodes/{d}/children", {"name": f"f{i}", "kind": "file"})
-    call("GET", f"/api/v1/nodes/{d}/children/f{i}")
-print(f"{2 * n / (time.time() - t):.0f}")
-PY
-    }
     row "metadata ops/s (create+lookup): embedded | full" "$(meta_ops "$URL" "$TOKEN")" "$(meta_ops "$STACK_URL" "$STOKEN")" "-"
     kill "$STACK_PID" 2>/dev/null || true
     bash scripts/services.sh down "$SVC" >/dev/null 2>&1 || true
 fi
 
 if [ "$what" = all ] || [ "$what" = server ]; then
+    row "metadata ops/s (create+lookup): 1 | 8 clients" "$(meta_ops "$URL" "$TOKEN" 1)" "$(meta_ops "$URL" "$TOKEN" 8)" "-"
     head -c $((1 << 30)) /dev/urandom >"$LOCAL/big"
     sync; drop_caches
     t0=$(now); cp "$LOCAL/big" "$LOCAL/big.copy"; sync; t1=$(now)
