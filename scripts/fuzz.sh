@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs each cargo-fuzz target of panproto/fuzz (Range headers, chunk lists,
-# paths) for PAN_FUZZ_SECS seconds (default 30). Stable Rust runs it with
+# paths) for PAN_FUZZ_SECS seconds (default 20). Stable Rust runs it with
 # RUSTC_BOOTSTRAP=1, since the sanitizer flags are nightly-only.
 set -euo pipefail
 cd "$(dirname "$0")/../panproto/fuzz"
-secs="${PAN_FUZZ_SECS:-30}"
+secs="${PAN_FUZZ_SECS:-20}"
 status=0
 for target in range_header chunk_list path; do
     echo "fuzz: $target for ${secs}s"

@@ -32,7 +32,11 @@ enum Command {
     /// Apply database migrations (needed before `serve` on MySQL/MariaDB)
     Migrate,
     /// Run one maintenance pass now: hash new contents, collect garbage
-    Gc,
+    Gc {
+        /// Remove data unreferenced for at least this long [default: 3600]
+        #[arg(long)]
+        grace_secs: Option<i64>,
+    },
     /// Check that every chunk is stored intact and every count matches; --repair fixes what is safe
     Check {
         #[arg(long)]
@@ -151,8 +155,12 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Gc => {
-            let app = panserver::build_app(&Settings::resolve(&cli.data, None)?).await?;
+        Command::Gc { grace_secs } => {
+            let mut settings = Settings::resolve(&cli.data, None)?;
+            if let Some(secs) = grace_secs {
+                settings.limits.gc_grace_secs = secs.max(0);
+            }
+            let app = panserver::build_app(&settings).await?;
             let hashed = panserver::gc::hash_new_contents(&app).await?;
             let removed = panserver::gc::collect_garbage(&app).await?;
             println!("hashed {hashed} contents, removed {removed} chunks");

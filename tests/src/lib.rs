@@ -218,9 +218,10 @@ impl Server {
 
     /// How many chunks the object store holds for this deployment.
     pub fn stored_chunks(&self) -> usize {
-        match self.env.iter().find(|(k, _)| k == "PAN_NAMESPACE") {
-            Some((_, ns)) if profile::is_full() => {
-                profile::bucket_objects(&format!("{ns}/chunks/")).len()
+        let setting = |key: &str| self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        match (setting("PAN_NAMESPACE"), setting("PAN_STORE")) {
+            (Some(ns), Some(store)) if profile::is_full() => {
+                profile::bucket_objects(store, &format!("{ns}/chunks/")).len()
             }
             _ => self.files_under("store").len(),
         }

@@ -63,15 +63,33 @@ pub fn fresh_deployment() -> Vec<(String, String)> {
     );
     let (head, _) = base.rsplit_once('/').expect("a database in the URL");
     let url = format!("{head}/{id}");
+    // A bucket of its own, so that dropping the deployment frees its objects
+    // (the test Ceph keeps them in memory).
+    let (_, query) = store.split_once('?').expect("an S3 URL with settings");
+    let bucket = id.replace('_', "-");
     vec![
         ("PAN_DATABASE_URL".into(), url),
         ("PAN_NAMESPACE".into(), id.clone()),
-        ("PAN_STORE".into(), format!("{store}&prefix={id}/")),
+        (
+            "PAN_STORE".into(),
+            format!("s3://{bucket}?{query}&prefix={id}/"),
+        ),
     ]
 }
 
 /// Drops a deployment's database (best effort, when a test server goes away).
 pub fn drop_deployment(env: &[(String, String)]) {
+    if let Some((_, store)) = env.iter().find(|(k, _)| k == "PAN_STORE")
+        && let Ok(conf) = std::env::var("PAN_TEST_CEPH_CONF")
+    {
+        let bucket = bucket_of(store);
+        if bucket.starts_with("pan-t") {
+            let _ = Command::new("radosgw-admin")
+                .args(["-c", &conf, "--client-mount-timeout=30", "bucket", "rm"])
+                .args(["--bucket", &bucket, "--purge-objects", "--bypass-gc"])
+                .output();
+        }
+    }
     if let Some((_, url)) = env.iter().find(|(k, _)| k == "PAN_DATABASE_URL") {
         let (_, _, _, _, db) = mysql_parts(url);
         if db.starts_with("pan_t") {
@@ -81,16 +99,19 @@ pub fn drop_deployment(env: &[(String, String)]) {
     }
 }
 
-/// Names of the objects under `prefix` in the deployment's bucket (full stack),
-/// listed with the gateway's admin tool.
-pub fn bucket_objects(prefix: &str) -> Vec<String> {
-    let store = required("PAN_STORE");
-    let bucket = store
+fn bucket_of(store: &str) -> String {
+    store
         .trim_start_matches("s3://")
         .split(['?', '/'])
         .next()
         .unwrap_or("pan")
-        .to_string();
+        .to_string()
+}
+
+/// Names of the objects under `prefix` in the deployment's bucket (full stack),
+/// listed with the gateway's admin tool.
+pub fn bucket_objects(store: &str, prefix: &str) -> Vec<String> {
+    let bucket = bucket_of(store);
     let conf = required("PAN_TEST_CEPH_CONF");
     let out = Command::new("radosgw-admin")
         .args([

@@ -283,15 +283,26 @@ fn services_accept_no_default_credentials() {
     wait_until("a chunk in the bucket", Duration::from_secs(60), || {
         server.stored_chunks() > 0
     });
-    let store = std::env::var("PAN_STORE").expect("PAN_STORE");
+    let store = server
+        .settings()
+        .iter()
+        .find(|(k, _)| k == "PAN_STORE")
+        .map(|(_, v)| v.clone())
+        .expect("the deployment's store");
+    let bucket = store
+        .trim_start_matches("s3://")
+        .split('?')
+        .next()
+        .expect("bucket")
+        .to_string();
     let endpoint = store
         .split("endpoint=")
         .nth(1)
         .and_then(|s| s.split('&').next())
         .expect("endpoint");
     for url in [
-        format!("{endpoint}/pan/"),
-        format!("{endpoint}/pan/?list-type=2"),
+        format!("{endpoint}/{bucket}/"),
+        format!("{endpoint}/{bucket}/?list-type=2"),
     ] {
         let resp = pantests::api::client()
             .get(&url)

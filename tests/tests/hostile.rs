@@ -248,7 +248,18 @@ fn tokens_stay_out_of_logs() {
         .local_addr()
         .expect("addr")
         .port();
-    let mut child = Command::new(bin("panserver"))
+    // The embedded profile whatever the test profile: this is about logging.
+    let mut cmd = Command::new(bin("panserver"));
+    for var in [
+        "PAN_DATABASE_URL",
+        "PAN_REDIS_URL",
+        "PAN_AMQP_URL",
+        "PAN_STORE",
+        "PAN_NAMESPACE",
+    ] {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
         .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data"])
         .arg(dir.path().join("data"))
         .env("PAN_LOG", "debug")

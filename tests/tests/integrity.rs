@@ -1,6 +1,7 @@
 //! Content integrity on the embedded profile: `panserver check` finds a clean
 //! state clean, and a chunk corrupted in the store is detected on read (the
-//! read fails instead of returning wrong bytes) and by `panserver check`.
+//! read fails instead of returning wrong bytes, over HTTP and with EIO on a
+//! mount) and by `panserver check`.
 
 use pantests::{Api, Noise, Server, wait_until};
 use std::time::Duration;
@@ -59,6 +60,10 @@ fn check_finds_a_clean_state_clean_and_a_corrupt_chunk_on_read() {
         "a corrupt chunk was served as data"
     );
     assert!(body.is_none(), "the read of a corrupt chunk must fail");
+    // Through a mount too: the read fails with EIO.
+    let mount = pantests::Mount::new(&server, "alice");
+    let err = std::fs::read(mount.p("a.bin")).expect_err("reading a corrupt chunk through a mount");
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
     let (ok, out) = check(&server, false);
     assert!(!ok, "check must fail on a corrupt chunk: {out}");
     let name = victim.file_name().and_then(|n| n.to_str()).expect("name");
