@@ -27,6 +27,23 @@ pub struct Api {
     http: Client,
 }
 
+/// Sends a request. A connection the server closed just as the client reused it
+/// from the pool (a race of HTTP keep-alive, before any answer) is retried once
+/// on a new connection, as HTTP clients do; any other failure panics.
+fn send(req: RequestBuilder) -> Response {
+    let again = req.try_clone();
+    match req.send() {
+        Ok(resp) => resp,
+        Err(e) if e.is_request() && again.is_some() => {
+            let again = again.expect("cloned above");
+            again
+                .send()
+                .unwrap_or_else(|e2| panic!("request failed twice: {e} / {e2}"))
+        }
+        Err(e) => panic!("request failed: {e}"),
+    }
+}
+
 /// Status and JSON body (Null when the body is empty or not JSON).
 pub type Answer = (u16, Value);
 
@@ -81,38 +98,23 @@ impl Api {
     }
 
     pub fn get(&self, path: &str) -> Answer {
-        answer(self.request(Method::GET, path).send().expect("GET"))
+        answer(send(self.request(Method::GET, path)))
     }
 
     pub fn post(&self, path: &str, body: &Value) -> Answer {
-        answer(
-            self.request(Method::POST, path)
-                .json(body)
-                .send()
-                .expect("POST"),
-        )
+        answer(send(self.request(Method::POST, path).json(body)))
     }
 
     pub fn patch(&self, path: &str, body: &Value) -> Answer {
-        answer(
-            self.request(Method::PATCH, path)
-                .json(body)
-                .send()
-                .expect("PATCH"),
-        )
+        answer(send(self.request(Method::PATCH, path).json(body)))
     }
 
     pub fn delete(&self, path: &str) -> Answer {
-        answer(self.request(Method::DELETE, path).send().expect("DELETE"))
+        answer(send(self.request(Method::DELETE, path)))
     }
 
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> Answer {
-        answer(
-            self.request(Method::PUT, path)
-                .body(body)
-                .send()
-                .expect("PUT"),
-        )
+        answer(send(self.request(Method::PUT, path).body(body)))
     }
 
     /// Raw response of a GET, for downloads.
@@ -121,7 +123,7 @@ impl Api {
         if let Some(r) = range {
             req = req.header("Range", r);
         }
-        req.send().expect("GET")
+        send(req)
     }
 
     pub fn root(&self) -> i64 {

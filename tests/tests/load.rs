@@ -1,5 +1,5 @@
 //! Load: 16 concurrent clients (14 on the HTTP API, 2 mounts) upload, download,
-//! rename and delete overlapping names for PAN_LOAD_SECS seconds (default 45).
+//! rename and delete overlapping names for PAN_LOAD_SECS seconds (default 30).
 //! On the full stack the API clients switch between two panserver instances.
 //! Afterwards: no request failed but with the errors the spec defines, every
 //! download was one whole version that some client wrote (never a mix),
@@ -173,7 +173,7 @@ fn sixteen_clients_on_overlapping_names() {
     let secs: u64 = std::env::var("PAN_LOAD_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(45);
+        .unwrap_or(30);
     let first = Server::start();
     // The embedded profile allows one server per data directory; the full stack scales out.
     let second = profile::is_full().then(|| Server::start_sharing(&first, &[]));

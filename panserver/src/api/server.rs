@@ -89,11 +89,27 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req| {
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let mut routes = routes.clone();
+        // A refused request may leave its body unread, and then the connection
+        // cannot be reused: say so, or a client may send its next request into a
+        // connection about to close.
+        let http1_with_body = req.version() < http::Version::HTTP_2
+            && (req.headers().contains_key(http::header::TRANSFER_ENCODING)
+                || req
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .is_some_and(|v| v.as_bytes() != b"0"));
         async move {
             let resp = routes.call(req).await?;
             let (mut parts, body) = resp.into_parts();
+            if http1_with_body && (parts.status.is_client_error() || parts.status.is_server_error())
+            {
+                parts.headers.insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             // Browsers must not guess a type for stored bytes.
             parts.headers.insert(
                 http::header::X_CONTENT_TYPE_OPTIONS,
