@@ -83,16 +83,21 @@ impl App {
                 if entry.node.kind != NodeKind::File {
                     continue;
                 }
-                let sha1 = match &entry.node.content {
-                    Some(content) => self.meta.content_sha1(content).await?,
-                    None => Some(EMPTY_SHA1.to_string()),
-                };
+                let sha1 = self.sha1_of(&entry.node).await?;
                 files.push((entry, sha1));
             }
             if !full {
                 return Ok(files);
             }
         }
+    }
+
+    /// A file's whole-content SHA-1, once the server has computed it.
+    async fn sha1_of(&self, node: &panproto::wire::Node) -> ApiResult<Option<String>> {
+        Ok(match &node.content {
+            Some(content) => self.meta.content_sha1(content).await?,
+            None => Some(EMPTY_SHA1.to_string()),
+        })
     }
 
     async fn file_by_sha1(&self, user: i64, root: i64, sha1: &str) -> ApiResult<DirEntry> {
@@ -105,10 +110,7 @@ impl App {
     }
 
     async fn file_meta(&self, entry: &DirEntry) -> ApiResult<FileMeta> {
-        let sha1 = match &entry.node.content {
-            Some(content) => self.meta.content_sha1(content).await?.unwrap_or_default(),
-            None => EMPTY_SHA1.to_string(),
-        };
+        let sha1 = self.sha1_of(&entry.node).await?.unwrap_or_default();
         Ok(FileMeta {
             file_sha1: sha1,
             file_name: entry.name.clone(),

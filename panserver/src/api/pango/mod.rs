@@ -156,6 +156,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
     use handlers as h;
     let a = move || with_app(app.clone());
     let bearer = || warp::header::optional::<String>("authorization");
+    // pan.go's usual call: the app, the form parameters and an optional bearer header.
+    let with_form = || a().and(form()).and(bearer());
     let page = || {
         warp::get().map(|| warp::redirect::see_other(http::Uri::from_static("/")).into_response())
     };
@@ -170,11 +172,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
             .or(warp::post().and(a()).and(form()).then(h::signin))
             .unify(),
     );
-    let info = warp::path!("user" / "info")
-        .and(a())
-        .and(form())
-        .and(bearer())
-        .then(h::info);
+    let info = warp::path!("user" / "info").and(with_form()).then(h::info);
     let upload = warp::path!("file" / "upload").and(
         page()
             .or(warp::post()
@@ -185,42 +183,26 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                 .then(h::upload))
             .unify(),
     );
-    let meta = warp::path!("file" / "meta")
-        .and(a())
-        .and(form())
-        .and(bearer())
-        .then(h::meta);
+    let meta = warp::path!("file" / "meta").and(with_form()).then(h::meta);
     let list = warp::path!("file" / "query")
-        .and(a())
-        .and(form())
-        .and(bearer())
+        .and(with_form())
         .then(h::query);
     let download = warp::path!("file" / "download")
-        .and(a())
-        .and(form())
-        .and(bearer())
+        .and(with_form())
         .and(warp::header::optional::<String>("range"))
         .then(h::download_file);
     let update = warp::path!("file" / "update")
         .and(warp::post())
-        .and(a())
-        .and(form())
-        .and(bearer())
+        .and(with_form())
         .then(h::update);
     let delete = warp::path!("file" / "delete")
-        .and(a())
-        .and(form())
-        .and(bearer())
+        .and(with_form())
         .then(h::delete);
     let fast = warp::path!("file" / "fastupload")
-        .and(a())
-        .and(form())
-        .and(bearer())
+        .and(with_form())
         .then(h::fastupload);
     let mp_init = warp::path!("file" / "mpupload" / "init")
-        .and(a())
-        .and(form())
-        .and(bearer())
+        .and(with_form())
         .then(h::mp_init);
     let mp_part = warp::path!("file" / "mpupload" / "uppart")
         .and(warp::post().or(warp::put()).unify())
@@ -230,9 +212,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(body_stream())
         .then(h::mp_part);
     let mp_done = warp::path!("file" / "mpupload" / "complete")
-        .and(a())
-        .and(form())
-        .and(bearer())
+        .and(with_form())
         .then(h::mp_complete);
     signup
         .or(signin)
