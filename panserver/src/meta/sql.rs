@@ -169,10 +169,12 @@ fn is_transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(db) => {
             let code = db.code().unwrap_or_default();
-            // SQLite busy/locked; MySQL deadlock and lock wait timeout; SQL serialization failure.
+            // SQLite busy/locked; MySQL deadlock, lock wait timeout and a duplicate key
+            // (another transaction added the same row after this one looked: run again,
+            // it sees the row); SQL serialization failure.
             matches!(
                 code.as_ref(),
-                "5" | "6" | "261" | "517" | "1213" | "1205" | "40001"
+                "5" | "6" | "261" | "517" | "1213" | "1205" | "1062" | "40001"
             ) || db.message().contains("database is locked")
         }
         _ => false,
@@ -314,8 +316,24 @@ fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+/// The clause that locks the rows a write transaction reads before it changes them.
+/// InnoDB's plain reads see a snapshot, so two transactions could both act on the
+/// same stale row (both add one name, both release one content); a locking read
+/// sees the newest committed row and makes the other wait. SQLite needs none: it
+/// runs one writer at a time (`BEGIN IMMEDIATE`).
+fn for_update(tx: &Tx) -> &'static str {
+    if tx.backend_name() == "MySQL" {
+        " FOR UPDATE"
+    } else {
+        ""
+    }
+}
+
 async fn live_node(tx: &mut Tx, user: i64, ino: i64) -> MetaResult<Node> {
-    let sql = format!("{NODE_SELECT} WHERE i.id = ? AND i.user_id = ? AND i.status = 0");
+    let sql = format!(
+        "{NODE_SELECT} WHERE i.id = ? AND i.user_id = ? AND i.status = 0{}",
+        for_update(tx)
+    );
     let row = sqlx::query(AssertSqlSafe(sql))
         .bind(ino)
         .bind(user)
@@ -334,7 +352,11 @@ async fn live_dir(tx: &mut Tx, user: i64, ino: i64) -> MetaResult<Node> {
 }
 
 async fn entry_ino(tx: &mut Tx, parent: i64, name: &str) -> MetaResult<Option<i64>> {
-    let row = sqlx::query("SELECT ino FROM tbl_user_file WHERE parent_ino = ? AND file_name = ?")
+    let sql = format!(
+        "SELECT ino FROM tbl_user_file WHERE parent_ino = ? AND file_name = ?{}",
+        for_update(tx)
+    );
+    let row = sqlx::query(AssertSqlSafe(sql))
         .bind(parent)
         .bind(name)
         .fetch_optional(&mut **tx)
@@ -628,8 +650,10 @@ impl SqlMeta {
 
     async fn rename_tx(&self, user: i64, req: &RenameRequest, now: i64) -> MetaResult<()> {
         let mut tx = self.begin_write().await?;
-        live_dir(&mut tx, user, req.parent).await?;
-        live_dir(&mut tx, user, req.new_parent).await?;
+        // Both directories are locked, the lower inode first, so that two renames
+        // between the same pair wait for each other instead of deadlocking.
+        live_dir(&mut tx, user, req.parent.min(req.new_parent)).await?;
+        live_dir(&mut tx, user, req.parent.max(req.new_parent)).await?;
         let src_ino = entry_ino(&mut tx, req.parent, &req.name)
             .await?
             .ok_or(MetaError::NotFound)?;
@@ -821,7 +845,13 @@ impl SqlMeta {
         now: i64,
     ) -> MetaResult<i64> {
         let id = panproto::manifest_id(chunks);
-        let existing = sqlx::query("SELECT id FROM tbl_file WHERE manifest_sha256 = ?")
+        // Locked, so that garbage collection cannot delete a content row between
+        // this read and the reference taken below.
+        let sql = format!(
+            "SELECT id FROM tbl_file WHERE manifest_sha256 = ?{}",
+            for_update(tx)
+        );
+        let existing = sqlx::query(AssertSqlSafe(sql))
             .bind(&id)
             .fetch_optional(&mut **tx)
             .await?;
