@@ -60,9 +60,10 @@ if [[ " $profiles " == *" full "* ]]; then
         --test http --test pango --test hostile --test api_fuzz --test full_disk \
         --test mount_tools --test mount_lifecycle --test mount_differential \
         -- --test-threads="$threads" || status=1
-    # These kill or restart servers and services: one at a time. The load test runs
-    # on the embedded profile only for now: on the full stack it is not yet reliable.
-    cargo test -p pantests --no-fail-fast --test full_stack --test crash \
+    # These kill or restart servers and services, or load the machine: one at a time.
+    # The load runs longer here: two API servers share the stack.
+    PAN_LOAD_SECS="${PAN_LOAD_SECS:-120}" cargo test -p pantests --no-fail-fast \
+        --test full_stack --test crash --test load \
         -- --include-ignored --test-threads=1 || status=1
 fi
 

@@ -5,6 +5,8 @@
 
 use std::collections::HashSet;
 
+use futures::StreamExt;
+
 use crate::app::{App, now_ns};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::ChunkLocation;
@@ -30,6 +32,10 @@ pub async fn check(app: &App, repair: bool) -> ApiResult<CheckReport> {
     Ok(report)
 }
 
+/// How many chunks are read back at once: the store answers each read after a
+/// round trip, so one at a time leaves the check waiting on the network.
+const PARALLEL_READS: usize = 16;
+
 /// Reads back every known chunk and checks its hash.
 async fn check_chunks(app: &App, repair: bool, report: &mut CheckReport) -> ApiResult<()> {
     let mut after = String::new();
@@ -37,35 +43,48 @@ async fn check_chunks(app: &App, repair: bool, report: &mut CheckReport) -> ApiR
         let page = app.meta.chunks_after(&after, 500).await?;
         let Some((last, _)) = page.last() else { break };
         after = last.clone();
-        for (sha, location) in page {
-            report.chunks_checked += 1;
-            match app.read_chunk(&sha).await {
-                Ok(_) => {
-                    // Bytes found; a chunk marked staged whose file is gone but which the
-                    // store has is safe to re-mark.
-                    if location == ChunkLocation::Staging && app.staging.read(&sha).await?.is_none()
-                    {
-                        report.problems.push(format!(
-                            "chunk {sha} is marked staged but is only in the store"
-                        ));
-                        if repair {
-                            app.meta
-                                .set_chunk_location(&sha, ChunkLocation::Store, now_ns())
-                                .await?;
-                            report.repaired += 1;
-                        }
-                    }
-                }
-                Err(ApiError::Corrupt) => {
-                    report.problems.push(format!(
-                        "chunk {sha} is missing or does not match its SHA-256"
-                    ));
-                }
-                Err(e) => return Err(e),
+        report.chunks_checked += page.len() as u64;
+        let mut results = futures::stream::iter(page)
+            .map(|(sha, location)| check_chunk(app, sha, location, repair))
+            .buffer_unordered(PARALLEL_READS);
+        while let Some(result) = results.next().await {
+            if let Some((problem, repaired)) = result? {
+                report.problems.push(problem);
+                report.repaired += usize::from(repaired);
             }
         }
     }
     Ok(())
+}
+
+/// Checks one chunk; returns the problem found, if any, and whether it was repaired.
+async fn check_chunk(
+    app: &App,
+    sha: String,
+    location: ChunkLocation,
+    repair: bool,
+) -> ApiResult<Option<(String, bool)>> {
+    match app.read_chunk(&sha).await {
+        // Bytes found; a chunk marked staged whose file is gone but which the store
+        // has is safe to re-mark.
+        Ok(_) if location == ChunkLocation::Staging && app.staging.read(&sha).await?.is_none() => {
+            if repair {
+                app.meta
+                    .set_chunk_location(&sha, ChunkLocation::Store, now_ns())
+                    .await?;
+            }
+            Ok(Some((
+                format!("chunk {sha} is marked staged but is only in the store"),
+                repair,
+            )))
+        }
+        Ok(_) => Ok(None),
+        Err(ApiError::Corrupt) => Ok(Some((
+            format!("chunk {sha} is missing or does not match its SHA-256"),
+            false,
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// Files in staging that no chunk row knows: leftovers of a crash before the

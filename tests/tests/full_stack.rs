@@ -129,6 +129,58 @@ fn scale_out_two_servers_two_workers() {
     );
 }
 
+/// Clients of two servers race on the same names: MariaDB's snapshot reads must not
+/// let two transactions both add one name (a 500 from the duplicate key), or both
+/// drop one link (counts `check` finds wrong).
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn racing_clients_on_one_name_through_two_servers() {
+    let a = Server::start();
+    let b = Server::start_sharing(&a, &[]);
+    let on_a = Api::user(&a.url(), "alice", PW);
+    let mut on_b = Api::new(&b.url());
+    on_b.token = on_a.token.clone();
+    let root = on_a.root();
+    const RACERS: usize = 8;
+    for round in 0..10 {
+        let answers: Vec<(&str, u16, String)> = std::thread::scope(|scope| {
+            let racers: Vec<_> = (0..RACERS)
+                .map(|i| {
+                    let api = if i % 2 == 0 { &on_a } else { &on_b };
+                    scope.spawn(move || {
+                        let (s, b) = match i % 4 {
+                            0 | 1 => api.put_bytes(
+                                &format!("/api/v1/files/r{round}/same.txt"),
+                                format!("racer {i}").into_bytes(),
+                            ),
+                            2 => api.post(
+                                &format!("/api/v1/nodes/{root}/children"),
+                                &json!({"name": format!("r{round}"), "kind": "dir", "mode": 0o755}),
+                            ),
+                            _ => api.delete(&format!("/api/v1/files/r{round}/same.txt")),
+                        };
+                        let op = ["put", "put", "mkdir", "delete"][i % 4];
+                        (op, s, b["code"].as_str().unwrap_or_default().to_string())
+                    })
+                })
+                .collect();
+            racers
+                .into_iter()
+                .map(|r| r.join().expect("racer"))
+                .collect()
+        });
+        for (op, status, code) in &answers {
+            let allowed = match *op {
+                "put" => *status == 201 || *status == 200 || code == "not_found",
+                "mkdir" => *status == 201 || code == "exists",
+                _ => *status == 204 || code == "not_found" || code == "changed",
+            };
+            assert!(allowed, "round {round}: {op} answered {status} {code}");
+        }
+    }
+    a.assert_consistent("after the races");
+}
+
 type Answer = (u16, serde_json::Value);
 
 /// A chunked upload (database, sessions and queue all take part); an error answer is returned.
