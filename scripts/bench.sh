@@ -54,14 +54,23 @@ rss_peak_mib() { awk '/VmHWM/ {printf "%d", $2/1024}' "/proc/$1/status"; }
 # by CLIENTS processes at once, each on its own directory.
 meta_ops() { # url token clients -> operations per second
     python3 - "$1" "$2" "${3:-1}" <<'PY'
-import json, sys, time, urllib.request
+import http.client, json, sys, time, urllib.parse
 from multiprocessing import Pool
 url, token, clients = sys.argv[1], sys.argv[2], int(sys.argv[3])
+conn = None
 def call(method, path, body=None):
-    req = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": "Bearer " + token})
-    with urllib.request.urlopen(req) as r:
-        return json.load(r) if r.status != 204 else None
+    # One kept-alive connection per client, as panfs and browsers use.
+    global conn
+    if conn is None:
+        u = urllib.parse.urlsplit(url)
+        conn = http.client.HTTPConnection(u.hostname, u.port)
+    conn.request(method, path, body=None if body is None else json.dumps(body),
+                 headers={"Authorization": "Bearer " + token})
+    r = conn.getresponse()
+    data = r.read()
+    if r.status >= 300:
+        sys.exit(f"{method} {path}: {r.status} {data[:200]}")
+    return json.loads(data) if data else None
 def client(k, n=1000):
     root = call("GET", "/api/v1/user")["root_ino"]
     d = call("POST", f"/api/v1/nodes/{root}/children", {"name": f"meta{time.time_ns()}-{k}", "kind": "dir", "mode": 493})["ino"]
@@ -179,6 +188,7 @@ if [ "$what" = stack ]; then
     d2=$(drain 2)
     row "transfer 1 GiB to Ceph, 2 workers (MiB/s)" "-" "$(echo "scale=1; 1024 / $d2" | bc -l)" "-"
     row "metadata ops/s (create+lookup): embedded | full" "$(meta_ops "$URL" "$TOKEN")" "$(meta_ops "$STACK_URL" "$STOKEN")" "-"
+    row "  the same, 8 clients: embedded | full" "$(meta_ops "$URL" "$TOKEN" 8)" "$(meta_ops "$STACK_URL" "$STOKEN" 8)" "-"
     kill "$STACK_PID" 2>/dev/null || true
     bash scripts/services.sh down "$SVC" >/dev/null 2>&1 || true
 fi
