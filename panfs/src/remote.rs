@@ -224,9 +224,13 @@ impl Remote for HttpRemote {
     }
 
     async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes> {
+        // By version: a handle opened before another client replaced the file reads
+        // on from the version it opened, while the server keeps it.
         let req = self
-            .request(Method::GET, &format!("/nodes/{ino}/content"))
-            .header("If-Match", format!("\"{content}\""))
+            .request(
+                Method::GET,
+                &format!("/nodes/{ino}/content?version={content}"),
+            )
             .header("Range", format!("bytes={}-{}", start, end - 1));
         let resp = self.send(req).await?;
         if resp.status() != StatusCode::PARTIAL_CONTENT && resp.status() != StatusCode::OK {

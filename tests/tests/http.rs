@@ -632,6 +632,63 @@ fn ranged_downloads() {
     assert_eq!(api.delete("/api/v1/files/docs").0, 204);
 }
 
+/// A version replaced by a newer one stays readable by its id (a handle opened on
+/// it reads on) until garbage collection; only by users who held its bytes.
+#[test]
+fn replaced_version_stays_readable_by_its_owner() {
+    let server = Server::start();
+    let alice = Api::user(&server.url(), "alice", PW);
+    let old = Noise::bytes(41, (5 << 20) + 7);
+    let new = Noise::bytes(42, 1 << 20);
+    let (s, node) = alice.put_bytes("/api/v1/files/v.bin", old.clone());
+    assert_eq!(s, 201, "{node}");
+    let (ino, old_id) = (node["ino"].as_i64().expect("ino"), node["content"].clone());
+    let old_id = old_id.as_str().expect("content id").to_string();
+    let (s, node) = alice.put_bytes("/api/v1/files/v.bin", new.clone());
+    assert_eq!(s, 201, "{node}");
+    assert_ne!(node["content"].as_str(), Some(old_id.as_str()));
+    let versioned = format!("/api/v1/nodes/{ino}/content?version={old_id}");
+
+    let resp = alice.fetch(&versioned, None);
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["etag"], format!("\"{old_id}\"").as_str());
+    assert_eq!(sha(&resp.bytes().expect("body")), sha(&old));
+    let resp = alice.fetch(&versioned, Some("bytes=5242000-"));
+    assert_eq!(resp.status().as_u16(), 206);
+    assert_eq!(resp.bytes().expect("body").as_ref(), &old[5242000..]);
+    // Without a version: the current one.
+    assert_eq!(sha(&alice.content(ino)), sha(&new));
+
+    // Another user with the id but not the bytes, and ids that name nothing: 412.
+    let bob = Api::user(&server.url(), "bob", PW);
+    let (_, theirs) = bob.put_bytes("/api/v1/files/b.bin", b"bob's".to_vec());
+    let bob_ino = theirs["ino"].as_i64().expect("ino");
+    let (s, b) = bob.get(&format!("/api/v1/nodes/{bob_ino}/content?version={old_id}"));
+    assert_eq!((s, b["code"].as_str()), (412, Some("changed")));
+    for id in ["0".repeat(64), "../../x".into(), String::new()] {
+        let (s, b) = alice.get(&format!("/api/v1/nodes/{ino}/content?version={id}"));
+        assert_eq!((s, b["code"].as_str()), (412, Some("changed")), "{id:?}");
+    }
+    // Alice's own id on Bob's file number is still Bob's file: not found for her.
+    assert_eq!(
+        alice
+            .get(&format!("/api/v1/nodes/{bob_ino}/content?version={old_id}"))
+            .0,
+        404
+    );
+
+    // Garbage collection ends the old version's life.
+    let out = server.command(&["gc", "--grace-secs", "0"], "");
+    assert!(
+        out.status.success(),
+        "gc: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (s, b) = alice.get(&versioned);
+    assert_eq!((s, b["code"].as_str()), (412, Some("changed")));
+    assert_eq!(sha(&alice.content(ino)), sha(&new));
+}
+
 #[test]
 fn truncate_up_and_down() {
     let server = Server::start();

@@ -156,7 +156,7 @@ fn mount_client(mount: &Mount, seed: u64, tally: Arc<Tally>, stop: Arc<AtomicBoo
         match result {
             Ok(()) => {}
             // Another client removed or replaced the name meanwhile (ESTALE: the
-            // version an open handle was reading was replaced on the server).
+            // version an open handle was reading is gone from the server).
             Err(e)
                 if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::AlreadyExists)
                     || e.raw_os_error() == Some(libc::ESTALE) =>

@@ -51,6 +51,39 @@ fn two_mounts_see_each_others_changes_after_close() {
     });
 }
 
+/// A file replaced by another client while open here: the open handle reads on
+/// from the version it opened, as on a local disk (not a mix, not ESTALE).
+#[test]
+fn open_handle_reads_on_after_another_client_replaces_the_file() {
+    use std::io::{Read, Seek, SeekFrom};
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let api = pantests::Api::user(&server.url(), "alice", pantests::PASSWORD);
+    // Larger than the read-ahead, so most of it is fetched after the replacement.
+    let old = Noise::bytes(51, 40 << 20);
+    assert_eq!(api.put_bytes("/api/v1/files/r.bin", old.clone()).0, 201);
+    let mut f = std::fs::File::open(m.p("r.bin")).expect("open");
+    let mut head = vec![0u8; 64 << 10];
+    f.read_exact(&mut head).expect("first read");
+    let new = Noise::bytes(52, 3 << 20);
+    assert_eq!(api.put_bytes("/api/v1/files/r.bin", new.clone()).0, 201);
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest)
+        .expect("reading on after the replacement");
+    head.extend_from_slice(&rest);
+    assert_eq!(panproto::sha256_hex(&head), panproto::sha256_hex(&old));
+    // And from the start again, by seeking back on the same handle.
+    f.seek(SeekFrom::Start(30 << 20)).expect("seek");
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).expect("read again");
+    assert_eq!(tail, &old[30 << 20..]);
+    drop(f);
+    // A new open sees the new version.
+    wait_until("the new version", Duration::from_secs(10), || {
+        std::fs::read(m.p("r.bin")).is_ok_and(|d| d == new)
+    });
+}
+
 #[test]
 fn remount_keeps_everything_with_the_same_inodes() {
     let server = Server::start();

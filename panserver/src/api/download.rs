@@ -29,17 +29,27 @@ fn disposition(filename: Option<&str>) -> String {
     }
 }
 
-/// Answers a GET of a file's bytes, honouring `Range` and `If-Match` (a client
-/// reading one version by ranges gets 412 once the file has changed).
+/// What a GET of a file's bytes asks for.
+#[derive(Debug, Default)]
+pub struct ReadRequest {
+    /// The `Range` header.
+    pub range: Option<String>,
+    /// The `If-Match` header: 412 unless the file's current version has this ETag.
+    pub if_match: Option<String>,
+    /// `?version=`: this version of the file (a content id), current or past.
+    pub version: Option<String>,
+}
+
+/// Answers a GET of a file's bytes, honouring `Range`, `If-Match` (a client
+/// reading one version by ranges gets 412 once the file has changed) and `version`.
 pub async fn download(
     app: Arc<App>,
     user: i64,
     ino: i64,
-    range: Option<String>,
-    if_match: Option<String>,
+    req: ReadRequest,
     filename: Option<&str>,
 ) -> Response {
-    match build(app, user, ino, range, if_match, filename).await {
+    match build(app, user, ino, req, filename).await {
         Ok(resp) => resp,
         Err(e) => error_reply(&e),
     }
@@ -49,22 +59,27 @@ async fn build(
     app: Arc<App>,
     user: i64,
     ino: i64,
-    range: Option<String>,
-    if_match: Option<String>,
+    req: ReadRequest,
     filename: Option<&str>,
 ) -> ApiResult<Response> {
-    let node = app.meta.node(user, ino).await?;
+    let mut node = app.meta.node(user, ino).await?;
     if node.kind != NodeKind::File {
         return Err(ApiError::IsDir);
     }
-    if let Some(expected) = if_match
+    if let Some(expected) = req.if_match
         && expected.trim() != "*"
         && expected.trim() != etag(&node)
     {
         return Err(ApiError::Changed);
     }
+    if let Some(version) = req.version
+        && node.content.as_deref() != Some(version.as_str())
+    {
+        node.size = past_version_size(&app, user, &version).await?;
+        node.content = Some(version);
+    }
     let size = node.size as u64;
-    let (status, start, end) = match parse_range(range.as_deref(), size) {
+    let (status, start, end) = match parse_range(req.range.as_deref(), size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
         RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
         RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(node.size)),
@@ -99,4 +114,23 @@ async fn build(
     }
     resp.extensions_mut().insert(StreamingBody::new(stream));
     Ok(resp)
+}
+
+/// The size of a version a file had before it was replaced, which stays readable
+/// until garbage collection drops it: a handle opened on it reads on, as on a
+/// local disk. Only a content whose every chunk this user has held (uploaded, or
+/// proved to have) qualifies, so a content id alone gives nothing away. A version
+/// that is gone or not the user's answers `changed` (412).
+async fn past_version_size(app: &App, user: i64, version: &str) -> ApiResult<i64> {
+    let extents = app.meta.extents_in(version, 0, i64::MAX).await?;
+    let Some(last) = extents.last() else {
+        return Err(ApiError::Changed);
+    };
+    let mut hashes: Vec<String> = extents.iter().filter_map(|e| e.sha256.clone()).collect();
+    hashes.sort_unstable();
+    hashes.dedup();
+    if app.meta.owned_chunks(user, &hashes).await?.len() != hashes.len() {
+        return Err(ApiError::Changed);
+    }
+    Ok(last.offset + last.size)
 }

@@ -10,7 +10,7 @@ use warp::path::Tail;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use super::download::download;
+use super::download::{ReadRequest, download};
 use super::nodes::body_stream;
 use super::{Credential, credential, empty_reply, error_reply, json_reply, with_app};
 use crate::app::{App, now_ns};
@@ -138,7 +138,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                 };
                 match found.await {
                     Ok((c, node, name)) if node.kind == NodeKind::File => {
-                        download(app, c.user, node.ino, range, None, name.as_deref()).await
+                        let req = ReadRequest {
+                            range,
+                            ..ReadRequest::default()
+                        };
+                        download(app, c.user, node.ino, req, name.as_deref()).await
                     }
                     Ok((c, node, _)) if node.kind == NodeKind::Dir => json_reply(
                         app.meta

@@ -14,7 +14,7 @@ use warp::{Buf, Filter, Rejection};
 
 use crate::upload::BodyStream;
 
-use super::download::download;
+use super::download::{ReadRequest, download};
 use super::{Credential, credential, decode_segment, empty_reply, json_body, json_reply, with_app};
 use crate::app::{App, now_ns};
 use crate::error::{ApiError, ApiResult};
@@ -30,6 +30,11 @@ struct ListQuery {
 #[derive(Debug, Deserialize)]
 struct WriteQuery {
     mtime: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadQuery {
+    version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,14 +255,21 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(warp::header::optional::<String>("range"))
         .and(warp::header::optional::<String>("if-match"))
+        .and(warp::query::<ReadQuery>())
         .then(
             |ino: i64,
              app: Arc<App>,
              auth: Credential,
              range: Option<String>,
-             if_match: Option<String>| async move {
+             if_match: Option<String>,
+             q: ReadQuery| async move {
+                let req = ReadRequest {
+                    range,
+                    if_match,
+                    version: q.version,
+                };
                 match app.authenticate(&auth).await {
-                    Ok(c) => download(app, c.user, ino, range, if_match, None).await,
+                    Ok(c) => download(app, c.user, ino, req, None).await,
                     Err(e) => super::error_reply(&e),
                 }
             },

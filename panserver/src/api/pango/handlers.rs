@@ -16,7 +16,7 @@ use warp::multipart::FormData;
 use warp::reply::Response;
 
 use super::{Params, envelope, failure};
-use crate::api::download::download;
+use crate::api::download::{ReadRequest, download};
 use crate::api::user::user_info;
 use crate::app::{App, NS, now_ns};
 use crate::auth::random_hex;
@@ -285,15 +285,11 @@ pub async fn download_file(
     };
     match found.await {
         Ok((caller, entry)) => {
-            download(
-                app,
-                caller.user,
-                entry.node.ino,
+            let req = ReadRequest {
                 range,
-                None,
-                Some(&entry.name),
-            )
-            .await
+                ..ReadRequest::default()
+            };
+            download(app, caller.user, entry.node.ino, req, Some(&entry.name)).await
         }
         Err(e) => failure(&e),
     }
