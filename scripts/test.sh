@@ -60,11 +60,12 @@ if [[ " $profiles " == *" full "* ]]; then
         --test http --test pango --test hostile --test api_fuzz --test full_disk \
         --test mount_tools --test mount_lifecycle --test mount_differential \
         -- --test-threads="$threads" || status=1
-    # These kill or restart servers and services, or load the machine: one at a time.
+    # These kill or restart servers and services, or load the machine: one at a time,
+    # with their figures printed (crash cases verified, load operations and peak RSS).
     # The load runs longer here: two API servers share the stack.
     PAN_LOAD_SECS="${PAN_LOAD_SECS:-120}" cargo test -p pantests --no-fail-fast \
         --test full_stack --test crash --test load \
-        -- --include-ignored --test-threads=1 || status=1
+        -- --include-ignored --test-threads=1 --nocapture || status=1
 fi
 
 exit $status
