@@ -67,7 +67,7 @@ async fn check_chunk(
     match app.read_chunk(&sha).await {
         // Bytes found; a chunk marked staged whose file is gone but which the store
         // has is safe to re-mark.
-        Ok(_) if location == ChunkLocation::Staging && app.staging.read(&sha).await?.is_none() => {
+        Ok(_) if location == ChunkLocation::Staging && !app.staging.contains(&sha).await? => {
             if repair {
                 app.meta
                     .set_chunk_location(&sha, ChunkLocation::Store, now_ns())

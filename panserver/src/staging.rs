@@ -126,6 +126,11 @@ impl Staging {
         }
     }
 
+    /// Whether a chunk is staged, without reading it.
+    pub async fn contains(&self, sha256: &str) -> std::io::Result<bool> {
+        tokio::fs::try_exists(self.path(sha256)).await
+    }
+
     pub async fn remove(&self, sha256: &str) -> std::io::Result<()> {
         match tokio::fs::remove_file(self.path(sha256)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

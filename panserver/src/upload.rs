@@ -20,12 +20,14 @@ pub type BodyStream = futures::stream::BoxStream<'static, std::io::Result<bytes:
 const PROOF_RANGES: usize = 4;
 const PROOF_RANGE_LEN: u64 = 64;
 
-fn distinct_hashes(chunks: &[ChunkRef]) -> Vec<String> {
+/// The chunk hashes of a content, each once, in order (holes have none).
+pub fn distinct_hashes<'a>(hashes: impl IntoIterator<Item = Option<&'a String>>) -> Vec<String> {
     let mut seen = HashSet::new();
-    chunks
-        .iter()
-        .filter_map(|c| c.sha256.clone())
-        .filter(|h| seen.insert(h.clone()))
+    hashes
+        .into_iter()
+        .flatten()
+        .filter(|h| seen.insert(*h))
+        .cloned()
         .collect()
 }
 
@@ -65,7 +67,7 @@ impl App {
     /// not asked to prove. Ownership only grows, so this never hides a chunk that a
     /// concurrent upload by someone else made present in the meantime.
     async fn state_of(&self, session: &UploadSession) -> ApiResult<UploadState> {
-        let wanted = distinct_hashes(&session.chunks);
+        let wanted = distinct_hashes(session.chunks.iter().map(|c| c.sha256.as_ref()));
         let owned = self.meta.owned_chunks(session.user, &wanted).await?;
         Ok(UploadState {
             id: session.id.clone(),
@@ -113,7 +115,7 @@ impl App {
             init.chunks = known.chunks;
         }
         validate_chunks(self, &init.chunks)?;
-        let wanted = distinct_hashes(&init.chunks);
+        let wanted = distinct_hashes(init.chunks.iter().map(|c| c.sha256.as_ref()));
         let present = self.meta.present_chunks(&wanted).await?;
         let owned = self.meta.owned_chunks(user, &wanted).await?;
         let unproven: Vec<String> = wanted
@@ -237,7 +239,7 @@ impl App {
         if session.challenge.is_some() || !session.unproven.is_empty() {
             return Err(ApiError::Incomplete("a proof of possession is owed".into()));
         }
-        let wanted = distinct_hashes(&session.chunks);
+        let wanted = distinct_hashes(session.chunks.iter().map(|c| c.sha256.as_ref()));
         let owned = self.meta.owned_chunks(user, &wanted).await?;
         let missing = wanted.iter().filter(|h| !owned.contains(*h)).count();
         if missing > 0 {

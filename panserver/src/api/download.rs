@@ -12,6 +12,7 @@ use super::{RangeRequest, error_reply, parse_range};
 use crate::app::App;
 use crate::content::stream_range;
 use crate::error::{ApiError, ApiResult};
+use crate::upload::distinct_hashes;
 
 pub fn etag(node: &Node) -> String {
     format!("\"{}\"", node.content.as_deref().unwrap_or("empty"))
@@ -126,9 +127,7 @@ async fn past_version_size(app: &App, user: i64, version: &str) -> ApiResult<i64
     let Some(last) = extents.last() else {
         return Err(ApiError::Changed);
     };
-    let mut hashes: Vec<String> = extents.iter().filter_map(|e| e.sha256.clone()).collect();
-    hashes.sort_unstable();
-    hashes.dedup();
+    let hashes = distinct_hashes(extents.iter().map(|e| e.sha256.as_ref()));
     if app.meta.owned_chunks(user, &hashes).await?.len() != hashes.len() {
         return Err(ApiError::Changed);
     }
