@@ -82,10 +82,14 @@ stop() { # name [signal]
     rm -f "$DIR/pids/$1"
 }
 
-wait_for() { # what seconds command...
-    local what=$1 secs=$2; shift 2
-    for _ in $(seq 1 $((secs * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-    log "$what did not come up; see $DIR/logs"
+wait_for() { # name seconds command... : until command succeeds, name's process exits, or time is up
+    local name=$1 deadline=$((SECONDS + $2)); shift 2
+    while [ $SECONDS -lt $deadline ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        running "$name" || { log "$name exited:"; tail -n 5 "$DIR/logs/$name.log" >&2; return 1; }
+        sleep 0.1
+    done
+    log "$name did not come up in time; see $DIR/logs"
     return 1
 }
 
@@ -216,6 +220,9 @@ osd pool default pgp num = 8
 mon max pg per osd = 1000
 paxos propose interval = 0.01
 mon warn on pool no redundancy = false
+# The monitor's store is small; let a nearly full disk not stop it (default: 5% free).
+mon data avail crit = 1
+mon data avail warn = 2
 [mon.a]
 mon data = $CEPH/mon
 [osd.0]
@@ -258,7 +265,7 @@ CONF
         wait_for ceph-osd 60 bash -c "timeout 30 ceph -c '$CEPH/ceph.conf' --connect-timeout 20 osd dump | grep -q '^osd.0 up'"
     fi
     start_bg ceph-rgw radosgw -f -c "$CEPH/ceph.conf" -n client.rgw.a
-    wait_for radosgw 120 curl -fsS "http://127.0.0.1:$RGW_PORT/"
+    wait_for ceph-rgw 120 curl -fsS "http://127.0.0.1:$RGW_PORT/"
     local ak sk
     ak=$(access_key); sk=$(secret s3-secret)
     timeout 60 radosgw-admin -c "$CEPH/ceph.conf" --client-mount-timeout=30 user info --uid=pan >/dev/null 2>&1 ||

@@ -47,7 +47,14 @@ fi
 if [[ " $profiles " == *" full "* ]]; then
     echo "== full stack"
     SERVICES_DIR="${PAN_SERVICES_DIR:-$(mktemp -d /var/tmp/pan-test-services.XXXXXX)}"
-    trap 'bash scripts/services.sh down "$SERVICES_DIR" || true' EXIT
+    services_down() {
+        local rc=$?
+        bash scripts/services.sh down "$SERVICES_DIR" || true
+        # A directory of our own making goes too once the tests passed (logs stay for a failure).
+        if [ -z "${PAN_SERVICES_DIR:-}" ] && [ "$rc" = 0 ]; then rm -rf "$SERVICES_DIR" "$SERVICES_DIR.env"; fi
+    }
+    trap services_down EXIT
+    echo "disk: $(df -h --output=avail "$SERVICES_DIR" | tail -n 1 | tr -d ' ') free for the services' data"
     started=$(date +%s)
     bash scripts/services.sh up "$SERVICES_DIR" >"$SERVICES_DIR.env"
     echo "services up in $(($(date +%s) - started)) s"

@@ -41,6 +41,15 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Whether something listens on the loopback port. A connection from the port to
+/// itself does not count: with nothing listening, Linux can pick the target port
+/// as the connection's own ephemeral port and connect the socket to itself.
+pub fn is_listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port))
+        .and_then(|s| s.local_addr())
+        .is_ok_and(|local| local.port() != port)
+}
+
 /// Waits for `ready` to hold, polling; panics with `what` after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -143,12 +152,14 @@ impl Server {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("starting panserver");
-        self.child = Some(child);
-        // A connection is enough: the server binds only once it is ready (and may speak TLS).
         let port = self.port;
+        let child = self.child.insert(cmd.spawn().expect("starting panserver"));
+        // A connection is enough: the server binds only once it is ready (and may speak TLS).
         wait_until("panserver to listen", Duration::from_secs(60), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("panserver exited before it listened: {status}");
+            }
+            is_listening(port)
         });
     }
 

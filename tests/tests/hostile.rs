@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pantests::api::client;
-use pantests::{Api, Server, bin, wait_until};
+use pantests::{Api, Server, bin, is_listening, wait_until};
 use serde_json::json;
 
 const PW: &str = "a good password";
@@ -267,9 +267,7 @@ fn tokens_stay_out_of_logs() {
         .stdout(Stdio::null())
         .spawn()
         .expect("panserver");
-    wait_until("panserver", Duration::from_secs(60), || {
-        TcpStream::connect(("127.0.0.1", port)).is_ok()
-    });
+    wait_until("panserver", Duration::from_secs(60), || is_listening(port));
     let base = format!("http://127.0.0.1:{port}");
     let api = Api::user(&base, "lara", PW);
     let token = api.token.clone().expect("token");
