@@ -165,7 +165,7 @@ async fn status() -> anyhow::Result<()> {
         println!("no mounts");
     }
     for r in records {
-        let alive = if mount::pid_alive(r.pid) {
+        let alive = if r.daemon_alive() {
             "running"
         } else {
             "stale (daemon gone)"
@@ -187,7 +187,7 @@ async fn status() -> anyhow::Result<()> {
 fn umount(mountpoint: &std::path::Path) -> anyhow::Result<()> {
     let mountpoint = mount::canonical(mountpoint);
     let record = mount::record_for(&mountpoint);
-    if let Some(r) = record.as_ref().filter(|r| mount::pid_alive(r.pid)) {
+    if let Some(r) = record.as_ref().filter(|r| r.daemon_alive()) {
         // SAFETY: sending SIGTERM to the daemon that serves this mount.
         unsafe { libc::kill(r.pid as i32, libc::SIGTERM) };
         let bar = std::io::stderr().is_terminal().then(|| {
@@ -195,7 +195,7 @@ fn umount(mountpoint: &std::path::Path) -> anyhow::Result<()> {
             bar.set_message("sending pending writes");
             bar
         });
-        while mount::pid_alive(r.pid) {
+        while r.daemon_alive() {
             if let (Some(bar), Some(now)) = (&bar, mount::record_for(&mountpoint)) {
                 bar.set_position(r.pending_bytes.saturating_sub(now.pending_bytes));
             }

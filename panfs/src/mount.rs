@@ -35,6 +35,9 @@ pub struct MountOptions {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MountRecord {
     pub pid: u32,
+    /// The daemon's start time, in clock ticks after boot (see `daemon_alive`).
+    #[serde(default)]
+    pub started: u64,
     pub mountpoint: PathBuf,
     pub server: String,
     pub user: String,
@@ -84,9 +87,21 @@ fn write_record(record: &MountRecord) {
     }
 }
 
-pub fn pid_alive(pid: u32) -> bool {
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    unsafe { libc::kill(pid as i32, 0) == 0 }
+/// A process's start time in clock ticks after boot (field 22 of /proc/PID/stat).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may itself hold spaces and parentheses.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl MountRecord {
+    /// Whether the daemon that wrote this record still runs. Its pid alone could
+    /// name an unrelated process that was given the pid after the daemon died,
+    /// and `umount` would signal that one.
+    pub fn daemon_alive(&self) -> bool {
+        start_time(self.pid) == Some(self.started)
+    }
 }
 
 pub fn canonical(mountpoint: &Path) -> PathBuf {
@@ -179,6 +194,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
 
     let mut record = MountRecord {
         pid: std::process::id(),
+        started: start_time(std::process::id()).unwrap_or_default(),
         mountpoint: mountpoint.clone(),
         server: login.server.clone(),
         user: login.user.clone(),
@@ -316,4 +332,26 @@ pub fn spawn_daemon(args: &[std::ffi::OsString], log: &Path) -> anyhow::Result<(
         log.display(),
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_is_alive_only_for_the_process_that_wrote_it() {
+        let me = std::process::id();
+        let started = start_time(me).expect("own start time");
+        let record = |pid, started| MountRecord {
+            pid,
+            started,
+            ..Default::default()
+        };
+        assert!(record(me, started).daemon_alive());
+        // Same pid, other start time: a later process that reused the pid.
+        assert!(!record(me, started + 1).daemon_alive());
+        // A record from before start times were kept.
+        assert!(!record(me, 0).daemon_alive());
+        assert!(!record(u32::MAX, started).daemon_alive());
+    }
 }

@@ -89,10 +89,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         None => None,
     };
     let app = build_app(&settings).await?;
+    let requeued = transfer::requeue_staged(&app, i64::MAX).await?;
+    // Bound last: a client that can connect finds the server ready.
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("listening on {}", settings.listen))?;
-    let requeued = transfer::requeue_staged(&app, i64::MAX).await?;
     for id in 0..settings.transfer_workers {
         tokio::spawn(transfer::run_worker(app.clone(), id));
     }

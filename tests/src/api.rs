@@ -38,10 +38,22 @@ fn send(req: RequestBuilder) -> Response {
             let again = again.expect("cloned above");
             again
                 .send()
-                .unwrap_or_else(|e2| panic!("request failed twice: {e} / {e2}"))
+                .unwrap_or_else(|e2| panic!("request failed twice: {} / {}", chain(&e), chain(&e2)))
         }
-        Err(e) => panic!("request failed: {e}"),
+        Err(e) => panic!("request failed: {}", chain(&e)),
     }
+}
+
+/// The error with its causes ("connection refused", "closed before message completed"…).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Status and JSON body (Null when the body is empty or not JSON).
