@@ -5,14 +5,16 @@ use std::collections::HashSet;
 
 use futures::StreamExt;
 use panproto::proof::ProofHasher;
-use panproto::wire::{ChunkRef, CommitRequest, Node, ProofChallenge, UploadInit, UploadState};
+use panproto::wire::{
+    ChunkRef, CommitRequest, Node, NodeKind, ProofChallenge, UploadInit, UploadState,
+};
 use rand::Rng;
 use subtle::ConstantTimeEq;
 
 use crate::app::{App, NS, now_ns};
 use crate::auth::random_hex;
 use crate::error::{ApiError, ApiResult};
-use crate::session::UploadSession;
+use crate::session::{NewFile, UploadSession};
 
 /// A request body as it arrives.
 pub type BodyStream = futures::stream::BoxStream<'static, std::io::Result<bytes::Bytes>>;
@@ -95,11 +97,35 @@ impl App {
         Ok(session)
     }
 
-    pub async fn begin_upload(&self, user: i64, mut init: UploadInit) -> ApiResult<UploadState> {
+    pub async fn begin_upload(&self, user: i64, init: UploadInit) -> ApiResult<UploadState> {
         let node = self.meta.node(user, init.ino).await?;
-        if node.kind != panproto::wire::NodeKind::File {
+        if node.kind != NodeKind::File {
             return Err(ApiError::IsDir);
         }
+        self.open_session(user, init, None).await
+    }
+
+    /// An upload of a file that is created in `file.parent` only when it commits;
+    /// `init.ino` is not used.
+    pub async fn begin_upload_of_new_file(
+        &self,
+        user: i64,
+        file: NewFile,
+        init: UploadInit,
+    ) -> ApiResult<UploadState> {
+        if self.meta.node(user, file.parent).await?.kind != NodeKind::Dir {
+            return Err(ApiError::NotDir);
+        }
+        let init = UploadInit { ino: 0, ..init };
+        self.open_session(user, init, Some(file)).await
+    }
+
+    async fn open_session(
+        &self,
+        user: i64,
+        mut init: UploadInit,
+        new_file: Option<NewFile>,
+    ) -> ApiResult<UploadState> {
         // Instant upload by whole-file hash: the known content's chunk list stands in
         // for the client's (the client still proves it holds the bytes).
         if init.chunks.is_empty()
@@ -128,6 +154,7 @@ impl App {
             id: random_hex(16),
             user,
             ino: init.ino,
+            new_file,
             chunks: init.chunks,
             unproven,
             challenge,
@@ -247,12 +274,24 @@ impl App {
                 "{missing} chunks are missing"
             )));
         }
+        let ino = match &session.new_file {
+            Some(file) => {
+                let node = self
+                    .make(user, file.parent, &file.name, NodeKind::File, 0o644)
+                    .await?;
+                if node.kind != NodeKind::File {
+                    return Err(ApiError::IsDir);
+                }
+                node.ino
+            }
+            None => session.ino,
+        };
         let now = now_ns();
         let node = self
             .meta
             .set_content(
                 user,
-                session.ino,
+                ino,
                 &session.chunks,
                 None,
                 req.if_content.as_ref().map(|c| c.as_deref()),

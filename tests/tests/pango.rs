@@ -343,6 +343,12 @@ fn fast_upload_needs_sha256_and_a_proof() {
         ],
     );
     assert_eq!((s, body["code"].as_i64()), (400, Some(-1)), "{body}");
+    let (s, body) = bob.post("/file/query", &[]);
+    assert_eq!(
+        (s, body["data"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "an instant upload not proven leaves no file: {body}"
+    );
 
     // A right answer, computed from the bytes, gets the file.
     let (_, body) = bob.post("/file/fastupload", first);

@@ -65,7 +65,7 @@ impl App {
     }
 
     /// Creates a node, or returns the one a concurrent request just created.
-    pub(super) async fn make(
+    pub(crate) async fn make(
         &self,
         user: i64,
         parent: i64,

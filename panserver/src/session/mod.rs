@@ -17,12 +17,23 @@ pub use sql::SqlSessions;
 pub struct UploadSession {
     pub id: String,
     pub user: i64,
+    /// The file the content is for; 0 while `new_file` is still to be created.
     pub ino: i64,
+    /// For an upload that creates its file only when it commits (pan.go's
+    /// instant upload), so that an upload never finished leaves no empty file.
+    #[serde(default)]
+    pub new_file: Option<NewFile>,
     pub chunks: Vec<ChunkRef>,
     /// Chunks held by other users that this user must prove to have.
     pub unproven: Vec<String>,
     pub challenge: Option<ProofChallenge>,
     pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewFile {
+    pub parent: i64,
+    pub name: String,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ use crate::app::{App, NS, now_ns};
 use crate::auth::random_hex;
 use crate::error::{ApiError, ApiResult};
 use crate::parts::{PART_SIZE, PartStore, PartUpload};
+use crate::session::NewFile;
 use crate::upload::BodyStream;
 
 /// pan.go's answer when instant upload cannot be done: its clients then upload normally.
@@ -341,7 +342,9 @@ pub async fn delete(app: Arc<App>, p: Params, bearer: Option<String>) -> Respons
 /// Instant upload. pan.go granted any content whose SHA-1 a client named; pan
 /// needs the SHA-256 too (`sha256`) and a proof of possession: the first call
 /// answers code 1 with `UploadID` and `Challenge`, the second brings `uploadid`
-/// and `proof`. Without them the answer is pan.go's "use the normal upload".
+/// and `proof`. Without them the answer is pan.go's "use the normal upload". The
+/// file appears only once the content commits, so a client that never proves
+/// leaves nothing behind.
 pub async fn fastupload(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
         let (caller, user) = app.pango_caller(&p, bearer).await?;
@@ -376,16 +379,19 @@ pub async fn fastupload(app: Arc<App>, p: Params, bearer: Option<String>) -> Res
         if p.get("filesize").is_some() && p.number("filesize")? != size {
             return Ok(FastUpload::Refused("the size does not match the content"));
         }
-        let node = app
-            .make(caller.user, user.root_ino, &name, NodeKind::File, 0o644)
-            .await?;
         let init = UploadInit {
-            ino: node.ino,
+            ino: 0,
             chunks: Vec::new(),
             sha256: Some(sha256.into()),
             sha1: Some(sha1),
         };
-        let state = app.begin_upload(caller.user, init).await?;
+        let file = NewFile {
+            parent: user.root_ino,
+            name: name.clone(),
+        };
+        let state = app
+            .begin_upload_of_new_file(caller.user, file, init)
+            .await?;
         if let Some(challenge) = state.challenge {
             return Ok(FastUpload::Prove(
                 json!({"UploadID": state.id, "Challenge": challenge}),
