@@ -86,6 +86,16 @@ impl GoClient {
         post_form(&self.base, path, &self.auth(extra))
     }
 
+    /// Asserts that the user's top folder is empty.
+    fn assert_no_files(&self, why: &str) {
+        let (s, body) = self.post("/file/query", &[]);
+        assert_eq!(
+            (s, body["data"].as_array().map(Vec::len)),
+            (200, Some(0)),
+            "{why}: {body}"
+        );
+    }
+
     /// A GET with the parameters in the query string, as pan.go's page sent them.
     fn get(&self, path: &str, extra: &[(&str, &str)]) -> reqwest::blocking::Response {
         self.http
@@ -317,12 +327,7 @@ fn fast_upload_needs_sha256_and_a_proof() {
         ],
     );
     assert_eq!((s, body["code"].as_i64()), (200, Some(-1)), "{body}");
-    let (s, body) = bob.post("/file/query", &[]);
-    assert_eq!(
-        (s, body["data"].as_array().map(Vec::len)),
-        (200, Some(0)),
-        "no file appeared: {body}"
-    );
+    bob.assert_no_files("no file appeared");
 
     // With the SHA-256, a challenge; a wrong answer gets nothing.
     let first = &[
@@ -343,12 +348,7 @@ fn fast_upload_needs_sha256_and_a_proof() {
         ],
     );
     assert_eq!((s, body["code"].as_i64()), (400, Some(-1)), "{body}");
-    let (s, body) = bob.post("/file/query", &[]);
-    assert_eq!(
-        (s, body["data"].as_array().map(Vec::len)),
-        (200, Some(0)),
-        "an instant upload not proven leaves no file: {body}"
-    );
+    bob.assert_no_files("an instant upload not proven leaves no file");
 
     // A right answer, computed from the bytes, gets the file.
     let (_, body) = bob.post("/file/fastupload", first);
