@@ -14,7 +14,7 @@ use fuser::{
 };
 use panproto::wire::RenameMode;
 
-use crate::fs::{Attr, AttrChange, Errno, Kind, Owner, PanFs};
+use crate::fs::{Attr, AttrChange, Errno, Fallocate, Kind, Owner, PanFs};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
@@ -30,7 +30,7 @@ fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino),
         size: a.size,
-        blocks: a.size.div_ceil(512),
+        blocks: a.blocks,
         atime: a.atime,
         mtime: a.mtime,
         ctime: a.ctime,
@@ -40,7 +40,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         nlink: a.nlink,
         uid: a.uid,
         gid: a.gid,
-        rdev: 0,
+        rdev: a.rdev,
         blksize: 4096,
         flags: 0,
     }
@@ -51,6 +51,10 @@ fn file_type(k: Kind) -> FileType {
         Kind::File => FileType::RegularFile,
         Kind::Dir => FileType::Directory,
         Kind::Symlink => FileType::Symlink,
+        Kind::Fifo => FileType::NamedPipe,
+        Kind::Socket => FileType::Socket,
+        Kind::CharDev => FileType::CharDevice,
+        Kind::BlockDev => FileType::BlockDevice,
     }
 }
 
@@ -94,6 +98,24 @@ macro_rules! name_or_reply {
 fn empty(reply: ReplyEmpty, result: Result<(), Errno>) {
     match result {
         Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(e)),
+    }
+}
+
+/// An attribute value or name list: its size when asked with 0, ERANGE when it
+/// does not fit the caller's buffer.
+fn xattr_reply(reply: ReplyXattr, size: u32, result: Result<impl AsRef<[u8]>, Errno>) {
+    match result {
+        Ok(bytes) => {
+            let bytes = bytes.as_ref();
+            if size == 0 {
+                reply.size(bytes.len() as u32)
+            } else if bytes.len() > size as usize {
+                reply.error(FuseErrno::from_i32(libc::ERANGE))
+            } else {
+                reply.data(bytes)
+            }
+        }
         Err(e) => reply.error(errno(e)),
     }
 }
@@ -447,38 +469,59 @@ impl Filesystem for FuseAdapter {
     fn setxattr(
         &self,
         _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _value: &[u8],
-        _flags: i32,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(FuseErrno::from_i32(libc::ENOTSUP));
+        let name = name_or_reply!(name, reply);
+        empty(reply, self.fs.setxattr(ino.0, name, value, flags));
     }
 
-    fn getxattr(
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let name = name_or_reply!(name, reply);
+        xattr_reply(reply, size, self.fs.getxattr(ino.0, name));
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr_reply(reply, size, self.fs.listxattr(ino.0));
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name_or_reply!(name, reply);
+        empty(reply, self.fs.removexattr(ino.0, name));
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name_or_reply!(name, reply);
+        let mode = (mode & libc::S_IFMT) | (mode & 0o7777 & !umask);
+        self.entry(reply, self.fs.mknod(parent.0, name, mode, rdev, owner(req)));
+    }
+
+    fn fallocate(
         &self,
         _req: &Request,
         _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
     ) {
-        reply.error(FuseErrno::from_i32(libc::ENOTSUP));
-    }
-
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        // No attributes: an empty list.
-        if size == 0 {
-            reply.size(0)
-        } else {
-            reply.data(&[])
-        }
-    }
-
-    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(FuseErrno::from_i32(libc::ENOTSUP));
+        let result =
+            Fallocate::from_mode(mode).and_then(|how| self.fs.fallocate(fh.0, offset, length, how));
+        empty(reply, result);
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

@@ -173,7 +173,10 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::FSName(format!("pan:{}", login.user)),
-        MountOption::Subtype("pan".into()),
+        // The kernel's own `subtype=` option: the mount shows as `fuse.pan` whether
+        // root mounts directly (fuser passes only kernel options to mount(2)) or
+        // fusermount3 does (it reads the same option).
+        MountOption::CUSTOM("subtype=pan".into()),
         MountOption::DefaultPermissions,
         MountOption::NoDev,
         MountOption::NoSuid,

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use panproto::wire::{
     CommitRequest, CreateRequest, DirEntry, ErrorBody, LinkRequest, Listing, Manifest, Node,
-    ProofAnswer, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo,
+    ProofAnswer, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
+    XattrNames,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
@@ -46,7 +47,11 @@ impl RemoteError {
             "name_too_long" => libc::ENAMETOOLONG,
             "bad_name" | "bad_request" | "range_not_satisfiable" => libc::EINVAL,
             "not_permitted" => libc::EPERM,
-            "quota_exceeded" | "no_space" => libc::ENOSPC,
+            "quota_exceeded" | "no_space" | "xattr_full" => libc::ENOSPC,
+            "no_attribute" => libc::ENODATA,
+            "xattr_not_supported" => libc::ENOTSUP,
+            "bad_xattr_name" => libc::ERANGE,
+            "not_regular_file" => libc::EINVAL,
             "too_large" => libc::EFBIG,
             // The version an open handle reads was replaced on the server (as NFS does).
             "changed" => libc::ESTALE,
@@ -78,6 +83,17 @@ pub trait Remote: Send + Sync {
     async fn put_chunk(&self, session: &str, sha256: &str, body: Bytes) -> RemoteResult<()>;
     async fn prove(&self, session: &str, proof: &str) -> RemoteResult<UploadState>;
     async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node>;
+    async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>>;
+    async fn xattr(&self, ino: i64, name: &str) -> RemoteResult<Bytes>;
+    /// Sets an extended attribute; the node comes back with its new ctime.
+    async fn set_xattr(
+        &self,
+        ino: i64,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> RemoteResult<Node>;
+    async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node>;
 }
 
 /// The HTTP API client.
@@ -274,5 +290,47 @@ impl Remote for HttpRemote {
     async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node> {
         self.call(Method::POST, &format!("/uploads/{session}/commit"), req)
             .await
+    }
+
+    async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>> {
+        let names: XattrNames = self
+            .json(self.request(Method::GET, &format!("/nodes/{ino}/xattrs")))
+            .await?;
+        Ok(names.names)
+    }
+
+    async fn xattr(&self, ino: i64, name: &str) -> RemoteResult<Bytes> {
+        let path = format!("/nodes/{ino}/xattrs/{}", encode(name));
+        self.send(self.request(Method::GET, &path))
+            .await?
+            .bytes()
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))
+    }
+
+    async fn set_xattr(
+        &self,
+        ino: i64,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> RemoteResult<Node> {
+        let mode = match mode {
+            XattrMode::Set => "set",
+            XattrMode::Create => "create",
+            XattrMode::Replace => "replace",
+        };
+        let path = format!("/nodes/{ino}/xattrs/{}?mode={mode}", encode(name));
+        // An empty value still says its length: the server requires one.
+        let req = self
+            .request(Method::PUT, &path)
+            .header(reqwest::header::CONTENT_LENGTH, value.len())
+            .body(value.to_vec());
+        self.json(req).await
+    }
+
+    async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node> {
+        let path = format!("/nodes/{ino}/xattrs/{}", encode(name));
+        self.json(self.request(Method::DELETE, &path)).await
     }
 }

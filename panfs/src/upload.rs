@@ -14,6 +14,7 @@ use panproto::wire::{ChunkRef, CommitRequest, Node, UploadInit};
 use panproto::{CHUNK_MAX, Chunker};
 
 use crate::cache::shadow::Shadow;
+use crate::ranges::RangeSet;
 use crate::remote::{Remote, RemoteError, RemoteResult};
 
 /// Files up to this size go up in one request.
@@ -119,6 +120,32 @@ fn changed_regions(shadow: &Shadow) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// [a, b) cut into pieces that are all zeros (true) or hold data (false), in order.
+fn segments(zeros: &RangeSet, a: u64, b: u64) -> Vec<(u64, u64, bool)> {
+    let mut out = Vec::new();
+    let mut pos = a;
+    for (ga, gb) in zeros.gaps(a, b) {
+        if pos < ga {
+            out.push((pos, ga, true));
+        }
+        out.push((ga, gb, false));
+        pos = gb;
+    }
+    if pos < b {
+        out.push((pos, b, true));
+    }
+    out
+}
+
+/// A run of zeros as hole entries, none longer than a chunk may be.
+fn holes(len: u64) -> impl Iterator<Item = ChunkRef> {
+    let max = u64::from(CHUNK_MAX);
+    (0..len.div_ceil(max)).map(move |i| ChunkRef {
+        sha256: None,
+        size: (len - i * max).min(max),
+    })
+}
+
 /// Brings [a, b) of the working copy local, reading missing bytes from the base version.
 async fn make_present(
     remote: &dyn Remote,
@@ -164,7 +191,8 @@ pub async fn upload(
     for &(a, b) in &regions {
         make_present(remote, shadow, a, b).await?;
     }
-    if size <= SMALL_FILE {
+    // A small file goes up whole, unless it has holes, which cost nothing as chunks.
+    if size <= SMALL_FILE && shadow.record.zeros.is_empty() {
         make_present(remote, shadow, 0, size).await?;
         let body = read_local(shadow, 0, size)?;
         let node = remote.put_content(ino, body, shadow.record.mtime).await?;
@@ -182,20 +210,26 @@ pub async fn upload(
         if let Some(&&(a, b)) = regions_iter.peek()
             && a <= pos
         {
-            let reader = RangeReader {
-                file: shadow.file(),
-                pos: a,
-                end: b,
-            };
-            for chunk in Chunker::new(reader) {
-                let chunk = chunk.map_err(io_error)?;
-                let sha = panproto::sha256_hex(&chunk.data);
-                let len = chunk.data.len() as u64;
-                local.push((sha.clone(), a + chunk.offset, len));
-                chunks.push(ChunkRef {
-                    sha256: Some(sha),
-                    size: len,
-                });
+            for (s, e, zeros) in segments(&shadow.record.zeros, a, b) {
+                if zeros {
+                    chunks.extend(holes(e - s));
+                    continue;
+                }
+                let reader = RangeReader {
+                    file: shadow.file(),
+                    pos: s,
+                    end: e,
+                };
+                for chunk in Chunker::new(reader) {
+                    let chunk = chunk.map_err(io_error)?;
+                    let sha = panproto::sha256_hex(&chunk.data);
+                    let len = chunk.data.len() as u64;
+                    local.push((sha.clone(), s + chunk.offset, len));
+                    chunks.push(ChunkRef {
+                        sha256: Some(sha),
+                        size: len,
+                    });
+                }
             }
             pos = b;
             regions_iter.next();
@@ -275,4 +309,36 @@ fn finish(shadow: &mut Shadow, node: Node, chunks: Vec<ChunkRef>, stats: &Upload
     shadow.committed(node.content.clone(), chunks);
     stats.commits.fetch_add(1, Ordering::Relaxed);
     node
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_alternate_data_and_zeros() {
+        let mut zeros = RangeSet::default();
+        zeros.insert(10, 20);
+        zeros.insert(30, 40);
+        assert_eq!(
+            segments(&zeros, 0, 50),
+            vec![
+                (0, 10, false),
+                (10, 20, true),
+                (20, 30, false),
+                (30, 40, true),
+                (40, 50, false)
+            ]
+        );
+        assert_eq!(segments(&zeros, 12, 18), vec![(12, 18, true)]);
+        assert_eq!(segments(&RangeSet::default(), 5, 9), vec![(5, 9, false)]);
+    }
+
+    #[test]
+    fn long_holes_are_split_at_the_chunk_limit() {
+        let max = u64::from(CHUNK_MAX);
+        let sizes: Vec<u64> = holes(2 * max + 7).map(|c| c.size).collect();
+        assert_eq!(sizes, vec![max, max, 7]);
+        assert!(holes(3 * max).all(|c| c.sha256.is_none()));
+    }
 }

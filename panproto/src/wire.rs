@@ -41,24 +41,48 @@ pub enum NodeKind {
     File,
     Dir,
     Symlink,
+    /// A named pipe (`mkfifo`): metadata only, no content.
+    Fifo,
+    /// A UNIX socket's name in the tree: metadata only.
+    Socket,
+    /// Character and block device nodes: metadata (and `rdev`) only.
+    CharDev,
+    BlockDev,
 }
 
 impl NodeKind {
+    pub const ALL: [NodeKind; 7] = [
+        NodeKind::File,
+        NodeKind::Dir,
+        NodeKind::Symlink,
+        NodeKind::Fifo,
+        NodeKind::Socket,
+        NodeKind::CharDev,
+        NodeKind::BlockDev,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             NodeKind::File => "file",
             NodeKind::Dir => "dir",
             NodeKind::Symlink => "symlink",
+            NodeKind::Fifo => "fifo",
+            NodeKind::Socket => "socket",
+            NodeKind::CharDev => "chardev",
+            NodeKind::BlockDev => "blockdev",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "file" => Some(NodeKind::File),
-            "dir" => Some(NodeKind::Dir),
-            "symlink" => Some(NodeKind::Symlink),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// A FIFO, socket or device node: a name and attributes, never content.
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDev | NodeKind::BlockDev
+        )
     }
 }
 
@@ -77,6 +101,16 @@ pub struct Node {
     pub nlink: u32,
     pub content: Option<String>,
     pub target: Option<String>,
+    /// The device number of a character or block device node (0 otherwise).
+    #[serde(default)]
+    pub rdev: u32,
+    /// How many extended attributes the node has: a client with a fresh copy of
+    /// the node answers "none" without asking.
+    #[serde(default)]
+    pub xattrs: u32,
+    /// Bytes of the content that are stored, holes left out (what `du` counts).
+    #[serde(default)]
+    pub stored_bytes: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -104,6 +138,9 @@ pub struct CreateRequest {
     pub gid: u32,
     /// Symlink target.
     pub target: Option<String>,
+    /// Device number of a character or block device node.
+    #[serde(default)]
+    pub rdev: u32,
 }
 
 fn default_mode() -> u32 {
@@ -229,6 +266,25 @@ pub struct CommitRequest {
     #[serde(default)]
     pub if_content: Option<Option<String>>,
     pub mtime: Option<i64>,
+}
+
+/// The names of a node's extended attributes, in the order they were created.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct XattrNames {
+    pub names: Vec<String>,
+}
+
+/// How a `PUT` of an extended attribute treats an existing one (`setxattr`'s flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XattrMode {
+    /// Create or replace.
+    #[default]
+    Set,
+    /// Fail with `exists` when it is there (`XATTR_CREATE`).
+    Create,
+    /// Fail with `no_attribute` when it is not (`XATTR_REPLACE`).
+    Replace,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -65,11 +65,7 @@ impl App {
         }
         let (node, extents) = self.meta.extents(user, ino).await?;
         if node.kind != NodeKind::File {
-            return Err(if node.kind == NodeKind::Dir {
-                ApiError::IsDir
-            } else {
-                ApiError::BadRequest("not a regular file".into())
-            });
+            return Err(ApiError::not_a_file(node.kind));
         }
         let mut chunks = Vec::new();
         for e in extents.iter().take_while(|e| e.offset < size) {

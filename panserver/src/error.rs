@@ -1,7 +1,8 @@
 //! The errors the API answers with: a stable code, a message and an HTTP status.
 
 use http::StatusCode;
-use panproto::NameError;
+use panproto::wire::NodeKind;
+use panproto::{NameError, XattrNameError};
 
 use crate::meta::MetaError;
 use crate::queue::QueueError;
@@ -49,6 +50,17 @@ pub enum ApiError {
     BadProof,
     #[error("quota exceeded")]
     Quota,
+    #[error("not a regular file: it has no content")]
+    NotRegularFile,
+    #[error("no such extended attribute")]
+    NoAttribute,
+    #[error("invalid attribute name: {0}")]
+    BadXattrName(XattrNameError),
+    #[error(
+        "the node's extended attributes would exceed {} bytes",
+        panproto::XATTR_NODE_MAX
+    )]
+    XattrFull,
     #[error("no space left on the server")]
     NoSpace,
     #[error("range not satisfiable")]
@@ -62,16 +74,30 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The refusal of a content operation (read, write, truncate) on a node that is
+    /// not a regular file.
+    pub fn not_a_file(kind: NodeKind) -> Self {
+        if kind == NodeKind::Dir {
+            ApiError::IsDir
+        } else {
+            ApiError::NotRegularFile
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         use ApiError::*;
         match self {
-            BadRequest(_) | BadName(_) | HashMismatch | BadProof => StatusCode::BAD_REQUEST,
+            BadRequest(_) | BadName(_) | BadXattrName(_) | HashMismatch | BadProof => {
+                StatusCode::BAD_REQUEST
+            }
             Unauthorized | BadCredentials => StatusCode::UNAUTHORIZED,
             SignupDisabled | NotPermitted(_) => StatusCode::FORBIDDEN,
             Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            NotFound => StatusCode::NOT_FOUND,
-            Exists | NotEmpty | NotDir | IsDir | Conflict | Incomplete(_) => StatusCode::CONFLICT,
-            TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            NotFound | NoAttribute => StatusCode::NOT_FOUND,
+            Exists | NotEmpty | NotDir | IsDir | NotRegularFile | Conflict | Incomplete(_) => {
+                StatusCode::CONFLICT
+            }
+            TooLarge | XattrFull => StatusCode::PAYLOAD_TOO_LARGE,
             Quota | NoSpace => StatusCode::INSUFFICIENT_STORAGE,
             RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Changed => StatusCode::PRECONDITION_FAILED,
@@ -104,6 +130,11 @@ impl ApiError {
             Incomplete(_) => "incomplete",
             BadProof => "bad_proof",
             Quota => "quota_exceeded",
+            NotRegularFile => "not_regular_file",
+            NoAttribute => "no_attribute",
+            BadXattrName(XattrNameError::Unsupported) => "xattr_not_supported",
+            BadXattrName(_) => "bad_xattr_name",
+            XattrFull => "xattr_full",
             NoSpace => "no_space",
             RangeNotSatisfiable(_) => "range_not_satisfiable",
             Corrupt => "corrupt",
@@ -125,6 +156,8 @@ impl From<MetaError> for ApiError {
             MetaError::NotPermitted(m) => ApiError::NotPermitted(m),
             MetaError::Conflict => ApiError::Conflict,
             MetaError::Quota => ApiError::Quota,
+            MetaError::NoAttribute => ApiError::NoAttribute,
+            MetaError::XattrFull => ApiError::XattrFull,
             MetaError::Unavailable(m) => ApiError::Unavailable(m),
             MetaError::Db(e) => ApiError::Internal(e.to_string()),
         }
@@ -134,6 +167,12 @@ impl From<MetaError> for ApiError {
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         ApiError::BadName(e)
+    }
+}
+
+impl From<XattrNameError> for ApiError {
+    fn from(e: XattrNameError) -> Self {
+        ApiError::BadXattrName(e)
     }
 }
 

@@ -100,7 +100,7 @@ impl App {
     pub async fn begin_upload(&self, user: i64, init: UploadInit) -> ApiResult<UploadState> {
         let node = self.meta.node(user, init.ino).await?;
         if node.kind != NodeKind::File {
-            return Err(ApiError::IsDir);
+            return Err(ApiError::not_a_file(node.kind));
         }
         self.open_session(user, init, None).await
     }
@@ -280,7 +280,7 @@ impl App {
                     .make(user, file.parent, &file.name, NodeKind::File, 0o644)
                     .await?;
                 if node.kind != NodeKind::File {
-                    return Err(ApiError::IsDir);
+                    return Err(ApiError::not_a_file(node.kind));
                 }
                 node.ino
             }

@@ -5,7 +5,9 @@
 
 pub mod api;
 pub mod mount;
+pub mod posix;
 pub mod profile;
+pub mod tree;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

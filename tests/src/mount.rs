@@ -106,17 +106,29 @@ impl Mount {
         self.mounted = false;
     }
 
-    /// The daemon's pid, from its mount record.
-    pub fn pid(&self) -> u32 {
+    /// The daemon's mount record (pid, pending writes, bytes sent), which it
+    /// rewrites every second.
+    pub fn record(&self) -> serde_json::Value {
         let dir = self.cache_dir().join("pan").join("mounts");
         for e in std::fs::read_dir(&dir).expect("mount records").flatten() {
             let v: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(e.path()).expect("record")).expect("json");
             if v["mountpoint"].as_str() == Some(&*self.path.to_string_lossy()) {
-                return v["pid"].as_u64().expect("pid") as u32;
+                return v;
             }
         }
         panic!("no mount record for {}", self.path.display());
+    }
+
+    /// The daemon's pid, from its mount record.
+    pub fn pid(&self) -> u32 {
+        self.record()["pid"].as_u64().expect("pid") as u32
+    }
+
+    /// Bytes of file content this mount has sent, once its record caught up.
+    pub fn bytes_sent(&self) -> u64 {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        self.record()["bytes_sent"].as_u64().expect("bytes_sent")
     }
 
     /// SIGKILLs the daemon and clears the dead mount, as a crash would leave it.

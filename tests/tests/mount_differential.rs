@@ -5,60 +5,18 @@
 //!
 //! Replay a failure with PAN_DIFF_SEED=<seed>; PAN_DIFF_STEPS sets the length.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::PathBuf;
 
-use pantests::{Mount, Server};
+use pantests::tree::{describe, tree};
+use pantests::{Mount, Server, posix};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sha2::{Digest, Sha256};
 
 const NAMES: [&str; 6] = ["a", "b", "c", "dir1", "dir2", "x.txt"];
 const MAX_FILE: u64 = 2 << 20;
-
-/// One side's view of a path, or the errno reading it gave.
-fn describe(path: &Path) -> String {
-    match std::fs::symlink_metadata(path) {
-        Err(e) => format!("err {:?}", e.raw_os_error()),
-        Ok(m) if m.is_dir() => format!("dir {:o}", m.permissions().mode() & 0o7777),
-        Ok(m) if m.file_type().is_symlink() => format!("link {:?}", std::fs::read_link(path).ok()),
-        Ok(m) => {
-            let mut h = Sha256::new();
-            let mut f = File::open(path).expect("open for compare");
-            std::io::copy(&mut f, &mut h).expect("read for compare");
-            format!(
-                "file {:o} {} {} {}",
-                m.permissions().mode() & 0o7777,
-                m.len(),
-                m.nlink(),
-                hex::encode(h.finalize())
-            )
-        }
-    }
-}
-
-fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("readdir").flatten() {
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .expect("prefix")
-                .to_string_lossy()
-                .into_owned();
-            out.insert(rel, describe(&e.path()));
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            }
-        }
-    }
-    out
-}
 
 fn outcome<T>(r: std::io::Result<T>) -> Result<(), Option<i32>> {
     r.map(|_| ()).map_err(|e| e.raw_os_error())
@@ -137,7 +95,44 @@ enum Op {
         path: String,
         mode: u32,
     },
+    /// `mode` carries the type: FIFO, socket, character or block device.
+    Mknod {
+        path: String,
+        mode: u32,
+        rdev: u64,
+    },
+    /// A UNIX socket bound at `path` (and closed: its name stays).
+    Bind {
+        path: String,
+    },
+    SetXattr {
+        path: String,
+        name: String,
+        len: usize,
+        seed: u64,
+        flags: i32,
+    },
+    RemoveXattr {
+        path: String,
+        name: String,
+    },
+    Fallocate {
+        handle: usize,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    },
 }
+
+const XATTR_NAMES: [&str; 3] = ["user.a", "user.b", "user.long.name"];
+
+const FALLOCATE_MODES: [i32; 5] = [
+    0,
+    libc::FALLOC_FL_KEEP_SIZE,
+    libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+    libc::FALLOC_FL_ZERO_RANGE,
+    libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
+];
 
 fn random_op(rng: &mut StdRng, handles: usize) -> Op {
     let handle = if handles > 0 {
@@ -145,7 +140,7 @@ fn random_op(rng: &mut StdRng, handles: usize) -> Op {
     } else {
         0
     };
-    match rng.gen_range(0..100) {
+    match rng.gen_range(0..122) {
         0..=14 => Op::Open {
             path: random_path(rng),
             create: rng.gen_bool(0.7),
@@ -184,9 +179,41 @@ fn random_op(rng: &mut StdRng, handles: usize) -> Op {
         91..=95 => Op::Rmdir {
             path: random_path(rng),
         },
-        _ => Op::Chmod {
+        96..=99 => Op::Chmod {
             path: random_path(rng),
             mode: [0o600, 0o644, 0o755, 0o700][rng.gen_range(0..4)],
+        },
+        100..=103 => Op::Mknod {
+            path: random_path(rng),
+            mode: [libc::S_IFIFO, libc::S_IFSOCK, libc::S_IFCHR, libc::S_IFBLK]
+                [rng.gen_range(0..4)]
+                | [0o600, 0o644][rng.gen_range(0..2)],
+            // Majors 120-127 are for local and experimental use: no real device.
+            rdev: libc::makedev(rng.gen_range(120..128), rng.gen_range(0..300)),
+        },
+        104..=105 => Op::Bind {
+            path: random_path(rng),
+        },
+        106..=111 => Op::SetXattr {
+            path: random_path(rng),
+            name: XATTR_NAMES[rng.gen_range(0..XATTR_NAMES.len())].to_string(),
+            // Three values this long fit ext4's one block of attributes per inode.
+            len: rng.gen_range(0..1000),
+            seed: rng.r#gen(),
+            flags: [0, libc::XATTR_CREATE, libc::XATTR_REPLACE][rng.gen_range(0..3)],
+        },
+        112..=114 => Op::RemoveXattr {
+            path: random_path(rng),
+            name: XATTR_NAMES[rng.gen_range(0..XATTR_NAMES.len())].to_string(),
+        },
+        115..=121 if handles > 0 => Op::Fallocate {
+            handle,
+            mode: FALLOCATE_MODES[rng.gen_range(0..FALLOCATE_MODES.len())],
+            offset: rng.gen_range(0..MAX_FILE),
+            len: rng.gen_range(1..600_000),
+        },
+        _ => Op::Mkdir {
+            path: random_path(rng),
         },
     }
 }
@@ -196,6 +223,11 @@ fn apply(side: &mut Side, op: &Op) -> (Result<(), Option<i32>>, Vec<u8>) {
     let none = Vec::new();
     match op {
         Op::Open { path, create } => {
+            // FIFOs, sockets and device nodes are never opened: a device node
+            // here could name a real device, and the mount is `nodev`.
+            if std::fs::metadata(side.p(path)).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+                return (Err(None), none);
+            }
             let r = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -265,6 +297,36 @@ fn apply(side: &mut Side, op: &Op) -> (Result<(), Option<i32>>, Vec<u8>) {
             )),
             none,
         ),
+        Op::Mknod { path, mode, rdev } => {
+            (outcome(posix::mknod(&side.p(path), *mode, *rdev)), none)
+        }
+        Op::Bind { path } => (
+            outcome(std::os::unix::net::UnixListener::bind(side.p(path))),
+            none,
+        ),
+        Op::SetXattr {
+            path,
+            name,
+            len,
+            seed,
+            flags,
+        } => {
+            let value = pantests::Noise::bytes(*seed, *len);
+            (
+                outcome(posix::set_xattr(&side.p(path), name, &value, *flags)),
+                none,
+            )
+        }
+        Op::RemoveXattr { path, name } => (outcome(posix::remove_xattr(&side.p(path), name)), none),
+        Op::Fallocate {
+            handle,
+            mode,
+            offset,
+            len,
+        } => match side.handles.get_mut(*handle).and_then(Option::as_mut) {
+            Some(f) => (outcome(posix::fallocate(f, *mode, *offset, *len)), none),
+            None => (Ok(()), none),
+        },
     }
 }
 
@@ -274,7 +336,11 @@ fn touched(op: &Op) -> Vec<String> {
         | Op::Unlink { path }
         | Op::Mkdir { path }
         | Op::Rmdir { path }
-        | Op::Chmod { path, .. } => vec![path.clone()],
+        | Op::Chmod { path, .. }
+        | Op::Mknod { path, .. }
+        | Op::Bind { path }
+        | Op::SetXattr { path, .. }
+        | Op::RemoveXattr { path, .. } => vec![path.clone()],
         Op::Rename { from, to } | Op::Link { from, to } => vec![from.clone(), to.clone()],
         _ => Vec::new(),
     }

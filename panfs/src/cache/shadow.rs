@@ -25,7 +25,14 @@ pub struct ShadowRecord {
     pub dirty: RangeSet,
     /// The smallest size the file had since `base`: the chunk cut there changed.
     pub cut: Option<u64>,
+    /// Ranges known to be zeros (punched, zeroed, or past an old end): they go up
+    /// as holes, sending and storing nothing.
+    #[serde(default)]
+    pub zeros: RangeSet,
     pub mtime: i64,
+    /// When the copy last changed (a write, a size change, a punched hole).
+    #[serde(default)]
+    pub ctime: i64,
 }
 
 pub struct Shadow {
@@ -70,7 +77,9 @@ impl Shadow {
                 present: RangeSet::default(),
                 dirty: RangeSet::default(),
                 cut: None,
+                zeros: RangeSet::default(),
                 mtime,
+                ctime: mtime,
             },
             file,
             data_path,
@@ -116,14 +125,46 @@ impl Shadow {
         let end = offset + data.len() as u64;
         self.record.present.insert(offset, end);
         self.record.dirty.insert(offset, end);
+        self.record.zeros.remove(offset, end);
         if end > self.record.size {
             // Bytes between the old end and this write are a hole: zeros, and new.
-            self.record.present.insert(self.record.size, offset);
-            self.record.dirty.insert(self.record.size, offset);
+            self.grow(offset);
             self.record.size = end;
         }
-        self.record.mtime = mtime;
+        self.changed(mtime);
         Ok(())
+    }
+
+    /// Records [size, new_size) as new zeros (the local file is already sparse there).
+    fn grow(&mut self, new_size: u64) {
+        let old = self.record.size;
+        self.record.present.insert(old, new_size);
+        self.record.dirty.insert(old, new_size);
+        self.record.zeros.insert(old, new_size);
+    }
+
+    fn changed(&mut self, mtime: i64) {
+        self.record.mtime = mtime;
+        self.record.ctime = self.record.ctime.max(mtime);
+    }
+
+    /// Turns [start, end) into zeros (a hole in the local file), within the
+    /// current size. The size does not change: callers grow the file first.
+    pub fn zero(&mut self, start: u64, end: u64, mtime: i64) -> std::io::Result<()> {
+        let end = end.min(self.record.size);
+        if start < end {
+            punch_hole(&self.file, start, end)?;
+            self.record.present.insert(start, end);
+            self.record.dirty.insert(start, end);
+            self.record.zeros.insert(start, end);
+        }
+        self.changed(mtime);
+        Ok(())
+    }
+
+    /// A change of attributes only (`fallocate` that keeps the size): ctime moves.
+    pub fn touch(&mut self, ctime: i64) {
+        self.record.ctime = self.record.ctime.max(ctime);
     }
 
     /// Stores bytes read from the server (clean) so later reads are local.
@@ -146,13 +187,13 @@ impl Shadow {
         if size < old {
             self.record.present.remove(size, u64::MAX);
             self.record.dirty.remove(size, u64::MAX);
+            self.record.zeros.remove(size, u64::MAX);
             self.record.cut = Some(self.record.cut.map_or(size, |c| c.min(size)));
         } else {
-            self.record.present.insert(old, size);
-            self.record.dirty.insert(old, size);
+            self.grow(size);
         }
         self.record.size = size;
-        self.record.mtime = mtime;
+        self.changed(mtime);
         Ok(())
     }
 
@@ -194,4 +235,35 @@ impl Shadow {
         self.record.cut = None;
         self.forget_journal();
     }
+}
+
+/// Deallocates [start, end) of a local file, which then reads as zeros. A file
+/// system that cannot punch holes gets zeros written instead.
+fn punch_hole(file: &File, start: u64, end: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate on an open descriptor with in-range arguments touches no memory.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            mode,
+            start as libc::off_t,
+            (end - start) as libc::off_t,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EOPNOTSUPP) {
+        return Err(err);
+    }
+    let zeros = vec![0u8; (end - start).min(1 << 20) as usize];
+    let mut pos = start;
+    while pos < end {
+        let n = (end - pos).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
 }

@@ -65,7 +65,7 @@ async fn build(
 ) -> ApiResult<Response> {
     let mut node = app.meta.node(user, ino).await?;
     if node.kind != NodeKind::File {
-        return Err(ApiError::IsDir);
+        return Err(ApiError::not_a_file(node.kind));
     }
     if let Some(expected) = req.if_match
         && expected.trim() != "*"

@@ -55,7 +55,7 @@ impl App {
         }
         match self.meta.lookup(user, parent, name).await {
             Ok(node) if node.kind == NodeKind::File => Ok((node, false)),
-            Ok(_) => Err(ApiError::IsDir),
+            Ok(node) => Err(ApiError::not_a_file(node.kind)),
             Err(MetaError::NotFound) => Ok((
                 self.make(user, parent, name, NodeKind::File, 0o644).await?,
                 true,
@@ -80,6 +80,7 @@ impl App {
             uid: 0,
             gid: 0,
             target: None,
+            rdev: 0,
         };
         match self.create_node(user, parent, req).await {
             Err(ApiError::Exists) => Ok(self.meta.lookup(user, parent, name).await?),
@@ -151,7 +152,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                             .map_err(Into::into),
                         StatusCode::OK,
                     ),
-                    Ok(_) => error_reply(&ApiError::BadRequest("a symlink has no content".into())),
+                    Ok((_, node, _)) => error_reply(&ApiError::not_a_file(node.kind)),
                     Err(e) => error_reply(&e),
                 }
             },

@@ -10,6 +10,7 @@ mod tls;
 mod uploads;
 mod user;
 mod web;
+mod xattrs;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -183,6 +184,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
             .or(uploads::routes(app.clone()))
             .unify()
             .or(files::routes(app.clone()))
+            .unify()
+            .or(xattrs::routes(app.clone()))
             .unify(),
     );
     web::routes(app.clone())

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use futures::StreamExt;
 use http::StatusCode;
 use panproto::wire::{
-    ChunkRef, CreateRequest, LinkRequest, Listing, Manifest, RenameRequest, SetAttrRequest,
+    ChunkRef, CreateRequest, LinkRequest, Listing, Manifest, NodeKind, RenameRequest,
+    SetAttrRequest,
 };
 use serde::Deserialize;
 use warp::reply::Response;
@@ -88,7 +89,8 @@ impl App {
         req: CreateRequest,
     ) -> ApiResult<panproto::wire::Node> {
         panproto::validate_name(&req.name)?;
-        if let Some(target) = &req.target
+        if req.kind == NodeKind::Symlink
+            && let Some(target) = &req.target
             && (target.is_empty() || target.len() > 4095 || target.contains('\0'))
         {
             return Err(ApiError::BadRequest(

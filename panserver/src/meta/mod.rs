@@ -1,5 +1,6 @@
-//! Metadata: users, tokens, the per-user tree, contents and chunks. One trait,
-//! one SQL implementation over sqlx's `Any` driver serving SQLite and MySQL/MariaDB.
+//! Metadata: users, tokens, the per-user tree, extended attributes, contents and
+//! chunks. One trait per concern, one SQL implementation over sqlx's `Any`
+//! driver serving SQLite and MySQL/MariaDB.
 
 mod schema;
 mod sql;
@@ -10,7 +11,7 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use panproto::wire::{
-    ChunkRef, CreateRequest, DirEntry, Node, RenameRequest, SetAttrRequest, TokenInfo,
+    ChunkRef, CreateRequest, DirEntry, Node, RenameRequest, SetAttrRequest, TokenInfo, XattrMode,
 };
 
 pub use sql::SqlMeta;
@@ -41,6 +42,13 @@ pub enum MetaError {
     Conflict,
     #[error("quota exceeded")]
     Quota,
+    #[error("no such extended attribute")]
+    NoAttribute,
+    #[error(
+        "the node's extended attributes would exceed {} bytes",
+        panproto::XATTR_NODE_MAX
+    )]
+    XattrFull,
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database: {0}")]
@@ -109,9 +117,9 @@ pub struct GcReport {
     pub chunks_removed: Vec<(String, ChunkLocation)>,
 }
 
+/// Accounts and their tokens.
 #[async_trait]
-pub trait MetaStore: Send + Sync {
-    // Users and tokens.
+pub trait UserStore: Send + Sync {
     /// `quota` is (bytes, files); 0 means unlimited.
     async fn create_user(
         &self,
@@ -139,8 +147,11 @@ pub trait MetaStore: Send + Sync {
     async fn token_owner(&self, token_hash: &str, now: i64) -> MetaResult<Option<(i64, i64)>>;
     async fn list_tokens(&self, user: i64, now: i64) -> MetaResult<Vec<TokenInfo>>;
     async fn delete_token(&self, user: i64, token_id: i64) -> MetaResult<()>;
+}
 
-    // The tree. Every call is scoped to `user`; another user's inode is `NotFound`.
+/// The tree. Every call is scoped to `user`; another user's inode is `NotFound`.
+#[async_trait]
+pub trait TreeStore: Send + Sync {
     async fn node(&self, user: i64, ino: i64) -> MetaResult<Node>;
     async fn lookup(&self, user: i64, parent: i64, name: &str) -> MetaResult<Node>;
     async fn list(
@@ -183,8 +194,31 @@ pub trait MetaStore: Send + Sync {
         req: &SetAttrRequest,
         now: i64,
     ) -> MetaResult<Node>;
+}
 
-    // Contents.
+/// Extended attributes of a node, scoped to `user` like the tree. Names are
+/// checked by the caller (`panproto::validate_xattr_name`); sizes here.
+#[async_trait]
+pub trait XattrStore: Send + Sync {
+    async fn xattr_names(&self, user: i64, ino: i64) -> MetaResult<Vec<String>>;
+    /// `NoAttribute` when the node has no attribute of that name.
+    async fn xattr(&self, user: i64, ino: i64, name: &str) -> MetaResult<Vec<u8>>;
+    /// Sets one attribute and the node's ctime; returns the node.
+    async fn set_xattr(
+        &self,
+        user: i64,
+        ino: i64,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+        now: i64,
+    ) -> MetaResult<Node>;
+    async fn remove_xattr(&self, user: i64, ino: i64, name: &str, now: i64) -> MetaResult<Node>;
+}
+
+/// File contents and the chunks they are made of.
+#[async_trait]
+pub trait ContentStore: Send + Sync {
     async fn extents(&self, user: i64, ino: i64) -> MetaResult<(Node, Vec<Extent>)>;
     /// Extents of a content overlapping [start, end).
     async fn extents_in(&self, manifest_id: &str, start: i64, end: i64) -> MetaResult<Vec<Extent>>;
@@ -232,13 +266,15 @@ pub trait MetaStore: Send + Sync {
     ) -> MetaResult<()>;
     /// Chunks still in staging whose last change is older than `before`.
     async fn staged_chunks(&self, before: i64, limit: i64) -> MetaResult<Vec<String>>;
+}
 
+/// Garbage collection and the consistency audit.
+#[async_trait]
+pub trait Upkeep: Send + Sync {
     /// Drops contents no inode uses and chunks no content uses, once older than `cutoff`,
     /// sparing `pinned` chunks (those open upload sessions will use).
     async fn collect_garbage(&self, cutoff: i64, pinned: &HashSet<String>) -> MetaResult<GcReport>;
     async fn forget_chunk(&self, sha256: &str) -> MetaResult<()>;
-
-    // Consistency (`panserver check`).
     /// Known chunks in hash order, after `after`.
     async fn chunks_after(
         &self,
@@ -248,3 +284,8 @@ pub trait MetaStore: Send + Sync {
     /// Checks reference counts, usage counters and dangling rows; `repair` fixes them.
     async fn audit(&self, repair: bool) -> MetaResult<Audit>;
 }
+
+/// The whole metadata store, one trait per concern; callers import the ones they use.
+pub trait MetaStore: UserStore + TreeStore + XattrStore + ContentStore + Upkeep {}
+
+impl<T: UserStore + TreeStore + XattrStore + ContentStore + Upkeep> MetaStore for T {}

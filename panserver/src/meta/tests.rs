@@ -3,9 +3,9 @@
 
 use std::collections::HashSet;
 
-use panproto::wire::{ChunkRef, CreateRequest, NodeKind, RenameMode, RenameRequest};
+use panproto::wire::{ChunkRef, CreateRequest, NodeKind, RenameMode, RenameRequest, XattrMode};
 
-use super::{MetaError, MetaStore, SqlMeta};
+use super::{ContentStore, MetaError, SqlMeta, TreeStore, Upkeep, UserStore, XattrStore};
 
 async fn store() -> (SqlMeta, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -27,6 +27,7 @@ fn req(name: &str, kind: NodeKind) -> CreateRequest {
         uid: 0,
         gid: 0,
         target: None,
+        rdev: 0,
     }
 }
 
@@ -174,4 +175,136 @@ async fn contents_are_counted_and_collected() {
     assert_eq!(removed, vec![chunk("a", 1).sha256.expect("sha").as_str()]);
     assert_eq!(report.contents_removed, 1);
     assert_eq!(m.user_by_id(u.id).await.expect("user").used_bytes, 0);
+}
+
+#[tokio::test]
+async fn special_nodes_keep_their_type_and_device_number() {
+    let (m, _dir) = store().await;
+    let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
+    for kind in [
+        NodeKind::Fifo,
+        NodeKind::Socket,
+        NodeKind::CharDev,
+        NodeKind::BlockDev,
+    ] {
+        let mut r = req(kind.as_str(), kind);
+        r.rdev = 0x7801;
+        r.target = Some("ignored".into());
+        let n = m.create(u.id, u.root_ino, &r, 2).await.expect("create");
+        let want_rdev = if matches!(kind, NodeKind::CharDev | NodeKind::BlockDev) {
+            0x7801
+        } else {
+            0
+        };
+        assert_eq!((n.kind, n.rdev, n.size, n.nlink), (kind, want_rdev, 0, 1));
+        assert_eq!(n.target, None, "only symlinks have a target");
+        let found = m
+            .lookup(u.id, u.root_ino, kind.as_str())
+            .await
+            .expect("lookup");
+        assert_eq!(found, n);
+        // No content can be set on a node that is not a regular file.
+        assert!(
+            m.set_content(u.id, n.ino, &[], None, None, 3, 3)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(
+        m.audit(false).await.expect("audit").problems,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn extended_attributes_follow_their_flags_and_limits() {
+    let (m, _dir) = store().await;
+    let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
+    let f = m
+        .create(u.id, u.root_ino, &req("f", NodeKind::File), 2)
+        .await
+        .expect("f");
+    assert_eq!(f.xattrs, 0);
+    let n = m
+        .set_xattr(u.id, f.ino, "user.a", b"1", XattrMode::Create, 5)
+        .await
+        .expect("create");
+    assert_eq!((n.xattrs, n.ctime), (1, 5));
+    assert!(matches!(
+        m.set_xattr(u.id, f.ino, "user.a", b"2", XattrMode::Create, 6)
+            .await,
+        Err(MetaError::Exists)
+    ));
+    assert!(matches!(
+        m.set_xattr(u.id, f.ino, "user.b", b"2", XattrMode::Replace, 6)
+            .await,
+        Err(MetaError::NoAttribute)
+    ));
+    m.set_xattr(u.id, f.ino, "user.a", b"22", XattrMode::Replace, 7)
+        .await
+        .expect("replace");
+    m.set_xattr(u.id, f.ino, "user.b", &[0, 255, 1], XattrMode::Set, 7)
+        .await
+        .expect("binary value");
+    assert_eq!(m.xattr(u.id, f.ino, "user.a").await.expect("get"), b"22");
+    assert_eq!(
+        m.xattr(u.id, f.ino, "user.b").await.expect("get"),
+        [0, 255, 1]
+    );
+    assert_eq!(
+        m.xattr_names(u.id, f.ino).await.expect("names"),
+        ["user.a", "user.b"]
+    );
+    // A node holds at most XATTR_NODE_MAX bytes of names and values.
+    let big = vec![1u8; panproto::XATTR_VALUE_MAX];
+    let mut full = false;
+    for i in 0..8 {
+        match m
+            .set_xattr(
+                u.id,
+                f.ino,
+                &format!("user.big{i}"),
+                &big,
+                XattrMode::Set,
+                8,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(MetaError::XattrFull) => {
+                full = true;
+                break;
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(full, "the per-node limit applies");
+    // Another user cannot see or change them.
+    let v = m.create_user("bob", "h", (0, 0), 1).await.expect("bob");
+    assert!(matches!(
+        m.xattr(v.id, f.ino, "user.a").await,
+        Err(MetaError::NotFound)
+    ));
+    assert!(matches!(
+        m.set_xattr(v.id, f.ino, "user.x", b"", XattrMode::Set, 9)
+            .await,
+        Err(MetaError::NotFound)
+    ));
+    let n = m
+        .remove_xattr(u.id, f.ino, "user.a", 10)
+        .await
+        .expect("remove");
+    assert_eq!(n.ctime, 10);
+    assert!(matches!(
+        m.remove_xattr(u.id, f.ino, "user.a", 11).await,
+        Err(MetaError::NoAttribute)
+    ));
+    // They go with the last link.
+    m.remove(u.id, u.root_ino, "f", false, 12)
+        .await
+        .expect("unlink");
+    assert!(matches!(
+        m.xattr(u.id, f.ino, "user.b").await,
+        Err(MetaError::NoAttribute)
+    ));
 }

@@ -131,7 +131,7 @@ impl App {
         panproto::validate_name(name)?;
         let node = self.make(user, root, name, NodeKind::File, 0o644).await?;
         if node.kind != NodeKind::File {
-            return Err(ApiError::IsDir);
+            return Err(ApiError::not_a_file(node.kind));
         }
         let node = self.ingest(user, node.ino, body, None).await?;
         self.file_meta(&DirEntry {

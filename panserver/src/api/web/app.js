@@ -3,6 +3,8 @@
 'use strict';
 
 const API = '/api/v1';
+// What the listing calls the nodes that have no content.
+const SPECIAL_KINDS = { fifo: 'pipe', socket: 'socket', chardev: 'character device', blockdev: 'block device' };
 const SMALL_FILE = 4 * 1024 * 1024; // sent in one request; larger files go in chunks
 const PARALLEL_CHUNKS = 3;
 const CHUNK_RETRIES = 4;
@@ -243,12 +245,19 @@ function render() {
       link.download = entry.name;
       link.textContent = entry.name;
       name.append(link);
-    } else {
+    } else if (entry.node.kind === 'symlink') {
       name.textContent = entry.name + ' → ' + (entry.node.target ?? '');
+    } else {
+      // FIFOs, sockets and devices have no content: shown with their type, never a link.
+      name.textContent = entry.name;
+      const kind = document.createElement('span');
+      kind.className = 'kind';
+      kind.textContent = ' (' + (SPECIAL_KINDS[entry.node.kind] ?? entry.node.kind) + ')';
+      name.append(kind);
     }
     const size = document.createElement('td');
     size.className = 'size';
-    size.textContent = entry.node.kind === 'dir' ? '' : humanSize(entry.node.size);
+    size.textContent = entry.node.kind === 'file' || entry.node.kind === 'symlink' ? humanSize(entry.node.size) : '';
     const mtime = document.createElement('td');
     mtime.textContent = new Date(entry.node.mtime / 1e6).toLocaleString();
     const actions = document.createElement('td');

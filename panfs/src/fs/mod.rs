@@ -21,6 +21,11 @@ use crate::cache::shadow::Shadow;
 use crate::remote::{Remote, RemoteError};
 use crate::upload::{UploadStats, upload};
 
+mod alloc;
+mod xattr;
+
+pub use alloc::Fallocate;
+
 /// An errno.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Errno(pub i32);
@@ -52,6 +57,36 @@ pub enum Kind {
     File,
     Dir,
     Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl Kind {
+    fn of(kind: NodeKind) -> Self {
+        match kind {
+            NodeKind::File => Kind::File,
+            NodeKind::Dir => Kind::Dir,
+            NodeKind::Symlink => Kind::Symlink,
+            NodeKind::Fifo => Kind::Fifo,
+            NodeKind::Socket => Kind::Socket,
+            NodeKind::CharDev => Kind::CharDev,
+            NodeKind::BlockDev => Kind::BlockDev,
+        }
+    }
+
+    /// The node kind `mknod` makes for a mode's file type.
+    fn for_mknod(mode: u32) -> FsResult<NodeKind> {
+        match mode & libc::S_IFMT {
+            libc::S_IFREG | 0 => Ok(NodeKind::File),
+            libc::S_IFIFO => Ok(NodeKind::Fifo),
+            libc::S_IFSOCK => Ok(NodeKind::Socket),
+            libc::S_IFCHR => Ok(NodeKind::CharDev),
+            libc::S_IFBLK => Ok(NodeKind::BlockDev),
+            _ => Err(Errno(libc::EINVAL)),
+        }
+    }
 }
 
 /// Attributes as the kernel wants them.
@@ -67,6 +102,9 @@ pub struct Attr {
     pub nlink: u32,
     pub uid: u32,
     pub gid: u32,
+    pub rdev: u32,
+    /// 512-byte blocks stored: holes cost none.
+    pub blocks: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +145,7 @@ impl Owner {
             uid: self.uid,
             gid: self.gid,
             target,
+            rdev: 0,
         }
     }
 }
@@ -278,11 +317,7 @@ impl PanFs {
     fn attr_of(&self, node: &Node) -> Attr {
         let mut attr = Attr {
             ino: self.to_fuse(node.ino),
-            kind: match node.kind {
-                NodeKind::File => Kind::File,
-                NodeKind::Dir => Kind::Dir,
-                NodeKind::Symlink => Kind::Symlink,
-            },
+            kind: Kind::of(node.kind),
             size: node.size.max(0) as u64,
             atime: to_time(node.atime),
             mtime: to_time(node.mtime),
@@ -291,6 +326,12 @@ impl PanFs {
             nlink: node.nlink,
             uid: node.uid,
             gid: node.gid,
+            rdev: node.rdev,
+            blocks: match node.kind {
+                NodeKind::File => node.stored_bytes.max(0) as u64,
+                _ => node.size.max(0) as u64,
+            }
+            .div_ceil(512),
         };
         if node.ino == self.root {
             attr.uid = self.opts.uid;
@@ -304,6 +345,11 @@ impl PanFs {
             if let Some(shadow) = &file.shadow {
                 attr.size = shadow.size();
                 attr.mtime = to_time(shadow.record.mtime);
+                attr.ctime = to_time(node.ctime.max(shadow.record.ctime));
+                attr.blocks = shadow
+                    .size()
+                    .saturating_sub(shadow.record.zeros.total())
+                    .div_ceil(512);
             }
         }
         attr
@@ -463,6 +509,22 @@ impl PanFs {
         Ok(self.attr_of(&node))
     }
 
+    /// A FIFO, socket or device node (metadata only), or a regular file.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+        owner: Owner,
+    ) -> FsResult<Attr> {
+        let kind = Kind::for_mknod(mode)?;
+        let mut req = owner.request(name, kind, mode & 0o7777, None);
+        req.rdev = rdev;
+        let node = self.make(parent, req)?;
+        Ok(self.attr_of(&node))
+    }
+
     pub fn create(
         &self,
         parent: u64,
@@ -516,11 +578,22 @@ impl PanFs {
         let replaced = self
             .block_on(self.remote.lookup(req.new_parent, new_name))
             .ok();
+        let moved = lock(&self.tables)
+            .entries
+            .get(&(req.parent, name.to_string()))
+            .copied();
         self.block_on(self.remote.rename(&req))?;
+        // A rename changes the moved inode's ctime on the server.
+        if let Some(ino) = moved {
+            self.forget_node(ino);
+        }
         self.entry_changed(req.parent, name);
         self.entry_changed(req.new_parent, new_name);
-        if let Some(v) = replaced {
-            self.forget_gone(&v);
+        match replaced {
+            // Exchanged, not replaced: the other node lives on under the old name.
+            Some(v) if mode == RenameMode::Exchange => self.forget_node(v.ino),
+            Some(v) => self.forget_gone(&v),
+            None => {}
         }
         Ok(())
     }
