@@ -32,6 +32,11 @@ fi
 # fuzzed with schemathesis and the parsers with cargo-fuzz.
 bash scripts/browser-deps.sh
 bash scripts/fuzz-deps.sh
+# The POSIX conformance suite (tests/tests/pjdfstest.rs runs it on a mount).
+if ! pjdfstest --version 2>/dev/null | grep -q '0.2.2'; then
+    echo "test.sh: installing pjdfstest"
+    cargo install -q --locked pjdfstest --version 0.2.2
+fi
 
 # The end-to-end tests start the binaries built here.
 cargo build --workspace --bins --tests
@@ -64,8 +69,9 @@ if [[ " $profiles " == *" full "* ]]; then
     # Tiny files cost several MariaDB commits and a confirmed publish each: fewer here.
     export PAN_SMALL_FILES="${PAN_SMALL_FILES:-1000}"
     cargo test -p pantests --no-fail-fast \
-        --test http --test pango --test hostile --test api_fuzz --test full_disk \
+        --test http --test http_posix --test pango --test hostile --test api_fuzz --test full_disk \
         --test mount_tools --test mount_lifecycle --test mount_differential \
+        --test mount_posix --test pjdfstest \
         -- --test-threads="$threads" || status=1
     # These kill or restart servers and services, or load the machine: one at a time,
     # with their figures printed (crash cases verified, load operations and peak RSS).

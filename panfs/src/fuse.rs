@@ -12,9 +12,9 @@ use fuser::{
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use panproto::wire::RenameMode;
+use panproto::wire::{NodeKind, RenameMode};
 
-use crate::fs::{Attr, AttrChange, Errno, Fallocate, Kind, Owner, PanFs};
+use crate::fs::{Attr, AttrChange, Errno, Fallocate, Owner, PanFs};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
@@ -46,15 +46,15 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn file_type(k: Kind) -> FileType {
+fn file_type(k: NodeKind) -> FileType {
     match k {
-        Kind::File => FileType::RegularFile,
-        Kind::Dir => FileType::Directory,
-        Kind::Symlink => FileType::Symlink,
-        Kind::Fifo => FileType::NamedPipe,
-        Kind::Socket => FileType::Socket,
-        Kind::CharDev => FileType::CharDevice,
-        Kind::BlockDev => FileType::BlockDevice,
+        NodeKind::File => FileType::RegularFile,
+        NodeKind::Dir => FileType::Directory,
+        NodeKind::Symlink => FileType::Symlink,
+        NodeKind::Fifo => FileType::NamedPipe,
+        NodeKind::Socket => FileType::Socket,
+        NodeKind::CharDev => FileType::CharDevice,
+        NodeKind::BlockDev => FileType::BlockDevice,
     }
 }
 

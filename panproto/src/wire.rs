@@ -76,14 +76,6 @@ impl NodeKind {
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
-
-    /// A FIFO, socket or device node: a name and attributes, never content.
-    pub fn is_special(self) -> bool {
-        matches!(
-            self,
-            NodeKind::Fifo | NodeKind::Socket | NodeKind::CharDev | NodeKind::BlockDev
-        )
-    }
 }
 
 /// An inode and its attributes. `content` identifies the bytes (changes on every write).

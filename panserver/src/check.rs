@@ -90,25 +90,7 @@ async fn check_chunk(
 /// Files in staging that no chunk row knows: leftovers of a crash before the
 /// row was written, or of a transfer after it. Removed on repair.
 async fn check_staging(app: &App, repair: bool, report: &mut CheckReport) -> ApiResult<()> {
-    let root = app.staging.root().to_path_buf();
-    let names: Vec<String> = tokio::task::spawn_blocking(move || {
-        let mut names = Vec::new();
-        for dir in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-            if dir.file_name() == "tmp" || dir.file_name() == crate::parts::PARTS_DIR {
-                continue;
-            }
-            for f in std::fs::read_dir(dir.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                names.push(f.file_name().to_string_lossy().into_owned());
-            }
-        }
-        names
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let names = app.staging.names().await?;
     let known: HashSet<String> = app.meta.present_chunks(&names).await?;
     for name in names.iter().filter(|n| !known.contains(*n)) {
         report

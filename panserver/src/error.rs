@@ -152,6 +152,7 @@ impl From<MetaError> for ApiError {
             MetaError::NotEmpty => ApiError::NotEmpty,
             MetaError::NotDir => ApiError::NotDir,
             MetaError::IsDir => ApiError::IsDir,
+            MetaError::NotRegularFile => ApiError::NotRegularFile,
             MetaError::Invalid(m) => ApiError::BadRequest(m.to_string()),
             MetaError::NotPermitted(m) => ApiError::NotPermitted(m),
             MetaError::Conflict => ApiError::Conflict,

@@ -90,6 +90,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     };
     let app = build_app(&settings).await?;
     let requeued = transfer::requeue_staged(&app, i64::MAX).await?;
+    let leftovers = transfer::drop_transferred_leftovers(&app).await?;
+    if leftovers > 0 {
+        tracing::info!(
+            leftovers,
+            "removed staging files of chunks already in the store"
+        );
+    }
     // Bound last: a client that can connect finds the server ready.
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await

@@ -131,6 +131,25 @@ impl Staging {
         tokio::fs::try_exists(self.path(sha256)).await
     }
 
+    /// The names of every staged chunk file (not the temporary files or parts).
+    pub async fn names(&self) -> std::io::Result<Vec<String>> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut names = Vec::new();
+            for dir in std::fs::read_dir(&root)?.flatten() {
+                if dir.file_name() == "tmp" || dir.file_name() == crate::parts::PARTS_DIR {
+                    continue;
+                }
+                for f in std::fs::read_dir(dir.path())?.flatten() {
+                    names.push(f.file_name().to_string_lossy().into_owned());
+                }
+            }
+            Ok(names)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     pub async fn remove(&self, sha256: &str) -> std::io::Result<()> {
         match tokio::fs::remove_file(self.path(sha256)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),

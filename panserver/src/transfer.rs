@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::app::App;
+use crate::meta::ChunkLocation;
 
 pub async fn run_worker(app: Arc<App>, id: usize) {
     loop {
@@ -37,6 +38,21 @@ pub async fn requeue_staged(app: &App, before: i64) -> anyhow::Result<usize> {
         app.queue.publish(chunk).await?;
     }
     Ok(staged.len())
+}
+
+/// Removes staging files of chunks already in the object store: a process killed
+/// between recording a transfer and removing its staging file leaves one.
+pub async fn drop_transferred_leftovers(app: &App) -> anyhow::Result<usize> {
+    let mut dropped = 0;
+    for name in app.staging.names().await? {
+        if panproto::is_sha256_hex(&name)
+            && app.meta.chunk_location(&name).await? == Some(ChunkLocation::Store)
+        {
+            app.staging.remove(&name).await?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
 }
 
 /// The reconciler: every `every`, requeues chunks staged for longer than `every`.

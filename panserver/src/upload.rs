@@ -312,6 +312,11 @@ impl App {
         body: BodyStream,
         mtime: Option<i64>,
     ) -> ApiResult<Node> {
+        // Refused before any byte is staged.
+        let node = self.meta.node(user, ino).await?;
+        if node.kind != NodeKind::File {
+            return Err(ApiError::not_a_file(node.kind));
+        }
         let reader = tokio_util::io::StreamReader::new(body);
         let mut reader = tokio_util::io::SyncIoBridge::new(reader);
         let staging = self.staging.clone();

@@ -100,7 +100,7 @@ fn broken_requests_get_clear_errors() {
         "[]",
         "{\"name\": 5}",
         "\u{0}",
-        "{\"name\":\"x\",\"kind\":\"socket\",\"mode\":420}",
+        "{\"name\":\"x\",\"kind\":\"door\",\"mode\":420}",
     ] {
         let resp = client()
             .post(format!("{}/api/v1/nodes/{root}/children", server.url()))

@@ -52,40 +52,15 @@ fn io_errno(e: std::io::Error) -> Errno {
 /// The inode number FUSE reserves for the root.
 pub const ROOT: u64 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Dir,
-    Symlink,
-    Fifo,
-    Socket,
-    CharDev,
-    BlockDev,
-}
-
-impl Kind {
-    fn of(kind: NodeKind) -> Self {
-        match kind {
-            NodeKind::File => Kind::File,
-            NodeKind::Dir => Kind::Dir,
-            NodeKind::Symlink => Kind::Symlink,
-            NodeKind::Fifo => Kind::Fifo,
-            NodeKind::Socket => Kind::Socket,
-            NodeKind::CharDev => Kind::CharDev,
-            NodeKind::BlockDev => Kind::BlockDev,
-        }
-    }
-
-    /// The node kind `mknod` makes for a mode's file type.
-    fn for_mknod(mode: u32) -> FsResult<NodeKind> {
-        match mode & libc::S_IFMT {
-            libc::S_IFREG | 0 => Ok(NodeKind::File),
-            libc::S_IFIFO => Ok(NodeKind::Fifo),
-            libc::S_IFSOCK => Ok(NodeKind::Socket),
-            libc::S_IFCHR => Ok(NodeKind::CharDev),
-            libc::S_IFBLK => Ok(NodeKind::BlockDev),
-            _ => Err(Errno(libc::EINVAL)),
-        }
+/// The node kind `mknod` makes for a mode's file type.
+fn mknod_kind(mode: u32) -> FsResult<NodeKind> {
+    match mode & libc::S_IFMT {
+        libc::S_IFREG | 0 => Ok(NodeKind::File),
+        libc::S_IFIFO => Ok(NodeKind::Fifo),
+        libc::S_IFSOCK => Ok(NodeKind::Socket),
+        libc::S_IFCHR => Ok(NodeKind::CharDev),
+        libc::S_IFBLK => Ok(NodeKind::BlockDev),
+        _ => Err(Errno(libc::EINVAL)),
     }
 }
 
@@ -93,7 +68,7 @@ impl Kind {
 #[derive(Debug, Clone)]
 pub struct Attr {
     pub ino: u64,
-    pub kind: Kind,
+    pub kind: NodeKind,
     pub size: u64,
     pub atime: SystemTime,
     pub mtime: SystemTime,
@@ -317,7 +292,7 @@ impl PanFs {
     fn attr_of(&self, node: &Node) -> Attr {
         let mut attr = Attr {
             ino: self.to_fuse(node.ino),
-            kind: Kind::of(node.kind),
+            kind: node.kind,
             size: node.size.max(0) as u64,
             atime: to_time(node.atime),
             mtime: to_time(node.mtime),
@@ -518,7 +493,7 @@ impl PanFs {
         rdev: u32,
         owner: Owner,
     ) -> FsResult<Attr> {
-        let kind = Kind::for_mknod(mode)?;
+        let kind = mknod_kind(mode)?;
         let mut req = owner.request(name, kind, mode & 0o7777, None);
         req.rdev = rdev;
         let node = self.make(parent, req)?;

@@ -34,6 +34,8 @@ pub enum MetaError {
     NotDir,
     #[error("is a directory")]
     IsDir,
+    #[error("not a regular file")]
+    NotRegularFile,
     #[error("{0}")]
     Invalid(&'static str),
     #[error("{0}")]

@@ -52,7 +52,7 @@ impl SqlMeta {
             return Err(if node.kind == NodeKind::Dir {
                 MetaError::IsDir
             } else {
-                MetaError::Invalid("not a regular file")
+                MetaError::NotRegularFile
             });
         }
         if let Some(expected) = if_content
