@@ -1,7 +1,8 @@
 // The web page end to end in headless Chromium: sign up, upload with progress
 // bars (a small file in one request, a large one in chunks hashed in a worker),
 // list, sort, rename, download (same bytes), mkdir, move, instant upload, delete,
-// and a file name that is an XSS payload. Usage: node e2e.mjs BASE_URL SCRATCH_DIR
+// a file name that is an XSS payload, and a FIFO listed with its type.
+// Usage: node e2e.mjs BASE_URL SCRATCH_DIR
 import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -115,6 +116,25 @@ try {
   check(shown === evil, 'the name is shown as text: ' + shown);
   check(alerts.length === 0, 'no script ran: ' + alerts);
   check(pageErrors.length === 0, 'no page errors: ' + pageErrors);
+
+  // A FIFO (made through the API, as a mount's mkfifo does) is listed with its
+  // type, never as a download link.
+  await page.evaluate(async () => {
+    const s = await (await fetch('/api/v1/web/session')).json();
+    const r = await fetch(`/api/v1/nodes/${s.user.root_ino}/children`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-Pan-CSRF': s.csrf },
+      body: JSON.stringify({ name: 'pipe', kind: 'fifo', mode: 420 }),
+    });
+    if (r.status !== 201) throw new Error('creating a FIFO: ' + r.status);
+  });
+  await page.reload();
+  await waitRow('pipe');
+  const fifo = await page.$eval('#entries tr[data-name="pipe"] td.name', (td) => ({
+    text: td.textContent,
+    links: td.querySelectorAll('a').length,
+  }));
+  check(fifo.links === 0 && fifo.text === 'pipe (pipe)', 'a FIFO is listed with its type: ' + JSON.stringify(fifo));
 
   // Signing out forgets the session: a reload shows the sign-in form.
   await page.click('#signout');
