@@ -459,3 +459,16 @@ fn multipart_upload_is_verified_before_it_completes() {
         .collect();
     assert_eq!(names, vec!["big.bin"]);
 }
+
+#[test]
+fn special_files_are_not_listed() {
+    let server = Server::start();
+    let go = GoClient::new(&server.url(), "carol");
+    let mut api = pantests::Api::new(&server.url());
+    api.signin("carol", PW).expect("signin");
+    let root = api.root();
+    for (name, kind) in [("pipe", "fifo"), ("sock", "socket"), ("dir", "dir")] {
+        api.create(root, name, kind);
+    }
+    go.assert_no_files("FIFOs, sockets and folders are not pan.go files");
+}
