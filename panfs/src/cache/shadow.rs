@@ -267,3 +267,54 @@ fn punch_hole(file: &File, start: u64, end: u64) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(s: &Shadow, offset: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        s.read_at(&mut buf, offset).expect("read");
+        buf
+    }
+
+    #[test]
+    fn zeroed_and_grown_ranges_are_recorded_as_zeros() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut s = Shadow::create(dir.path(), 7, None, Vec::new(), 0, 1).expect("create");
+        s.write(0, &[1u8; 100], 2).expect("write");
+        // A write past the end leaves a hole of zeros before it.
+        s.write(200, &[2u8; 10], 3).expect("write");
+        assert_eq!(
+            s.record.zeros.iter().copied().collect::<Vec<_>>(),
+            [(100, 200)]
+        );
+        // Punching inside data zeros it; the size stays.
+        s.zero(10, 20, 4).expect("zero");
+        assert_eq!(s.size(), 210);
+        assert_eq!(
+            read(&s, 5, 20),
+            [[1u8; 5], [0u8; 5], [0u8; 5], [1u8; 5]].concat()
+        );
+        assert_eq!(
+            s.record.zeros.iter().copied().collect::<Vec<_>>(),
+            [(10, 20), (100, 200)]
+        );
+        // Zeroing past the end is clipped to the size; growing adds zeros.
+        s.zero(205, 400, 5).expect("zero");
+        s.set_size(300, 6).expect("grow");
+        assert_eq!(
+            s.record.zeros.iter().copied().collect::<Vec<_>>(),
+            [(10, 20), (100, 200), (205, 300)]
+        );
+        // Writing over zeros makes them data again; shrinking drops what is cut.
+        s.write(150, &[3u8; 10], 7).expect("write");
+        s.set_size(206, 8).expect("shrink");
+        assert_eq!(
+            s.record.zeros.iter().copied().collect::<Vec<_>>(),
+            [(10, 20), (100, 150), (160, 200), (205, 206)]
+        );
+        assert_eq!(s.record.ctime, 8, "every change moves the ctime");
+        assert!(s.is_dirty());
+    }
+}
