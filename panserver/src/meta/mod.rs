@@ -54,7 +54,22 @@ pub enum MetaError {
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+}
+
+/// Every database error becomes `Unavailable` when the database could not be
+/// reached (connection lost or refused, pool exhausted or closed), whatever the
+/// query: a plain read during an outage answers 503, not 500.
+impl From<sqlx::Error> for MetaError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => MetaError::Unavailable(e.to_string()),
+            e => MetaError::Db(e),
+        }
+    }
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;

@@ -308,3 +308,24 @@ async fn extended_attributes_follow_their_flags_and_limits() {
         Err(MetaError::NoAttribute)
     ));
 }
+
+/// A database that cannot be reached makes every call `Unavailable` (503), plain
+/// reads included, not a bare database error (500).
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_for_reads_too() {
+    let (m, _dir) = store().await;
+    let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
+    m.pool().close().await;
+    let unavailable = |r: Result<(), MetaError>| matches!(r, Err(MetaError::Unavailable(_)));
+    assert!(unavailable(m.node(u.id, u.root_ino).await.map(drop)));
+    assert!(unavailable(m.lookup(u.id, u.root_ino, "x").await.map(drop)));
+    assert!(unavailable(
+        m.list(u.id, u.root_ino, None, 10).await.map(drop)
+    ));
+    assert!(unavailable(m.token_owner("t", 1).await.map(drop)));
+    assert!(unavailable(
+        m.create(u.id, u.root_ino, &req("f", NodeKind::File), 2)
+            .await
+            .map(drop)
+    ));
+}

@@ -150,9 +150,6 @@ impl SqlMeta {
                     tracing::debug!(attempt, error = %e, "retrying transaction");
                     tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 }
-                Err(MetaError::Db(e)) if is_unavailable(&e) => {
-                    return Err(MetaError::Unavailable(e.to_string()));
-                }
                 other => return other,
             }
         }
@@ -173,16 +170,6 @@ fn is_transient(e: &sqlx::Error) -> bool {
         }
         _ => false,
     }
-}
-
-pub(super) fn is_unavailable(e: &sqlx::Error) -> bool {
-    matches!(
-        e,
-        sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_)
-    )
 }
 
 /// The id an INSERT just generated. SQLite through `Any` does not report it, so it

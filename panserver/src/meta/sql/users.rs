@@ -5,7 +5,7 @@ use panproto::wire::TokenInfo;
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::{SqlMeta, inserted_id, is_unavailable};
+use super::{SqlMeta, inserted_id};
 use crate::meta::{MetaError, MetaResult, UserRow, UserStore};
 
 const USER_SELECT: &str = "SELECT id, user_name, user_pwd, root_ino, signup_at, used_bytes, \
@@ -154,14 +154,7 @@ impl UserStore for SqlMeta {
         .bind(token_hash)
         .bind(now)
         .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| {
-            if is_unavailable(&e) {
-                MetaError::Unavailable(e.to_string())
-            } else {
-                e.into()
-            }
-        })?;
+        .await?;
         Ok(match row {
             Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
             None => None,
