@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use crate::app::App;
-use crate::meta::ChunkLocation;
 
 pub async fn run_worker(app: Arc<App>, id: usize) {
     loop {
@@ -43,16 +42,18 @@ pub async fn requeue_staged(app: &App, before: i64) -> anyhow::Result<usize> {
 /// Removes staging files of chunks already in the object store: a process killed
 /// between recording a transfer and removing its staging file leaves one.
 pub async fn drop_transferred_leftovers(app: &App) -> anyhow::Result<usize> {
-    let mut dropped = 0;
-    for name in app.staging.names().await? {
-        if panproto::is_sha256_hex(&name)
-            && app.meta.chunk_location(&name).await? == Some(ChunkLocation::Store)
-        {
-            app.staging.remove(&name).await?;
-            dropped += 1;
-        }
+    let names: Vec<String> = app
+        .staging
+        .names()
+        .await?
+        .into_iter()
+        .filter(|n| panproto::is_sha256_hex(n))
+        .collect();
+    let stored = app.meta.stored_chunks(&names).await?;
+    for name in &stored {
+        app.staging.remove(name).await?;
     }
-    Ok(dropped)
+    Ok(stored.len())
 }
 
 /// The reconciler: every `every`, requeues chunks staged for longer than `every`.

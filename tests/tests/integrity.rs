@@ -98,3 +98,33 @@ fn check_repairs_counts() {
     let (ok, out) = check(&server, false);
     assert!(ok && out.contains(" 0 problems"), "after repair: {out}");
 }
+
+/// A panserver killed between recording a chunk's move to the store and removing
+/// its staging file leaves the chunk in both places; the next start removes it.
+#[test]
+fn a_staging_leftover_of_a_stored_chunk_goes_at_the_next_start() {
+    let mut server = Server::start();
+    let api = Api::user(&server.url(), "alice", PW);
+    let data = Noise::bytes(43, 3 << 20);
+    assert_eq!(api.put_bytes("/api/v1/files/a.bin", data.clone()).0, 201);
+    wait_until("transfers", Duration::from_secs(60), || {
+        server.files_under("staging").is_empty()
+    });
+    // Put one stored chunk's bytes back where the transfer found them.
+    let (s, file) = api.get("/api/v1/stat/a.bin");
+    assert_eq!(s, 200, "{file}");
+    let (s, manifest) = api.get(&format!("/api/v1/nodes/{}/manifest", file["ino"]));
+    assert_eq!(s, 200, "{manifest}");
+    let first = &manifest["chunks"][0];
+    let sha = first["sha256"].as_str().expect("a chunk");
+    let len = first["size"].as_u64().expect("size") as usize;
+    let leftover = server.data.join("staging").join(&sha[..2]).join(sha);
+    std::fs::create_dir_all(leftover.parent().expect("dir")).expect("mkdir");
+    std::fs::write(&leftover, &data[..len]).expect("leftover");
+    let (ok, out) = check(&server, false);
+    assert!(!ok && out.contains("still in staging"), "{out}");
+    server.restart();
+    assert!(!leftover.exists(), "the leftover was removed at start");
+    server.assert_consistent("after the restart");
+    assert_eq!(api.content_at("/api/v1/files/a.bin"), data);
+}

@@ -270,6 +270,8 @@ pub trait ContentStore: Send + Sync {
 
     // Chunks.
     async fn present_chunks(&self, hashes: &[String]) -> MetaResult<HashSet<String>>;
+    /// Those of `hashes` whose chunk is recorded as moved to the object store.
+    async fn stored_chunks(&self, hashes: &[String]) -> MetaResult<HashSet<String>>;
     async fn owned_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<HashSet<String>>;
     async fn grant_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<()>;
     /// Records a verified chunk in staging (a no-op when it is already known).

@@ -316,6 +316,15 @@ impl ContentStore for SqlMeta {
             .await
     }
 
+    async fn stored_chunks(&self, hashes: &[String]) -> MetaResult<HashSet<String>> {
+        self.hashes_in(
+            "SELECT sha256 FROM tbl_chunk WHERE location = 'store' AND sha256 IN",
+            None,
+            hashes,
+        )
+        .await
+    }
+
     async fn owned_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<HashSet<String>> {
         self.hashes_in(
             "SELECT chunk_sha256 FROM tbl_user_chunk WHERE user_id = ? AND chunk_sha256 IN",
