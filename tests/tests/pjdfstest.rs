@@ -56,8 +56,28 @@ fn parse(stdout: &str) -> Option<Outcome> {
     Some(Outcome { counts, failures })
 }
 
+/// A directory holding a `mount` that remounts by itself. pjdfstest's EROFS
+/// cases run `mount -o remount,ro PATH`; for a `fuse.pan` mount util-linux hands
+/// that to FUSE's `mount.fuse` helper (when fuse3 is installed), which tries to
+/// start a program named after the subtype. `-i` skips helpers: the kernel
+/// remounts, as it does for any file system.
+fn internal_mount(dir: &Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("mkdir");
+    let mount = bin.join("mount");
+    std::fs::write(&mount, "#!/bin/sh\nexec /bin/mount -i \"$@\"\n").expect("write");
+    std::fs::set_permissions(&mount, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    bin
+}
+
 fn run(config: &Path, work: &Path, secondary: &Path, patterns: &[&str]) -> Outcome {
     std::fs::create_dir(work).expect("mkdir");
+    let shim = internal_mount(secondary.parent().expect("scratch"));
+    let path = format!(
+        "{}:{}",
+        shim.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     let out = Command::new("pjdfstest")
         .arg("-c")
         .arg(config)
@@ -68,6 +88,7 @@ fn run(config: &Path, work: &Path, secondary: &Path, patterns: &[&str]) -> Outco
         .args(patterns)
         .current_dir(work)
         .env("NO_COLOR", "1")
+        .env("PATH", path)
         .output()
         .expect("pjdfstest is installed (scripts/test.sh runs `cargo install pjdfstest --locked`)");
     let stdout = String::from_utf8_lossy(&out.stdout);
