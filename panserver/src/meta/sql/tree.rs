@@ -207,7 +207,8 @@ impl SqlMeta {
             NodeKind::CharDev | NodeKind::BlockDev => i64::from(req.rdev),
             _ => 0,
         };
-        let target = (req.kind == NodeKind::Symlink).then(|| req.target.clone());
+        // Only a symlink keeps a target.
+        let target = req.target.clone().filter(|_| req.kind == NodeKind::Symlink);
         let ino = sqlx::query(
             "INSERT INTO tbl_inode (user_id, kind, mode, uid, gid, size, atime, mtime, ctime, nlink, target, rdev) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -222,7 +223,7 @@ impl SqlMeta {
         .bind(now)
         .bind(now)
         .bind(nlink)
-        .bind(target.flatten())
+        .bind(target)
         .bind(rdev)
         .execute(&mut *tx)
         .await?;
