@@ -143,9 +143,10 @@ impl Shadow {
         self.record.zeros.insert(old, new_size);
     }
 
+    /// A change of the bytes or the size: mtime and ctime move.
     fn changed(&mut self, mtime: i64) {
         self.record.mtime = mtime;
-        self.record.ctime = self.record.ctime.max(mtime);
+        self.touch(mtime);
     }
 
     /// Turns [start, end) into zeros (a hole in the local file), within the
