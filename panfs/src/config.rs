@@ -1,5 +1,7 @@
 //! Where panfs keeps things: the login (token, mode 0600) under
-//! `$XDG_CONFIG_HOME/pan`, caches and mount records under `$XDG_CACHE_HOME/pan`.
+//! `$XDG_CONFIG_HOME/pan`; unsent writes (the journal and working copies) under
+//! `$XDG_STATE_HOME/pan`, never in a cache, which is safe to delete; cached
+//! content, logs and mount records under `$XDG_CACHE_HOME/pan`.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -31,6 +33,10 @@ pub fn config_dir() -> PathBuf {
 
 pub fn cache_root() -> PathBuf {
     xdg("XDG_CACHE_HOME", ".cache").join("pan")
+}
+
+pub fn state_root() -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state").join("pan")
 }
 
 fn login_path() -> PathBuf {

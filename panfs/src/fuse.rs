@@ -14,7 +14,7 @@ use fuser::{
 };
 use panproto::wire::{NodeKind, RenameMode};
 
-use crate::fs::{Attr, AttrChange, Errno, Fallocate, Owner, PanFs};
+use crate::fs::{Attr, AttrChange, Fallocate, FsError, Owner, PanFs};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
@@ -22,8 +22,14 @@ pub struct FuseAdapter {
     pub entry_ttl: Duration,
 }
 
-fn errno(e: Errno) -> FuseErrno {
-    FuseErrno::from_i32(e.0)
+/// The kernel's errno for a failed call; faults are logged with their causes.
+fn errno(e: FsError) -> FuseErrno {
+    if e.is_fault() {
+        tracing::warn!(errno = e.errno(), error = e.chain(), "call failed");
+    } else {
+        tracing::debug!(errno = e.errno(), error = e.chain(), "call refused");
+    }
+    FuseErrno::from_i32(e.errno())
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -78,7 +84,7 @@ fn time(t: Option<TimeOrNow>) -> Option<SystemTime> {
 }
 
 impl FuseAdapter {
-    fn entry(&self, reply: ReplyEntry, result: Result<Attr, Errno>) {
+    fn entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
             Ok(a) => reply.entry(&self.entry_ttl, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
@@ -95,7 +101,7 @@ macro_rules! name_or_reply {
     };
 }
 
-fn empty(reply: ReplyEmpty, result: Result<(), Errno>) {
+fn empty(reply: ReplyEmpty, result: Result<(), FsError>) {
     match result {
         Ok(()) => reply.ok(),
         Err(e) => reply.error(errno(e)),
@@ -104,7 +110,7 @@ fn empty(reply: ReplyEmpty, result: Result<(), Errno>) {
 
 /// An attribute value or name list: its size when asked with 0, ERANGE when it
 /// does not fit the caller's buffer.
-fn xattr_reply(reply: ReplyXattr, size: u32, result: Result<impl AsRef<[u8]>, Errno>) {
+fn xattr_reply(reply: ReplyXattr, size: u32, result: Result<impl AsRef<[u8]>, FsError>) {
     match result {
         Ok(bytes) => {
             let bytes = bytes.as_ref();

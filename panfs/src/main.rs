@@ -51,9 +51,12 @@ struct MountArgs {
     /// Stay in the foreground (logs to stderr)
     #[arg(long)]
     foreground: bool,
-    /// Directory for working copies and the upload journal [default: $XDG_CACHE_HOME/pan/USER]
+    /// Directory for cached content, safe to delete while unmounted [default: $XDG_CACHE_HOME/pan/USER]
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Directory for unsent writes (the journal and working copies); never delete it [default: $XDG_STATE_HOME/pan/USER]
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
     /// Disk space for recently read blocks, in MiB (working copies of files being written come on top)
     #[arg(long, default_value_t = 1024)]
     cache_size: u64,
@@ -180,6 +183,11 @@ async fn status() -> anyhow::Result<()> {
             r.disk_cache_bytes >> 20,
             r.bytes_sent,
         );
+        println!(
+            "  unsent writes in {}, cache in {}",
+            r.state_dir.display(),
+            r.cache_dir.display()
+        );
     }
     Ok(())
 }
@@ -251,6 +259,7 @@ fn main() -> anyhow::Result<()> {
             let opts = MountOptions {
                 mountpoint: args.mountpoint,
                 cache_dir: args.cache_dir,
+                state_dir: args.state_dir,
                 cache_size: args.cache_size << 20,
                 memory_cache: args.memory_cache << 20,
                 allow_other: args.allow_other,

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use fuser::{Config, MountOption, SessionACL};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Login, cache_root};
+use crate::config::{Login, cache_root, state_root};
 use crate::fs::{FsOptions, PanFs};
 use crate::fuse::FuseAdapter;
 use crate::remote::{HttpRemote, Remote};
@@ -21,6 +21,7 @@ use crate::remote::{HttpRemote, Remote};
 pub struct MountOptions {
     pub mountpoint: PathBuf,
     pub cache_dir: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     pub cache_size: u64,
     pub memory_cache: u64,
     pub allow_other: bool,
@@ -42,6 +43,8 @@ pub struct MountRecord {
     pub server: String,
     pub user: String,
     pub cache_dir: PathBuf,
+    #[serde(default)]
+    pub state_dir: PathBuf,
     pub pending_files: usize,
     pub pending_bytes: u64,
     pub memory_cache_bytes: u64,
@@ -144,8 +147,14 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| cache_root().join(&login.user));
-    std::fs::create_dir_all(&cache_dir)
-        .with_context(|| format!("creating {}", cache_dir.display()))?;
+    let state_dir = opts
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| state_root().join(&login.user));
+    for dir in [&cache_dir, &state_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    move_old_journal(&cache_dir, &state_dir)?;
     let fs = PanFs::new(
         rt.handle().clone(),
         remote,
@@ -155,6 +164,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
             entry_ttl: opts.entry_ttl,
             writeback: opts.writeback,
             cache_dir: cache_dir.clone(),
+            state_dir: state_dir.clone(),
             memory_cache_bytes: opts.memory_cache,
             disk_cache_bytes: opts.cache_size,
             readahead_blocks: 8,
@@ -202,6 +212,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         server: login.server.clone(),
         user: login.user.clone(),
         cache_dir,
+        state_dir,
         ..Default::default()
     };
     write_record(&record);
@@ -253,6 +264,29 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(record_path(&mountpoint));
     tracing::info!("unmounted");
+    Ok(())
+}
+
+/// Earlier versions kept the journal in the cache directory: unsent writes
+/// found there move to the state directory before anything else looks.
+fn move_old_journal(cache_dir: &Path, state_dir: &Path) -> anyhow::Result<()> {
+    let (old, new) = (cache_dir.join("journal"), state_dir.join("journal"));
+    let Ok(entries) = std::fs::read_dir(&old) else {
+        return Ok(());
+    };
+    std::fs::create_dir_all(&new).with_context(|| format!("creating {}", new.display()))?;
+    for entry in entries.flatten() {
+        let to = new.join(entry.file_name());
+        if std::fs::rename(entry.path(), &to).is_err() {
+            // Another file system: copy, then remove.
+            std::fs::copy(entry.path(), &to).with_context(|| {
+                format!("moving {} to {}", entry.path().display(), to.display())
+            })?;
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    let _ = std::fs::remove_dir(&old);
+    tracing::info!(from = %old.display(), to = %new.display(), "moved unsent writes to the state directory");
     Ok(())
 }
 

@@ -1,8 +1,15 @@
 //! Write-back of a working copy: re-chunk only the regions that changed, ask the
 //! server which chunks it lacks, send those (several at once), prove possession
-//! if asked, and commit. Unchanged chunks of the previous version are reused by
-//! reference, so a small edit in a large file sends about one chunk.
+//! if asked, and commit against the version the copy started from. Unchanged
+//! chunks of the previous version are reused by reference, so a small edit in a
+//! large file sends about one chunk.
+//!
+//! An upload holds no lock: it reads a snapshot of the copy's record through its
+//! own descriptor, and brings missing base bytes in through `Source`, which
+//! locks briefly. Writes that land meanwhile stay dirty for the next upload.
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,9 +20,9 @@ use panproto::proof::ProofHasher;
 use panproto::wire::{ChunkRef, CommitRequest, Node, UploadInit};
 use panproto::{CHUNK_MAX, Chunker};
 
-use crate::cache::shadow::Shadow;
+use crate::cache::shadow::ShadowRecord;
 use crate::ranges::RangeSet;
-use crate::remote::{Remote, RemoteError, RemoteResult};
+use crate::remote::{Remote, RemoteError};
 
 /// Files up to this size go up in one request.
 const SMALL_FILE: u64 = 1 << 20;
@@ -29,9 +36,48 @@ pub struct UploadStats {
     pub commits: AtomicU64,
 }
 
-/// Reads [pos, end) of a file, for the chunker.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    /// This machine's disk failed us (reading the copy, storing base bytes).
+    #[error("local disk")]
+    Local(#[from] std::io::Error),
+    /// The working copy was dropped (its file removed) while it was being sent.
+    #[error("the working copy was dropped during the upload")]
+    Dropped,
+    #[error("inconsistent chunk plan at offset {0}")]
+    Plan(u64),
+}
+
+pub type UploadResult<T> = Result<T, UploadError>;
+
+/// The working copy as it was when the upload began: its record, and its bytes
+/// through a descriptor of its own.
+pub struct Snapshot {
+    pub record: ShadowRecord,
+    pub file: File,
+}
+
+/// The live working copy, for the bytes of the base version an upload needs
+/// locally (around a change, or asked for in a proof).
+pub trait Source: Sync {
+    /// The parts of [a, b) not on local disk yet.
+    fn gaps(&self, a: u64, b: u64) -> UploadResult<Vec<(u64, u64)>>;
+    /// Stores bytes of the base version, where nothing was written meanwhile.
+    fn fill(&self, offset: u64, bytes: &[u8]) -> UploadResult<()>;
+}
+
+/// Where a content goes: the file, and the content it must still hold there.
+pub struct Target<'a> {
+    pub ino: i64,
+    pub if_content: Option<Option<&'a str>>,
+}
+
+/// Reads [pos, end) of a file, for the chunker. A file that ends early (cut
+/// short while being sent) is an error, never a shorter chunk.
 struct RangeReader<'a> {
-    file: &'a std::fs::File,
+    file: &'a File,
     pos: u64,
     end: u64,
 }
@@ -43,21 +89,11 @@ impl Read for RangeReader<'_> {
             return Ok(0);
         }
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
         self.pos += n as u64;
         Ok(n)
-    }
-}
-
-fn io_error(e: std::io::Error) -> RemoteError {
-    RemoteError::Refused {
-        status: 0,
-        code: if e.raw_os_error() == Some(libc::ENOSPC) {
-            "no_space"
-        } else {
-            "local_io"
-        }
-        .into(),
-        message: e.to_string(),
     }
 }
 
@@ -76,8 +112,7 @@ fn with_offsets(chunks: &[ChunkRef]) -> Vec<(u64, ChunkRef)> {
 
 /// The byte ranges that must be chunked anew: each change widened to the base
 /// chunks it touches, plus anything past the base's end.
-fn changed_regions(shadow: &Shadow) -> Vec<(u64, u64)> {
-    let r = &shadow.record;
+fn changed_regions(r: &ShadowRecord) -> Vec<(u64, u64)> {
     let size = r.size;
     let base = with_offsets(&r.base_chunks);
     let base_end = base.last().map_or(0, |(o, c)| o + c.size);
@@ -149,136 +184,93 @@ fn holes(len: u64) -> impl Iterator<Item = ChunkRef> {
 /// Brings [a, b) of the working copy local, reading missing bytes from the base version.
 async fn make_present(
     remote: &dyn Remote,
-    shadow: &mut Shadow,
+    snap: &Snapshot,
+    live: &dyn Source,
     a: u64,
     b: u64,
-) -> RemoteResult<()> {
-    let base = shadow.record.base.clone();
-    for (gs, ge) in shadow.record.present.gaps(a, b) {
-        let Some(base) = &base else {
+) -> UploadResult<()> {
+    for (gs, ge) in live.gaps(a, b)? {
+        let Some(base) = &snap.record.base else {
             // No base version: unwritten bytes are zeros.
-            shadow
-                .fill(gs, &vec![0u8; (ge - gs) as usize])
-                .map_err(io_error)?;
+            live.fill(gs, &vec![0u8; (ge - gs) as usize])?;
             continue;
         };
         let mut pos = gs;
         while pos < ge {
             let end = (pos + u64::from(CHUNK_MAX)).min(ge);
-            let bytes = remote.read(shadow.record.ino, base, pos, end).await?;
-            shadow.fill(pos, &bytes).map_err(io_error)?;
+            let bytes = remote.read(snap.record.ino, base, pos, end).await?;
+            live.fill(pos, &bytes)?;
             pos = end;
         }
     }
     Ok(())
 }
 
-fn read_local(shadow: &Shadow, offset: u64, len: u64) -> RemoteResult<Bytes> {
+fn read_local(file: &File, offset: u64, len: u64) -> UploadResult<Bytes> {
     let mut buf = vec![0u8; len as usize];
-    shadow.read_at(&mut buf, offset).map_err(io_error)?;
+    file.read_exact_at(&mut buf, offset)?;
     Ok(Bytes::from(buf))
 }
 
-/// Uploads the working copy and commits it as the file's new content.
+/// A content committed by an upload, and the chunk list it was sent as.
+pub struct Committed {
+    pub node: Node,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// Uploads the snapshot and commits it as the target's new content.
 pub async fn upload(
     remote: &dyn Remote,
-    shadow: &mut Shadow,
+    snap: &Snapshot,
+    live: &dyn Source,
+    target: Target<'_>,
     stats: &UploadStats,
-) -> RemoteResult<Node> {
-    let ino = shadow.record.ino;
-    let size = shadow.size();
-    let regions = changed_regions(shadow);
+) -> UploadResult<Committed> {
+    let size = snap.record.size;
+    let regions = changed_regions(&snap.record);
     for &(a, b) in &regions {
-        make_present(remote, shadow, a, b).await?;
+        make_present(remote, snap, live, a, b).await?;
     }
     // A small file goes up whole, unless it has holes, which cost nothing as chunks.
-    if size <= SMALL_FILE && shadow.record.zeros.is_empty() {
-        make_present(remote, shadow, 0, size).await?;
-        let body = read_local(shadow, 0, size)?;
-        let node = remote.put_content(ino, body, shadow.record.mtime).await?;
+    if size <= SMALL_FILE && snap.record.zeros.is_empty() {
+        make_present(remote, snap, live, 0, size).await?;
+        let body = read_local(&snap.file, 0, size)?;
+        let node = remote
+            .put_content(target.ino, body, snap.record.mtime, target.if_content)
+            .await?;
         stats.bytes_sent.fetch_add(size, Ordering::Relaxed);
+        stats.commits.fetch_add(1, Ordering::Relaxed);
         // Small files are always sent whole, so their chunk list is not needed later.
-        return Ok(finish(shadow, node, Vec::new(), stats));
+        return Ok(Committed {
+            node,
+            chunks: Vec::new(),
+        });
     }
-    // The new chunk list: base chunks outside the changed regions, new ones inside.
-    let base = with_offsets(&shadow.record.base_chunks);
-    let mut chunks: Vec<ChunkRef> = Vec::new();
-    let mut local: Vec<(String, u64, u64)> = Vec::new();
-    let mut pos = 0u64;
-    let mut regions_iter = regions.iter().peekable();
-    while pos < size {
-        if let Some(&&(a, b)) = regions_iter.peek()
-            && a <= pos
-        {
-            for (s, e, zeros) in segments(&shadow.record.zeros, a, b) {
-                if zeros {
-                    chunks.extend(holes(e - s));
-                    continue;
-                }
-                let reader = RangeReader {
-                    file: shadow.file(),
-                    pos: s,
-                    end: e,
-                };
-                for chunk in Chunker::new(reader) {
-                    let chunk = chunk.map_err(io_error)?;
-                    let sha = panproto::sha256_hex(&chunk.data);
-                    let len = chunk.data.len() as u64;
-                    local.push((sha.clone(), s + chunk.offset, len));
-                    chunks.push(ChunkRef {
-                        sha256: Some(sha),
-                        size: len,
-                    });
-                }
-            }
-            pos = b;
-            regions_iter.next();
-            continue;
-        }
-        let next_region = regions_iter.peek().map_or(size, |r| r.0);
-        match base.iter().find(|(o, _)| *o == pos) {
-            Some((o, c)) if o + c.size <= next_region => {
-                chunks.push(c.clone());
-                pos += c.size;
-            }
-            _ => {
-                return Err(RemoteError::Refused {
-                    status: 0,
-                    code: "local_io".into(),
-                    message: format!("inconsistent chunk plan at offset {pos}"),
-                });
-            }
-        }
-    }
+    let Plan { chunks, placed } = plan(snap, &regions)?;
     let state = remote
         .begin_upload(&UploadInit {
-            ino,
+            ino: target.ino,
             chunks: chunks.clone(),
             sha256: None,
             sha1: None,
         })
         .await?;
-    let missing: Vec<(String, u64, u64)> = state
-        .missing
-        .iter()
-        .filter_map(|sha| local.iter().find(|(s, _, _)| s == sha).cloned())
-        .collect();
-    if missing.len() != state.missing.len() {
-        return Err(RemoteError::Refused {
-            status: 0,
-            code: "conflict".into(),
-            message: "the server lacks chunks of the previous version".into(),
-        });
+    // Missing chunks are sent from local disk; one of the base version the server
+    // no longer has is read back from that version first.
+    let mut missing = Vec::with_capacity(state.missing.len());
+    for sha in &state.missing {
+        let &(offset, len) = placed.get(sha).ok_or(UploadError::Plan(0))?;
+        make_present(remote, snap, live, offset, offset + len).await?;
+        missing.push((sha.clone(), offset, len));
     }
-    let shadow_ref = &*shadow;
     futures::stream::iter(missing)
         .map(|(sha, offset, len)| {
             let session = state.id.clone();
             async move {
-                let body = read_local(shadow_ref, offset, len)?;
+                let body = read_local(&snap.file, offset, len)?;
                 remote.put_chunk(&session, &sha, body).await?;
                 stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
-                Ok::<_, RemoteError>(())
+                Ok::<_, UploadError>(())
             }
         })
         .buffer_unordered(PARALLEL_PUTS)
@@ -287,33 +279,141 @@ pub async fn upload(
     if let Some(challenge) = &state.challenge {
         let mut proof = ProofHasher::new(&challenge.nonce);
         for &(start, len) in &challenge.ranges {
-            make_present(remote, shadow, start, start + len).await?;
-            proof.update(&read_local(shadow, start, len)?);
+            make_present(remote, snap, live, start, start + len).await?;
+            proof.update(&read_local(&snap.file, start, len)?);
         }
         remote.prove(&state.id, &proof.finish()).await?;
     }
-    let node = remote
-        .commit(
-            &state.id,
-            &CommitRequest {
-                if_content: None,
-                mtime: Some(shadow.record.mtime),
-            },
-        )
-        .await?;
-    Ok(finish(shadow, node, chunks, stats))
+    let commit = CommitRequest {
+        if_content: target.if_content.map(|c| c.map(str::to_string)),
+        mtime: Some(snap.record.mtime),
+    };
+    let node = remote.commit(&state.id, &commit).await?;
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    Ok(Committed { node, chunks })
 }
 
-/// Records the commit: the working copy is now clean against the new content.
-fn finish(shadow: &mut Shadow, node: Node, chunks: Vec<ChunkRef>, stats: &UploadStats) -> Node {
-    shadow.committed(node.content.clone(), chunks);
-    stats.commits.fetch_add(1, Ordering::Relaxed);
-    node
+/// The chunk list of a new content, and where each data chunk lies in the file.
+struct Plan {
+    chunks: Vec<ChunkRef>,
+    /// (offset, length) by SHA-256.
+    placed: HashMap<String, (u64, u64)>,
+}
+
+/// The new chunk list: base chunks outside the changed regions, new ones inside.
+fn plan(snap: &Snapshot, regions: &[(u64, u64)]) -> UploadResult<Plan> {
+    let size = snap.record.size;
+    let base = with_offsets(&snap.record.base_chunks);
+    let mut chunks: Vec<ChunkRef> = Vec::new();
+    let mut placed = HashMap::new();
+    let mut pos = 0u64;
+    let mut regions = regions.iter().peekable();
+    while pos < size {
+        if let Some(&&(a, b)) = regions.peek()
+            && a <= pos
+        {
+            for (s, e, zeros) in segments(&snap.record.zeros, a, b) {
+                if zeros {
+                    chunks.extend(holes(e - s));
+                    continue;
+                }
+                let reader = RangeReader {
+                    file: &snap.file,
+                    pos: s,
+                    end: e,
+                };
+                for chunk in Chunker::new(reader) {
+                    let chunk = chunk?;
+                    let sha = panproto::sha256_hex(&chunk.data);
+                    let len = chunk.data.len() as u64;
+                    placed.insert(sha.clone(), (s + chunk.offset, len));
+                    chunks.push(ChunkRef {
+                        sha256: Some(sha),
+                        size: len,
+                    });
+                }
+            }
+            pos = b;
+            regions.next();
+            continue;
+        }
+        let next_region = regions.peek().map_or(size, |r| r.0);
+        match base.iter().find(|(o, _)| *o == pos) {
+            Some((o, c)) if o + c.size <= next_region => {
+                if let Some(sha) = &c.sha256 {
+                    placed.entry(sha.clone()).or_insert((*o, c.size));
+                }
+                chunks.push(c.clone());
+                pos += c.size;
+            }
+            _ => return Err(UploadError::Plan(pos)),
+        }
+    }
+    Ok(Plan { chunks, placed })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(
+        base_sizes: &[u64],
+        size: u64,
+        dirty: &[(u64, u64)],
+        cut: Option<u64>,
+    ) -> ShadowRecord {
+        let mut r = ShadowRecord {
+            ino: 1,
+            base: Some("base".into()),
+            base_chunks: base_sizes
+                .iter()
+                .map(|&size| ChunkRef {
+                    sha256: Some(format!("{size}")),
+                    size,
+                })
+                .collect(),
+            size,
+            present: RangeSet::default(),
+            dirty: RangeSet::default(),
+            cut,
+            zeros: RangeSet::default(),
+            mtime: 0,
+            ctime: 0,
+            place: None,
+        };
+        for &(a, b) in dirty {
+            r.dirty.insert(a, b);
+        }
+        r
+    }
+
+    #[test]
+    fn changes_are_widened_to_the_base_chunks_they_touch() {
+        let base = [100, 100, 100];
+        assert_eq!(
+            changed_regions(&record(&base, 300, &[(150, 160)], None)),
+            [(100, 200)]
+        );
+        // Two changes in touching chunks make one region.
+        let two = record(&base, 300, &[(150, 160), (90, 110)], None);
+        assert_eq!(changed_regions(&two), [(0, 200)]);
+        // A file cut short re-chunks the chunk the cut falls in, up to the new end.
+        assert_eq!(
+            changed_regions(&record(&base, 250, &[], Some(250))),
+            [(200, 250)]
+        );
+        // Bytes past the base's end are new.
+        assert_eq!(
+            changed_regions(&record(&base, 350, &[(300, 350)], None)),
+            [(300, 350)]
+        );
+        // No base: everything is new; an empty file has nothing to send.
+        assert_eq!(
+            changed_regions(&record(&[], 10, &[(0, 10)], None)),
+            [(0, 10)]
+        );
+        assert!(changed_regions(&record(&[], 0, &[], None)).is_empty());
+    }
 
     #[test]
     fn segments_alternate_data_and_zeros() {

@@ -254,10 +254,25 @@ pub struct ProofAnswer {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CommitRequest {
-    /// When set, commit only if the file still holds this content (None = empty file).
-    #[serde(default)]
+    /// When set, commit only if the file still holds this content; `null`
+    /// (`Some(None)`) means it must have none yet. Absent: no condition.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub if_content: Option<Option<String>>,
     pub mtime: Option<i64>,
+}
+
+/// A field that is present, even as `null`, is `Some`: plain `Option<Option<_>>`
+/// reads `null` as absent, which would turn "must have no content" into "no condition".
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// The names of a node's extended attributes, in the order they were created.
@@ -279,9 +294,101 @@ pub enum XattrMode {
     Replace,
 }
 
+/// Why the server refused a request: the `code` of every error answer. Clients
+/// decide on these (panfs maps each to an errno), never on the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    BadCredentials,
+    SignupDisabled,
+    Throttled,
+    NotFound,
+    Exists,
+    NotEmpty,
+    NotDir,
+    IsDir,
+    NotPermitted,
+    NameTooLong,
+    BadName,
+    HashMismatch,
+    TooLarge,
+    /// A conditional write found another version than the one it was based on.
+    Conflict,
+    /// The version a read asked for is gone.
+    Changed,
+    Incomplete,
+    BadProof,
+    QuotaExceeded,
+    NotRegularFile,
+    NoAttribute,
+    XattrNotSupported,
+    BadXattrName,
+    XattrFull,
+    NoSpace,
+    RangeNotSatisfiable,
+    MethodNotAllowed,
+    LengthRequired,
+    Corrupt,
+    Unavailable,
+    Internal,
+    /// A code this build does not know (from a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// The code as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BadRequest => "bad_request",
+            Unauthorized => "unauthorized",
+            BadCredentials => "bad_credentials",
+            SignupDisabled => "signup_disabled",
+            Throttled => "throttled",
+            NotFound => "not_found",
+            Exists => "exists",
+            NotEmpty => "not_empty",
+            NotDir => "not_dir",
+            IsDir => "is_dir",
+            NotPermitted => "not_permitted",
+            NameTooLong => "name_too_long",
+            BadName => "bad_name",
+            HashMismatch => "hash_mismatch",
+            TooLarge => "too_large",
+            Conflict => "conflict",
+            Changed => "changed",
+            Incomplete => "incomplete",
+            BadProof => "bad_proof",
+            QuotaExceeded => "quota_exceeded",
+            NotRegularFile => "not_regular_file",
+            NoAttribute => "no_attribute",
+            XattrNotSupported => "xattr_not_supported",
+            BadXattrName => "bad_xattr_name",
+            XattrFull => "xattr_full",
+            NoSpace => "no_space",
+            RangeNotSatisfiable => "range_not_satisfiable",
+            MethodNotAllowed => "method_not_allowed",
+            LengthRequired => "length_required",
+            Corrupt => "corrupt",
+            Unavailable => "unavailable",
+            Internal => "internal",
+            Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ErrorBody {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -291,4 +398,49 @@ pub struct StatFs {
     pub used_files: i64,
     pub quota_bytes: i64,
     pub quota_files: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorCode;
+
+    #[test]
+    fn error_codes_are_their_json_names_and_unknown_ones_are_kept_apart() {
+        for code in [
+            ErrorCode::NotFound,
+            ErrorCode::NameTooLong,
+            ErrorCode::QuotaExceeded,
+            ErrorCode::XattrNotSupported,
+        ] {
+            let json = serde_json::to_string(&code).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(serde_json::from_str::<ErrorCode>(&json).ok(), Some(code));
+        }
+        let newer: ErrorCode = serde_json::from_str("\"from_the_future\"").expect("deserialize");
+        assert_eq!(newer, ErrorCode::Unknown);
+    }
+
+    #[test]
+    fn a_commit_tells_no_condition_from_must_be_empty() {
+        use super::CommitRequest;
+        let read = |json: &str| {
+            serde_json::from_str::<CommitRequest>(json)
+                .expect("parse")
+                .if_content
+        };
+        assert_eq!(read(r#"{"mtime": null}"#), None);
+        assert_eq!(read(r#"{"if_content": null, "mtime": null}"#), Some(None));
+        assert_eq!(
+            read(r#"{"if_content": "c1", "mtime": 5}"#),
+            Some(Some("c1".into()))
+        );
+        for if_content in [None, Some(None), Some(Some("c1".to_string()))] {
+            let req = CommitRequest {
+                if_content: if_content.clone(),
+                mtime: None,
+            };
+            let json = serde_json::to_string(&req).expect("serialize");
+            assert_eq!(read(&json), if_content, "{json}");
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! The errors the API answers with: a stable code, a message and an HTTP status.
 
 use http::StatusCode;
-use panproto::wire::NodeKind;
+use panproto::wire::{ErrorCode, NodeKind};
 use panproto::{NameError, XattrNameError};
 
 use crate::meta::MetaError;
@@ -107,39 +107,40 @@ impl ApiError {
     }
 
     /// The stable, machine-readable code; clients map these to errno.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         use ApiError::*;
+        use ErrorCode as C;
         match self {
-            BadRequest(_) => "bad_request",
-            Unauthorized => "unauthorized",
-            BadCredentials => "bad_credentials",
-            SignupDisabled => "signup_disabled",
-            Throttled(_) => "throttled",
-            NotFound => "not_found",
-            Exists => "exists",
-            NotEmpty => "not_empty",
-            NotDir => "not_dir",
-            IsDir => "is_dir",
-            NotPermitted(_) => "not_permitted",
-            BadName(NameError::TooLong) => "name_too_long",
-            BadName(_) => "bad_name",
-            HashMismatch => "hash_mismatch",
-            TooLarge => "too_large",
-            Conflict => "conflict",
-            Changed => "changed",
-            Incomplete(_) => "incomplete",
-            BadProof => "bad_proof",
-            Quota => "quota_exceeded",
-            NotRegularFile => "not_regular_file",
-            NoAttribute => "no_attribute",
-            BadXattrName(XattrNameError::Unsupported) => "xattr_not_supported",
-            BadXattrName(_) => "bad_xattr_name",
-            XattrFull => "xattr_full",
-            NoSpace => "no_space",
-            RangeNotSatisfiable(_) => "range_not_satisfiable",
-            Corrupt => "corrupt",
-            Unavailable(_) => "unavailable",
-            Internal(_) => "internal",
+            BadRequest(_) => C::BadRequest,
+            Unauthorized => C::Unauthorized,
+            BadCredentials => C::BadCredentials,
+            SignupDisabled => C::SignupDisabled,
+            Throttled(_) => C::Throttled,
+            NotFound => C::NotFound,
+            Exists => C::Exists,
+            NotEmpty => C::NotEmpty,
+            NotDir => C::NotDir,
+            IsDir => C::IsDir,
+            NotPermitted(_) => C::NotPermitted,
+            BadName(NameError::TooLong) => C::NameTooLong,
+            BadName(_) => C::BadName,
+            HashMismatch => C::HashMismatch,
+            TooLarge => C::TooLarge,
+            Conflict => C::Conflict,
+            Changed => C::Changed,
+            Incomplete(_) => C::Incomplete,
+            BadProof => C::BadProof,
+            Quota => C::QuotaExceeded,
+            NotRegularFile => C::NotRegularFile,
+            NoAttribute => C::NoAttribute,
+            BadXattrName(XattrNameError::Unsupported) => C::XattrNotSupported,
+            BadXattrName(_) => C::BadXattrName,
+            XattrFull => C::XattrFull,
+            NoSpace => C::NoSpace,
+            RangeNotSatisfiable(_) => C::RangeNotSatisfiable,
+            Corrupt => C::Corrupt,
+            Unavailable(_) => C::Unavailable,
+            Internal(_) => C::Internal,
         }
     }
 }

@@ -311,6 +311,7 @@ impl App {
         ino: i64,
         body: BodyStream,
         mtime: Option<i64>,
+        if_content: Option<Option<&str>>,
     ) -> ApiResult<Node> {
         // Refused before any byte is staged.
         let node = self.meta.node(user, ino).await?;
@@ -357,7 +358,7 @@ impl App {
                 ino,
                 &chunks,
                 Some((&hashes.0, &hashes.1)),
-                None,
+                if_content,
                 mtime.unwrap_or(now),
                 now,
             )

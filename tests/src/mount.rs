@@ -1,5 +1,5 @@
 //! A real `panfs` mount of one account, with its own config and cache
-//! directories (as `$XDG_CONFIG_HOME` and `$XDG_CACHE_HOME`).
+//! directories (as `$XDG_CONFIG_HOME`, `$XDG_CACHE_HOME` and `$XDG_STATE_HOME`).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -61,12 +61,18 @@ impl Mount {
         self.home.path().join("cache")
     }
 
+    /// Where panfs keeps unsent writes (`$XDG_STATE_HOME`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.home.path().join("state")
+    }
+
     /// Runs panfs with this mount's environment.
     pub fn panfs(&self, args: &[&str], stdin: &str) -> Output {
         let mut child = Command::new(bin("panfs"))
             .args(args)
             .env("XDG_CONFIG_HOME", self.config_dir())
             .env("XDG_CACHE_HOME", self.cache_dir())
+            .env("XDG_STATE_HOME", self.state_dir())
             .env(
                 "PAN_LOG",
                 std::env::var("PAN_LOG").unwrap_or_else(|_| "info".into()),

@@ -1,4 +1,4 @@
-//! Full disks: the server's staging disk and panfs' cache disk, each a small
+//! Full disks: the server's staging disk and panfs's local disk (its state directory), each a small
 //! tmpfs filled on purpose. Clients get ENOSPC or 507 `no_space`, nothing
 //! stored before is damaged, and work resumes once space is freed. Needs root.
 
@@ -69,11 +69,12 @@ fn staging_disk_full_gives_507_and_enospc_then_recovers() {
 }
 
 #[test]
-fn cache_disk_full_gives_enospc_and_keeps_earlier_files() {
+fn local_disk_full_gives_enospc_and_keeps_earlier_files() {
     let server = Server::start();
     let mut mount = Mount::new(&server, "gus");
     mount.umount();
-    let cache = SmallDisk::mount_on(&mount.cache_dir(), 40);
+    // Working copies of files being written live in the state directory.
+    let disk = SmallDisk::mount_on(&mount.state_dir(), 40);
     mount.mount();
 
     let src = tempfile::tempdir().expect("dir");
@@ -81,7 +82,7 @@ fn cache_disk_full_gives_enospc_and_keeps_earlier_files() {
     let small_sha = write_noise_file(&small, 3, 2 << 20);
     mount.sh(&format!("cp {} small.bin", small.display()));
 
-    // A file larger than the cache disk: the writes fail with ENOSPC.
+    // A file larger than the local disk: the writes fail with ENOSPC.
     let out = Command::new("dd")
         .args(["if=/dev/zero", "bs=1M", "count=80", "conv=fsync"])
         .arg(format!("of={}", mount.p("huge.bin").display()))
@@ -89,7 +90,7 @@ fn cache_disk_full_gives_enospc_and_keeps_earlier_files() {
         .expect("dd");
     assert!(
         !out.status.success(),
-        "writing past the cache disk must fail"
+        "writing past the local disk must fail"
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No space left on device"), "dd said: {err}");
@@ -102,5 +103,5 @@ fn cache_disk_full_gives_enospc_and_keeps_earlier_files() {
     mount.sh(&format!("cp {} again.bin && sync", again.display()));
     assert_eq!(sha256_file(&mount.p("again.bin")), again_sha);
     mount.umount();
-    drop(cache);
+    drop(disk);
 }

@@ -121,6 +121,8 @@ fn journaled_writes_resume_after_sigkill() {
     // Closed in write-back mode: the data is journaled locally before close returns.
     std::fs::write(m.p("pending"), &data).expect("write");
     m.kill();
+    // The cache is safe to delete: unsent writes are not in it.
+    std::fs::remove_dir_all(m.cache_dir()).expect("delete the cache");
     m.mount();
     wait_until("the journal to be sent", Duration::from_secs(60), || {
         std::fs::read(m.p("pending")).is_ok_and(|d| d == data)

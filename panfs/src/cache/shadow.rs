@@ -12,6 +12,7 @@ use panproto::wire::ChunkRef;
 use serde::{Deserialize, Serialize};
 
 use crate::ranges::RangeSet;
+use crate::upload::Snapshot;
 
 /// What the journal keeps of a working copy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,10 +34,17 @@ pub struct ShadowRecord {
     /// When the copy last changed (a write, a size change, a punched hole).
     #[serde(default)]
     pub ctime: i64,
+    /// Where the file was (parent, name) when the copy began: a conflict copy
+    /// made after a restart goes beside it.
+    #[serde(default)]
+    pub place: Option<(i64, String)>,
 }
 
 pub struct Shadow {
     pub record: ShadowRecord,
+    /// Counts changes of the bytes, size or mtime, so an upload knows whether
+    /// the copy changed while it was being sent.
+    generation: u64,
     file: File,
     data_path: PathBuf,
     record_path: PathBuf,
@@ -80,7 +88,9 @@ impl Shadow {
                 zeros: RangeSet::default(),
                 mtime,
                 ctime: mtime,
+                place: None,
             },
+            generation: 0,
             file,
             data_path,
             record_path,
@@ -95,6 +105,7 @@ impl Shadow {
         let file = OpenOptions::new().read(true).write(true).open(&data_path)?;
         Ok(Self {
             record,
+            generation: 0,
             file,
             data_path,
             record_path,
@@ -145,8 +156,27 @@ impl Shadow {
 
     /// A change of the bytes or the size: mtime and ctime move.
     fn changed(&mut self, mtime: i64) {
+        self.generation += 1;
         self.record.mtime = mtime;
         self.touch(mtime);
+    }
+
+    /// An explicit mtime (utimes) that the next commit stamps.
+    pub fn set_mtime(&mut self, mtime: i64) {
+        self.generation += 1;
+        self.record.mtime = mtime;
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The copy as it is now, for an upload that runs without the file's lock.
+    pub fn snapshot(&self) -> std::io::Result<Snapshot> {
+        Ok(Snapshot {
+            record: self.record.clone(),
+            file: self.file.try_clone()?,
+        })
     }
 
     /// Turns [start, end) into zeros (a hole in the local file), within the
@@ -235,6 +265,20 @@ impl Shadow {
         self.record.dirty = RangeSet::default();
         self.record.cut = None;
         self.forget_journal();
+    }
+
+    /// Records a commit of an older state of the copy (it changed while being
+    /// sent): the new content is the base, and what is dirty stays dirty. The
+    /// journal says so at once, or a replay would find its base replaced and
+    /// take its own commit for another client's.
+    pub fn rebase(
+        &mut self,
+        content: Option<String>,
+        chunks: Vec<ChunkRef>,
+    ) -> std::io::Result<()> {
+        self.record.base = content;
+        self.record.base_chunks = chunks;
+        self.persist()
     }
 }
 

@@ -2,7 +2,8 @@
 //! applied to the file's working copy. Punched and zeroed ranges are recorded as
 //! zeros, so the upload sends them as holes: no bytes sent, none stored.
 
-use super::{Errno, FsResult, PanFs, lock, now_ns};
+use super::attr::now_ns;
+use super::{FsError, FsResult, PanFs};
 
 /// What an `fallocate` mode asks for, checked as Linux checks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,7 +26,10 @@ impl Fallocate {
         };
         let punch_ok = !how.punch_hole || (how.keep_size && !how.zero_range);
         if mode & !known != 0 || !punch_ok {
-            return Err(Errno(libc::EOPNOTSUPP));
+            return Err(FsError::new(
+                libc::EOPNOTSUPP,
+                "fallocate mode not supported",
+            ));
         }
         Ok(how)
     }
@@ -33,25 +37,27 @@ impl Fallocate {
 
 impl PanFs {
     pub fn fallocate(&self, fh: u64, offset: u64, len: u64, how: Fallocate) -> FsResult<()> {
-        let end = offset.checked_add(len).ok_or(Errno(libc::EFBIG))?;
-        let (ino, _, file) = self.handle(fh)?;
-        let mut f = lock(&file.state);
-        let now = now_ns();
-        let shadow = self.working_copy(ino, &mut f)?;
-        if !how.keep_size && end > shadow.size() {
-            // Grown bytes are zeros: a hole in the working copy, and in the upload.
-            shadow.set_size(end, now).map_err(super::io_errno)?;
-        }
-        if how.punch_hole || how.zero_range {
-            shadow.zero(offset, end, now).map_err(super::io_errno)?;
-        } else {
-            shadow.touch(now);
-        }
-        if shadow.is_dirty() {
-            shadow.persist().map_err(super::io_errno)?;
-        }
-        f.size = f.shadow.as_ref().map_or(f.size, |s| s.size());
-        Ok(())
+        let end = offset
+            .checked_add(len)
+            .ok_or_else(|| FsError::new(libc::EFBIG, "range past the largest offset"))?;
+        let handle = self.handle(fh)?;
+        let local = |e| FsError::local("changing the working copy", e);
+        self.with_copy(handle.ino, &handle.file, |shadow| {
+            let now = now_ns();
+            if !how.keep_size && end > shadow.size() {
+                // Grown bytes are zeros: a hole in the working copy, and in the upload.
+                shadow.set_size(end, now).map_err(local)?;
+            }
+            if how.punch_hole || how.zero_range {
+                shadow.zero(offset, end, now).map_err(local)?;
+            } else {
+                shadow.touch(now);
+            }
+            if shadow.is_dirty() {
+                shadow.persist().map_err(local)?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -61,7 +67,7 @@ mod tests {
 
     #[test]
     fn modes_are_checked_as_linux_checks_them() {
-        let plain = Fallocate::from_mode(0).map_err(|e| e.0);
+        let plain = Fallocate::from_mode(0).map_err(|e| e.errno());
         assert_eq!(
             plain,
             Ok(Fallocate {
@@ -80,7 +86,7 @@ mod tests {
             punch | libc::FALLOC_FL_ZERO_RANGE,
         ] {
             assert_eq!(
-                Fallocate::from_mode(refused).map_err(|e| e.0),
+                Fallocate::from_mode(refused).map_err(|e| e.errno()),
                 Err(libc::EOPNOTSUPP)
             );
         }

@@ -6,13 +6,13 @@ use bytes::Bytes;
 use panproto::wire::XattrMode;
 use panproto::{XattrNameError, validate_xattr_name};
 
-use super::{Errno, FsResult, PanFs};
+use super::{FsError, FsResult, PanFs};
 
 /// The errno ext4 gives for a name it cannot store.
 fn check_xattr_name(name: &str) -> FsResult<()> {
     validate_xattr_name(name).map_err(|e| match e {
-        XattrNameError::Unsupported => Errno(libc::ENOTSUP),
-        XattrNameError::BadLength => Errno(libc::ERANGE),
+        XattrNameError::Unsupported => FsError::new(libc::ENOTSUP, "namespace not supported"),
+        XattrNameError::BadLength => FsError::new(libc::ERANGE, "bad attribute name length"),
     })
 }
 
@@ -22,7 +22,7 @@ fn xattr_mode(flags: i32) -> FsResult<XattrMode> {
         0 => Ok(XattrMode::Set),
         libc::XATTR_CREATE => Ok(XattrMode::Create),
         libc::XATTR_REPLACE => Ok(XattrMode::Replace),
-        _ => Err(Errno(libc::EINVAL)),
+        _ => Err(FsError::new(libc::EINVAL, "bad setxattr flags")),
     }
 }
 
@@ -31,7 +31,7 @@ impl PanFs {
         check_xattr_name(name)?;
         let ino = self.to_server(ino);
         if self.node(ino, false)?.xattrs == 0 {
-            return Err(Errno(libc::ENODATA));
+            return Err(FsError::new(libc::ENODATA, "no such attribute (cached)"));
         }
         Ok(self.block_on(self.remote.xattr(ino, name))?)
     }
@@ -74,15 +74,22 @@ mod tests {
 
     #[test]
     fn names_and_flags_map_to_ext4_errnos() {
-        assert_eq!(check_xattr_name("user.x"), Ok(()));
-        assert_eq!(check_xattr_name("os2.x"), Err(Errno(libc::ENOTSUP)));
-        assert_eq!(check_xattr_name("user."), Err(Errno(libc::ERANGE)));
-        assert_eq!(xattr_mode(0), Ok(XattrMode::Set));
-        assert_eq!(xattr_mode(libc::XATTR_CREATE), Ok(XattrMode::Create));
-        assert_eq!(xattr_mode(libc::XATTR_REPLACE), Ok(XattrMode::Replace));
+        let errno = |e: FsError| e.errno();
+        assert_eq!(check_xattr_name("user.x").map_err(errno), Ok(()));
+        assert_eq!(check_xattr_name("os2.x").map_err(errno), Err(libc::ENOTSUP));
+        assert_eq!(check_xattr_name("user.").map_err(errno), Err(libc::ERANGE));
+        assert_eq!(xattr_mode(0).map_err(errno), Ok(XattrMode::Set));
         assert_eq!(
-            xattr_mode(libc::XATTR_CREATE | libc::XATTR_REPLACE),
-            Err(Errno(libc::EINVAL))
+            xattr_mode(libc::XATTR_CREATE).map_err(errno),
+            Ok(XattrMode::Create)
+        );
+        assert_eq!(
+            xattr_mode(libc::XATTR_REPLACE).map_err(errno),
+            Ok(XattrMode::Replace)
+        );
+        assert_eq!(
+            xattr_mode(libc::XATTR_CREATE | libc::XATTR_REPLACE).map_err(errno),
+            Err(libc::EINVAL)
         );
     }
 }

@@ -114,7 +114,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                     let c = app.authenticate(&auth).await?;
                     let path = segments(&tail)?;
                     let (node, created) = app.file_for_put(c.user, &path).await?;
-                    let stored = app.ingest(c.user, node.ino, body, None).await;
+                    let stored = app.ingest(c.user, node.ino, body, None, None).await;
                     if stored.is_err() && created {
                         // A refused upload leaves no empty file behind.
                         let _ = app.remove_path(c.user, &path).await;

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::StatusCode;
-use panproto::wire::ErrorBody;
+use panproto::wire::{ErrorBody, ErrorCode};
 use serde::Serialize;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
@@ -119,7 +119,7 @@ pub fn error_reply(err: &ApiError) -> Response {
         _ => tracing::debug!(error = %err, "request refused"),
     }
     let body = ErrorBody {
-        code: err.code().to_string(),
+        code: err.code(),
         message: err.to_string(),
     };
     let mut resp = warp::reply::with_status(warp::reply::json(&body), err.status()).into_response();
@@ -212,13 +212,13 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         return Ok(error_reply_with(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "method not allowed",
         ));
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         return Ok(error_reply_with(
             StatusCode::LENGTH_REQUIRED,
-            "length_required",
+            ErrorCode::LengthRequired,
             "Content-Length required",
         ));
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
@@ -236,9 +236,9 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     Ok(error_reply(&err))
 }
 
-fn error_reply_with(status: StatusCode, code: &str, message: &str) -> Response {
+fn error_reply_with(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     let body = ErrorBody {
-        code: code.into(),
+        code,
         message: message.into(),
     };
     warp::reply::with_status(warp::reply::json(&body), status).into_response()

@@ -31,6 +31,16 @@ struct ListQuery {
 #[derive(Debug, Deserialize)]
 struct WriteQuery {
     mtime: Option<i64>,
+    /// Store only if the file still holds this content ("" = none yet).
+    if_content: Option<String>,
+}
+
+impl WriteQuery {
+    fn if_content(&self) -> Option<Option<&str>> {
+        self.if_content
+            .as_deref()
+            .map(|c| Some(c).filter(|c| !c.is_empty()))
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -285,7 +295,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
             |ino: i64, app: Arc<App>, auth: Credential, q: WriteQuery, body| async move {
                 let r = async {
                     let c = app.authenticate(&auth).await?;
-                    app.ingest(c.user, ino, body, q.mtime).await
+                    app.ingest(c.user, ino, body, q.mtime, q.if_content()).await
                 };
                 json_reply(r.await, StatusCode::OK)
             },

@@ -133,7 +133,7 @@ impl App {
         if node.kind != NodeKind::File {
             return Err(ApiError::not_a_file(node.kind));
         }
-        let node = self.ingest(user, node.ino, body, None).await?;
+        let node = self.ingest(user, node.ino, body, None, None).await?;
         self.file_meta(&DirEntry {
             name: name.to_string(),
             node,

@@ -1,100 +1,19 @@
-//! The client's view of the server: one trait, implemented over HTTP. The file
-//! system logic only sees this trait, so it can be tested without a server.
+//! The `Remote` trait over pan's HTTP API.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use panproto::wire::{
-    CommitRequest, CreateRequest, DirEntry, ErrorBody, LinkRequest, Listing, Manifest, Node,
-    ProofAnswer, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
+    CommitRequest, CreateRequest, DirEntry, ErrorBody, ErrorCode, LinkRequest, Listing, Manifest,
+    Node, ProofAnswer, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
     XattrNames,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-#[derive(Debug, thiserror::Error)]
-pub enum RemoteError {
-    /// The server answered with an error code.
-    #[error("server refused ({status}): {code}: {message}")]
-    Refused {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    /// The server could not be reached, or timed out.
-    #[error("server unreachable: {0}")]
-    Unreachable(String),
-}
-
-impl RemoteError {
-    pub fn code(&self) -> &str {
-        match self {
-            RemoteError::Refused { code, .. } => code,
-            RemoteError::Unreachable(_) => "unreachable",
-        }
-    }
-
-    /// The errno a local file system would give for this failure.
-    pub fn errno(&self) -> i32 {
-        match self.code() {
-            "not_found" => libc::ENOENT,
-            "exists" => libc::EEXIST,
-            "not_empty" => libc::ENOTEMPTY,
-            "not_dir" => libc::ENOTDIR,
-            "is_dir" => libc::EISDIR,
-            "name_too_long" => libc::ENAMETOOLONG,
-            "bad_name" | "bad_request" | "range_not_satisfiable" => libc::EINVAL,
-            "not_permitted" => libc::EPERM,
-            "quota_exceeded" | "no_space" | "xattr_full" => libc::ENOSPC,
-            "no_attribute" => libc::ENODATA,
-            "xattr_not_supported" => libc::ENOTSUP,
-            "bad_xattr_name" => libc::ERANGE,
-            "not_regular_file" => libc::EINVAL,
-            "too_large" => libc::EFBIG,
-            // The version an open handle reads was replaced on the server (as NFS does).
-            "changed" => libc::ESTALE,
-            "unauthorized" => libc::EACCES,
-            _ => libc::EIO,
-        }
-    }
-}
-
-pub type RemoteResult<T> = Result<T, RemoteError>;
-
-#[async_trait]
-pub trait Remote: Send + Sync {
-    async fn user_info(&self) -> RemoteResult<UserInfo>;
-    async fn node(&self, ino: i64) -> RemoteResult<Node>;
-    async fn lookup(&self, parent: i64, name: &str) -> RemoteResult<Node>;
-    async fn list(&self, dir: i64) -> RemoteResult<Vec<DirEntry>>;
-    async fn create(&self, parent: i64, req: &CreateRequest) -> RemoteResult<Node>;
-    async fn link(&self, ino: i64, parent: i64, name: &str) -> RemoteResult<Node>;
-    async fn remove(&self, parent: i64, name: &str, dir: bool) -> RemoteResult<()>;
-    async fn rename(&self, req: &RenameRequest) -> RemoteResult<()>;
-    async fn set_attr(&self, ino: i64, req: &SetAttrRequest) -> RemoteResult<Node>;
-    async fn manifest(&self, ino: i64) -> RemoteResult<Manifest>;
-    /// Bytes [start, end) of the file as it is at `content`; `changed` when it moved on.
-    async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes>;
-    /// Replaces a file's content with `body` in one request, stamping `mtime`.
-    async fn put_content(&self, ino: i64, body: Bytes, mtime: i64) -> RemoteResult<Node>;
-    async fn begin_upload(&self, init: &UploadInit) -> RemoteResult<UploadState>;
-    async fn put_chunk(&self, session: &str, sha256: &str, body: Bytes) -> RemoteResult<()>;
-    async fn prove(&self, session: &str, proof: &str) -> RemoteResult<UploadState>;
-    async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node>;
-    async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>>;
-    async fn xattr(&self, ino: i64, name: &str) -> RemoteResult<Bytes>;
-    /// Sets an extended attribute; the node comes back with its new ctime.
-    async fn set_xattr(
-        &self,
-        ino: i64,
-        name: &str,
-        value: &[u8],
-        mode: XattrMode,
-    ) -> RemoteResult<Node>;
-    async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node>;
-}
+use super::{IfContent, Remote, RemoteError, RemoteResult};
 
 /// The HTTP API client.
 pub struct HttpRemote {
@@ -135,10 +54,10 @@ impl HttpRemote {
         let body: Option<ErrorBody> = resp.json().await.ok();
         let (code, message) = match body {
             Some(b) => (b.code, b.message),
-            None => ("http".to_string(), format!("HTTP {status}")),
+            None => (ErrorCode::Unknown, format!("HTTP {status}")),
         };
         // A server that is restarting or lost a backing service is unreachable, not refusing.
-        if status >= 500 && code != "quota_exceeded" && code != "no_space" {
+        if status >= 500 && code != ErrorCode::QuotaExceeded && code != ErrorCode::NoSpace {
             return Err(RemoteError::Unreachable(format!("{code}: {message}")));
         }
         Err(RemoteError::Refused {
@@ -260,12 +179,18 @@ impl Remote for HttpRemote {
             .map_err(|e| RemoteError::Unreachable(e.to_string()))
     }
 
-    async fn put_content(&self, ino: i64, body: Bytes, mtime: i64) -> RemoteResult<Node> {
-        self.json(
-            self.request(Method::PUT, &format!("/nodes/{ino}/content?mtime={mtime}"))
-                .body(body),
-        )
-        .await
+    async fn put_content(
+        &self,
+        ino: i64,
+        body: Bytes,
+        mtime: i64,
+        if_content: IfContent<'_>,
+    ) -> RemoteResult<Node> {
+        let mut path = format!("/nodes/{ino}/content?mtime={mtime}");
+        if let Some(base) = if_content {
+            path.push_str(&format!("&if_content={}", encode(base.unwrap_or(""))));
+        }
+        self.json(self.request(Method::PUT, &path).body(body)).await
     }
 
     async fn begin_upload(&self, init: &UploadInit) -> RemoteResult<UploadState> {

@@ -1,0 +1,98 @@
+//! Attributes as the kernel sees them: the server's node, with the local truth
+//! of a file being written (its size, times and blocks) laid over it.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use panproto::wire::{Node, NodeKind};
+
+use super::files::Body;
+use super::{PanFs, lock};
+
+/// Attributes as the kernel wants them.
+#[derive(Debug, Clone)]
+pub struct Attr {
+    pub ino: u64,
+    pub kind: NodeKind,
+    pub size: u64,
+    pub atime: SystemTime,
+    pub mtime: SystemTime,
+    pub ctime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u32,
+    /// 512-byte blocks stored: holes cost none.
+    pub blocks: u64,
+}
+
+pub(super) fn to_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+pub fn from_time(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+pub(super) fn now_ns() -> i64 {
+    from_time(SystemTime::now())
+}
+
+impl PanFs {
+    pub(super) fn attr_of(&self, node: &Node) -> Attr {
+        let mut attr = Attr {
+            ino: self.to_fuse(node.ino),
+            kind: node.kind,
+            size: node.size.max(0) as u64,
+            atime: to_time(node.atime),
+            mtime: to_time(node.mtime),
+            ctime: to_time(node.ctime),
+            perm: (node.mode & 0o7777) as u16,
+            nlink: node.nlink,
+            uid: node.uid,
+            gid: node.gid,
+            rdev: node.rdev,
+            blocks: match node.kind {
+                NodeKind::File => node.stored_bytes.max(0) as u64,
+                _ => node.size.max(0) as u64,
+            }
+            .div_ceil(512),
+        };
+        if node.ino == self.root {
+            attr.uid = self.opts.uid;
+            attr.gid = self.opts.gid;
+        }
+        // While a working copy exists it is the truth (it may hold unsent writes).
+        // Its lock is only ever held briefly, never across a request.
+        let open = lock(&self.tables).files.get(&node.ino).cloned();
+        if let Some(file) = open
+            && let Body::Local { shadow, .. } = &lock(&file.state).body
+        {
+            attr.size = shadow.size();
+            attr.mtime = to_time(shadow.record.mtime);
+            attr.ctime = to_time(node.ctime.max(shadow.record.ctime));
+            attr.blocks = shadow
+                .size()
+                .saturating_sub(shadow.record.zeros.total())
+                .div_ceil(512);
+        }
+        attr
+    }
+
+    pub(super) fn remember(&self, node: &Node) {
+        let mut t = lock(&self.tables);
+        t.nodes
+            .insert(node.ino, (node.clone(), Some(Instant::now())));
+    }
+
+    pub(super) fn forget_node(&self, ino: i64) {
+        lock(&self.tables).nodes.remove(&ino);
+    }
+}

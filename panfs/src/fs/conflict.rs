@@ -1,0 +1,181 @@
+//! Conflict copies. A commit is based on the version its working copy started
+//! from; when another client stored a newer one meanwhile, that one stays, and
+//! the local version is stored beside it under a name that says what it is:
+//! `report (conflict on HOST 2026-11-30 054512).txt`. No edit is lost.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use panproto::wire::{CreateRequest, NodeKind};
+
+use super::files::{Body, OpenFile};
+use super::write::LiveCopy;
+use super::{FsError, FsResult, PanFs, lock};
+use crate::upload::{Snapshot, Target, upload};
+
+/// How many numbered names to try when the conflict name is taken.
+const NAME_TRIES: u32 = 20;
+
+/// Year, month, day, hours, minutes and seconds (UTC) of a time.
+fn civil(t: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let s = secs % 86_400;
+    (year, month, day, s / 3600, s / 60 % 60, s % 60)
+}
+
+fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..len]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_string(),
+        _ => "this machine".to_string(),
+    }
+}
+
+/// `name`'s conflict copy name: the mark goes before the extension, so the copy
+/// opens with the same program, and the stem is cut to keep within NAME_MAX.
+pub(super) fn conflict_name(name: &str, host: &str, at: SystemTime, try_no: u32) -> String {
+    let (stem, ext) = match name.rfind('.') {
+        Some(dot) if dot > 0 && name.len() - dot <= 16 => name.split_at(dot),
+        _ => (name, ""),
+    };
+    let (y, mo, d, h, mi, s) = civil(at);
+    let number = if try_no > 0 {
+        format!(" {}", try_no + 1)
+    } else {
+        String::new()
+    };
+    let mark = format!(" (conflict on {host} {y:04}-{mo:02}-{d:02} {h:02}{mi:02}{s:02}{number})");
+    let room = panproto::NAME_MAX.saturating_sub(mark.len() + ext.len());
+    let mut cut = stem.len().min(room);
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{mark}{ext}", &stem[..cut])
+}
+
+impl PanFs {
+    /// Stores the snapshot as a new file beside `ino`, and lets the file show the
+    /// version the server has.
+    pub(super) fn keep_conflict_copy(
+        &self,
+        ino: i64,
+        file: &Arc<OpenFile>,
+        snap: &Snapshot,
+        generation: u64,
+    ) -> FsResult<()> {
+        let (parent, name) = self
+            .place_of(ino)
+            .or_else(|| snap.record.place.clone())
+            .unwrap_or_else(|| (self.root, format!("file {ino}")));
+        let (host, now) = (host_name(), SystemTime::now());
+        let original = self.block_on(self.remote.node(ino)).ok();
+        let mut copy = None;
+        for try_no in 0..NAME_TRIES {
+            let req = CreateRequest {
+                name: conflict_name(&name, &host, now, try_no),
+                kind: NodeKind::File,
+                mode: original.as_ref().map_or(0o644, |n| n.mode),
+                uid: self.opts.uid,
+                gid: self.opts.gid,
+                target: None,
+                rdev: 0,
+            };
+            match self.make(parent, req.clone()) {
+                Ok(node) => {
+                    copy = Some((node, req.name));
+                    break;
+                }
+                Err(e) if e.errno() == libc::EEXIST => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let (node, copy_name) =
+            copy.ok_or_else(|| FsError::new(libc::EEXIST, "every conflict copy name is taken"))?;
+        let target = Target {
+            ino: node.ino,
+            if_content: Some(None),
+        };
+        let live = LiveCopy { file };
+        let stored = self.block_on(upload(
+            self.remote.as_ref(),
+            snap,
+            &live,
+            target,
+            &self.stats,
+        ))?;
+        self.remember(&stored.node);
+        tracing::warn!(
+            ino,
+            name,
+            copy = copy_name,
+            "another client changed the file first; the local version is kept as a conflict copy"
+        );
+        // The file shows the server's version now; writes made since the
+        // snapshot stay, as changes on top of it.
+        let current = self.block_on(self.remote.node(ino))?;
+        self.remember(&current);
+        let mut f = lock(&file.state);
+        let changed_since =
+            matches!(&f.body, Body::Local { shadow, .. } if shadow.generation() != generation);
+        if changed_since {
+            if let Body::Local { shadow, .. } = &mut f.body {
+                let chunks = self.block_on(self.remote.manifest(ino))?.chunks;
+                shadow
+                    .rebase(current.content.clone(), chunks)
+                    .map_err(|e| FsError::local("journaling a rebase", e))?;
+            }
+            return Ok(());
+        }
+        let server = Body::Remote {
+            content: current.content.clone(),
+            size: current.size.max(0) as u64,
+        };
+        if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, server) {
+            shadow.discard();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn conflict_names_keep_the_extension_and_fit_name_max() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_017_512); // 2026-11-30 05:45:12 UTC
+        assert_eq!(
+            conflict_name("report.txt", "box", at, 0),
+            "report (conflict on box 2026-11-30 054512).txt"
+        );
+        assert_eq!(
+            conflict_name("Makefile", "box", at, 1),
+            "Makefile (conflict on box 2026-11-30 054512 2)"
+        );
+        assert_eq!(
+            conflict_name(".bashrc", "box", at, 0),
+            ".bashrc (conflict on box 2026-11-30 054512)"
+        );
+        let long = format!("{}.tar.gz", "é".repeat(200));
+        let name = conflict_name(&long, "box", at, 0);
+        assert!(name.len() <= panproto::NAME_MAX, "{}", name.len());
+        assert!(name.ends_with("054512).gz"));
+    }
+}

@@ -1,0 +1,63 @@
+//! Directory handles: a listing fetched at opendir, served by offset.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use panproto::wire::NodeKind;
+
+use super::{Attr, FsError, FsResult, PanFs, lock};
+
+impl PanFs {
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        let dir = self.to_server(ino);
+        let node = self.node(dir, true)?;
+        if node.kind != NodeKind::Dir {
+            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        }
+        let listing: Vec<_> = self
+            .block_on(self.remote.list(dir))?
+            .into_iter()
+            .map(|e| (e.name, e.node))
+            .collect();
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let mut t = lock(&self.tables);
+        for (name, n) in &listing {
+            t.nodes.insert(n.ino, (n.clone(), Some(Instant::now())));
+            t.entries.insert((dir, name.clone()), n.ino);
+        }
+        t.dirs.insert(fh, listing);
+        Ok(fh)
+    }
+
+    /// Entries from `offset` on: (next offset, name, attributes).
+    pub fn readdir(
+        &self,
+        dir_ino: u64,
+        fh: u64,
+        offset: u64,
+    ) -> FsResult<Vec<(u64, String, Attr)>> {
+        let listing = lock(&self.tables)
+            .dirs
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EBADF, "no such directory handle"))?;
+        let dir = self.node(self.to_server(dir_ino), false)?;
+        let dot = self.attr_of(&dir);
+        let all = [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
+            .into_iter()
+            .chain(
+                listing
+                    .iter()
+                    .map(|(name, node)| (name.clone(), self.attr_of(node))),
+            );
+        Ok(all
+            .enumerate()
+            .skip(offset as usize)
+            .map(|(i, (name, attr))| (i as u64 + 1, name, attr))
+            .collect())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        lock(&self.tables).dirs.remove(&fh);
+    }
+}

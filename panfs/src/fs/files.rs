@@ -1,0 +1,247 @@
+//! Open files and their handles. A file's state says where its bytes are
+//! (only on the server, or in a working copy on local disk), whether its name
+//! still leads to it, and whether an upload of it is running. The state's lock
+//! is held briefly, never across a request, so `stat` and reads of a file never
+//! wait for its upload.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+use panproto::wire::{Node, NodeKind};
+
+use super::attr::now_ns;
+use super::{FsError, FsResult, PanFs, lock};
+use crate::cache::shadow::Shadow;
+
+/// Where a file's bytes are, as this mount sees them.
+pub(super) enum Body {
+    /// Only on the server: reads go through the block cache.
+    Remote { content: Option<String>, size: u64 },
+    /// A working copy on local disk. `synced_ctime` is the ctime of this
+    /// mount's last commit of it (0 before one): attributes fetched before that
+    /// commit are older than the copy.
+    Local {
+        shadow: Box<Shadow>,
+        synced_ctime: i64,
+    },
+}
+
+impl Body {
+    pub(super) fn empty() -> Self {
+        Body::Remote {
+            content: None,
+            size: 0,
+        }
+    }
+
+    pub(super) fn size(&self) -> u64 {
+        match self {
+            Body::Remote { size, .. } => *size,
+            Body::Local { shadow, .. } => shadow.size(),
+        }
+    }
+
+    pub(super) fn is_dirty(&self) -> bool {
+        matches!(self, Body::Local { shadow, .. } if shadow.is_dirty())
+    }
+}
+
+/// Whether the file's name still leads to it on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Life {
+    Linked,
+    /// Removed while open here: the copy serves the open handles and is never
+    /// sent, as a local disk keeps an unlinked file until its last close.
+    Orphaned,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Upload {
+    Idle,
+    /// An upload is sending a snapshot of the copy; others wait for it to end.
+    Running,
+}
+
+pub(super) struct FileState {
+    pub body: Body,
+    pub life: Life,
+    pub upload: Upload,
+}
+
+/// A file that is open, or still has writes to send.
+pub(super) struct OpenFile {
+    /// Open handles, outside the lock so opening and closing never wait.
+    pub opens: AtomicU32,
+    pub state: Mutex<FileState>,
+    /// Signalled when an upload of the file ends.
+    pub upload_done: Condvar,
+}
+
+impl OpenFile {
+    pub(super) fn new(body: Body) -> Arc<Self> {
+        Arc::new(Self {
+            opens: AtomicU32::new(0),
+            state: Mutex::new(FileState {
+                body,
+                life: Life::Linked,
+                upload: Upload::Idle,
+            }),
+            upload_done: Condvar::new(),
+        })
+    }
+}
+
+/// An open file handle.
+pub(super) struct Handle {
+    pub ino: i64,
+    pub append: bool,
+    pub file: Arc<OpenFile>,
+    /// Where a sequential reader of this handle reads next (for readahead).
+    pub next_sequential: AtomicU64,
+}
+
+impl PanFs {
+    pub(super) fn open_node(&self, node: &Node, flags: i32) -> FsResult<u64> {
+        if node.kind == NodeKind::Dir {
+            return Err(FsError::new(libc::EISDIR, "is a directory"));
+        }
+        let file = {
+            let mut t = lock(&self.tables);
+            let file = t
+                .files
+                .entry(node.ino)
+                .or_insert_with(|| {
+                    OpenFile::new(Body::Remote {
+                        content: node.content.clone(),
+                        size: node.size as u64,
+                    })
+                })
+                .clone();
+            file.opens.fetch_add(1, Ordering::SeqCst);
+            file
+        };
+        {
+            // Close-to-open: a file with no unsent writes here takes the server's
+            // current version, unless this mount committed after that node was read.
+            let mut f = lock(&file.state);
+            let synced = match &f.body {
+                Body::Local { synced_ctime, .. } => *synced_ctime,
+                Body::Remote { .. } => 0,
+            };
+            let settled = f.life == Life::Linked && f.upload == Upload::Idle && !f.body.is_dirty();
+            if settled && node.ctime >= synced {
+                let current = Body::Remote {
+                    content: node.content.clone(),
+                    size: node.size as u64,
+                };
+                if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, current) {
+                    shadow.discard();
+                }
+            }
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let handle = Handle {
+            ino: node.ino,
+            append: flags & libc::O_APPEND != 0,
+            file,
+            next_sequential: AtomicU64::new(0),
+        };
+        lock(&self.tables).handles.insert(fh, Arc::new(handle));
+        Ok(fh)
+    }
+
+    /// Opens a file: its handle, and whether the kernel's view of it is stale.
+    /// When another client changed the file since the kernel last got its
+    /// attributes, the kernel's cached size stays wrong for up to the attribute
+    /// TTL and would cut reads short; such a handle bypasses the page cache
+    /// (direct I/O), so reads end where the version read really ends.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
+        let ino = self.to_server(ino);
+        let known = lock(&self.tables)
+            .nodes
+            .get(&ino)
+            .map(|(n, _)| (n.content.clone(), n.size));
+        let node = self.node(ino, true)?;
+        let stale =
+            known.is_some_and(|(content, size)| content != node.content || size != node.size);
+        Ok((self.open_node(&node, flags)?, stale))
+    }
+
+    pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
+        lock(&self.tables)
+            .handles
+            .get(&fh)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EBADF, "no such file handle"))
+    }
+
+    /// Runs `change` on the file's working copy, made first from its current
+    /// server version (whose chunk list is fetched without holding the lock).
+    pub(super) fn with_copy<T>(
+        &self,
+        ino: i64,
+        file: &OpenFile,
+        change: impl FnOnce(&mut Shadow) -> FsResult<T>,
+    ) -> FsResult<T> {
+        loop {
+            let (content, size) = match &mut lock(&file.state).body {
+                Body::Local { shadow, .. } => return change(shadow),
+                Body::Remote { content, size } => (content.clone(), *size),
+            };
+            let chunks = match &content {
+                Some(_) => self.block_on(self.remote.manifest(ino))?.chunks,
+                None => Vec::new(),
+            };
+            let mut f = lock(&file.state);
+            // Another version arrived meanwhile: start over from it.
+            if !matches!(&f.body, Body::Remote { content: c, .. } if *c == content) {
+                continue;
+            }
+            let mut shadow =
+                Shadow::create(&self.journal_dir(), ino, content, chunks, size, now_ns())
+                    .map_err(|e| FsError::local("creating a working copy", e))?;
+            shadow.record.place = self.place_of(ino);
+            f.body = Body::Local {
+                shadow: Box::new(shadow),
+                synced_ctime: 0,
+            };
+        }
+    }
+
+    pub fn release(&self, fh: u64) {
+        let Some(handle) = lock(&self.tables).handles.remove(&fh) else {
+            return;
+        };
+        if handle.file.opens.fetch_sub(1, Ordering::SeqCst) > 1 {
+            return;
+        }
+        let f = lock(&handle.file.state);
+        if f.life == Life::Linked && f.body.is_dirty() {
+            // Written but not sent (write-back mode, or a failed upload): the worker sends it.
+            let _ = self.writeback_tx.send(handle.ino);
+            return;
+        }
+        drop(f);
+        self.retire_if_idle(handle.ino, &handle.file);
+    }
+
+    /// Drops a file nobody holds open and with nothing left to send, and its copy.
+    pub(super) fn retire_if_idle(&self, ino: i64, file: &Arc<OpenFile>) {
+        let mut t = lock(&self.tables);
+        let mut f = lock(&file.state);
+        let unsent = f.life == Life::Linked && f.body.is_dirty();
+        if file.opens.load(Ordering::SeqCst) > 0 || f.upload == Upload::Running || unsent {
+            return;
+        }
+        if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, Body::empty()) {
+            shadow.discard();
+        }
+        drop(f);
+        if t.files
+            .get(&ino)
+            .is_some_and(|held| Arc::ptr_eq(held, file))
+        {
+            t.files.remove(&ino);
+        }
+    }
+}

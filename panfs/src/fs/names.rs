@@ -1,0 +1,344 @@
+//! The namespace: looking names up, making and removing nodes, renames,
+//! attribute changes. Names and attributes seen are cached for the TTLs, and
+//! kept (stale) so cached files stay reachable while the server is not.
+
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode, RenameRequest, SetAttrRequest};
+
+use super::attr::{from_time, now_ns};
+use super::files::{Body, Life};
+use super::{Attr, FsError, FsResult, Owner, PanFs, StatFs, check_name, lock, mknod_kind};
+
+/// A setattr: each field that is set changes.
+#[derive(Debug, Clone, Default)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SystemTime>,
+    pub mtime: Option<SystemTime>,
+}
+
+impl Owner {
+    fn request(
+        self,
+        name: &str,
+        kind: NodeKind,
+        mode: u32,
+        target: Option<String>,
+    ) -> CreateRequest {
+        CreateRequest {
+            name: name.to_string(),
+            kind,
+            mode,
+            uid: self.uid,
+            gid: self.gid,
+            target,
+            rdev: 0,
+        }
+    }
+}
+
+impl PanFs {
+    pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        check_name(name)?;
+        let parent = self.to_server(parent);
+        let key = (parent, name.to_string());
+        if let Some(at) = lock(&self.tables).negative.get(&key)
+            && at.elapsed() < self.opts.entry_ttl
+        {
+            return Err(FsError::new(libc::ENOENT, "no such entry (cached)"));
+        }
+        match self.block_on(self.remote.lookup(parent, name)) {
+            Ok(node) => {
+                self.remember(&node);
+                lock(&self.tables).entries.insert(key, node.ino);
+                Ok(self.attr_of(&node))
+            }
+            Err(e) => {
+                let e = FsError::from(e);
+                if e.errno() == libc::ENOENT {
+                    let mut t = lock(&self.tables);
+                    t.entries.remove(&key);
+                    t.negative.insert(key, Instant::now());
+                    return Err(e);
+                }
+                let cached = {
+                    let t = lock(&self.tables);
+                    t.entries
+                        .get(&key)
+                        .and_then(|ino| t.nodes.get(ino))
+                        .map(|(n, _)| n.clone())
+                };
+                match cached {
+                    Some(node) if e.errno() == libc::EIO => Ok(self.attr_of(&node)),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    pub(super) fn node(&self, ino: i64, fresh: bool) -> FsResult<Node> {
+        if !fresh
+            && let Some((node, Some(at))) = lock(&self.tables).nodes.get(&ino)
+            && at.elapsed() < self.opts.attr_ttl
+        {
+            return Ok(node.clone());
+        }
+        match self.block_on(self.remote.node(ino)) {
+            Ok(node) => {
+                self.remember(&node);
+                Ok(node)
+            }
+            Err(e) => {
+                let e = FsError::from(e);
+                // Unreachable server: what was seen last is still readable.
+                let cached = lock(&self.tables).nodes.get(&ino).map(|(n, _)| n.clone());
+                match cached {
+                    Some(node) if e.errno() == libc::EIO => Ok(node),
+                    _ => Err(e),
+                }
+            }
+        }
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let node = self.node(self.to_server(ino), false)?;
+        Ok(self.attr_of(&node))
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<String> {
+        let node = self.node(self.to_server(ino), false)?;
+        node.target
+            .ok_or_else(|| FsError::new(libc::EINVAL, "not a symlink"))
+    }
+
+    fn entry_added(&self, parent: i64, name: &str, node: &Node) {
+        self.entry_changed(parent, name);
+        self.remember(node);
+        lock(&self.tables)
+            .entries
+            .insert((parent, name.to_string()), node.ino);
+    }
+
+    pub(super) fn entry_changed(&self, parent: i64, name: &str) {
+        let mut t = lock(&self.tables);
+        t.negative.remove(&(parent, name.to_string()));
+        t.entries.remove(&(parent, name.to_string()));
+        if let Some(entry) = t.nodes.get_mut(&parent) {
+            entry.1 = None;
+        }
+    }
+
+    /// Where a file is known to be: a name this mount has seen for it.
+    pub(super) fn place_of(&self, ino: i64) -> Option<(i64, String)> {
+        lock(&self.tables)
+            .entries
+            .iter()
+            .find(|(_, i)| **i == ino)
+            .map(|(key, _)| key.clone())
+    }
+
+    pub(super) fn make(&self, parent: i64, req: CreateRequest) -> FsResult<Node> {
+        check_name(&req.name)?;
+        let node = self.block_on(self.remote.create(parent, &req))?;
+        self.entry_added(parent, &req.name, &node);
+        Ok(node)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &str, mode: u32, owner: Owner) -> FsResult<Attr> {
+        let req = owner.request(name, NodeKind::Dir, mode, None);
+        let node = self.make(self.to_server(parent), req)?;
+        Ok(self.attr_of(&node))
+    }
+
+    pub fn symlink(&self, parent: u64, name: &str, target: &str, owner: Owner) -> FsResult<Attr> {
+        let req = owner.request(name, NodeKind::Symlink, 0o777, Some(target.to_string()));
+        let node = self.make(self.to_server(parent), req)?;
+        Ok(self.attr_of(&node))
+    }
+
+    /// A FIFO, socket or device node (metadata only), or a regular file.
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        rdev: u32,
+        owner: Owner,
+    ) -> FsResult<Attr> {
+        let kind = mknod_kind(mode)?;
+        let mut req = owner.request(name, kind, mode & 0o7777, None);
+        req.rdev = rdev;
+        let node = self.make(self.to_server(parent), req)?;
+        Ok(self.attr_of(&node))
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &str,
+        mode: u32,
+        owner: Owner,
+        flags: i32,
+    ) -> FsResult<(Attr, u64)> {
+        let req = owner.request(name, NodeKind::File, mode, None);
+        let node = self.make(self.to_server(parent), req)?;
+        let fh = self.open_node(&node, flags)?;
+        Ok((self.attr_of(&node), fh))
+    }
+
+    pub fn link(&self, ino: u64, parent: u64, name: &str) -> FsResult<Attr> {
+        check_name(name)?;
+        let (ino, parent) = (self.to_server(ino), self.to_server(parent));
+        let node = self.block_on(self.remote.link(ino, parent, name))?;
+        self.entry_added(parent, name, &node);
+        Ok(self.attr_of(&node))
+    }
+
+    pub fn unlink(&self, parent: u64, name: &str, dir: bool) -> FsResult<()> {
+        check_name(name)?;
+        let parent = self.to_server(parent);
+        let victim = self.block_on(self.remote.lookup(parent, name)).ok();
+        self.block_on(self.remote.remove(parent, name, dir))?;
+        self.entry_changed(parent, name);
+        if let Some(v) = victim {
+            self.forget_gone(&v);
+        }
+        Ok(())
+    }
+
+    /// A node whose name was removed or replaced. When that was a file's last
+    /// link, its unsent writes die with it, as on a local disk: the working copy
+    /// goes now if nothing holds it open, else at the last close.
+    fn forget_gone(&self, node: &Node) {
+        self.forget_node(node.ino);
+        if node.kind != NodeKind::File || node.nlink > 1 {
+            return;
+        }
+        let mut t = lock(&self.tables);
+        let Some(file) = t.files.get(&node.ino).cloned() else {
+            return;
+        };
+        let mut f = lock(&file.state);
+        f.life = Life::Orphaned;
+        if let Body::Local { shadow, .. } = &mut f.body {
+            shadow.forget_journal();
+        }
+        if file.opens.load(Ordering::SeqCst) > 0 {
+            return;
+        }
+        // An upload in flight finds the node gone and leaves the copy alone.
+        if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, Body::empty()) {
+            shadow.discard();
+        }
+        drop(f);
+        t.files.remove(&node.ino);
+    }
+
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &str,
+        new_parent: u64,
+        new_name: &str,
+        mode: RenameMode,
+    ) -> FsResult<()> {
+        check_name(name)?;
+        check_name(new_name)?;
+        let req = RenameRequest {
+            parent: self.to_server(parent),
+            name: name.to_string(),
+            new_parent: self.to_server(new_parent),
+            new_name: new_name.to_string(),
+            mode,
+        };
+        let replaced = self
+            .block_on(self.remote.lookup(req.new_parent, new_name))
+            .ok();
+        let moved = lock(&self.tables)
+            .entries
+            .get(&(req.parent, name.to_string()))
+            .copied();
+        self.block_on(self.remote.rename(&req))?;
+        // A rename changes the moved inode's ctime on the server.
+        if let Some(ino) = moved {
+            self.forget_node(ino);
+        }
+        self.entry_changed(req.parent, name);
+        self.entry_changed(req.new_parent, new_name);
+        match replaced {
+            // Exchanged, not replaced: the other node lives on under the old name.
+            Some(v) if mode == RenameMode::Exchange => self.forget_node(v.ino),
+            Some(v) => self.forget_gone(&v),
+            None => {}
+        }
+        Ok(())
+    }
+
+    pub fn setattr(&self, ino: u64, change: AttrChange) -> FsResult<Attr> {
+        let AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        } = change;
+        let ino = self.to_server(ino);
+        let mut req = SetAttrRequest {
+            mode,
+            uid,
+            gid,
+            size: None,
+            atime: atime.map(from_time),
+            mtime: mtime.map(from_time),
+        };
+        let open = lock(&self.tables).files.get(&ino).cloned();
+        if let Some(size) = size {
+            match &open {
+                // The size lives in the working copy until the next upload.
+                Some(file) => {
+                    let mtime = req.mtime.unwrap_or_else(now_ns);
+                    self.with_copy(ino, file, |shadow| {
+                        shadow
+                            .set_size(size, mtime)
+                            .map_err(|e| FsError::local("resizing the working copy", e))
+                    })?;
+                }
+                None => req.size = Some(size as i64),
+            }
+        }
+        let only_size = req.mode.is_none()
+            && req.uid.is_none()
+            && req.gid.is_none()
+            && req.atime.is_none()
+            && req.mtime.is_none()
+            && req.size.is_none();
+        let node = if only_size {
+            self.node(ino, false)?
+        } else {
+            self.block_on(self.remote.set_attr(ino, &req))?
+        };
+        self.remember(&node);
+        if let (Some(file), Some(m)) = (open, req.mtime)
+            && let Body::Local { shadow, .. } = &mut lock(&file.state).body
+        {
+            shadow.set_mtime(m);
+        }
+        Ok(self.attr_of(&node))
+    }
+
+    pub fn statfs(&self) -> FsResult<StatFs> {
+        let info = self.block_on(self.remote.user_info())?;
+        Ok(StatFs {
+            used_bytes: info.used_bytes.max(0) as u64,
+            quota_bytes: info.quota_bytes.max(0) as u64,
+            used_files: info.used_files.max(0) as u64,
+            quota_files: info.quota_files.max(0) as u64,
+        })
+    }
+}

@@ -1,0 +1,161 @@
+//! The read path: a working copy is read locally (bytes it lacks come from its
+//! base version first); a file without one is read through the memory and disk
+//! block caches, with readahead for a sequential reader.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use panproto::wire::ErrorCode;
+
+use super::files::Body;
+use super::{FsError, FsResult, PanFs, lock};
+use crate::cache::blocks::{BLOCK, BlockKey};
+use crate::cache::disk::DiskCache;
+use crate::remote::{Remote, RemoteError};
+
+/// One block of a content: from the disk cache, else from the server (then kept on disk).
+async fn fetch_block(
+    remote: Arc<dyn Remote>,
+    disk: Arc<DiskCache>,
+    ino: i64,
+    key: BlockKey,
+) -> Result<Bytes, RemoteError> {
+    if let Some(hit) = disk.get(&key) {
+        return Ok(hit);
+    }
+    let bytes = remote
+        .read(ino, &key.0, key.1 * BLOCK, (key.1 + 1) * BLOCK)
+        .await?;
+    disk.put(&key, &bytes);
+    Ok(bytes)
+}
+
+impl PanFs {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let handle = self.handle(fh)?;
+        let ino = handle.ino;
+        loop {
+            let (base, gaps, end) = {
+                let f = lock(&handle.file.state);
+                let file_size = f.body.size();
+                if offset >= file_size {
+                    return Ok(Bytes::new());
+                }
+                let end = (offset + u64::from(size)).min(file_size);
+                match &f.body {
+                    Body::Remote { content, .. } => {
+                        let content = content.clone();
+                        drop(f);
+                        return self.read_remote(&handle, content, offset, end, file_size);
+                    }
+                    Body::Local { shadow, .. } => {
+                        let gaps = shadow.record.present.gaps(offset, end);
+                        if gaps.is_empty() {
+                            let mut buf = vec![0u8; (end - offset) as usize];
+                            shadow
+                                .read_at(&mut buf, offset)
+                                .map_err(|e| FsError::local("reading the working copy", e))?;
+                            return Ok(Bytes::from(buf));
+                        }
+                        (shadow.record.base.clone(), gaps, end)
+                    }
+                }
+            };
+            // Bring the missing bytes in from the version the copy started from,
+            // without the lock, then store them where nothing was written meanwhile.
+            let mut fetched = Vec::with_capacity(gaps.len());
+            for (a, b) in gaps {
+                let bytes = match &base {
+                    Some(base) => self.read_blocks(ino, base, a, b.min(end))?,
+                    None => Bytes::from(vec![0u8; (b - a) as usize]),
+                };
+                fetched.push((a, bytes));
+            }
+            if let Body::Local { shadow, .. } = &mut lock(&handle.file.state).body {
+                for (a, bytes) in fetched {
+                    shadow
+                        .fill(a, &bytes)
+                        .map_err(|e| FsError::local("filling the working copy", e))?;
+                }
+                let end = end.min(shadow.size());
+                let mut buf = vec![0u8; end.saturating_sub(offset) as usize];
+                shadow
+                    .read_at(&mut buf, offset)
+                    .map_err(|e| FsError::local("reading the working copy", e))?;
+                return Ok(Bytes::from(buf));
+            }
+            // The copy was dropped meanwhile: read the file as it is now.
+        }
+    }
+
+    fn read_remote(
+        &self,
+        handle: &super::FileHandle,
+        content: Option<String>,
+        offset: u64,
+        end: u64,
+        file_size: u64,
+    ) -> FsResult<Bytes> {
+        let Some(content) = content else {
+            return Ok(Bytes::from(vec![0u8; (end - offset) as usize]));
+        };
+        let sequential = handle.next_sequential.swap(end, Ordering::Relaxed) == offset;
+        let bytes = self.read_blocks(handle.ino, &content, offset, end)?;
+        if sequential {
+            self.read_ahead(handle.ino, &content, end, file_size);
+        }
+        Ok(bytes)
+    }
+
+    /// Bytes [start, end) of `content`, through the block cache.
+    fn read_blocks(&self, ino: i64, content: &str, start: u64, end: u64) -> FsResult<Bytes> {
+        let first = start / BLOCK;
+        let last = (end - 1) / BLOCK;
+        let mut out = Vec::with_capacity((end - start) as usize);
+        for index in first..=last {
+            let block = self.block(ino, content, index)?;
+            let block_start = index * BLOCK;
+            let from = start.max(block_start) - block_start;
+            let to = (end.min(block_start + block.len() as u64)).saturating_sub(block_start);
+            if from >= to {
+                break;
+            }
+            out.extend_from_slice(&block[from as usize..to as usize]);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    fn block(&self, ino: i64, content: &str, index: u64) -> FsResult<Bytes> {
+        let key = (content.to_string(), index);
+        let fetched = self.block_on(self.blocks.get_or_fetch(key.clone(), || {
+            fetch_block(self.remote.clone(), self.disk.clone(), ino, key)
+        }));
+        match fetched {
+            Ok(b) => Ok(b),
+            Err(e) if e.is(ErrorCode::RangeNotSatisfiable) => Ok(Bytes::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fetches the next blocks of a sequential reader in the background.
+    fn read_ahead(&self, ino: i64, content: &str, from: u64, size: u64) {
+        let first = from.div_ceil(BLOCK);
+        for index in first..first + self.opts.readahead_blocks {
+            if index * BLOCK >= size {
+                break;
+            }
+            let key = (content.to_string(), index);
+            if self.blocks.contains(&key) {
+                continue;
+            }
+            let (blocks, remote, disk) =
+                (self.blocks.clone(), self.remote.clone(), self.disk.clone());
+            self.rt.spawn(async move {
+                let _ = blocks
+                    .get_or_fetch(key.clone(), || fetch_block(remote, disk, ino, key))
+                    .await;
+            });
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The write path: writes land in the file's working copy (journaled at the
+//! first one), and flush, fsync or the write-back worker send it. A send
+//! uploads a snapshot of the copy without holding its lock and commits it
+//! against the version the copy started from; when another client replaced
+//! that version meanwhile, the local one is kept as a conflict copy.
+
+use std::sync::Arc;
+
+use panproto::wire::ErrorCode;
+
+use super::attr::now_ns;
+use super::files::{Body, Life, OpenFile, Upload};
+use super::{FsError, FsResult, PanFs, lock};
+use crate::upload::{Snapshot, Source, Target, UploadError, UploadResult, upload};
+
+/// The live working copy of a file, as an upload's `Source`: it locks the file
+/// only for the moment it looks at or fills the copy.
+pub(super) struct LiveCopy<'a> {
+    pub file: &'a OpenFile,
+}
+
+impl Source for LiveCopy<'_> {
+    fn gaps(&self, a: u64, b: u64) -> UploadResult<Vec<(u64, u64)>> {
+        match &lock(&self.file.state).body {
+            Body::Local { shadow, .. } => Ok(shadow.record.present.gaps(a, b)),
+            Body::Remote { .. } => Err(UploadError::Dropped),
+        }
+    }
+
+    fn fill(&self, offset: u64, bytes: &[u8]) -> UploadResult<()> {
+        match &mut lock(&self.file.state).body {
+            Body::Local { shadow, .. } => Ok(shadow.fill(offset, bytes)?),
+            Body::Remote { .. } => Err(UploadError::Dropped),
+        }
+    }
+}
+
+/// A send to make: the snapshot, and the copy's generation when it was taken.
+struct Pending {
+    snap: Snapshot,
+    generation: u64,
+}
+
+impl PanFs {
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let handle = self.handle(fh)?;
+        self.with_copy(handle.ino, &handle.file, |shadow| {
+            let offset = if handle.append { shadow.size() } else { offset };
+            let first_write = !shadow.is_dirty();
+            shadow
+                .write(offset, data, now_ns())
+                .map_err(|e| FsError::local("writing the working copy", e))?;
+            if first_write {
+                // Journal the pending write so a restarted panfs knows about it.
+                shadow
+                    .persist()
+                    .map_err(|e| FsError::local("journaling a write", e))?;
+            }
+            Ok(data.len() as u32)
+        })
+    }
+
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        if !self.opts.writeback {
+            return self.sync_file(handle.ino, &handle.file);
+        }
+        if let Body::Local { shadow, .. } = &lock(&handle.file.state).body {
+            shadow
+                .persist()
+                .map_err(|e| FsError::local("journaling", e))?;
+        }
+        Ok(())
+    }
+
+    pub fn fsync(&self, fh: u64) -> FsResult<()> {
+        let handle = self.handle(fh)?;
+        self.sync_file(handle.ino, &handle.file)
+    }
+
+    /// Takes a snapshot to send, after any upload already running ends (its
+    /// snapshot may predate writes this send must include).
+    fn prepare(&self, file: &OpenFile) -> FsResult<Option<Pending>> {
+        let mut f = lock(&file.state);
+        while f.upload == Upload::Running {
+            f = file
+                .upload_done
+                .wait(f)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+        if f.life == Life::Orphaned {
+            return Ok(None);
+        }
+        let Body::Local { shadow, .. } = &mut f.body else {
+            return Ok(None);
+        };
+        if !shadow.is_dirty() {
+            return Ok(None);
+        }
+        let local = |e| FsError::local("journaling before an upload", e);
+        shadow.persist().map_err(local)?;
+        let snap = shadow.snapshot().map_err(local)?;
+        let generation = shadow.generation();
+        f.upload = Upload::Running;
+        Ok(Some(Pending { snap, generation }))
+    }
+
+    /// Sends the file's pending writes and waits for the server's commit.
+    pub(super) fn sync_file(&self, ino: i64, file: &Arc<OpenFile>) -> FsResult<()> {
+        let Some(Pending { snap, generation }) = self.prepare(file)? else {
+            return Ok(());
+        };
+        let target = Target {
+            ino,
+            if_content: Some(snap.record.base.as_deref()),
+        };
+        let live = LiveCopy { file };
+        let sent = self.block_on(upload(
+            self.remote.as_ref(),
+            &snap,
+            &live,
+            target,
+            &self.stats,
+        ));
+        let mut f = lock(&file.state);
+        f.upload = Upload::Idle;
+        file.upload_done.notify_all();
+        match sent {
+            Ok(done) => {
+                if let (
+                    Life::Linked,
+                    Body::Local {
+                        shadow,
+                        synced_ctime,
+                    },
+                ) = (f.life, &mut f.body)
+                {
+                    *synced_ctime = done.node.ctime;
+                    if shadow.generation() == generation {
+                        shadow.committed(done.node.content.clone(), done.chunks);
+                    } else {
+                        shadow
+                            .rebase(done.node.content.clone(), done.chunks)
+                            .map_err(|e| FsError::local("journaling a commit", e))?;
+                    }
+                }
+                drop(f);
+                self.remember(&done.node);
+                Ok(())
+            }
+            // The file was removed meanwhile: its open handles keep the local copy,
+            // and nothing is sent (as on a local disk, the data dies with the last close).
+            Err(UploadError::Remote(e)) if e.is(ErrorCode::NotFound) => {
+                f.life = Life::Orphaned;
+                if let Body::Local { shadow, .. } = &mut f.body {
+                    shadow.forget_journal();
+                }
+                Ok(())
+            }
+            Err(UploadError::Remote(e)) if e.is(ErrorCode::Conflict) => {
+                drop(f);
+                self.keep_conflict_copy(ino, file, &snap, generation)
+            }
+            Err(UploadError::Dropped) => Ok(()),
+            Err(e) => {
+                drop(f);
+                let _ = self.writeback_tx.send(ino);
+                Err(e.into())
+            }
+        }
+    }
+}

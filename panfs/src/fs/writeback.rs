@@ -1,0 +1,204 @@
+//! Write-back: the worker that sends files with unsent writes (closed in
+//! write-back mode, failed uploads, journal entries a previous panfs left).
+//! Each file backs off on its own, so one that keeps failing never holds the
+//! others back.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::files::{Body, OpenFile};
+use super::{PanFs, lock};
+use crate::cache::shadow::Shadow;
+
+const FIRST_RETRY: Duration = Duration::from_millis(200);
+const LAST_RETRY: Duration = Duration::from_secs(30);
+/// How long the worker sleeps with nothing due.
+const IDLE: Duration = Duration::from_secs(3600);
+
+struct Retry {
+    at: Instant,
+    delay: Duration,
+}
+
+/// When each file with unsent writes is tried next.
+#[derive(Default)]
+pub(super) struct RetryQueue {
+    due: HashMap<i64, Retry>,
+}
+
+impl RetryQueue {
+    /// A file to send now; one already waiting keeps its place and backoff.
+    pub fn add(&mut self, ino: i64, now: Instant) {
+        self.due.entry(ino).or_insert(Retry {
+            at: now,
+            delay: FIRST_RETRY,
+        });
+    }
+
+    /// The files due at `now`; each stays queued until `sent` or `failed`.
+    pub fn take_due(&mut self, now: Instant) -> Vec<i64> {
+        let mut due = Vec::new();
+        for (ino, retry) in &mut self.due {
+            if retry.at <= now {
+                due.push(*ino);
+                // Not due again while it is being tried.
+                retry.at = now + IDLE;
+            }
+        }
+        due
+    }
+
+    pub fn sent(&mut self, ino: i64) {
+        self.due.remove(&ino);
+    }
+
+    /// The file is tried again after its own delay, which doubles up to a limit.
+    pub fn failed(&mut self, ino: i64, now: Instant) {
+        let retry = self.due.entry(ino).or_insert(Retry {
+            at: now,
+            delay: FIRST_RETRY,
+        });
+        retry.at = now + retry.delay;
+        retry.delay = (retry.delay * 2).min(LAST_RETRY);
+    }
+
+    /// How long until the next file is due.
+    pub fn wait(&self, now: Instant) -> Duration {
+        self.due
+            .values()
+            .map(|r| r.at.saturating_duration_since(now))
+            .min()
+            .unwrap_or(IDLE)
+    }
+}
+
+impl PanFs {
+    /// Files with writes not yet committed, and their bytes.
+    pub fn pending(&self) -> (usize, u64) {
+        let files: Vec<_> = lock(&self.tables).files.values().cloned().collect();
+        let mut count = 0;
+        let mut bytes = 0;
+        for file in files {
+            if let Body::Local { shadow, .. } = &lock(&file.state).body
+                && shadow.is_dirty()
+            {
+                count += 1;
+                bytes += shadow.record.dirty.total();
+            }
+        }
+        (count, bytes)
+    }
+
+    /// Uploads one file that has pending writes; true when it is clean afterwards.
+    fn write_back(&self, ino: i64) -> bool {
+        let Some(file) = lock(&self.tables).files.get(&ino).cloned() else {
+            return true;
+        };
+        match self.sync_file(ino, &file) {
+            Ok(()) => {
+                self.retire_if_idle(ino, &file);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(ino, error = e.chain(), "write-back failed; will retry");
+                false
+            }
+        }
+    }
+
+    /// Picks up journaled writes a previous panfs left, to be sent again. Each
+    /// commits against the version it started from, so a newer version another
+    /// client stored meanwhile is kept, and the local one becomes a conflict copy.
+    pub fn recover_journal(&self) -> usize {
+        let dir = self.journal_dir();
+        let inos = Shadow::journaled(&dir);
+        for &ino in &inos {
+            match Shadow::open(&dir, ino) {
+                Ok(shadow) => {
+                    let file = OpenFile::new(Body::Local {
+                        shadow: Box::new(shadow),
+                        synced_ctime: 0,
+                    });
+                    lock(&self.tables).files.insert(ino, file);
+                    let _ = self.writeback_tx.send(ino);
+                }
+                Err(e) => tracing::warn!(ino, error = %e, "unreadable journal entry"),
+            }
+        }
+        inos.len()
+    }
+
+    /// Starts the write-back worker.
+    pub fn start_writeback(self: &Arc<Self>) {
+        let Some(mut rx) = lock(&self.writeback_rx).take() else {
+            return;
+        };
+        let fs = self.clone();
+        std::thread::Builder::new()
+            .name("panfs-writeback".into())
+            .spawn(move || {
+                loop {
+                    let wait = lock(&fs.retries).wait(Instant::now());
+                    let received = fs
+                        .rt
+                        .block_on(async { tokio::time::timeout(wait, rx.recv()).await });
+                    let now = Instant::now();
+                    match received {
+                        Ok(Some(ino)) => lock(&fs.retries).add(ino, now),
+                        Ok(None) => return,
+                        Err(_elapsed) => {}
+                    }
+                    while let Ok(ino) = rx.try_recv() {
+                        lock(&fs.retries).add(ino, now);
+                    }
+                    let due = lock(&fs.retries).take_due(now);
+                    for ino in due {
+                        let sent = fs.write_back(ino);
+                        let mut retries = lock(&fs.retries);
+                        if sent {
+                            retries.sent(ino);
+                        } else {
+                            retries.failed(ino, Instant::now());
+                        }
+                    }
+                }
+            })
+            .ok();
+    }
+
+    /// Sends every pending write (before unmount); returns how many files failed.
+    pub fn flush_all(&self) -> usize {
+        let inos: Vec<i64> = lock(&self.tables).files.keys().copied().collect();
+        inos.into_iter()
+            .filter(|&ino| !self.write_back(ino))
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_file_backs_off_alone() {
+        let t0 = Instant::now();
+        let mut queue = RetryQueue::default();
+        queue.add(1, t0);
+        assert_eq!(queue.take_due(t0), [1]);
+        for _ in 0..5 {
+            queue.failed(1, t0);
+        }
+        // Its fifth retry waits 3.2 s; a new file is due at once.
+        queue.add(2, t0);
+        assert_eq!(queue.take_due(t0), [2]);
+        queue.sent(2);
+        assert_eq!(queue.wait(t0), Duration::from_millis(3200));
+        assert!(queue.take_due(t0 + Duration::from_secs(3)).is_empty());
+        assert_eq!(queue.take_due(t0 + Duration::from_millis(3200)), [1]);
+        // Asking again for a file that is backing off keeps its backoff.
+        queue.failed(1, t0);
+        queue.add(1, t0);
+        assert!(queue.take_due(t0).is_empty());
+    }
+}

@@ -1,0 +1,211 @@
+//! A `Remote` that passes calls on to another and injects faults on demand: the
+//! server going away, one file's uploads failing, uploads held mid-way. Tests use
+//! it to show what the file system does when the network does not cooperate.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use panproto::wire::{
+    CommitRequest, CreateRequest, DirEntry, Manifest, Node, RenameRequest, SetAttrRequest,
+    UploadInit, UploadState, UserInfo, XattrMode,
+};
+use tokio::sync::watch;
+
+use super::{IfContent, Remote, RemoteError, RemoteResult};
+
+pub struct FaultyRemote {
+    inner: Arc<dyn Remote>,
+    offline: AtomicBool,
+    failing_uploads: Mutex<HashSet<i64>>,
+    /// While true, uploads wait before reaching the server.
+    held: watch::Sender<bool>,
+    upload_attempts: Mutex<HashMap<i64, u32>>,
+    requests: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl FaultyRemote {
+    pub fn new(inner: Arc<dyn Remote>) -> Self {
+        Self {
+            inner,
+            offline: AtomicBool::new(false),
+            failing_uploads: Mutex::default(),
+            held: watch::Sender::new(false),
+            upload_attempts: Mutex::default(),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// Every call fails as if the server could not be reached.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::SeqCst);
+    }
+
+    /// Uploads of this file fail (the server is reachable for everything else).
+    pub fn fail_uploads(&self, ino: i64, fail: bool) {
+        let mut failing = lock(&self.failing_uploads);
+        if fail {
+            failing.insert(ino);
+        } else {
+            failing.remove(&ino);
+        }
+    }
+
+    /// Holds every upload before it reaches the server until released.
+    pub fn hold_uploads(&self, hold: bool) {
+        self.held.send_replace(hold);
+    }
+
+    /// How many uploads of this file were started (held or failed ones included).
+    pub fn upload_attempts(&self, ino: i64) -> u32 {
+        lock(&self.upload_attempts).get(&ino).copied().unwrap_or(0)
+    }
+
+    /// Calls made so far, failed ones included.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    fn call(&self) -> RemoteResult<()> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if self.offline.load(Ordering::SeqCst) {
+            return Err(RemoteError::Unreachable("injected: offline".into()));
+        }
+        Ok(())
+    }
+
+    async fn upload(&self, ino: i64) -> RemoteResult<()> {
+        self.call()?;
+        *lock(&self.upload_attempts).entry(ino).or_default() += 1;
+        let mut held = self.held.subscribe();
+        // The sender lives in self, so waiting cannot fail.
+        let _ = held.wait_for(|h| !h).await;
+        if lock(&self.failing_uploads).contains(&ino) {
+            return Err(RemoteError::Unreachable(format!(
+                "injected: uploads of {ino} fail"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Remote for FaultyRemote {
+    async fn user_info(&self) -> RemoteResult<UserInfo> {
+        self.call()?;
+        self.inner.user_info().await
+    }
+
+    async fn node(&self, ino: i64) -> RemoteResult<Node> {
+        self.call()?;
+        self.inner.node(ino).await
+    }
+
+    async fn lookup(&self, parent: i64, name: &str) -> RemoteResult<Node> {
+        self.call()?;
+        self.inner.lookup(parent, name).await
+    }
+
+    async fn list(&self, dir: i64) -> RemoteResult<Vec<DirEntry>> {
+        self.call()?;
+        self.inner.list(dir).await
+    }
+
+    async fn create(&self, parent: i64, req: &CreateRequest) -> RemoteResult<Node> {
+        self.call()?;
+        self.inner.create(parent, req).await
+    }
+
+    async fn link(&self, ino: i64, parent: i64, name: &str) -> RemoteResult<Node> {
+        self.call()?;
+        self.inner.link(ino, parent, name).await
+    }
+
+    async fn remove(&self, parent: i64, name: &str, dir: bool) -> RemoteResult<()> {
+        self.call()?;
+        self.inner.remove(parent, name, dir).await
+    }
+
+    async fn rename(&self, req: &RenameRequest) -> RemoteResult<()> {
+        self.call()?;
+        self.inner.rename(req).await
+    }
+
+    async fn set_attr(&self, ino: i64, req: &SetAttrRequest) -> RemoteResult<Node> {
+        self.call()?;
+        self.inner.set_attr(ino, req).await
+    }
+
+    async fn manifest(&self, ino: i64) -> RemoteResult<Manifest> {
+        self.call()?;
+        self.inner.manifest(ino).await
+    }
+
+    async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes> {
+        self.call()?;
+        self.inner.read(ino, content, start, end).await
+    }
+
+    async fn put_content(
+        &self,
+        ino: i64,
+        body: Bytes,
+        mtime: i64,
+        if_content: IfContent<'_>,
+    ) -> RemoteResult<Node> {
+        self.upload(ino).await?;
+        self.inner.put_content(ino, body, mtime, if_content).await
+    }
+
+    async fn begin_upload(&self, init: &UploadInit) -> RemoteResult<UploadState> {
+        self.upload(init.ino).await?;
+        self.inner.begin_upload(init).await
+    }
+
+    async fn put_chunk(&self, session: &str, sha256: &str, body: Bytes) -> RemoteResult<()> {
+        self.call()?;
+        self.inner.put_chunk(session, sha256, body).await
+    }
+
+    async fn prove(&self, session: &str, proof: &str) -> RemoteResult<UploadState> {
+        self.call()?;
+        self.inner.prove(session, proof).await
+    }
+
+    async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node> {
+        self.call()?;
+        self.inner.commit(session, req).await
+    }
+
+    async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>> {
+        self.call()?;
+        self.inner.xattr_names(ino).await
+    }
+
+    async fn xattr(&self, ino: i64, name: &str) -> RemoteResult<Bytes> {
+        self.call()?;
+        self.inner.xattr(ino, name).await
+    }
+
+    async fn set_xattr(
+        &self,
+        ino: i64,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> RemoteResult<Node> {
+        self.call()?;
+        self.inner.set_xattr(ino, name, value, mode).await
+    }
+
+    async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node> {
+        self.call()?;
+        self.inner.remove_xattr(ino, name).await
+    }
+}

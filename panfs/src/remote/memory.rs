@@ -1,0 +1,664 @@
+//! A whole pan server in memory, for tests of the file-system logic without a
+//! server, root or FUSE. It keeps the server's rules that panfs relies on (the
+//! contract suite checks both against each other): error codes, link counts,
+//! ctime on every change, conditional commits, readable past versions, and
+//! chunk-level deduplication.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use panproto::wire::{
+    ChunkRef, CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node, NodeKind,
+    RenameMode, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
+};
+
+use super::{IfContent, Remote, RemoteError, RemoteResult};
+
+const ROOT: i64 = 1;
+
+/// A file version: its chunk list, and its bytes (holes included as zeros).
+struct Content {
+    chunks: Vec<ChunkRef>,
+    bytes: Vec<u8>,
+}
+
+struct Session {
+    ino: i64,
+    chunks: Vec<ChunkRef>,
+}
+
+#[derive(Default)]
+struct State {
+    clock: i64,
+    next_ino: i64,
+    nodes: HashMap<i64, Node>,
+    entries: BTreeMap<(i64, String), i64>,
+    contents: HashMap<String, Content>,
+    chunks: HashMap<String, Bytes>,
+    sessions: HashMap<String, Session>,
+    xattrs: HashMap<i64, Vec<(String, Vec<u8>)>>,
+}
+
+pub struct MemoryRemote {
+    state: Mutex<State>,
+}
+
+fn refused(code: ErrorCode) -> RemoteError {
+    RemoteError::Refused {
+        status: 400,
+        code,
+        message: code.to_string(),
+    }
+}
+
+fn check_name(name: &str) -> RemoteResult<()> {
+    panproto::validate_name(name).map_err(|e| match e {
+        panproto::NameError::TooLong => refused(ErrorCode::NameTooLong),
+        _ => refused(ErrorCode::BadName),
+    })
+}
+
+impl Default for MemoryRemote {
+    fn default() -> Self {
+        let mut state = State {
+            next_ino: ROOT + 1,
+            ..State::default()
+        };
+        let now = state.tick();
+        state
+            .nodes
+            .insert(ROOT, blank(ROOT, NodeKind::Dir, 0o755, now));
+        Self {
+            state: Mutex::new(state),
+        }
+    }
+}
+
+fn blank(ino: i64, kind: NodeKind, mode: u32, now: i64) -> Node {
+    Node {
+        ino,
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        atime: now,
+        mtime: now,
+        ctime: now,
+        nlink: if kind == NodeKind::Dir { 2 } else { 1 },
+        content: None,
+        target: None,
+        rdev: 0,
+        xattrs: 0,
+        stored_bytes: 0,
+    }
+}
+
+impl State {
+    /// Nanoseconds, strictly increasing: every change gets its own time.
+    fn tick(&mut self) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        self.clock = now.max(self.clock + 1);
+        self.clock
+    }
+
+    fn node(&self, ino: i64) -> RemoteResult<&Node> {
+        self.nodes
+            .get(&ino)
+            .ok_or_else(|| refused(ErrorCode::NotFound))
+    }
+
+    /// A node that still has a name: only those can change. A removed one
+    /// stays readable (with no links) for the handles still open on it.
+    fn live(&self, ino: i64) -> RemoteResult<&Node> {
+        self.node(ino)
+            .ok()
+            .filter(|n| n.nlink > 0)
+            .ok_or_else(|| refused(ErrorCode::NotFound))
+    }
+
+    fn node_mut(&mut self, ino: i64) -> RemoteResult<&mut Node> {
+        self.nodes
+            .get_mut(&ino)
+            .filter(|n| n.nlink > 0)
+            .ok_or_else(|| refused(ErrorCode::NotFound))
+    }
+
+    fn dir(&self, ino: i64) -> RemoteResult<&Node> {
+        let node = self.live(ino)?;
+        if node.kind != NodeKind::Dir {
+            return Err(refused(ErrorCode::NotDir));
+        }
+        Ok(node)
+    }
+
+    fn child(&self, parent: i64, name: &str) -> RemoteResult<i64> {
+        self.dir(parent)?;
+        self.entries
+            .get(&(parent, name.to_string()))
+            .copied()
+            .ok_or_else(|| refused(ErrorCode::NotFound))
+    }
+
+    fn is_empty_dir(&self, dir: i64) -> bool {
+        !self.entries.keys().any(|(p, _)| *p == dir)
+    }
+
+    /// A directory's entries changed: its times move.
+    fn touch_dir(&mut self, dir: i64, now: i64) {
+        if let Some(d) = self.nodes.get_mut(&dir) {
+            d.mtime = now;
+            d.ctime = now;
+        }
+    }
+
+    /// One link of `ino` is gone; with its last, the node is removed.
+    fn unlink(&mut self, ino: i64, now: i64) {
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        let dir = node.kind == NodeKind::Dir;
+        node.nlink = if dir { 0 } else { node.nlink.saturating_sub(1) };
+        node.ctime = now;
+    }
+
+    fn file(&self, ino: i64) -> RemoteResult<&Node> {
+        let node = self.live(ino)?;
+        match node.kind {
+            NodeKind::File => Ok(node),
+            NodeKind::Dir => Err(refused(ErrorCode::IsDir)),
+            _ => Err(refused(ErrorCode::NotRegularFile)),
+        }
+    }
+
+    /// Stores a new version of a file, if it is still based on `if_content`.
+    fn set_content(
+        &mut self,
+        ino: i64,
+        chunks: Vec<ChunkRef>,
+        bytes: Vec<u8>,
+        mtime: Option<i64>,
+        if_content: IfContent<'_>,
+    ) -> RemoteResult<Node> {
+        let current = self.file(ino)?.content.clone();
+        if let Some(expected) = if_content
+            && current.as_deref() != expected
+        {
+            return Err(refused(ErrorCode::Conflict));
+        }
+        let id = panproto::manifest_id(&chunks);
+        let stored = chunks
+            .iter()
+            .filter(|c| c.sha256.is_some())
+            .map(|c| c.size)
+            .sum::<u64>();
+        let size = bytes.len() as i64;
+        self.contents.insert(id.clone(), Content { chunks, bytes });
+        let now = self.tick();
+        let node = self.node_mut(ino)?;
+        node.content = Some(id);
+        node.size = size;
+        node.stored_bytes = stored as i64;
+        node.mtime = mtime.unwrap_or(now);
+        node.ctime = now;
+        Ok(node.clone())
+    }
+
+    fn bytes_of(&self, chunks: &[ChunkRef]) -> RemoteResult<Vec<u8>> {
+        let mut bytes = Vec::new();
+        for c in chunks {
+            match &c.sha256 {
+                Some(sha) => {
+                    let data = self
+                        .chunks
+                        .get(sha)
+                        .ok_or_else(|| refused(ErrorCode::Incomplete))?;
+                    bytes.extend_from_slice(data);
+                }
+                None => bytes.resize(bytes.len() + c.size as usize, 0),
+            }
+        }
+        Ok(bytes)
+    }
+
+    fn upload_state(&self, id: &str) -> RemoteResult<UploadState> {
+        let session = self
+            .sessions
+            .get(id)
+            .ok_or_else(|| refused(ErrorCode::NotFound))?;
+        let missing = session
+            .chunks
+            .iter()
+            .filter_map(|c| c.sha256.clone())
+            .filter(|sha| !self.chunks.contains_key(sha))
+            .collect();
+        Ok(UploadState {
+            id: id.to_string(),
+            ino: session.ino,
+            expires_at: i64::MAX,
+            missing,
+            challenge: None,
+        })
+    }
+}
+
+impl MemoryRemote {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The inode of the user's root directory.
+    pub fn root(&self) -> i64 {
+        ROOT
+    }
+
+    /// The bytes a file holds now (what another client would read).
+    pub fn bytes(&self, ino: i64) -> Option<Vec<u8>> {
+        let state = self.lock();
+        let content = state.nodes.get(&ino)?.content.clone()?;
+        Some(state.contents.get(&content)?.bytes.clone())
+    }
+}
+
+#[async_trait]
+impl Remote for MemoryRemote {
+    async fn user_info(&self) -> RemoteResult<UserInfo> {
+        let state = self.lock();
+        Ok(UserInfo {
+            id: 1,
+            username: "memory".into(),
+            created_at: 0,
+            root_ino: ROOT,
+            used_bytes: state.nodes.values().map(|n| n.size).sum(),
+            used_files: state.nodes.values().filter(|n| n.nlink > 0).count() as i64,
+            quota_bytes: i64::MAX,
+            quota_files: i64::MAX,
+        })
+    }
+
+    async fn node(&self, ino: i64) -> RemoteResult<Node> {
+        self.lock().node(ino).cloned()
+    }
+
+    async fn lookup(&self, parent: i64, name: &str) -> RemoteResult<Node> {
+        check_name(name)?;
+        let state = self.lock();
+        let ino = state.child(parent, name)?;
+        state.node(ino).cloned()
+    }
+
+    async fn list(&self, dir: i64) -> RemoteResult<Vec<DirEntry>> {
+        let state = self.lock();
+        state.dir(dir)?;
+        Ok(state
+            .entries
+            .range((dir, String::new())..)
+            .take_while(|((p, _), _)| *p == dir)
+            .filter_map(|((_, name), ino)| {
+                Some(DirEntry {
+                    name: name.clone(),
+                    node: state.nodes.get(ino)?.clone(),
+                })
+            })
+            .collect())
+    }
+
+    async fn create(&self, parent: i64, req: &CreateRequest) -> RemoteResult<Node> {
+        check_name(&req.name)?;
+        let mut state = self.lock();
+        state.dir(parent)?;
+        let key = (parent, req.name.clone());
+        if state.entries.contains_key(&key) {
+            return Err(refused(ErrorCode::Exists));
+        }
+        let now = state.tick();
+        let ino = state.next_ino;
+        state.next_ino += 1;
+        let mut node = blank(ino, req.kind, req.mode & 0o7777, now);
+        node.uid = req.uid;
+        node.gid = req.gid;
+        node.rdev = req.rdev;
+        if req.kind == NodeKind::Symlink {
+            let target = req.target.clone().unwrap_or_default();
+            node.size = target.len() as i64;
+            node.target = Some(target);
+        }
+        if req.kind == NodeKind::Dir {
+            state.node_mut(parent)?.nlink += 1;
+        }
+        state.touch_dir(parent, now);
+        state.nodes.insert(ino, node.clone());
+        state.entries.insert(key, ino);
+        Ok(node)
+    }
+
+    async fn link(&self, ino: i64, parent: i64, name: &str) -> RemoteResult<Node> {
+        check_name(name)?;
+        let mut state = self.lock();
+        if state.live(ino)?.kind == NodeKind::Dir {
+            return Err(refused(ErrorCode::NotPermitted));
+        }
+        state.dir(parent)?;
+        let key = (parent, name.to_string());
+        if state.entries.contains_key(&key) {
+            return Err(refused(ErrorCode::Exists));
+        }
+        let now = state.tick();
+        state.entries.insert(key, ino);
+        state.touch_dir(parent, now);
+        let node = state.node_mut(ino)?;
+        node.nlink += 1;
+        node.ctime = now;
+        Ok(node.clone())
+    }
+
+    async fn remove(&self, parent: i64, name: &str, dir: bool) -> RemoteResult<()> {
+        check_name(name)?;
+        let mut state = self.lock();
+        let ino = state.child(parent, name)?;
+        let is_dir = state.node(ino)?.kind == NodeKind::Dir;
+        match (dir, is_dir) {
+            (true, false) => return Err(refused(ErrorCode::NotDir)),
+            (false, true) => return Err(refused(ErrorCode::IsDir)),
+            (true, true) if !state.is_empty_dir(ino) => return Err(refused(ErrorCode::NotEmpty)),
+            _ => {}
+        }
+        let now = state.tick();
+        state.entries.remove(&(parent, name.to_string()));
+        if is_dir {
+            state.node_mut(parent)?.nlink -= 1;
+        }
+        state.touch_dir(parent, now);
+        state.unlink(ino, now);
+        Ok(())
+    }
+
+    async fn rename(&self, req: &RenameRequest) -> RemoteResult<()> {
+        check_name(&req.name)?;
+        check_name(&req.new_name)?;
+        let mut state = self.lock();
+        let ino = state.child(req.parent, &req.name)?;
+        state.dir(req.new_parent)?;
+        let to = (req.new_parent, req.new_name.clone());
+        let target = state.entries.get(&to).copied();
+        let moving_dir = state.node(ino)?.kind == NodeKind::Dir;
+        // A directory may not move below itself.
+        let mut up = Some(req.new_parent);
+        while let Some(dir) = up.filter(|_| moving_dir) {
+            if dir == ino {
+                return Err(refused(ErrorCode::BadRequest));
+            }
+            up = state
+                .entries
+                .iter()
+                .find(|(_, child)| **child == dir)
+                .map(|((p, _), _)| *p);
+        }
+        let now = state.tick();
+        match (req.mode, target) {
+            (_, Some(t)) if t == ino => return Ok(()),
+            (RenameMode::NoReplace, Some(_)) => return Err(refused(ErrorCode::Exists)),
+            (RenameMode::Exchange, None) => return Err(refused(ErrorCode::NotFound)),
+            (RenameMode::Exchange, Some(t)) => {
+                state.entries.insert((req.parent, req.name.clone()), t);
+                state.entries.insert(to, ino);
+                state.node_mut(t)?.ctime = now;
+            }
+            (RenameMode::Replace, Some(t)) => {
+                let target_dir = state.node(t)?.kind == NodeKind::Dir;
+                match (moving_dir, target_dir) {
+                    (true, false) => return Err(refused(ErrorCode::NotDir)),
+                    (false, true) => return Err(refused(ErrorCode::IsDir)),
+                    (true, true) if !state.is_empty_dir(t) => {
+                        return Err(refused(ErrorCode::NotEmpty));
+                    }
+                    _ => {}
+                }
+                if target_dir {
+                    state.node_mut(req.new_parent)?.nlink -= 1;
+                }
+                state.entries.remove(&(req.parent, req.name.clone()));
+                state.entries.insert(to, ino);
+                state.unlink(t, now);
+            }
+            (_, None) => {
+                state.entries.remove(&(req.parent, req.name.clone()));
+                state.entries.insert(to, ino);
+            }
+        }
+        if moving_dir && req.parent != req.new_parent && req.mode != RenameMode::Exchange {
+            state.node_mut(req.parent)?.nlink -= 1;
+            state.node_mut(req.new_parent)?.nlink += 1;
+        }
+        state.touch_dir(req.parent, now);
+        state.touch_dir(req.new_parent, now);
+        state.node_mut(ino)?.ctime = now;
+        Ok(())
+    }
+
+    async fn set_attr(&self, ino: i64, req: &SetAttrRequest) -> RemoteResult<Node> {
+        let mut state = self.lock();
+        if let Some(size) = req.size {
+            let node = state.file(ino)?;
+            let mut bytes = match &node.content {
+                Some(c) => state.contents.get(c).map(|c| c.bytes.clone()),
+                None => None,
+            }
+            .unwrap_or_default();
+            bytes.resize(size.max(0) as usize, 0);
+            let chunks = panproto::Chunker::new(&bytes[..])
+                .filter_map(Result::ok)
+                .map(|c| {
+                    let sha = panproto::sha256_hex(&c.data);
+                    state
+                        .chunks
+                        .insert(sha.clone(), Bytes::from(c.data.clone()));
+                    ChunkRef {
+                        sha256: Some(sha),
+                        size: c.data.len() as u64,
+                    }
+                })
+                .collect();
+            state.set_content(ino, chunks, bytes, req.mtime, None)?;
+        }
+        let now = state.tick();
+        let node = state.node_mut(ino)?;
+        if let Some(mode) = req.mode {
+            node.mode = mode & 0o7777;
+        }
+        node.uid = req.uid.unwrap_or(node.uid);
+        node.gid = req.gid.unwrap_or(node.gid);
+        node.atime = req.atime.unwrap_or(node.atime);
+        node.mtime = req.mtime.unwrap_or(node.mtime);
+        node.ctime = now;
+        Ok(node.clone())
+    }
+
+    async fn manifest(&self, ino: i64) -> RemoteResult<Manifest> {
+        let state = self.lock();
+        let node = state.file(ino)?;
+        let chunks = match &node.content {
+            Some(c) => state
+                .contents
+                .get(c)
+                .map(|c| c.chunks.clone())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Ok(Manifest {
+            content: node.content.clone(),
+            size: node.size,
+            chunks,
+        })
+    }
+
+    async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes> {
+        let state = self.lock();
+        state.file(ino)?;
+        let bytes = &state
+            .contents
+            .get(content)
+            .ok_or_else(|| refused(ErrorCode::Changed))?
+            .bytes;
+        if start >= bytes.len() as u64 {
+            return Err(refused(ErrorCode::RangeNotSatisfiable));
+        }
+        let end = end.min(bytes.len() as u64);
+        Ok(Bytes::copy_from_slice(&bytes[start as usize..end as usize]))
+    }
+
+    async fn put_content(
+        &self,
+        ino: i64,
+        body: Bytes,
+        mtime: i64,
+        if_content: IfContent<'_>,
+    ) -> RemoteResult<Node> {
+        let mut state = self.lock();
+        state.file(ino)?;
+        let mut chunks = Vec::new();
+        for chunk in panproto::Chunker::new(&body[..]) {
+            let chunk = chunk.map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+            let sha = panproto::sha256_hex(&chunk.data);
+            chunks.push(ChunkRef {
+                sha256: Some(sha.clone()),
+                size: chunk.data.len() as u64,
+            });
+            state.chunks.insert(sha, Bytes::from(chunk.data));
+        }
+        state.set_content(ino, chunks, body.to_vec(), Some(mtime), if_content)
+    }
+
+    async fn begin_upload(&self, init: &UploadInit) -> RemoteResult<UploadState> {
+        let mut state = self.lock();
+        state.file(init.ino)?;
+        let id = format!("session-{}", state.tick());
+        state.sessions.insert(
+            id.clone(),
+            Session {
+                ino: init.ino,
+                chunks: init.chunks.clone(),
+            },
+        );
+        state.upload_state(&id)
+    }
+
+    async fn put_chunk(&self, session: &str, sha256: &str, body: Bytes) -> RemoteResult<()> {
+        let mut state = self.lock();
+        state.upload_state(session)?;
+        if panproto::sha256_hex(&body) != sha256 {
+            return Err(refused(ErrorCode::HashMismatch));
+        }
+        state.chunks.insert(sha256.to_string(), body);
+        Ok(())
+    }
+
+    async fn prove(&self, session: &str, _proof: &str) -> RemoteResult<UploadState> {
+        self.lock().upload_state(session)
+    }
+
+    async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node> {
+        let mut state = self.lock();
+        if !state.upload_state(session)?.missing.is_empty() {
+            return Err(refused(ErrorCode::Incomplete));
+        }
+        let Some(session) = state.sessions.remove(session) else {
+            return Err(refused(ErrorCode::NotFound));
+        };
+        let bytes = state.bytes_of(&session.chunks)?;
+        let if_content = req.if_content.as_ref().map(|c| c.as_deref());
+        state.set_content(session.ino, session.chunks, bytes, req.mtime, if_content)
+    }
+
+    async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>> {
+        let state = self.lock();
+        state.node(ino)?;
+        Ok(state
+            .xattrs
+            .get(&ino)
+            .map(|x| x.iter().map(|(n, _)| n.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn xattr(&self, ino: i64, name: &str) -> RemoteResult<Bytes> {
+        let state = self.lock();
+        state.node(ino)?;
+        state
+            .xattrs
+            .get(&ino)
+            .and_then(|x| x.iter().find(|(n, _)| n == name))
+            .map(|(_, v)| Bytes::copy_from_slice(v))
+            .ok_or_else(|| refused(ErrorCode::NoAttribute))
+    }
+
+    async fn set_xattr(
+        &self,
+        ino: i64,
+        name: &str,
+        value: &[u8],
+        mode: XattrMode,
+    ) -> RemoteResult<Node> {
+        panproto::validate_xattr_name(name).map_err(|e| match e {
+            panproto::XattrNameError::Unsupported => refused(ErrorCode::XattrNotSupported),
+            _ => refused(ErrorCode::BadXattrName),
+        })?;
+        let mut state = self.lock();
+        state.node(ino)?;
+        let attrs = state.xattrs.entry(ino).or_default();
+        let at = attrs.iter().position(|(n, _)| n == name);
+        match (mode, at) {
+            (XattrMode::Create, Some(_)) => return Err(refused(ErrorCode::Exists)),
+            (XattrMode::Replace, None) => return Err(refused(ErrorCode::NoAttribute)),
+            (_, Some(i)) => attrs[i].1 = value.to_vec(),
+            (_, None) => attrs.push((name.to_string(), value.to_vec())),
+        }
+        let count = attrs.len() as u32;
+        let now = state.tick();
+        let node = state.node_mut(ino)?;
+        node.xattrs = count;
+        node.ctime = now;
+        Ok(node.clone())
+    }
+
+    async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node> {
+        let mut state = self.lock();
+        state.node(ino)?;
+        let attrs = state.xattrs.entry(ino).or_default();
+        let at = attrs
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| refused(ErrorCode::NoAttribute))?;
+        attrs.remove(at);
+        let count = attrs.len() as u32;
+        let now = state.tick();
+        let node = state.node_mut(ino)?;
+        node.xattrs = count;
+        node.ctime = now;
+        Ok(node.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_memory_remote_keeps_the_contract() {
+        let remote = MemoryRemote::default();
+        let dir = CreateRequest {
+            name: "contract".into(),
+            kind: NodeKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            target: None,
+            rdev: 0,
+        };
+        let dir = remote.create(ROOT, &dir).await.expect("mkdir");
+        super::super::contract::run(&remote, dir.ino).await;
+    }
+}
