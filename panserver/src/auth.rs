@@ -6,14 +6,14 @@ use argon2::password_hash::{
 };
 use rand::RngCore;
 
-use crate::error::{ApiError, ApiResult};
+use crate::service::{ServiceError, ServiceResult};
 
-pub fn hash_password(password: &str) -> ApiResult<String> {
+pub fn hash_password(password: &str) -> ServiceResult<String> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .map_err(|e| ServiceError::Internal(e.to_string()))
 }
 
 pub fn verify_password(password: &str, stored: &str) -> bool {
@@ -45,7 +45,7 @@ pub fn random_hex(bytes: usize) -> String {
     hex::encode(raw)
 }
 
-pub fn validate_username(name: &str) -> ApiResult<()> {
+pub fn validate_username(name: &str) -> ServiceResult<()> {
     let ok = (3..=64).contains(&name.len())
         && name
             .bytes()
@@ -53,15 +53,17 @@ pub fn validate_username(name: &str) -> ApiResult<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(
+        Err(ServiceError::BadRequest(
             "a username is 3 to 64 characters of letters, digits, '_', '.' and '-'".into(),
         ))
     }
 }
 
-pub fn validate_password(password: &str) -> ApiResult<()> {
+pub fn validate_password(password: &str) -> ServiceResult<()> {
     if password.len() < 8 || password.len() > 1024 {
-        return Err(ApiError::BadRequest("a password is 8 to 1024 bytes".into()));
+        return Err(ServiceError::BadRequest(
+            "a password is 8 to 1024 bytes".into(),
+        ));
     }
     Ok(())
 }

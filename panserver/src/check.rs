@@ -7,9 +7,9 @@ use std::collections::HashSet;
 
 use futures::StreamExt;
 
-use crate::app::{App, now_ns};
-use crate::error::{ApiError, ApiResult};
 use crate::meta::ChunkLocation;
+use crate::service::{App, now_ns};
+use crate::service::{ServiceError, ServiceResult};
 use crate::store::chunk_key;
 
 #[derive(Debug, Default)]
@@ -22,7 +22,7 @@ pub struct CheckReport {
 }
 
 /// Runs every check; with `repair`, also fixes what is safe to fix.
-pub async fn check(app: &App, repair: bool) -> ApiResult<CheckReport> {
+pub async fn check(app: &App, repair: bool) -> ServiceResult<CheckReport> {
     let mut report = CheckReport::default();
     let audit = app.meta.audit(repair).await?;
     report.repaired += audit.repaired;
@@ -37,7 +37,7 @@ pub async fn check(app: &App, repair: bool) -> ApiResult<CheckReport> {
 const PARALLEL_READS: usize = 16;
 
 /// Reads back every known chunk and checks its hash.
-async fn check_chunks(app: &App, repair: bool, report: &mut CheckReport) -> ApiResult<()> {
+async fn check_chunks(app: &App, repair: bool, report: &mut CheckReport) -> ServiceResult<()> {
     let mut after = String::new();
     loop {
         let page = app.meta.chunks_after(&after, 500).await?;
@@ -63,7 +63,7 @@ async fn check_chunk(
     sha: String,
     location: ChunkLocation,
     repair: bool,
-) -> ApiResult<Option<(String, bool)>> {
+) -> ServiceResult<Option<(String, bool)>> {
     match app.read_chunk(&sha).await {
         // Bytes found; a chunk marked staged whose file is gone but which the store
         // has is safe to re-mark.
@@ -79,7 +79,7 @@ async fn check_chunk(
             )))
         }
         Ok(_) => Ok(None),
-        Err(ApiError::Corrupt) => Ok(Some((
+        Err(ServiceError::Corrupt) => Ok(Some((
             format!("chunk {sha} is missing or does not match its SHA-256"),
             false,
         ))),
@@ -89,7 +89,7 @@ async fn check_chunk(
 
 /// Files in staging that no chunk row knows: leftovers of a crash before the
 /// row was written, or of a transfer after it. Removed on repair.
-async fn check_staging(app: &App, repair: bool, report: &mut CheckReport) -> ApiResult<()> {
+async fn check_staging(app: &App, repair: bool, report: &mut CheckReport) -> ServiceResult<()> {
     let names = app.staging.names().await?;
     let known: HashSet<String> = app.meta.present_chunks(&names).await?;
     for name in names.iter().filter(|n| !known.contains(*n)) {

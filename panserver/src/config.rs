@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
 
-use crate::app::Limits;
+use crate::service::Limits;
 
 /// Options shared by every subcommand that opens the server's data.
 #[derive(Debug, Clone, Args)]

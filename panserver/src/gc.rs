@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use panproto::ContentHasher;
 
-use crate::app::{App, NS, now_ns};
-use crate::error::ApiResult;
 use crate::meta::ChunkLocation;
+use crate::service::ServiceResult;
+use crate::service::{App, NS, now_ns};
 use crate::store::chunk_key;
 
 /// Removes contents and chunks that nothing has used for the grace period.
-pub async fn collect_garbage(app: &App) -> ApiResult<usize> {
+pub async fn collect_garbage(app: &App) -> ServiceResult<usize> {
     let now = now_ns();
     let pinned = app.sessions.pinned_chunks(now).await?;
     let report = app
@@ -35,7 +35,7 @@ pub async fn collect_garbage(app: &App) -> ApiResult<usize> {
 }
 
 /// Computes and records the SHA-256 and SHA-1 of contents committed without them.
-pub async fn hash_new_contents(app: &App) -> ApiResult<usize> {
+pub async fn hash_new_contents(app: &App) -> ServiceResult<usize> {
     let pending = app.meta.unhashed_contents(100).await?;
     for manifest in &pending {
         let mut hasher = ContentHasher::default();
@@ -61,7 +61,7 @@ pub async fn run_maintenance(app: Arc<App>, every: Duration) {
             tracing::warn!(error = %e, "hashing new contents failed");
         }
         let parts = crate::parts::PartStore::new(app.staging.root());
-        match parts.sweep(crate::app::now_ns()).await {
+        match parts.sweep(crate::service::now_ns()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "expired part uploads removed"),
             Err(e) => tracing::warn!(error = %e, "sweeping part uploads failed"),

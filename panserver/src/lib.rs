@@ -2,31 +2,28 @@
 //! over four seams (metadata, upload sessions, transfer queue, object store).
 
 pub mod api;
-pub mod app;
 pub mod auth;
 pub mod check;
 pub mod config;
-pub mod content;
-pub mod error;
 pub mod gc;
 pub mod meta;
 pub mod parts;
 pub mod queue;
+pub mod service;
 pub mod session;
 pub mod staging;
 pub mod store;
 pub mod transfer;
-pub mod upload;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::app::App;
 use crate::config::Settings;
 use crate::meta::{Dialect, SqlMeta};
 use crate::queue::{AmqpQueue, LocalQueue, TransferQueue};
+use crate::service::App;
 use crate::session::{RedisSessions, SessionStore, SqlSessions};
 use crate::staging::Staging;
 

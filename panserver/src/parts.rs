@@ -8,8 +8,8 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{ApiError, ApiResult};
-use crate::upload::BodyStream;
+use crate::service::uploads::BodyStream;
+use crate::service::{ServiceError, ServiceResult};
 
 /// pan.go's part size.
 pub const PART_SIZE: u64 = 5 * 1024 * 1024;
@@ -38,11 +38,11 @@ pub struct PartStore {
     root: PathBuf,
 }
 
-fn io_err(e: std::io::Error) -> ApiError {
+fn io_err(e: std::io::Error) -> ServiceError {
     if e.raw_os_error() == Some(libc::ENOSPC) {
-        ApiError::NoSpace
+        ServiceError::NoSpace
     } else {
-        ApiError::Internal(format!("part store: {e}"))
+        ServiceError::Internal(format!("part store: {e}"))
     }
 }
 
@@ -53,33 +53,35 @@ impl PartStore {
         }
     }
 
-    fn dir(&self, id: &str) -> ApiResult<PathBuf> {
+    fn dir(&self, id: &str) -> ServiceResult<PathBuf> {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::NotFound);
+            return Err(ServiceError::NotFound);
         }
         Ok(self.root.join(id))
     }
 
-    pub async fn create(&self, upload: &PartUpload) -> ApiResult<()> {
+    pub async fn create(&self, upload: &PartUpload) -> ServiceResult<()> {
         let dir = self.dir(&upload.id)?;
         tokio::fs::create_dir_all(&dir).await.map_err(io_err)?;
-        let json = serde_json::to_vec(upload).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let json = serde_json::to_vec(upload).map_err(|e| ServiceError::Internal(e.to_string()))?;
         tokio::fs::write(dir.join("upload.json"), json)
             .await
             .map_err(io_err)
     }
 
     /// The user's live upload; another user's id, or an expired one, is not found.
-    pub async fn load(&self, user: i64, id: &str, now: i64) -> ApiResult<PartUpload> {
+    pub async fn load(&self, user: i64, id: &str, now: i64) -> ServiceResult<PartUpload> {
         let json = match tokio::fs::read(self.dir(id)?.join("upload.json")).await {
             Ok(json) => json,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ApiError::NotFound),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ServiceError::NotFound);
+            }
             Err(e) => return Err(io_err(e)),
         };
         let upload: PartUpload =
-            serde_json::from_slice(&json).map_err(|e| ApiError::Internal(e.to_string()))?;
+            serde_json::from_slice(&json).map_err(|e| ServiceError::Internal(e.to_string()))?;
         if upload.user != user || upload.expires_at < now {
-            return Err(ApiError::NotFound);
+            return Err(ServiceError::NotFound);
         }
         Ok(upload)
     }
@@ -90,9 +92,9 @@ impl PartStore {
         upload: &PartUpload,
         index: u64,
         mut body: BodyStream,
-    ) -> ApiResult<()> {
+    ) -> ServiceResult<()> {
         if index >= upload.part_count() {
-            return Err(ApiError::BadRequest(format!(
+            return Err(ServiceError::BadRequest(format!(
                 "part index {index} is out of range (the upload has {} parts)",
                 upload.part_count()
             )));
@@ -104,16 +106,16 @@ impl PartStore {
             let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err)?;
             let mut written = 0u64;
             while let Some(piece) = body.next().await {
-                let piece =
-                    piece.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+                let piece = piece
+                    .map_err(|e| ServiceError::BadRequest(format!("reading the body: {e}")))?;
                 written += piece.len() as u64;
                 if written > expected {
-                    return Err(ApiError::TooLarge);
+                    return Err(ServiceError::TooLarge);
                 }
                 file.write_all(&piece).await.map_err(io_err)?;
             }
             if written != expected {
-                return Err(ApiError::BadRequest(format!(
+                return Err(ServiceError::BadRequest(format!(
                     "part {index} must be {expected} bytes, got {written}"
                 )));
             }
@@ -130,7 +132,7 @@ impl PartStore {
     }
 
     /// Indexes of the parts not yet received.
-    pub async fn missing(&self, upload: &PartUpload) -> ApiResult<Vec<u64>> {
+    pub async fn missing(&self, upload: &PartUpload) -> ServiceResult<Vec<u64>> {
         let dir = self.dir(&upload.id)?;
         let mut missing = Vec::new();
         for index in 0..upload.part_count() {
@@ -145,7 +147,7 @@ impl PartStore {
     }
 
     /// The parts in order, as one stream.
-    pub fn content(&self, upload: &PartUpload) -> ApiResult<BodyStream> {
+    pub fn content(&self, upload: &PartUpload) -> ServiceResult<BodyStream> {
         let dir = self.dir(&upload.id)?;
         let paths: Vec<PathBuf> = (0..upload.part_count())
             .map(|i| dir.join(i.to_string()))
@@ -160,7 +162,7 @@ impl PartStore {
             .boxed())
     }
 
-    pub async fn remove(&self, id: &str) -> ApiResult<()> {
+    pub async fn remove(&self, id: &str) -> ServiceResult<()> {
         match tokio::fs::remove_dir_all(self.dir(id)?).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(e)),
             _ => Ok(()),
@@ -168,7 +170,7 @@ impl PartStore {
     }
 
     /// Removes uploads that expired unfinished; returns how many.
-    pub async fn sweep(&self, now: i64) -> ApiResult<usize> {
+    pub async fn sweep(&self, now: i64) -> ServiceResult<usize> {
         let mut removed = 0;
         let Ok(mut dirs) = tokio::fs::read_dir(&self.root).await else {
             return Ok(0);

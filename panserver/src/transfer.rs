@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::app::App;
+use crate::service::App;
 
 pub async fn run_worker(app: Arc<App>, id: usize) {
     loop {
@@ -62,7 +62,7 @@ pub async fn run_reconciler(app: Arc<App>, every: std::time::Duration) {
     ticker.tick().await;
     loop {
         ticker.tick().await;
-        let before = crate::app::now_ns() - every.as_nanos() as i64;
+        let before = crate::service::now_ns() - every.as_nanos() as i64;
         match requeue_staged(&app, before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(

@@ -9,10 +9,10 @@ use warp::reply::Response;
 
 use super::server::StreamingBody;
 use super::{RangeRequest, error_reply, parse_range};
-use crate::app::App;
-use crate::content::stream_range;
-use crate::error::{ApiError, ApiResult};
-use crate::upload::distinct_hashes;
+use crate::service::App;
+use crate::service::content::stream_range;
+use crate::service::uploads::distinct_hashes;
+use crate::service::{ServiceError, ServiceResult};
 
 pub fn etag(node: &Node) -> String {
     format!("\"{}\"", node.content.as_deref().unwrap_or("empty"))
@@ -62,16 +62,16 @@ async fn build(
     ino: i64,
     req: ReadRequest,
     filename: Option<&str>,
-) -> ApiResult<Response> {
+) -> ServiceResult<Response> {
     let mut node = app.meta.node(user, ino).await?;
     if node.kind != NodeKind::File {
-        return Err(ApiError::not_a_file(node.kind));
+        return Err(ServiceError::not_a_file(node.kind));
     }
     if let Some(expected) = req.if_match
         && expected.trim() != "*"
         && expected.trim() != etag(&node)
     {
-        return Err(ApiError::Changed);
+        return Err(ServiceError::Changed);
     }
     if let Some(version) = req.version
         && node.content.as_deref() != Some(version.as_str())
@@ -83,7 +83,7 @@ async fn build(
     let (status, start, end) = match parse_range(req.range.as_deref(), size) {
         RangeRequest::Whole => (StatusCode::OK, 0, size),
         RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
-        RangeRequest::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(node.size)),
+        RangeRequest::Unsatisfiable => return Err(ServiceError::RangeNotSatisfiable(node.size)),
     };
     let extents = match &node.content {
         Some(content) if end > start => {
@@ -122,14 +122,14 @@ async fn build(
 /// local disk. Only a content whose every chunk this user has held (uploaded, or
 /// proved to have) qualifies, so a content id alone gives nothing away. A version
 /// that is gone or not the user's answers `changed` (412).
-async fn past_version_size(app: &App, user: i64, version: &str) -> ApiResult<i64> {
+async fn past_version_size(app: &App, user: i64, version: &str) -> ServiceResult<i64> {
     let extents = app.meta.extents_in(version, 0, i64::MAX).await?;
     let Some(last) = extents.last() else {
-        return Err(ApiError::Changed);
+        return Err(ServiceError::Changed);
     };
     let hashes = distinct_hashes(extents.iter().map(|e| e.sha256.as_ref()));
     if app.meta.owned_chunks(user, &hashes).await?.len() != hashes.len() {
-        return Err(ApiError::Changed);
+        return Err(ServiceError::Changed);
     }
     Ok(last.offset + last.size)
 }

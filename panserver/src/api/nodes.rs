@@ -5,22 +5,16 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use http::StatusCode;
-use panproto::wire::{
-    ChunkRef, CreateRequest, LinkRequest, Listing, Manifest, NodeKind, RenameRequest,
-    SetAttrRequest,
-};
+use panproto::wire::{CreateRequest, LinkRequest, RenameRequest, SetAttrRequest};
 use serde::Deserialize;
 use warp::reply::Response;
 use warp::{Buf, Filter, Rejection};
 
-use crate::upload::BodyStream;
+use crate::service::uploads::BodyStream;
 
 use super::download::{ReadRequest, download};
-use super::{Credential, credential, decode_segment, empty_reply, json_body, json_reply, with_app};
-use crate::app::{App, now_ns};
-use crate::error::{ApiError, ApiResult};
-
-const PAGE_MAX: i64 = 1000;
+use super::{Caller, decode_segment, empty_reply, json_body, json_reply, signed_in};
+use crate::service::{App, now_ns};
 
 #[derive(Debug, Deserialize)]
 struct ListQuery {
@@ -52,69 +46,6 @@ struct ReadQuery {
 struct RemoveQuery {
     #[serde(default)]
     dir: bool,
-}
-
-impl App {
-    async fn listing(&self, user: i64, dir: i64, q: ListQuery) -> ApiResult<Listing> {
-        let limit = q.limit.unwrap_or(PAGE_MAX).clamp(1, PAGE_MAX);
-        let entries = self.meta.list(user, dir, q.after.as_deref(), limit).await?;
-        let next = (entries.len() as i64 == limit)
-            .then(|| entries.last().map(|e| e.name.clone()))
-            .flatten();
-        Ok(Listing { entries, next })
-    }
-
-    async fn set_attr(
-        &self,
-        user: i64,
-        ino: i64,
-        req: SetAttrRequest,
-    ) -> ApiResult<panproto::wire::Node> {
-        let now = now_ns();
-        if let Some(size) = req.size {
-            self.truncate(user, ino, size, req.mtime).await?;
-        }
-        Ok(self.meta.set_attr(user, ino, &req, now).await?)
-    }
-
-    async fn manifest(&self, user: i64, ino: i64) -> ApiResult<Manifest> {
-        let (node, extents) = self.meta.extents(user, ino).await?;
-        Ok(Manifest {
-            content: node.content,
-            size: node.size,
-            chunks: extents
-                .into_iter()
-                .map(|e| ChunkRef {
-                    sha256: e.sha256,
-                    size: e.size as u64,
-                })
-                .collect(),
-        })
-    }
-
-    pub async fn create_node(
-        &self,
-        user: i64,
-        parent: i64,
-        req: CreateRequest,
-    ) -> ApiResult<panproto::wire::Node> {
-        panproto::validate_name(&req.name)?;
-        if req.kind == NodeKind::Symlink
-            && let Some(target) = &req.target
-            && (target.is_empty() || target.len() > 4095 || target.contains('\0'))
-        {
-            return Err(ApiError::BadRequest(
-                "a symlink target is 1 to 4095 bytes without NUL".into(),
-            ));
-        }
-        Ok(self.meta.create(user, parent, &req, now_ns()).await?)
-    }
-
-    async fn rename_node(&self, user: i64, req: RenameRequest) -> ApiResult<()> {
-        panproto::validate_name(&req.name)?;
-        panproto::validate_name(&req.new_name)?;
-        Ok(self.meta.rename(user, &req, now_ns()).await?)
-    }
 }
 
 /// A request body, streamed: an upload that stalls for `BODY_IDLE` fails
@@ -158,13 +89,10 @@ fn idle_timeout(
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let a = move || with_app(app.clone()).and(credential());
+    let a = move || signed_in(app.clone());
     let getattr = warp::path!("nodes" / i64).and(warp::get()).and(a()).then(
-        |ino: i64, app: Arc<App>, auth: Credential| async move {
-            let r = async {
-                let c = app.authenticate(&auth).await?;
-                Ok(app.meta.node(c.user, ino).await?)
-            };
+        |ino: i64, app: Arc<App>, c: Caller| async move {
+            let r = async { Ok(app.meta.node(c.user, ino).await?) };
             json_reply(r.await, StatusCode::OK)
         },
     );
@@ -173,11 +101,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |ino: i64, app: Arc<App>, auth: Credential, req: SetAttrRequest| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.set_attr(c.user, ino, req).await
-                };
+            |ino: i64, app: Arc<App>, c: Caller, req: SetAttrRequest| async move {
+                let r = async { app.set_attr(c.user, ino, req).await };
                 json_reply(r.await, StatusCode::OK)
             },
         );
@@ -186,11 +111,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(warp::query::<ListQuery>())
         .then(
-            |ino: i64, app: Arc<App>, auth: Credential, q: ListQuery| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.listing(c.user, ino, q).await
-                };
+            |ino: i64, app: Arc<App>, c: Caller, q: ListQuery| async move {
+                let r = async { app.listing(c.user, ino, q.after.as_deref(), q.limit).await };
                 json_reply(r.await, StatusCode::OK)
             },
         );
@@ -198,9 +120,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::get())
         .and(a())
         .then(
-            |ino: i64, name: String, app: Arc<App>, auth: Credential| async move {
+            |ino: i64, name: String, app: Arc<App>, c: Caller| async move {
                 let r = async {
-                    let c = app.authenticate(&auth).await?;
                     let name = decode_segment(&name)?;
                     Ok(app.meta.lookup(c.user, ino, &name).await?)
                 };
@@ -212,11 +133,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |parent: i64, app: Arc<App>, auth: Credential, req: CreateRequest| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.create_node(c.user, parent, req).await
-                };
+            |parent: i64, app: Arc<App>, c: Caller, req: CreateRequest| async move {
+                let r = async { app.create_node(c.user, parent, req).await };
                 json_reply(r.await, StatusCode::CREATED)
             },
         );
@@ -225,9 +143,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |parent: i64, app: Arc<App>, auth: Credential, req: LinkRequest| async move {
+            |parent: i64, app: Arc<App>, c: Caller, req: LinkRequest| async move {
                 let r = async {
-                    let c = app.authenticate(&auth).await?;
                     panproto::validate_name(&req.name)?;
                     Ok(app
                         .meta
@@ -241,27 +158,26 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::delete())
         .and(a())
         .and(warp::query::<RemoveQuery>())
-        .then(|parent: i64, name: String, app: Arc<App>, auth: Credential, q: RemoveQuery| async move {
-            let r = async {
-                let c = app.authenticate(&auth).await?;
-                let name = decode_segment(&name)?;
-                Ok(app.meta.remove(c.user, parent, &name, q.dir, now_ns()).await?)
-            };
-            empty_reply(r.await)
-        });
-    let rename = warp::path!("rename")
-        .and(warp::post())
-        .and(a())
-        .and(json_body())
         .then(
-            |app: Arc<App>, auth: Credential, req: RenameRequest| async move {
+            |parent: i64, name: String, app: Arc<App>, c: Caller, q: RemoveQuery| async move {
                 let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.rename_node(c.user, req).await
+                    let name = decode_segment(&name)?;
+                    Ok(app
+                        .meta
+                        .remove(c.user, parent, &name, q.dir, now_ns())
+                        .await?)
                 };
                 empty_reply(r.await)
             },
         );
+    let rename = warp::path!("rename")
+        .and(warp::post())
+        .and(a())
+        .and(json_body())
+        .then(|app: Arc<App>, c: Caller, req: RenameRequest| async move {
+            let r = async { app.rename_node(c.user, req).await };
+            empty_reply(r.await)
+        });
     let read = warp::path!("nodes" / i64 / "content")
         .and(warp::get())
         .and(a())
@@ -271,7 +187,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .then(
             |ino: i64,
              app: Arc<App>,
-             auth: Credential,
+             c: Caller,
              range: Option<String>,
              if_match: Option<String>,
              q: ReadQuery| async move {
@@ -280,10 +196,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                     if_match,
                     version: q.version,
                 };
-                match app.authenticate(&auth).await {
-                    Ok(c) => download(app, c.user, ino, req, None).await,
-                    Err(e) => super::error_reply(&e),
-                }
+                download(app, c.user, ino, req, None).await
             },
         );
     let write = warp::path!("nodes" / i64 / "content")
@@ -292,22 +205,16 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::query::<WriteQuery>())
         .and(body_stream())
         .then(
-            |ino: i64, app: Arc<App>, auth: Credential, q: WriteQuery, body| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.ingest(c.user, ino, body, q.mtime, q.if_content()).await
-                };
+            |ino: i64, app: Arc<App>, c: Caller, q: WriteQuery, body| async move {
+                let r = async { app.ingest(c.user, ino, body, q.mtime, q.if_content()).await };
                 json_reply(r.await, StatusCode::OK)
             },
         );
     let manifest = warp::path!("nodes" / i64 / "manifest")
         .and(warp::get())
         .and(a())
-        .then(|ino: i64, app: Arc<App>, auth: Credential| async move {
-            let r = async {
-                let c = app.authenticate(&auth).await?;
-                app.manifest(c.user, ino).await
-            };
+        .then(|ino: i64, app: Arc<App>, c: Caller| async move {
+            let r = async { app.manifest(c.user, ino).await };
             json_reply(r.await, StatusCode::OK)
         });
     getattr

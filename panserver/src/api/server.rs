@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use crate::app::App;
+use crate::service::App;
 
 type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

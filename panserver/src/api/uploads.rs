@@ -8,33 +8,25 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use super::nodes::body_stream;
-use super::{Credential, credential, empty_reply, json_body, json_reply, with_app};
-use crate::app::App;
-use crate::error::ApiError;
+use super::{Caller, empty_reply, json_body, json_reply, signed_in};
+use crate::service::App;
+use crate::service::ServiceError;
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let a = move || with_app(app.clone()).and(credential());
+    let a = move || signed_in(app.clone());
     let begin = warp::path!("uploads")
         .and(warp::post())
         .and(a())
         .and(json_body())
-        .then(
-            |app: Arc<App>, auth: Credential, init: UploadInit| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.begin_upload(c.user, init).await
-                };
-                json_reply(r.await, StatusCode::CREATED)
-            },
-        );
+        .then(|app: Arc<App>, c: Caller, init: UploadInit| async move {
+            let r = async { app.begin_upload(c.user, init).await };
+            json_reply(r.await, StatusCode::CREATED)
+        });
     let state = warp::path!("uploads" / String)
         .and(warp::get())
         .and(a())
-        .then(|id: String, app: Arc<App>, auth: Credential| async move {
-            let r = async {
-                let c = app.authenticate(&auth).await?;
-                app.upload_state(c.user, &id).await
-            };
+        .then(|id: String, app: Arc<App>, c: Caller| async move {
+            let r = async { app.upload_state(c.user, &id).await };
             json_reply(r.await, StatusCode::OK)
         });
     let chunk = warp::path!("uploads" / String / "chunks" / String)
@@ -42,11 +34,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(body_stream())
         .then(
-            |id: String, sha: String, app: Arc<App>, auth: Credential, body| async move {
+            |id: String, sha: String, app: Arc<App>, c: Caller, body| async move {
                 let r = async {
-                    let c = app.authenticate(&auth).await?;
                     if !panproto::is_sha256_hex(&sha) {
-                        return Err(ApiError::BadRequest(
+                        return Err(ServiceError::BadRequest(
                             "a chunk hash is 64 lowercase hex digits".into(),
                         ));
                     }
@@ -60,11 +51,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |id: String, app: Arc<App>, auth: Credential, answer: ProofAnswer| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.prove(c.user, &id, &answer.proof).await
-                };
+            |id: String, app: Arc<App>, c: Caller, answer: ProofAnswer| async move {
+                let r = async { app.prove(c.user, &id, &answer.proof).await };
                 json_reply(r.await, StatusCode::OK)
             },
         );
@@ -73,11 +61,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(
-            |id: String, app: Arc<App>, auth: Credential, req: CommitRequest| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    app.commit_upload(c.user, &id, req).await
-                };
+            |id: String, app: Arc<App>, c: Caller, req: CommitRequest| async move {
+                let r = async { app.commit_upload(c.user, &id, req).await };
                 json_reply(r.await, StatusCode::OK)
             },
         );

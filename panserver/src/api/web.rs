@@ -10,12 +10,12 @@ use serde::Serialize;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::user::user_info;
 use super::{
-    Credential, TOKEN_COOKIE, credential, csrf_for, empty_reply, error_reply, json_body, with_app,
+    Caller, TOKEN_COOKIE, csrf_for, empty_reply, error_reply, json_body, signed_in, with_app,
 };
-use crate::app::{App, NS};
-use crate::error::{ApiError, ApiResult};
+use crate::service::user_info;
+use crate::service::{App, NS};
+use crate::service::{ServiceError, ServiceResult};
 
 /// Scripts, styles, workers and fetches from this origin only; no inline code, no framing.
 const CSP: &str = "default-src 'none'; script-src 'self'; worker-src 'self'; style-src 'self'; \
@@ -55,7 +55,7 @@ const OPENAPI: &str = include_str!("../../openapi.yaml");
 
 fn asset(name: &str) -> Response {
     let Some((_, mime, body)) = ASSETS.iter().find(|(n, _, _)| *n == name) else {
-        return error_reply(&ApiError::NotFound);
+        return error_reply(&ServiceError::NotFound);
     };
     let mut resp = Response::new((*body).into());
     let headers = resp.headers_mut();
@@ -93,31 +93,29 @@ fn cookie(value: &str, max_age_secs: i64, secure: bool) -> Option<HeaderValue> {
     .ok()
 }
 
-impl App {
-    async fn web_signin(&self, creds: &Credentials) -> ApiResult<Response> {
-        let signed = self.signin(creds).await?;
-        let caller = self.authenticate_token(&signed.token).await?;
-        let session = WebSession {
-            user: user_info(&self.meta.user_by_id(caller.user).await?),
-            csrf: csrf_for(&signed.token),
-        };
-        let mut resp = warp::reply::json(&session).into_response();
-        let max_age = (signed.expires_at - crate::app::now_ns()) / NS;
-        if let Some(c) = cookie(&signed.token, max_age, self.limits.secure_cookies) {
-            resp.headers_mut().insert(header::SET_COOKIE, c);
-        }
-        Ok(resp)
+async fn web_signin(app: &App, creds: &Credentials) -> ServiceResult<Response> {
+    let signed = app.signin(creds).await?;
+    let caller = app.authenticate_token(&signed.token).await?;
+    let session = WebSession {
+        user: user_info(&app.meta.user_by_id(caller.user).await?),
+        csrf: csrf_for(&signed.token),
+    };
+    let mut resp = warp::reply::json(&session).into_response();
+    let max_age = (signed.expires_at - crate::service::now_ns()) / NS;
+    if let Some(c) = cookie(&signed.token, max_age, app.limits.secure_cookies) {
+        resp.headers_mut().insert(header::SET_COOKIE, c);
     }
+    Ok(resp)
+}
 
-    /// The page's session after a reload: only a same-origin script can read this.
-    async fn web_session(&self, token: Option<String>) -> ApiResult<WebSession> {
-        let token = token.ok_or(ApiError::Unauthorized)?;
-        let caller = self.authenticate_token(&token).await?;
-        Ok(WebSession {
-            user: user_info(&self.meta.user_by_id(caller.user).await?),
-            csrf: csrf_for(&token),
-        })
-    }
+/// The page's session after a reload: only a same-origin script can read this.
+async fn web_session(app: &App, token: Option<String>) -> ServiceResult<WebSession> {
+    let token = token.ok_or(ServiceError::Unauthorized)?;
+    let caller = app.authenticate_token(&token).await?;
+    Ok(WebSession {
+        user: user_info(&app.meta.user_by_id(caller.user).await?),
+        csrf: csrf_for(&token),
+    })
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
@@ -167,7 +165,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(same_origin())
         .and(json_body())
         .then(|app: Arc<App>, creds: Credentials| async move {
-            app.web_signin(&creds)
+            web_signin(&app, &creds)
                 .await
                 .unwrap_or_else(|e| error_reply(&e))
         });
@@ -177,7 +175,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(with_app(app.clone()))
         .and(warp::cookie::optional::<String>(TOKEN_COOKIE))
         .then(|app: Arc<App>, token: Option<String>| async move {
-            match app.web_session(token).await {
+            match web_session(&app, token).await {
                 Ok(s) => warp::reply::json(&s).into_response(),
                 Err(e) => error_reply(&e),
             }
@@ -185,14 +183,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
     let signout = web
         .and(warp::path!("signout"))
         .and(warp::post())
-        .and(with_app(app.clone()))
-        .and(credential())
-        .then(|app: Arc<App>, auth: Credential| async move {
-            let result = async {
-                let caller = app.authenticate(&auth).await?;
-                Ok(app.meta.delete_token(caller.user, caller.token_id).await?)
-            }
-            .await;
+        .and(signed_in(app.clone()))
+        .then(|app: Arc<App>, c: Caller| async move {
+            let result = async { Ok(app.meta.delete_token(c.user, c.token_id).await?) }.await;
             let mut resp = empty_reply(result);
             if resp.status() == StatusCode::NO_CONTENT
                 && let Some(c) = cookie("", 0, app.limits.secure_cookies)

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use super::{Credential, credential, error_reply, json_reply, with_app};
-use crate::app::{App, now_ns};
-use crate::error::{ApiError, ApiResult};
+use super::{Caller, error_reply, json_reply, signed_in};
+use crate::service::{App, now_ns};
+use crate::service::{ServiceError, ServiceResult};
 
 #[derive(Debug, Deserialize)]
 struct SetQuery {
@@ -21,23 +21,22 @@ struct SetQuery {
 }
 
 /// An attribute name from its path segment: percent-decoded UTF-8 in a supported namespace.
-fn xattr_name(segment: &str) -> ApiResult<String> {
+fn xattr_name(segment: &str) -> ServiceResult<String> {
     let name = percent_encoding::percent_decode_str(segment)
         .decode_utf8()
-        .map_err(|_| ApiError::BadRequest("an attribute name must be UTF-8".into()))?
+        .map_err(|_| ServiceError::BadRequest("an attribute name must be UTF-8".into()))?
         .into_owned();
     validate_xattr_name(&name)?;
     Ok(name)
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {
-    let a = move || with_app(app.clone()).and(credential());
+    let a = move || signed_in(app.clone());
     let list = warp::path!("nodes" / i64 / "xattrs")
         .and(warp::get())
         .and(a())
-        .then(|ino: i64, app: Arc<App>, auth: Credential| async move {
+        .then(|ino: i64, app: Arc<App>, c: Caller| async move {
             let r = async {
-                let c = app.authenticate(&auth).await?;
                 let names = app.meta.xattr_names(c.user, ino).await?;
                 Ok(XattrNames { names })
             };
@@ -47,11 +46,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::get())
         .and(a())
         .then(
-            |ino: i64, name: String, app: Arc<App>, auth: Credential| async move {
+            |ino: i64, name: String, app: Arc<App>, c: Caller| async move {
                 let r = async {
-                    let c = app.authenticate(&auth).await?;
                     let name = xattr_name(&name)?;
-                    Ok::<_, ApiError>(app.meta.xattr(c.user, ino, &name).await?)
+                    Ok::<_, ServiceError>(app.meta.xattr(c.user, ino, &name).await?)
                 };
                 match r.await {
                     Ok(value) => warp::reply::with_header(
@@ -64,38 +62,37 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                 }
             },
         );
-    let set = warp::path!("nodes" / i64 / "xattrs" / String)
-        .and(warp::put())
-        .and(a())
-        .and(warp::query::<SetQuery>())
-        .and(warp::body::content_length_limit(XATTR_VALUE_MAX as u64))
-        .and(warp::body::bytes())
-        .then(
-            |ino: i64,
-             name: String,
-             app: Arc<App>,
-             auth: Credential,
-             q: SetQuery,
-             value: bytes::Bytes| async move {
-                let r = async {
-                    let c = app.authenticate(&auth).await?;
-                    let name = xattr_name(&name)?;
-                    let node = app
-                        .meta
-                        .set_xattr(c.user, ino, &name, &value, q.mode, now_ns())
-                        .await?;
-                    Ok(node)
-                };
-                json_reply(r.await, StatusCode::OK)
-            },
-        );
+    let set =
+        warp::path!("nodes" / i64 / "xattrs" / String)
+            .and(warp::put())
+            .and(a())
+            .and(warp::query::<SetQuery>())
+            .and(warp::body::content_length_limit(XATTR_VALUE_MAX as u64))
+            .and(warp::body::bytes())
+            .then(
+                |ino: i64,
+                 name: String,
+                 app: Arc<App>,
+                 c: Caller,
+                 q: SetQuery,
+                 value: bytes::Bytes| async move {
+                    let r = async {
+                        let name = xattr_name(&name)?;
+                        let node = app
+                            .meta
+                            .set_xattr(c.user, ino, &name, &value, q.mode, now_ns())
+                            .await?;
+                        Ok(node)
+                    };
+                    json_reply(r.await, StatusCode::OK)
+                },
+            );
     let remove = warp::path!("nodes" / i64 / "xattrs" / String)
         .and(warp::delete())
         .and(a())
         .then(
-            |ino: i64, name: String, app: Arc<App>, auth: Credential| async move {
+            |ino: i64, name: String, app: Arc<App>, c: Caller| async move {
                 let r = async {
-                    let c = app.authenticate(&auth).await?;
                     let name = xattr_name(&name)?;
                     Ok(app.meta.remove_xattr(c.user, ino, &name, now_ns()).await?)
                 };

@@ -43,8 +43,8 @@ impl RedisSessions {
 }
 
 fn ttl_secs(session: &UploadSession) -> u64 {
-    let now = crate::app::now_ns();
-    ((session.expires_at - now) / crate::app::NS).max(1) as u64
+    let now = crate::service::now_ns();
+    ((session.expires_at - now) / crate::service::NS).max(1) as u64
 }
 
 #[async_trait]

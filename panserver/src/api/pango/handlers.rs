@@ -15,15 +15,15 @@ use warp::Reply;
 use warp::multipart::FormData;
 use warp::reply::Response;
 
-use super::{Params, envelope, failure};
+use super::{Params, envelope, failure, pango_caller};
 use crate::api::download::{ReadRequest, download};
-use crate::api::user::user_info;
-use crate::app::{App, NS, now_ns};
 use crate::auth::random_hex;
-use crate::error::{ApiError, ApiResult};
 use crate::parts::{PART_SIZE, PartStore, PartUpload};
+use crate::service::uploads::BodyStream;
+use crate::service::user_info;
+use crate::service::{App, NS, now_ns};
+use crate::service::{ServiceError, ServiceResult};
 use crate::session::NewFile;
-use crate::upload::BodyStream;
 
 /// pan.go's answer when instant upload cannot be done: its clients then upload normally.
 const FAST_UPLOAD_FAILED: &str = "秒传失败，请访问普通上传接口";
@@ -70,76 +70,81 @@ fn go_time(ns: i64) -> String {
     )
 }
 
-impl App {
-    /// The files in the user's top folder, with their SHA-1 once computed.
-    async fn top_files(&self, user: i64, root: i64) -> ApiResult<Vec<(DirEntry, Option<String>)>> {
-        const PAGE: i64 = 1000;
-        let mut files = Vec::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.meta.list(user, root, after.as_deref(), PAGE).await?;
-            let full = page.len() as i64 == PAGE;
-            after = page.last().map(|e| e.name.clone());
-            for entry in page {
-                if entry.node.kind != NodeKind::File {
-                    continue;
-                }
-                let sha1 = self.sha1_of(&entry.node).await?;
-                files.push((entry, sha1));
+/// The files in the user's top folder, with their SHA-1 once computed.
+async fn top_files(
+    app: &App,
+    user: i64,
+    root: i64,
+) -> ServiceResult<Vec<(DirEntry, Option<String>)>> {
+    const PAGE: i64 = 1000;
+    let mut files = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = app.meta.list(user, root, after.as_deref(), PAGE).await?;
+        let full = page.len() as i64 == PAGE;
+        after = page.last().map(|e| e.name.clone());
+        for entry in page {
+            if entry.node.kind != NodeKind::File {
+                continue;
             }
-            if !full {
-                return Ok(files);
-            }
+            let sha1 = sha1_of(app, &entry.node).await?;
+            files.push((entry, sha1));
+        }
+        if !full {
+            return Ok(files);
         }
     }
+}
 
-    /// A file's whole-content SHA-1, once the server has computed it.
-    async fn sha1_of(&self, node: &panproto::wire::Node) -> ApiResult<Option<String>> {
-        Ok(match &node.content {
-            Some(content) => self.meta.content_sha1(content).await?,
-            None => Some(EMPTY_SHA1.to_string()),
-        })
+/// A file's whole-content SHA-1, once the server has computed it.
+async fn sha1_of(app: &App, node: &panproto::wire::Node) -> ServiceResult<Option<String>> {
+    Ok(match &node.content {
+        Some(content) => app.meta.content_sha1(content).await?,
+        None => Some(EMPTY_SHA1.to_string()),
+    })
+}
+
+async fn file_by_sha1(app: &App, user: i64, root: i64, sha1: &str) -> ServiceResult<DirEntry> {
+    top_files(app, user, root)
+        .await?
+        .into_iter()
+        .find(|(_, h)| h.as_deref() == Some(sha1))
+        .map(|(entry, _)| entry)
+        .ok_or(ServiceError::NotFound)
+}
+
+async fn file_meta(app: &App, entry: &DirEntry) -> ServiceResult<FileMeta> {
+    let sha1 = sha1_of(app, &entry.node).await?.unwrap_or_default();
+    Ok(FileMeta {
+        file_sha1: sha1,
+        file_name: entry.name.clone(),
+        file_size: entry.node.size,
+        upload_at: go_time(entry.node.mtime),
+    })
+}
+
+/// Stores `body` as the file `name` in the top folder (created, or replaced).
+async fn store_top_file(
+    app: &App,
+    user: i64,
+    root: i64,
+    name: &str,
+    body: BodyStream,
+) -> ServiceResult<FileMeta> {
+    panproto::validate_name(name)?;
+    let node = app.make(user, root, name, NodeKind::File, 0o644).await?;
+    if node.kind != NodeKind::File {
+        return Err(ServiceError::not_a_file(node.kind));
     }
-
-    async fn file_by_sha1(&self, user: i64, root: i64, sha1: &str) -> ApiResult<DirEntry> {
-        self.top_files(user, root)
-            .await?
-            .into_iter()
-            .find(|(_, h)| h.as_deref() == Some(sha1))
-            .map(|(entry, _)| entry)
-            .ok_or(ApiError::NotFound)
-    }
-
-    async fn file_meta(&self, entry: &DirEntry) -> ApiResult<FileMeta> {
-        let sha1 = self.sha1_of(&entry.node).await?.unwrap_or_default();
-        Ok(FileMeta {
-            file_sha1: sha1,
-            file_name: entry.name.clone(),
-            file_size: entry.node.size,
-            upload_at: go_time(entry.node.mtime),
-        })
-    }
-
-    /// Stores `body` as the file `name` in the top folder (created, or replaced).
-    async fn store_top_file(
-        &self,
-        user: i64,
-        root: i64,
-        name: &str,
-        body: BodyStream,
-    ) -> ApiResult<FileMeta> {
-        panproto::validate_name(name)?;
-        let node = self.make(user, root, name, NodeKind::File, 0o644).await?;
-        if node.kind != NodeKind::File {
-            return Err(ApiError::not_a_file(node.kind));
-        }
-        let node = self.ingest(user, node.ino, body, None, None).await?;
-        self.file_meta(&DirEntry {
+    let node = app.ingest(user, node.ino, body, None, None).await?;
+    file_meta(
+        app,
+        &DirEntry {
             name: name.to_string(),
             node,
-        })
-        .await
-    }
+        },
+    )
+    .await
 }
 
 const EMPTY_SHA1: &str = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
@@ -147,7 +152,7 @@ const EMPTY_SHA1: &str = "da39a3ee5e6b4b0d3255bfef95601890afd80709";
 pub async fn signup(app: Arc<App>, p: Params) -> Response {
     let result = async {
         if !app.limits.signup {
-            return Err(ApiError::SignupDisabled);
+            return Err(ServiceError::SignupDisabled);
         }
         app.add_user(p.require("username")?, p.require("password")?)
             .await?;
@@ -170,7 +175,7 @@ pub async fn signin(app: Arc<App>, p: Params) -> Response {
 
 pub async fn info(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
-        let (_, user) = app.pango_caller(&p, bearer).await?;
+        let (_, user) = pango_caller(&app, &p, bearer).await?;
         let info = user_info(&user);
         Ok(json!({
             "Username": info.username,
@@ -189,16 +194,17 @@ pub async fn upload(app: Arc<App>, p: Params, bearer: Option<String>, form: Form
         let mut params = p;
         let mut form = Box::pin(form);
         while let Some(part) = form.next().await {
-            let part = part.map_err(|e| ApiError::BadRequest(format!("multipart form: {e}")))?;
+            let part =
+                part.map_err(|e| ServiceError::BadRequest(format!("multipart form: {e}")))?;
             if part.name() != "file" {
                 let value = part_text(part).await?;
                 params.0.insert(value.0, value.1);
                 continue;
             }
-            let (caller, user) = app.pango_caller(&params, bearer.clone()).await?;
+            let (caller, user) = pango_caller(&app, &params, bearer.clone()).await?;
             let name = part
                 .filename()
-                .ok_or_else(|| ApiError::BadRequest("the file part has no file name".into()))?
+                .ok_or_else(|| ServiceError::BadRequest("the file part has no file name".into()))?
                 .to_string();
             let body: BodyStream = part
                 .stream()
@@ -208,52 +214,50 @@ pub async fn upload(app: Arc<App>, p: Params, bearer: Option<String>, form: Form
                 })
                 .map_err(std::io::Error::other)
                 .boxed();
-            return app
-                .store_top_file(caller.user, user.root_ino, &name, body)
-                .await;
+            return store_top_file(&app, caller.user, user.root_ino, &name, body).await;
         }
-        Err(ApiError::BadRequest("the form has no file field".into()))
+        Err(ServiceError::BadRequest(
+            "the form has no file field".into(),
+        ))
     };
     envelope(result.await, "OK")
 }
 
-async fn part_text(part: warp::multipart::Part) -> ApiResult<(String, String)> {
+async fn part_text(part: warp::multipart::Part) -> ServiceResult<(String, String)> {
     let name = part.name().to_string();
     let mut value = Vec::new();
     let mut stream = Box::pin(part.stream());
     while let Some(buf) = stream.next().await {
         use bytes::Buf;
-        let mut buf = buf.map_err(|e| ApiError::BadRequest(format!("multipart form: {e}")))?;
+        let mut buf = buf.map_err(|e| ServiceError::BadRequest(format!("multipart form: {e}")))?;
         if value.len() + buf.remaining() > 4096 {
-            return Err(ApiError::TooLarge);
+            return Err(ServiceError::TooLarge);
         }
         value.extend_from_slice(&buf.copy_to_bytes(buf.remaining()));
     }
     let value = String::from_utf8(value)
-        .map_err(|_| ApiError::BadRequest("form fields must be UTF-8".into()))?;
+        .map_err(|_| ServiceError::BadRequest("form fields must be UTF-8".into()))?;
     Ok((name, value))
 }
 
 pub async fn meta(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
-        let (caller, user) = app.pango_caller(&p, bearer).await?;
-        let entry = app
-            .file_by_sha1(caller.user, user.root_ino, &p.sha1()?)
-            .await?;
-        app.file_meta(&entry).await
+        let (caller, user) = pango_caller(&app, &p, bearer).await?;
+        let entry = file_by_sha1(&app, caller.user, user.root_ino, &p.sha1()?).await?;
+        file_meta(&app, &entry).await
     };
     envelope(result.await, "OK")
 }
 
 pub async fn query(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
-        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let (caller, user) = pango_caller(&app, &p, bearer).await?;
         let limit = p
             .get("limit")
             .map(|_| p.number("limit"))
             .transpose()?
             .unwrap_or(1000) as usize;
-        let mut files = app.top_files(caller.user, user.root_ino).await?;
+        let mut files = top_files(&app, caller.user, user.root_ino).await?;
         files.sort_by_key(|(e, _)| std::cmp::Reverse(e.node.mtime));
         Ok(files
             .into_iter()
@@ -278,11 +282,9 @@ pub async fn download_file(
     range: Option<String>,
 ) -> Response {
     let found = async {
-        let (caller, user) = app.pango_caller(&p, bearer).await?;
-        let entry = app
-            .file_by_sha1(caller.user, user.root_ino, &p.sha1()?)
-            .await?;
-        Ok::<_, ApiError>((caller, entry))
+        let (caller, user) = pango_caller(&app, &p, bearer).await?;
+        let entry = file_by_sha1(&app, caller.user, user.root_ino, &p.sha1()?).await?;
+        Ok::<_, ServiceError>((caller, entry))
     };
     match found.await {
         Ok((caller, entry)) => {
@@ -299,15 +301,15 @@ pub async fn download_file(
 /// `op=0` renames; pan.go knew no other operation.
 pub async fn update(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
-        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let (caller, user) = pango_caller(&app, &p, bearer).await?;
         if p.get("op") != Some("0") {
-            return Err(ApiError::NotPermitted("only op=0 (rename) is supported"));
+            return Err(ServiceError::NotPermitted(
+                "only op=0 (rename) is supported",
+            ));
         }
         let new_name = p.require("filename")?.to_string();
         panproto::validate_name(&new_name)?;
-        let entry = app
-            .file_by_sha1(caller.user, user.root_ino, &p.sha1()?)
-            .await?;
+        let entry = file_by_sha1(&app, caller.user, user.root_ino, &p.sha1()?).await?;
         let req = RenameRequest {
             parent: user.root_ino,
             name: entry.name.clone(),
@@ -316,10 +318,13 @@ pub async fn update(app: Arc<App>, p: Params, bearer: Option<String>) -> Respons
             mode: RenameMode::NoReplace,
         };
         app.meta.rename(caller.user, &req, now_ns()).await?;
-        app.file_meta(&DirEntry {
-            name: new_name,
-            node: entry.node,
-        })
+        file_meta(
+            &app,
+            &DirEntry {
+                name: new_name,
+                node: entry.node,
+            },
+        )
         .await
     };
     envelope(result.await, "OK")
@@ -327,10 +332,8 @@ pub async fn update(app: Arc<App>, p: Params, bearer: Option<String>) -> Respons
 
 pub async fn delete(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
-        let (caller, user) = app.pango_caller(&p, bearer).await?;
-        let entry = app
-            .file_by_sha1(caller.user, user.root_ino, &p.sha1()?)
-            .await?;
+        let (caller, user) = pango_caller(&app, &p, bearer).await?;
+        let entry = file_by_sha1(&app, caller.user, user.root_ino, &p.sha1()?).await?;
         app.meta
             .remove(caller.user, user.root_ino, &entry.name, false, now_ns())
             .await?;
@@ -347,7 +350,7 @@ pub async fn delete(app: Arc<App>, p: Params, bearer: Option<String>) -> Respons
 /// leaves nothing behind.
 pub async fn fastupload(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
-        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let (caller, user) = pango_caller(&app, &p, bearer).await?;
         let name = p.require("filename")?.to_string();
         panproto::validate_name(&name)?;
         if let (Some(id), Some(proof)) = (p.get("uploadid"), p.get("proof")) {
@@ -363,7 +366,7 @@ pub async fn fastupload(app: Arc<App>, p: Params, bearer: Option<String>) -> Res
                 )
                 .await?;
             return Ok(FastUpload::Done(
-                app.file_meta(&DirEntry { name, node }).await?,
+                file_meta(&app, &DirEntry { name, node }).await?,
             ));
         }
         let sha1 = p.sha1()?;
@@ -408,7 +411,7 @@ pub async fn fastupload(app: Arc<App>, p: Params, bearer: Option<String>) -> Res
             )
             .await?;
         Ok(FastUpload::Done(
-            app.file_meta(&DirEntry { name, node }).await?,
+            file_meta(&app, &DirEntry { name, node }).await?,
         ))
     };
     match result.await {
@@ -433,10 +436,10 @@ enum FastUpload {
 
 pub async fn mp_init(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
-        let (caller, _) = app.pango_caller(&p, bearer).await?;
+        let (caller, _) = pango_caller(&app, &p, bearer).await?;
         let size = p.number("filesize")?;
         if size > app.limits.max_upload_bytes {
-            return Err(ApiError::TooLarge);
+            return Err(ServiceError::TooLarge);
         }
         let upload = PartUpload {
             id: random_hex(16),
@@ -465,7 +468,7 @@ pub async fn mp_part(
     body: BodyStream,
 ) -> Response {
     let result = async {
-        let (caller, _) = app.pango_caller(&p, bearer).await?;
+        let (caller, _) = pango_caller(&app, &p, bearer).await?;
         let parts = PartStore::new(app.staging.root());
         let upload = parts
             .load(caller.user, p.require("uploadid")?, now_ns())
@@ -479,7 +482,7 @@ pub async fn mp_part(
 /// then stores the file: pan.go completed uploads it had not received.
 pub async fn mp_complete(app: Arc<App>, p: Params, bearer: Option<String>) -> Response {
     let result = async {
-        let (caller, user) = app.pango_caller(&p, bearer).await?;
+        let (caller, user) = pango_caller(&app, &p, bearer).await?;
         let parts = PartStore::new(app.staging.root());
         let upload = parts
             .load(caller.user, p.require("uploadid")?, now_ns())
@@ -487,7 +490,7 @@ pub async fn mp_complete(app: Arc<App>, p: Params, bearer: Option<String>) -> Re
         let name = p.require("filename")?.to_string();
         let missing = parts.missing(&upload).await?;
         if !missing.is_empty() {
-            return Err(ApiError::Incomplete(format!(
+            return Err(ServiceError::Incomplete(format!(
                 "{} parts are missing",
                 missing.len()
             )));
@@ -495,15 +498,21 @@ pub async fn mp_complete(app: Arc<App>, p: Params, bearer: Option<String>) -> Re
         let mut hasher = Sha1::new();
         let mut content = parts.content(&upload)?;
         while let Some(piece) = content.next().await {
-            hasher.update(&piece.map_err(|e| ApiError::Internal(format!("reading parts: {e}")))?);
+            hasher
+                .update(&piece.map_err(|e| ServiceError::Internal(format!("reading parts: {e}")))?);
         }
         if hex::encode(hasher.finalize()) != upload.sha1 {
             parts.remove(&upload.id).await?;
-            return Err(ApiError::HashMismatch);
+            return Err(ServiceError::HashMismatch);
         }
-        let meta = app
-            .store_top_file(caller.user, user.root_ino, &name, parts.content(&upload)?)
-            .await?;
+        let meta = store_top_file(
+            &app,
+            caller.user,
+            user.root_ino,
+            &name,
+            parts.content(&upload)?,
+        )
+        .await?;
         parts.remove(&upload.id).await?;
         Ok(meta)
     };

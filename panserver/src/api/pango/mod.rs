@@ -18,10 +18,10 @@ use warp::{Filter, Rejection, Reply};
 
 use super::nodes::body_stream;
 use super::{Caller, with_app};
-use crate::app::App;
-use crate::error::{ApiError, ApiResult};
 use crate::meta::UserRow;
-use crate::upload::BodyStream;
+use crate::service::App;
+use crate::service::uploads::BodyStream;
+use crate::service::{ServiceError, ServiceResult};
 
 /// Largest urlencoded form read into memory.
 const FORM_LIMIT: usize = 64 * 1024;
@@ -42,22 +42,22 @@ impl Params {
             .filter(|v| !v.is_empty())
     }
 
-    pub fn require(&self, key: &str) -> ApiResult<&str> {
+    pub fn require(&self, key: &str) -> ServiceResult<&str> {
         self.get(key)
-            .ok_or_else(|| ApiError::BadRequest(format!("missing parameter {key}")))
+            .ok_or_else(|| ServiceError::BadRequest(format!("missing parameter {key}")))
     }
 
-    pub fn number(&self, key: &str) -> ApiResult<u64> {
+    pub fn number(&self, key: &str) -> ServiceResult<u64> {
         self.require(key)?
             .parse()
-            .map_err(|_| ApiError::BadRequest(format!("parameter {key} must be a number")))
+            .map_err(|_| ServiceError::BadRequest(format!("parameter {key} must be a number")))
     }
 
     /// pan.go's `filehash`: a file's SHA-1 in hex.
-    pub fn sha1(&self) -> ApiResult<String> {
+    pub fn sha1(&self) -> ServiceResult<String> {
         let hash = self.require("filehash")?.to_ascii_lowercase();
         if hash.len() != 40 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::BadRequest(
+            return Err(ServiceError::BadRequest(
                 "filehash must be a SHA-1 in hex".into(),
             ));
         }
@@ -104,7 +104,7 @@ pub struct FormTooLarge;
 impl warp::reject::Reject for FormTooLarge {}
 
 /// The envelope around a result.
-pub fn envelope<T: Serialize>(result: ApiResult<T>, msg: &str) -> Response {
+pub fn envelope<T: Serialize>(result: ServiceResult<T>, msg: &str) -> Response {
     match result {
         Ok(data) => {
             warp::reply::json(&json!({"code": 0, "msg": msg, "data": data})).into_response()
@@ -113,43 +113,41 @@ pub fn envelope<T: Serialize>(result: ApiResult<T>, msg: &str) -> Response {
     }
 }
 
-pub fn failure(err: &ApiError) -> Response {
+pub fn failure(err: &ServiceError) -> Response {
     let (status, code) = match err {
-        ApiError::Unauthorized => (StatusCode::FORBIDDEN, -2),
+        ServiceError::Unauthorized => (StatusCode::FORBIDDEN, -2),
         other => (other.status(), -1),
     };
-    if let ApiError::Internal(detail) = err {
+    if let ServiceError::Internal(detail) = err {
         tracing::error!(detail, "internal error");
     }
     let body = json!({"code": code, "msg": err.to_string(), "data": {"error": err.code()}});
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }
 
-impl App {
-    /// pan.go's check: `token` (or a bearer header) must be live, and `username`,
-    /// when given, must name the token's owner.
-    async fn pango_caller(
-        &self,
-        params: &Params,
-        bearer: Option<String>,
-    ) -> ApiResult<(Caller, UserRow)> {
-        let token = match bearer.as_deref().and_then(|h| h.strip_prefix("Bearer ")) {
-            Some(token) => token.trim().to_string(),
-            None => params
-                .get("token")
-                .ok_or(ApiError::Unauthorized)?
-                .to_string(),
-        };
-        let caller = self.authenticate_token(&token).await?;
-        let user = self.meta.user_by_id(caller.user).await?;
-        if params
-            .get("username")
-            .is_some_and(|name| name != user.username)
-        {
-            return Err(ApiError::Unauthorized);
-        }
-        Ok((caller, user))
+/// pan.go's check: `token` (or a bearer header) must be live, and `username`,
+/// when given, must name the token's owner.
+pub(super) async fn pango_caller(
+    app: &App,
+    params: &Params,
+    bearer: Option<String>,
+) -> ServiceResult<(Caller, UserRow)> {
+    let token = match bearer.as_deref().and_then(|h| h.strip_prefix("Bearer ")) {
+        Some(token) => token.trim().to_string(),
+        None => params
+            .get("token")
+            .ok_or(ServiceError::Unauthorized)?
+            .to_string(),
+    };
+    let caller = app.authenticate_token(&token).await?;
+    let user = app.meta.user_by_id(caller.user).await?;
+    if params
+        .get("username")
+        .is_some_and(|name| name != user.username)
+    {
+        return Err(ServiceError::Unauthorized);
     }
+    Ok((caller, user))
 }
 
 pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejection> + Clone {

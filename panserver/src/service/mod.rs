@@ -1,4 +1,16 @@
-//! The server's shared state: the four seams and the limits.
+//! The domain: accounts, the tree, contents and uploads, over the four seams
+//! (metadata, upload sessions, transfer queue, object store). It speaks domain
+//! types and `ServiceError`, and never imports from `api/`, which only parses
+//! requests, authenticates, calls in here and maps errors to status codes.
+
+pub mod content;
+mod error;
+mod tree;
+pub mod uploads;
+mod users;
+
+pub use error::{ServiceError, ServiceResult};
+pub use users::{Caller, user_info};
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -6,7 +18,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::RwLock;
 
-use crate::error::{ApiError, ApiResult};
 use crate::meta::{ChunkLocation, MetaStore};
 use crate::queue::TransferQueue;
 use crate::session::SessionStore;
@@ -69,12 +80,12 @@ pub const NS: i64 = 1_000_000_000;
 
 impl App {
     /// A chunk's bytes, checked against its hash: from staging, else from the store.
-    pub async fn read_chunk(&self, sha256: &str) -> ApiResult<Bytes> {
+    pub async fn read_chunk(&self, sha256: &str) -> ServiceResult<Bytes> {
         let data = match self.staging.read(sha256).await? {
             Some(data) => data,
             None => self.store.get(&chunk_key(sha256)).await?.ok_or_else(|| {
                 tracing::error!(chunk = sha256, "chunk missing from staging and store");
-                ApiError::Corrupt
+                ServiceError::Corrupt
             })?,
         };
         if panproto::sha256_hex(&data) != sha256 {
@@ -82,24 +93,24 @@ impl App {
                 chunk = sha256,
                 "chunk corrupt: its bytes do not match its hash"
             );
-            return Err(ApiError::Corrupt);
+            return Err(ServiceError::Corrupt);
         }
         Ok(data)
     }
 
     /// Moves one staged chunk to the object store. Idempotent: a redelivered job is harmless.
-    pub async fn transfer_chunk(&self, sha256: &str) -> ApiResult<()> {
+    pub async fn transfer_chunk(&self, sha256: &str) -> ServiceResult<()> {
         match self.meta.chunk_location(sha256).await? {
             // Gone (collected) or already moved: only a leftover staging file may remain.
             None | Some(ChunkLocation::Store) => {}
             Some(ChunkLocation::Staging) => {
                 let Some(data) = self.staging.read(sha256).await? else {
                     tracing::error!(chunk = sha256, "staged chunk has no file");
-                    return Err(ApiError::Corrupt);
+                    return Err(ServiceError::Corrupt);
                 };
                 if panproto::sha256_hex(&data) != sha256 {
                     tracing::error!(chunk = sha256, "staged chunk corrupt");
-                    return Err(ApiError::Corrupt);
+                    return Err(ServiceError::Corrupt);
                 }
                 self.store.put(&chunk_key(sha256), data).await?;
                 self.meta

@@ -7,9 +7,9 @@ use futures::Stream;
 use panproto::CHUNK_MAX;
 use panproto::wire::{ChunkRef, Node, NodeKind};
 
-use crate::app::{App, now_ns};
-use crate::error::{ApiError, ApiResult};
 use crate::meta::Extent;
+use crate::service::{App, now_ns};
+use crate::service::{ServiceError, ServiceResult};
 
 /// Splits `len` zero bytes into holes no larger than a chunk, so every extent stays bounded.
 pub fn holes(mut len: u64) -> Vec<ChunkRef> {
@@ -56,16 +56,16 @@ impl App {
         ino: i64,
         size: i64,
         mtime: Option<i64>,
-    ) -> ApiResult<Node> {
+    ) -> ServiceResult<Node> {
         if size < 0 {
-            return Err(ApiError::BadRequest("size must not be negative".into()));
+            return Err(ServiceError::BadRequest("size must not be negative".into()));
         }
         if size as u64 > self.limits.max_upload_bytes {
-            return Err(ApiError::TooLarge);
+            return Err(ServiceError::TooLarge);
         }
         let (node, extents) = self.meta.extents(user, ino).await?;
         if node.kind != NodeKind::File {
-            return Err(ApiError::not_a_file(node.kind));
+            return Err(ServiceError::not_a_file(node.kind));
         }
         let mut chunks = Vec::new();
         for e in extents.iter().take_while(|e| e.offset < size) {
@@ -77,7 +77,7 @@ impl App {
                     let staging = self.staging.clone();
                     let new_sha = tokio::task::spawn_blocking(move || staging.put(&prefix))
                         .await
-                        .map_err(|e| ApiError::Internal(e.to_string()))??;
+                        .map_err(|e| ServiceError::Internal(e.to_string()))??;
                     self.record_chunk(user, &new_sha, keep).await?;
                     chunks.push(ChunkRef {
                         sha256: Some(new_sha),

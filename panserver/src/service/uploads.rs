@@ -11,9 +11,9 @@ use panproto::wire::{
 use rand::Rng;
 use subtle::ConstantTimeEq;
 
-use crate::app::{App, NS, now_ns};
 use crate::auth::random_hex;
-use crate::error::{ApiError, ApiResult};
+use crate::service::{App, NS, now_ns};
+use crate::service::{ServiceError, ServiceResult};
 use crate::session::{NewFile, UploadSession};
 
 /// A request body as it arrives.
@@ -33,10 +33,10 @@ pub fn distinct_hashes<'a>(hashes: impl IntoIterator<Item = Option<&'a String>>)
         .collect()
 }
 
-pub fn validate_chunks(app: &App, chunks: &[ChunkRef]) -> ApiResult<()> {
+pub fn validate_chunks(app: &App, chunks: &[ChunkRef]) -> ServiceResult<()> {
     panproto::check_chunk_list(chunks, app.limits.max_session_chunks).map_err(|e| match e {
-        panproto::ChunkListError::TooMany => ApiError::TooLarge,
-        other => ApiError::BadRequest(other.to_string()),
+        panproto::ChunkListError::TooMany => ServiceError::TooLarge,
+        other => ServiceError::BadRequest(other.to_string()),
     })
 }
 
@@ -68,7 +68,7 @@ impl App {
     /// What the client still has to send: every chunk the user does not own and is
     /// not asked to prove. Ownership only grows, so this never hides a chunk that a
     /// concurrent upload by someone else made present in the meantime.
-    async fn state_of(&self, session: &UploadSession) -> ApiResult<UploadState> {
+    async fn state_of(&self, session: &UploadSession) -> ServiceResult<UploadState> {
         let wanted = distinct_hashes(session.chunks.iter().map(|c| c.sha256.as_ref()));
         let owned = self.meta.owned_chunks(session.user, &wanted).await?;
         Ok(UploadState {
@@ -83,24 +83,24 @@ impl App {
         })
     }
 
-    async fn load_session(&self, user: i64, id: &str) -> ApiResult<UploadSession> {
+    async fn load_session(&self, user: i64, id: &str) -> ServiceResult<UploadSession> {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ApiError::NotFound);
+            return Err(ServiceError::NotFound);
         }
         let mut session = self
             .sessions
             .load(user, id, now_ns())
             .await?
-            .ok_or(ApiError::NotFound)?;
+            .ok_or(ServiceError::NotFound)?;
         // Activity keeps a session alive.
         session.expires_at = now_ns() + self.limits.session_ttl_secs * NS;
         Ok(session)
     }
 
-    pub async fn begin_upload(&self, user: i64, init: UploadInit) -> ApiResult<UploadState> {
+    pub async fn begin_upload(&self, user: i64, init: UploadInit) -> ServiceResult<UploadState> {
         let node = self.meta.node(user, init.ino).await?;
         if node.kind != NodeKind::File {
-            return Err(ApiError::not_a_file(node.kind));
+            return Err(ServiceError::not_a_file(node.kind));
         }
         self.open_session(user, init, None).await
     }
@@ -112,9 +112,9 @@ impl App {
         user: i64,
         file: NewFile,
         init: UploadInit,
-    ) -> ApiResult<UploadState> {
+    ) -> ServiceResult<UploadState> {
         if self.meta.node(user, file.parent).await?.kind != NodeKind::Dir {
-            return Err(ApiError::NotDir);
+            return Err(ServiceError::NotDir);
         }
         let init = UploadInit { ino: 0, ..init };
         self.open_session(user, init, Some(file)).await
@@ -125,7 +125,7 @@ impl App {
         user: i64,
         mut init: UploadInit,
         new_file: Option<NewFile>,
-    ) -> ApiResult<UploadState> {
+    ) -> ServiceResult<UploadState> {
         // Instant upload by whole-file hash: the known content's chunk list stands in
         // for the client's (the client still proves it holds the bytes).
         if init.chunks.is_empty()
@@ -137,7 +137,7 @@ impl App {
                 .meta
                 .content_by_hash(sha256, init.sha1.as_deref())
                 .await?
-                .ok_or(ApiError::NotFound)?;
+                .ok_or(ServiceError::NotFound)?;
             init.chunks = known.chunks;
         }
         validate_chunks(self, &init.chunks)?;
@@ -164,7 +164,7 @@ impl App {
         self.state_of(&session).await
     }
 
-    pub async fn upload_state(&self, user: i64, id: &str) -> ApiResult<UploadState> {
+    pub async fn upload_state(&self, user: i64, id: &str) -> ServiceResult<UploadState> {
         let session = self.load_session(user, id).await?;
         self.sessions.save(&session).await?;
         self.state_of(&session).await
@@ -177,14 +177,16 @@ impl App {
         id: &str,
         sha256: &str,
         body: BodyStream,
-    ) -> ApiResult<()> {
+    ) -> ServiceResult<()> {
         let session = self.load_session(user, id).await?;
         let size = session
             .chunks
             .iter()
             .find(|c| c.sha256.as_deref() == Some(sha256))
             .map(|c| c.size)
-            .ok_or_else(|| ApiError::BadRequest("the session does not list this chunk".into()))?;
+            .ok_or_else(|| {
+                ServiceError::BadRequest("the session does not list this chunk".into())
+            })?;
         self.stage_chunk(user, sha256, size, body).await?;
         self.sessions.save(&session).await?;
         Ok(())
@@ -196,12 +198,12 @@ impl App {
         sha256: &str,
         size: u64,
         mut body: BodyStream,
-    ) -> ApiResult<()> {
+    ) -> ServiceResult<()> {
         let _gate = self.chunk_gate.read().await;
         let mut writer = self.staging.writer(sha256, size)?;
         while let Some(piece) = body.next().await {
             let piece =
-                piece.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+                piece.map_err(|e| ServiceError::BadRequest(format!("reading the body: {e}")))?;
             writer.write(&piece)?;
         }
         writer.finish(sha256, size)?;
@@ -209,7 +211,7 @@ impl App {
     }
 
     /// Records a verified, staged chunk as the user's and queues its transfer.
-    pub async fn record_chunk(&self, user: i64, sha256: &str, size: u64) -> ApiResult<()> {
+    pub async fn record_chunk(&self, user: i64, sha256: &str, size: u64) -> ServiceResult<()> {
         self.meta.add_chunk(sha256, size as i64, now_ns()).await?;
         self.meta.grant_chunks(user, &[sha256.to_string()]).await?;
         if let Err(e) = self.queue.publish(sha256).await {
@@ -219,7 +221,7 @@ impl App {
         Ok(())
     }
 
-    pub async fn prove(&self, user: i64, id: &str, answer: &str) -> ApiResult<UploadState> {
+    pub async fn prove(&self, user: i64, id: &str, answer: &str) -> ServiceResult<UploadState> {
         let mut session = self.load_session(user, id).await?;
         let Some(challenge) = session.challenge.clone() else {
             return self.state_of(&session).await;
@@ -233,7 +235,7 @@ impl App {
         session.challenge = None;
         if !bool::from(expected.as_bytes().ct_eq(answer.as_bytes())) {
             self.sessions.remove(&session.id).await?;
-            return Err(ApiError::BadProof);
+            return Err(ServiceError::BadProof);
         }
         self.meta.grant_chunks(user, &session.unproven).await?;
         session.unproven.clear();
@@ -242,7 +244,12 @@ impl App {
     }
 
     /// Bytes [start, start+len) of a content given by its chunk list (all present).
-    async fn content_range(&self, chunks: &[ChunkRef], start: u64, len: u64) -> ApiResult<Vec<u8>> {
+    async fn content_range(
+        &self,
+        chunks: &[ChunkRef],
+        start: u64,
+        len: u64,
+    ) -> ServiceResult<Vec<u8>> {
         let mut out = Vec::with_capacity(len as usize);
         let mut offset = 0u64;
         for c in chunks {
@@ -261,16 +268,23 @@ impl App {
         Ok(out)
     }
 
-    pub async fn commit_upload(&self, user: i64, id: &str, req: CommitRequest) -> ApiResult<Node> {
+    pub async fn commit_upload(
+        &self,
+        user: i64,
+        id: &str,
+        req: CommitRequest,
+    ) -> ServiceResult<Node> {
         let session = self.load_session(user, id).await?;
         if session.challenge.is_some() || !session.unproven.is_empty() {
-            return Err(ApiError::Incomplete("a proof of possession is owed".into()));
+            return Err(ServiceError::Incomplete(
+                "a proof of possession is owed".into(),
+            ));
         }
         let wanted = distinct_hashes(session.chunks.iter().map(|c| c.sha256.as_ref()));
         let owned = self.meta.owned_chunks(user, &wanted).await?;
         let missing = wanted.iter().filter(|h| !owned.contains(*h)).count();
         if missing > 0 {
-            return Err(ApiError::Incomplete(format!(
+            return Err(ServiceError::Incomplete(format!(
                 "{missing} chunks are missing"
             )));
         }
@@ -280,7 +294,7 @@ impl App {
                     .make(user, file.parent, &file.name, NodeKind::File, 0o644)
                     .await?;
                 if node.kind != NodeKind::File {
-                    return Err(ApiError::not_a_file(node.kind));
+                    return Err(ServiceError::not_a_file(node.kind));
                 }
                 node.ino
             }
@@ -312,11 +326,11 @@ impl App {
         body: BodyStream,
         mtime: Option<i64>,
         if_content: Option<Option<&str>>,
-    ) -> ApiResult<Node> {
+    ) -> ServiceResult<Node> {
         // Refused before any byte is staged.
         let node = self.meta.node(user, ino).await?;
         if node.kind != NodeKind::File {
-            return Err(ApiError::not_a_file(node.kind));
+            return Err(ServiceError::not_a_file(node.kind));
         }
         let reader = tokio_util::io::StreamReader::new(body);
         let mut reader = tokio_util::io::SyncIoBridge::new(reader);
@@ -324,15 +338,15 @@ impl App {
         let limit = self.limits.max_upload_bytes;
         let _gate = self.chunk_gate.read().await;
         // Chunking and hashing are CPU work on blocking I/O: keep them off the async threads.
-        let (chunks, hashes) = tokio::task::spawn_blocking(move || -> ApiResult<_> {
+        let (chunks, hashes) = tokio::task::spawn_blocking(move || -> ServiceResult<_> {
             let mut hasher = panproto::ContentHasher::default();
             let mut chunks = Vec::new();
             for chunk in panproto::Chunker::new(&mut reader) {
-                let chunk =
-                    chunk.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+                let chunk = chunk
+                    .map_err(|e| ServiceError::BadRequest(format!("reading the body: {e}")))?;
                 hasher.update(&chunk.data);
                 if hasher.len() > limit {
-                    return Err(ApiError::TooLarge);
+                    return Err(ServiceError::TooLarge);
                 }
                 let sha = staging.put(&chunk.data)?;
                 chunks.push(ChunkRef {
@@ -343,7 +357,7 @@ impl App {
             Ok((chunks, hasher.finish()))
         })
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+        .map_err(|e| ServiceError::Internal(e.to_string()))??;
         for c in &chunks {
             if let Some(sha) = &c.sha256 {
                 self.record_chunk(user, sha, c.size).await?;
