@@ -5,13 +5,17 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::Args;
-use serde::Deserialize;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, FromArgMatches};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::service::Limits;
 
-/// Options shared by every subcommand that opens the server's data.
-#[derive(Debug, Clone, Args)]
+/// Options shared by every subcommand that opens the server's data. Each
+/// setting is defined once, here: its flag, its environment variable, its
+/// default, and (its name) its key in the config file.
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct DataArgs {
     /// Directory for the embedded profile's data (database, staging, store)
     /// [default: ~/.local/share/pan]
@@ -33,91 +37,80 @@ pub struct DataArgs {
     #[arg(long, env = "PAN_AMQP_URL", global = true, hide_env_values = true)]
     pub amqp_url: Option<String>,
     /// Name of this deployment in shared services: Redis key prefix and queue name
-    #[arg(long, env = "PAN_NAMESPACE", global = true)]
-    pub namespace: Option<String>,
+    #[arg(long, env = "PAN_NAMESPACE", global = true, default_value = "pan")]
+    pub namespace: String,
     /// Failed attempts after which a transfer job goes to the dead-letter queue
-    #[arg(long, env = "PAN_TRANSFER_ATTEMPTS", global = true)]
-    pub transfer_attempts: Option<u32>,
+    #[arg(
+        long,
+        env = "PAN_TRANSFER_ATTEMPTS",
+        global = true,
+        default_value_t = 5
+    )]
+    pub transfer_attempts: u32,
     /// Staging directory for uploaded chunks [default: DATA/staging]
     #[arg(long, env = "PAN_STAGING_DIR", global = true)]
     pub staging_dir: Option<PathBuf>,
     /// Database connection pool size
-    #[arg(long, env = "PAN_DB_POOL", global = true)]
-    pub db_pool: Option<u32>,
-    /// TOML file with any of these settings (keys as the long flags, with '_')
+    #[arg(long, env = "PAN_DB_POOL", global = true, default_value_t = 8)]
+    pub db_pool: u32,
+    /// TOML file with any of these settings (keys as the long flags, with '_');
+    /// flags and environment variables override it
     #[arg(long, env = "PAN_CONFIG", global = true)]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ServeArgs {
     /// Address to listen on
-    #[arg(long, env = "PAN_LISTEN")]
-    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "PAN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
     /// Serve HTTPS with this PEM certificate chain (needs --tls-key)
-    #[arg(long, env = "PAN_TLS_CERT", requires = "tls_key")]
+    #[arg(long, env = "PAN_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert
-    #[arg(long, env = "PAN_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "PAN_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
     /// Allow anyone to sign up over HTTP (true/false)
-    #[arg(long, env = "PAN_SIGNUP")]
-    pub signup: Option<bool>,
+    #[arg(long, env = "PAN_SIGNUP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub signup: bool,
     /// Days a sign-in token stays valid
-    #[arg(long, env = "PAN_TOKEN_TTL_DAYS")]
-    pub token_ttl_days: Option<i64>,
+    #[arg(long, env = "PAN_TOKEN_TTL_DAYS", default_value_t = 30)]
+    pub token_ttl_days: i64,
     /// Hours an idle upload session is kept
-    #[arg(long, env = "PAN_SESSION_TTL_HOURS")]
-    pub session_ttl_hours: Option<i64>,
+    #[arg(long, env = "PAN_SESSION_TTL_HOURS", default_value_t = 24)]
+    pub session_ttl_hours: i64,
     /// Largest one-request upload, in bytes
-    #[arg(long, env = "PAN_MAX_UPLOAD_BYTES")]
-    pub max_upload_bytes: Option<u64>,
+    #[arg(long, env = "PAN_MAX_UPLOAD_BYTES", default_value_t = 1 << 40)]
+    pub max_upload_bytes: u64,
     /// Most chunks one upload session may list
-    #[arg(long, env = "PAN_MAX_SESSION_CHUNKS")]
-    pub max_session_chunks: Option<usize>,
+    #[arg(long, env = "PAN_MAX_SESSION_CHUNKS", default_value_t = 1 << 20)]
+    pub max_session_chunks: usize,
     /// Seconds unreferenced data is kept before garbage collection removes it
-    #[arg(long, env = "PAN_GC_GRACE_SECS")]
-    pub gc_grace_secs: Option<i64>,
+    #[arg(long, env = "PAN_GC_GRACE_SECS", default_value_t = 3600)]
+    pub gc_grace_secs: i64,
     /// Seconds between maintenance passes (garbage collection, content hashing)
-    #[arg(long, env = "PAN_MAINTENANCE_SECS")]
-    pub maintenance_secs: Option<u64>,
+    #[arg(long, env = "PAN_MAINTENANCE_SECS", default_value_t = 60)]
+    pub maintenance_secs: u64,
     /// Transfer workers run inside this process (0 disables)
-    #[arg(long, env = "PAN_TRANSFER_WORKERS")]
-    pub transfer_workers: Option<usize>,
+    #[arg(long, env = "PAN_TRANSFER_WORKERS", default_value_t = 2)]
+    pub transfer_workers: usize,
     /// Byte quota for new users (0 = unlimited)
-    #[arg(long, env = "PAN_QUOTA_BYTES")]
-    pub quota_bytes: Option<i64>,
+    #[arg(long, env = "PAN_QUOTA_BYTES", default_value_t = 0)]
+    pub quota_bytes: i64,
     /// File-count quota for new users (0 = unlimited)
-    #[arg(long, env = "PAN_QUOTA_FILES")]
-    pub quota_files: Option<i64>,
+    #[arg(long, env = "PAN_QUOTA_FILES", default_value_t = 0)]
+    pub quota_files: i64,
 }
 
-/// The config file: every key optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data: Option<PathBuf>,
-    database_url: Option<String>,
-    store: Option<String>,
-    redis_url: Option<String>,
-    amqp_url: Option<String>,
-    namespace: Option<String>,
-    transfer_attempts: Option<u32>,
-    staging_dir: Option<PathBuf>,
-    db_pool: Option<u32>,
-    listen: Option<SocketAddr>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    signup: Option<bool>,
-    token_ttl_days: Option<i64>,
-    session_ttl_hours: Option<i64>,
-    max_upload_bytes: Option<u64>,
-    max_session_chunks: Option<usize>,
-    gc_grace_secs: Option<i64>,
-    maintenance_secs: Option<u64>,
-    transfer_workers: Option<usize>,
-    quota_bytes: Option<i64>,
-    quota_files: Option<i64>,
+impl ServeArgs {
+    /// The serve settings from the environment and the defaults, for the
+    /// commands that open the server's data without serving it.
+    pub fn from_env() -> anyhow::Result<(Self, ArgMatches)> {
+        let matches = Self::augment_args(clap::Command::new("panserver"))
+            .try_get_matches_from(["panserver"])?;
+        Ok((Self::from_arg_matches(&matches)?, matches))
+    }
 }
 
 /// Resolved settings.
@@ -146,95 +139,94 @@ fn default_data_dir() -> PathBuf {
         .join("pan")
 }
 
+/// Whether a setting was given by flag or environment (which beat the file).
+fn given(matches: &[&ArgMatches], id: &str) -> bool {
+    matches.iter().any(|m| {
+        m.try_contains_id(id).is_ok()
+            && matches!(
+                m.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+    })
+}
+
+/// `args` with every setting the file has and no flag or variable gave.
+fn with_file<T: Serialize + DeserializeOwned>(
+    args: &T,
+    file: &toml::Table,
+    matches: &[&ArgMatches],
+) -> anyhow::Result<T> {
+    let mut value = serde_json::to_value(args)?;
+    if let Some(fields) = value.as_object_mut() {
+        for (key, setting) in file {
+            if fields.contains_key(key) && !given(matches, key) {
+                fields.insert(key.clone(), serde_json::to_value(setting)?);
+            }
+        }
+    }
+    serde_json::from_value(value).context("a setting in the config file has the wrong type")
+}
+
+/// The ids of a group's settings, which are also its config-file keys.
+fn keys<T: Args>() -> Vec<String> {
+    T::augment_args(clap::Command::new("panserver"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect()
+}
+
 impl Settings {
-    pub fn resolve(data: &DataArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Self> {
+    /// Settings from flags and environment (in `data` and `serve`, parsed into
+    /// `matches`), then the config file, then the defaults.
+    pub fn resolve(
+        data: &DataArgs,
+        serve: &ServeArgs,
+        matches: &[&ArgMatches],
+    ) -> anyhow::Result<Self> {
         let file = match &data.config {
             Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+            None => toml::Table::new(),
         };
-        let defaults = Limits::default();
-        let s = serve;
-        let tls = match (
-            s.and_then(|s| s.tls_cert.clone()).or(file.tls_cert),
-            s.and_then(|s| s.tls_key.clone()).or(file.tls_key),
-        ) {
+        let known: Vec<String> = keys::<DataArgs>()
+            .into_iter()
+            .chain(keys::<ServeArgs>())
+            .collect();
+        if let Some(unknown) = file.keys().find(|k| !known.contains(k) || *k == "config") {
+            anyhow::bail!("unknown setting `{unknown}` in the config file");
+        }
+        let data = with_file(data, &file, matches)?;
+        let serve = with_file(serve, &file, matches)?;
+        let tls = match (serve.tls_cert, serve.tls_key) {
             (Some(cert), Some(key)) => Some((cert, key)),
             (None, None) => None,
             _ => anyhow::bail!("tls_cert and tls_key go together"),
         };
         let limits = Limits {
             secure_cookies: tls.is_some(),
-            signup: s
-                .and_then(|s| s.signup)
-                .or(file.signup)
-                .unwrap_or(defaults.signup),
-            token_ttl_secs: s
-                .and_then(|s| s.token_ttl_days)
-                .or(file.token_ttl_days)
-                .map(|d| d * 86400)
-                .unwrap_or(defaults.token_ttl_secs),
-            session_ttl_secs: s
-                .and_then(|s| s.session_ttl_hours)
-                .or(file.session_ttl_hours)
-                .map(|h| h * 3600)
-                .unwrap_or(defaults.session_ttl_secs),
-            max_upload_bytes: s
-                .and_then(|s| s.max_upload_bytes)
-                .or(file.max_upload_bytes)
-                .unwrap_or(defaults.max_upload_bytes),
-            max_session_chunks: s
-                .and_then(|s| s.max_session_chunks)
-                .or(file.max_session_chunks)
-                .unwrap_or(defaults.max_session_chunks),
-            gc_grace_secs: s
-                .and_then(|s| s.gc_grace_secs)
-                .or(file.gc_grace_secs)
-                .unwrap_or(defaults.gc_grace_secs),
-            default_quota_bytes: s
-                .and_then(|s| s.quota_bytes)
-                .or(file.quota_bytes)
-                .unwrap_or(defaults.default_quota_bytes),
-            default_quota_files: s
-                .and_then(|s| s.quota_files)
-                .or(file.quota_files)
-                .unwrap_or(defaults.default_quota_files),
+            signup: serve.signup,
+            token_ttl_secs: serve.token_ttl_days * 86400,
+            session_ttl_secs: serve.session_ttl_hours * 3600,
+            max_upload_bytes: serve.max_upload_bytes,
+            max_session_chunks: serve.max_session_chunks,
+            gc_grace_secs: serve.gc_grace_secs,
+            default_quota_bytes: serve.quota_bytes,
+            default_quota_files: serve.quota_files,
         };
         Ok(Self {
-            data: data
-                .data
-                .clone()
-                .or(file.data)
-                .unwrap_or_else(default_data_dir),
-            database_url: data.database_url.clone().or(file.database_url),
-            store: data.store.clone().or(file.store),
-            redis_url: data.redis_url.clone().or(file.redis_url),
-            amqp_url: data.amqp_url.clone().or(file.amqp_url),
-            namespace: data
-                .namespace
-                .clone()
-                .or(file.namespace)
-                .unwrap_or_else(|| "pan".into()),
-            transfer_attempts: data
-                .transfer_attempts
-                .or(file.transfer_attempts)
-                .unwrap_or(5),
-            staging_dir: data.staging_dir.clone().or(file.staging_dir),
-            db_pool_size: data.db_pool.or(file.db_pool).unwrap_or(8),
-            listen: s
-                .and_then(|s| s.listen)
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data: data.data.unwrap_or_else(default_data_dir),
+            database_url: data.database_url,
+            store: data.store,
+            redis_url: data.redis_url,
+            amqp_url: data.amqp_url,
+            namespace: data.namespace,
+            transfer_attempts: data.transfer_attempts,
+            staging_dir: data.staging_dir,
+            db_pool_size: data.db_pool,
+            listen: serve.listen,
             tls,
             limits,
-            maintenance_secs: s
-                .and_then(|s| s.maintenance_secs)
-                .or(file.maintenance_secs)
-                .unwrap_or(60)
-                .max(1),
-            transfer_workers: s
-                .and_then(|s| s.transfer_workers)
-                .or(file.transfer_workers)
-                .unwrap_or(2),
+            maintenance_secs: serve.maintenance_secs.max(1),
+            transfer_workers: serve.transfer_workers,
         })
     }
 
@@ -261,7 +253,7 @@ impl Settings {
     }
 }
 
-fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+fn load_file(path: &Path) -> anyhow::Result<toml::Table> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
@@ -278,5 +270,44 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: &[&str], file: &str) -> anyhow::Result<Settings> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("pan.toml");
+        std::fs::write(&path, file)?;
+        let command = ServeArgs::augment_args(DataArgs::augment_args(clap::Command::new("t")));
+        let mut argv = vec!["t", "--config", path.to_str().unwrap_or_default()];
+        argv.extend_from_slice(args);
+        let matches = command.try_get_matches_from(argv)?;
+        let data = DataArgs::from_arg_matches(&matches)?;
+        let serve = ServeArgs::from_arg_matches(&matches)?;
+        Settings::resolve(&data, &serve, &[&matches])
+    }
+
+    #[test]
+    fn flags_beat_the_file_which_beats_the_defaults() {
+        let file = "listen = \"127.0.0.1:9999\"\nsignup = false\nnamespace = \"blue\"\n";
+        let s = resolve(&["--signup", "true"], file).expect("resolve");
+        assert!(s.limits.signup, "the flag wins over the file");
+        assert_eq!(s.listen.port(), 9999, "the file wins over the default");
+        assert_eq!(s.namespace, "blue");
+        assert_eq!(
+            s.db_pool_size, 8,
+            "the default stands where nothing else speaks"
+        );
+        assert_eq!(s.limits.token_ttl_secs, 30 * 86400);
+    }
+
+    #[test]
+    fn an_unknown_or_mistyped_key_is_refused() {
+        let err = resolve(&[], "lisen = \"127.0.0.1:1\"\n").expect_err("a typo");
+        assert!(err.to_string().contains("lisen"), "{err}");
+        assert!(resolve(&[], "db_pool = \"many\"\n").is_err());
     }
 }

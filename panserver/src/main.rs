@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use panserver::config::{DataArgs, ServeArgs, Settings};
 use tracing_subscriber::EnvFilter;
 
@@ -91,9 +91,19 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    // Settings from flags and environment; the serve ones come from the
+    // environment and defaults alone for the commands that do not serve.
+    let settings = || -> anyhow::Result<Settings> {
+        let (serve, serve_matches) = ServeArgs::from_env()?;
+        Settings::resolve(&cli.data, &serve, &[&matches, &serve_matches])
+    };
     match cli.command {
-        Command::Serve(args) => panserver::serve(Settings::resolve(&cli.data, Some(&args))?).await,
+        Command::Serve(ref args) => {
+            let sub = matches.subcommand_matches("serve").unwrap_or(&matches);
+            panserver::serve(Settings::resolve(&cli.data, args, &[&matches, sub])?).await
+        }
         Command::User {
             command:
                 UserCommand::Add {
@@ -102,13 +112,13 @@ async fn main() -> anyhow::Result<()> {
                 },
         } => {
             let password = read_password(password_stdin)?;
-            let app = panserver::build_app(&Settings::resolve(&cli.data, None)?).await?;
+            let app = panserver::build_app(&settings()?).await?;
             let user = app.add_user(&name, &password).await?;
             println!("created user {} (id {})", user.username, user.id);
             Ok(())
         }
         Command::Migrate => {
-            let settings = Settings::resolve(&cli.data, None)?;
+            let settings = settings()?;
             let meta = panserver::meta::SqlMeta::connect(&settings.database_url(), 2).await?;
             let version = meta.migrate().await?;
             println!("database at schema version {version}");
@@ -118,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             workers,
             requeue_dead,
         } => {
-            let settings = Settings::resolve(&cli.data, None)?;
+            let settings = settings()?;
             if requeue_dead {
                 let url = settings
                     .amqp_url
@@ -139,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
             panserver::run_transfer_workers(settings, workers).await
         }
         Command::Check { repair } => {
-            let app = panserver::build_app(&Settings::resolve(&cli.data, None)?).await?;
+            let app = panserver::build_app(&settings()?).await?;
             let report = panserver::check::check(&app, repair).await?;
             for p in &report.problems {
                 println!("problem: {p}");
@@ -156,7 +166,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Gc { grace_secs } => {
-            let mut settings = Settings::resolve(&cli.data, None)?;
+            let mut settings = settings()?;
             if let Some(secs) = grace_secs {
                 settings.limits.gc_grace_secs = secs.max(0);
             }

@@ -24,6 +24,7 @@ use crate::session::SessionStore;
 use crate::staging::Staging;
 use crate::store::{ObjectStore, chunk_key};
 
+/// The limits a server runs with (from `config::ServeArgs`).
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub signup: bool,
@@ -39,22 +40,6 @@ pub struct Limits {
     pub default_quota_files: i64,
     /// Mark the web page's cookie `Secure` (set when serving HTTPS).
     pub secure_cookies: bool,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            signup: true,
-            token_ttl_secs: 30 * 24 * 3600,
-            session_ttl_secs: 24 * 3600,
-            max_upload_bytes: 1 << 40,
-            max_session_chunks: 1 << 20,
-            gc_grace_secs: 3600,
-            default_quota_bytes: 0,
-            default_quota_files: 0,
-            secure_cookies: false,
-        }
-    }
 }
 
 pub struct App {
