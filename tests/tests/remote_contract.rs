@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use panfs::remote::{HttpRemote, Remote};
-use panproto::wire::{CreateRequest, NodeKind};
 use pantests::{Api, PASSWORD, Server};
 
 #[test]
@@ -17,16 +16,6 @@ fn the_http_remote_keeps_the_contract() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let root = remote.user_info().await.expect("user").root_ino;
-        let dir = CreateRequest {
-            name: "contract".into(),
-            kind: NodeKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            target: None,
-            rdev: 0,
-        };
-        let dir = remote.create(root, &dir).await.expect("mkdir");
-        panfs::remote::contract::run(&remote, dir.ino).await;
+        panfs::remote::contract::run(&remote, root).await;
     });
 }

@@ -47,8 +47,11 @@ fn rename(
     }
 }
 
-/// Runs the whole contract in a fresh directory `dir` (it must be empty).
-pub async fn run(remote: &dyn Remote, dir: i64) {
+/// Runs the whole contract in a new directory `contract` under `root`.
+pub async fn run(remote: &dyn Remote, root: i64) {
+    let mut req = create("contract", NodeKind::Dir);
+    req.mode = 0o755;
+    let dir = remote.create(root, &req).await.expect("mkdir contract").ino;
     namespace(remote, dir).await;
     contents(remote, dir).await;
     chunked_upload(remote, dir).await;

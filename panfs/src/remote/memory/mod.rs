@@ -4,7 +4,6 @@
 //! ctime on every change, conditional commits, readable past versions, and
 //! chunk-level deduplication.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -16,48 +15,14 @@ use panproto::wire::{
 
 use super::{IfContent, Remote, RemoteError, RemoteResult};
 
+mod state;
+
+use state::{Session, State, blank, check_name, refused};
+
 const ROOT: i64 = 1;
-
-/// A file version: its chunk list, and its bytes (holes included as zeros).
-struct Content {
-    chunks: Vec<ChunkRef>,
-    bytes: Vec<u8>,
-}
-
-struct Session {
-    ino: i64,
-    chunks: Vec<ChunkRef>,
-}
-
-#[derive(Default)]
-struct State {
-    clock: i64,
-    next_ino: i64,
-    nodes: HashMap<i64, Node>,
-    entries: BTreeMap<(i64, String), i64>,
-    contents: HashMap<String, Content>,
-    chunks: HashMap<String, Bytes>,
-    sessions: HashMap<String, Session>,
-    xattrs: HashMap<i64, Vec<(String, Vec<u8>)>>,
-}
 
 pub struct MemoryRemote {
     state: Mutex<State>,
-}
-
-fn refused(code: ErrorCode) -> RemoteError {
-    RemoteError::Refused {
-        status: 400,
-        code,
-        message: code.to_string(),
-    }
-}
-
-fn check_name(name: &str) -> RemoteResult<()> {
-    panproto::validate_name(name).map_err(|e| match e {
-        panproto::NameError::TooLong => refused(ErrorCode::NameTooLong),
-        _ => refused(ErrorCode::BadName),
-    })
 }
 
 impl Default for MemoryRemote {
@@ -73,176 +38,6 @@ impl Default for MemoryRemote {
         Self {
             state: Mutex::new(state),
         }
-    }
-}
-
-fn blank(ino: i64, kind: NodeKind, mode: u32, now: i64) -> Node {
-    Node {
-        ino,
-        kind,
-        mode,
-        uid: 0,
-        gid: 0,
-        size: 0,
-        atime: now,
-        mtime: now,
-        ctime: now,
-        nlink: if kind == NodeKind::Dir { 2 } else { 1 },
-        content: None,
-        target: None,
-        rdev: 0,
-        xattrs: 0,
-        stored_bytes: 0,
-    }
-}
-
-impl State {
-    /// Nanoseconds, strictly increasing: every change gets its own time.
-    fn tick(&mut self) -> i64 {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as i64);
-        self.clock = now.max(self.clock + 1);
-        self.clock
-    }
-
-    fn node(&self, ino: i64) -> RemoteResult<&Node> {
-        self.nodes
-            .get(&ino)
-            .ok_or_else(|| refused(ErrorCode::NotFound))
-    }
-
-    /// A node that still has a name: only those can change. A removed one
-    /// stays readable (with no links) for the handles still open on it.
-    fn live(&self, ino: i64) -> RemoteResult<&Node> {
-        self.node(ino)
-            .ok()
-            .filter(|n| n.nlink > 0)
-            .ok_or_else(|| refused(ErrorCode::NotFound))
-    }
-
-    fn node_mut(&mut self, ino: i64) -> RemoteResult<&mut Node> {
-        self.nodes
-            .get_mut(&ino)
-            .filter(|n| n.nlink > 0)
-            .ok_or_else(|| refused(ErrorCode::NotFound))
-    }
-
-    fn dir(&self, ino: i64) -> RemoteResult<&Node> {
-        let node = self.live(ino)?;
-        if node.kind != NodeKind::Dir {
-            return Err(refused(ErrorCode::NotDir));
-        }
-        Ok(node)
-    }
-
-    fn child(&self, parent: i64, name: &str) -> RemoteResult<i64> {
-        self.dir(parent)?;
-        self.entries
-            .get(&(parent, name.to_string()))
-            .copied()
-            .ok_or_else(|| refused(ErrorCode::NotFound))
-    }
-
-    fn is_empty_dir(&self, dir: i64) -> bool {
-        !self.entries.keys().any(|(p, _)| *p == dir)
-    }
-
-    /// A directory's entries changed: its times move.
-    fn touch_dir(&mut self, dir: i64, now: i64) {
-        if let Some(d) = self.nodes.get_mut(&dir) {
-            d.mtime = now;
-            d.ctime = now;
-        }
-    }
-
-    /// One link of `ino` is gone; with its last, the node is removed.
-    fn unlink(&mut self, ino: i64, now: i64) {
-        let Some(node) = self.nodes.get_mut(&ino) else {
-            return;
-        };
-        let dir = node.kind == NodeKind::Dir;
-        node.nlink = if dir { 0 } else { node.nlink.saturating_sub(1) };
-        node.ctime = now;
-    }
-
-    fn file(&self, ino: i64) -> RemoteResult<&Node> {
-        let node = self.live(ino)?;
-        match node.kind {
-            NodeKind::File => Ok(node),
-            NodeKind::Dir => Err(refused(ErrorCode::IsDir)),
-            _ => Err(refused(ErrorCode::NotRegularFile)),
-        }
-    }
-
-    /// Stores a new version of a file, if it is still based on `if_content`.
-    fn set_content(
-        &mut self,
-        ino: i64,
-        chunks: Vec<ChunkRef>,
-        bytes: Vec<u8>,
-        mtime: Option<i64>,
-        if_content: IfContent<'_>,
-    ) -> RemoteResult<Node> {
-        let current = self.file(ino)?.content.clone();
-        if let Some(expected) = if_content
-            && current.as_deref() != expected
-        {
-            return Err(refused(ErrorCode::Conflict));
-        }
-        let id = panproto::manifest_id(&chunks);
-        let stored = chunks
-            .iter()
-            .filter(|c| c.sha256.is_some())
-            .map(|c| c.size)
-            .sum::<u64>();
-        let size = bytes.len() as i64;
-        self.contents.insert(id.clone(), Content { chunks, bytes });
-        let now = self.tick();
-        let node = self.node_mut(ino)?;
-        node.content = Some(id);
-        node.size = size;
-        node.stored_bytes = stored as i64;
-        node.mtime = mtime.unwrap_or(now);
-        node.ctime = now;
-        Ok(node.clone())
-    }
-
-    fn bytes_of(&self, chunks: &[ChunkRef]) -> RemoteResult<Vec<u8>> {
-        let mut bytes = Vec::new();
-        for c in chunks {
-            match &c.sha256 {
-                Some(sha) => {
-                    let data = self
-                        .chunks
-                        .get(sha)
-                        .ok_or_else(|| refused(ErrorCode::Incomplete))?;
-                    bytes.extend_from_slice(data);
-                }
-                None => bytes.resize(bytes.len() + c.size as usize, 0),
-            }
-        }
-        Ok(bytes)
-    }
-
-    fn upload_state(&self, id: &str) -> RemoteResult<UploadState> {
-        let session = self
-            .sessions
-            .get(id)
-            .ok_or_else(|| refused(ErrorCode::NotFound))?;
-        let missing = session
-            .chunks
-            .iter()
-            .filter_map(|c| c.sha256.clone())
-            .filter(|sha| !self.chunks.contains_key(sha))
-            .collect();
-        Ok(UploadState {
-            id: id.to_string(),
-            ino: session.ino,
-            expires_at: i64::MAX,
-            missing,
-            challenge: None,
-        })
     }
 }
 
@@ -649,16 +444,6 @@ mod tests {
     #[tokio::test]
     async fn the_memory_remote_keeps_the_contract() {
         let remote = MemoryRemote::default();
-        let dir = CreateRequest {
-            name: "contract".into(),
-            kind: NodeKind::Dir,
-            mode: 0o755,
-            uid: 0,
-            gid: 0,
-            target: None,
-            rdev: 0,
-        };
-        let dir = remote.create(ROOT, &dir).await.expect("mkdir");
-        super::super::contract::run(&remote, dir.ino).await;
+        super::super::contract::run(&remote, ROOT).await;
     }
 }
