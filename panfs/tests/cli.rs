@@ -18,6 +18,7 @@ fn help_documents_every_option() {
     for flag in [
         "--foreground",
         "--cache-dir",
+        "--state-dir",
         "--cache-size",
         "--allow-other",
         "--attr-ttl",
