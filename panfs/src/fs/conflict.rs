@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use panproto::wire::{CreateRequest, NodeKind};
+use panproto::wire::{CreateRequest, Node, NodeKind};
 
 use super::files::{Body, OpenFile};
 use super::write::LiveCopy;
@@ -70,6 +70,32 @@ pub(super) fn conflict_name(name: &str, host: &str, at: SystemTime, try_no: u32)
 }
 
 impl PanFs {
+    /// A new, empty file for a conflict copy of `name` in `parent`: its name,
+    /// and its node.
+    fn new_copy(&self, parent: i64, name: &str, mode: u32) -> FsResult<(String, Node)> {
+        let (host, now) = (host_name(), SystemTime::now());
+        for try_no in 0..NAME_TRIES {
+            let req = CreateRequest {
+                name: conflict_name(name, &host, now, try_no),
+                kind: NodeKind::File,
+                mode,
+                uid: self.opts.uid,
+                gid: self.opts.gid,
+                target: None,
+                rdev: 0,
+            };
+            match self.make(parent, req.clone()) {
+                Ok(node) => return Ok((req.name, node)),
+                Err(e) if e.errno() == libc::EEXIST => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(FsError::new(
+            libc::EEXIST,
+            "every conflict copy name is taken",
+        ))
+    }
+
     /// Stores the snapshot as a new file beside `ino`, and lets the file show the
     /// version the server has.
     pub(super) fn keep_conflict_copy(
@@ -83,42 +109,37 @@ impl PanFs {
             .place_of(ino)
             .or_else(|| snap.record.place.clone())
             .unwrap_or_else(|| (self.root, format!("file {ino}")));
-        let (host, now) = (host_name(), SystemTime::now());
-        let original = self.block_on(self.remote.node(ino)).ok();
-        let mut copy = None;
-        for try_no in 0..NAME_TRIES {
-            let req = CreateRequest {
-                name: conflict_name(&name, &host, now, try_no),
-                kind: NodeKind::File,
-                mode: original.as_ref().map_or(0o644, |n| n.mode),
-                uid: self.opts.uid,
-                gid: self.opts.gid,
-                target: None,
-                rdev: 0,
-            };
-            match self.make(parent, req.clone()) {
-                Ok(node) => {
-                    copy = Some((node, req.name));
-                    break;
-                }
-                Err(e) if e.errno() == libc::EEXIST => continue,
-                Err(e) => return Err(e),
+        let mode = self
+            .block_on(self.remote.node(ino))
+            .map_or(0o644, |n| n.mode);
+        let (parent, (copy_name, node)) = match self.new_copy(parent, &name, mode) {
+            // The directory went away meanwhile: the copy goes to the top.
+            Err(e) if parent != self.root && matches!(e.errno(), libc::ENOENT | libc::ENOTDIR) => {
+                (self.root, self.new_copy(self.root, &name, mode)?)
             }
-        }
-        let (node, copy_name) =
-            copy.ok_or_else(|| FsError::new(libc::EEXIST, "every conflict copy name is taken"))?;
+            made => (parent, made?),
+        };
         let target = Target {
             ino: node.ino,
             if_content: Some(None),
         };
         let live = LiveCopy { file };
-        let stored = self.block_on(upload(
+        let sent = self.block_on(upload(
             self.remote.as_ref(),
             snap,
             &live,
             target,
             &self.stats,
-        ))?;
+        ));
+        let stored = match sent {
+            Ok(stored) => stored,
+            Err(e) => {
+                // No empty copy is left behind: the next try makes a new one.
+                let _ = self.block_on(self.remote.remove(parent, &copy_name, false));
+                self.entry_changed(parent, &copy_name);
+                return Err(e.into());
+            }
+        };
         self.remember(&stored.node);
         tracing::warn!(
             ino,
@@ -126,20 +147,15 @@ impl PanFs {
             copy = copy_name,
             "another client changed the file first; the local version is kept as a conflict copy"
         );
-        // The file shows the server's version now; writes made since the
-        // snapshot stay, as changes on top of it.
+        // The file shows the server's version now, unless it was written to
+        // while the copy was made: then its next upload meets the same newer
+        // version and is kept as a conflict copy too, with those writes.
         let current = self.block_on(self.remote.node(ino))?;
         self.remember(&current);
         let mut f = lock(&file.state);
-        let changed_since =
-            matches!(&f.body, Body::Local { shadow, .. } if shadow.generation() != generation);
-        if changed_since {
-            if let Body::Local { shadow, .. } = &mut f.body {
-                let chunks = self.block_on(self.remote.manifest(ino))?.chunks;
-                shadow
-                    .rebase(current.content.clone(), chunks)
-                    .map_err(|e| FsError::local("journaling a rebase", e))?;
-            }
+        if let Body::Local { shadow, .. } = &f.body
+            && shadow.generation() != generation
+        {
             return Ok(());
         }
         let server = Body::Remote {

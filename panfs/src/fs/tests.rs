@@ -269,6 +269,39 @@ fn a_replayed_write_never_overwrites_a_newer_version() {
 }
 
 #[test]
+fn a_close_after_another_client_wrote_keeps_both_versions() {
+    let home = tempfile::tempdir().expect("tmp");
+    let r = rig(Arc::default(), home.path(), false);
+    let (ino, fh) = written(&r.fs, "plan.md", b"ours, first");
+    r.fs.flush(fh).expect("close");
+    r.fs.release(fh);
+    let (fh, _) = r.fs.open(ino, libc::O_WRONLY).expect("open");
+    r.fs.write(fh, 0, b"ours, second").expect("write");
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(
+        r.server
+            .put_content(ino as i64, bytes::Bytes::from_static(b"theirs"), 1, None),
+    )
+    .expect("the other client's write");
+    r.fs.flush(fh).expect("the close succeeds: nothing is lost");
+    r.fs.release(fh);
+    assert_eq!(r.server.bytes(ino as i64).as_deref(), Some(&b"theirs"[..]));
+    let listing = rt.block_on(r.server.list(r.server.root())).expect("list");
+    let copy = listing
+        .iter()
+        .find(|e| e.name.starts_with("plan (conflict on ") && e.name.ends_with(").md"))
+        .expect("a conflict copy beside the file");
+    assert_eq!(
+        r.server.bytes(copy.node.ino).as_deref(),
+        Some(&b"ours, second"[..])
+    );
+    // The file now reads as the other client's version.
+    let (fh, _) = r.fs.open(ino, libc::O_RDONLY).expect("open");
+    assert_eq!(&r.fs.read(fh, 0, 64).expect("read")[..], b"theirs");
+    r.fs.release(fh);
+}
+
+#[test]
 fn offline_the_cached_tree_reads_and_writes_wait_in_the_journal() {
     let home = tempfile::tempdir().expect("tmp");
     let r = rig(Arc::default(), home.path(), false);
