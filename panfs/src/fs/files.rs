@@ -2,7 +2,8 @@
 //! (only on the server, or in a working copy on local disk), whether its name
 //! still leads to it, and whether an upload of it is running. The state's lock
 //! is held briefly, never across a request, so `stat` and reads of a file never
-//! wait for its upload.
+//! wait for its upload. Lock order: `PanFs::tables` before a file's state, never
+//! the other way round.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -192,6 +193,8 @@ impl PanFs {
                 Some(_) => self.block_on(self.remote.manifest(ino))?.chunks,
                 None => Vec::new(),
             };
+            // Looked up before the file's lock: the tables' lock is always taken first.
+            let place = self.place_of(ino);
             let mut f = lock(&file.state);
             // Another version arrived meanwhile: start over from it.
             if !matches!(&f.body, Body::Remote { content: c, .. } if *c == content) {
@@ -200,7 +203,7 @@ impl PanFs {
             let mut shadow =
                 Shadow::create(&self.journal_dir(), ino, content, chunks, size, now_ns())
                     .map_err(|e| FsError::local("creating a working copy", e))?;
-            shadow.record.place = self.place_of(ino);
+            shadow.record.place = place;
             f.body = Body::Local {
                 shadow: Box::new(shadow),
                 synced_ctime: 0,
