@@ -24,7 +24,7 @@ BIN="${BENCH_BIN:-$PWD/target/release}"
 
 WORK="${BENCH_DIR:-$(mktemp -d /var/tmp/pan-bench.XXXXXX)}"
 LOCAL="$WORK/local"; MNT="$WORK/mnt"; DATA="$WORK/server"; JFS="$WORK/juicefs"
-export XDG_CONFIG_HOME="$WORK/config" XDG_CACHE_HOME="$WORK/cache"
+export XDG_CONFIG_HOME="$WORK/config" XDG_CACHE_HOME="$WORK/cache" XDG_STATE_HOME="$WORK/state"
 mkdir -p "$LOCAL" "$MNT" "$DATA"
 PORT=$((20000 + RANDOM % 20000))
 URL="http://127.0.0.1:$PORT"
