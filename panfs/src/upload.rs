@@ -227,10 +227,6 @@ pub async fn upload(
     stats: &UploadStats,
 ) -> UploadResult<Committed> {
     let size = snap.record.size;
-    let regions = changed_regions(&snap.record);
-    for &(a, b) in &regions {
-        make_present(remote, snap, live, a, b).await?;
-    }
     // A small file goes up whole, unless it has holes, which cost nothing as chunks.
     if size <= SMALL_FILE && snap.record.zeros.is_empty() {
         make_present(remote, snap, live, 0, size).await?;
@@ -245,6 +241,10 @@ pub async fn upload(
             node,
             chunks: Vec::new(),
         });
+    }
+    let regions = changed_regions(&snap.record);
+    for &(a, b) in &regions {
+        make_present(remote, snap, live, a, b).await?;
     }
     let Plan { chunks, placed } = plan(snap, &regions)?;
     let state = remote

@@ -109,9 +109,9 @@ impl PanFs {
             .place_of(ino)
             .or_else(|| snap.record.place.clone())
             .unwrap_or_else(|| (self.root, format!("file {ino}")));
-        let mode = self
-            .block_on(self.remote.node(ino))
-            .map_or(0o644, |n| n.mode);
+        // The version that won: the copy takes its mode, and the file shows it after.
+        let current = self.block_on(self.remote.node(ino))?;
+        let mode = current.mode;
         let (parent, (copy_name, node)) = match self.new_copy(parent, &name, mode) {
             // The directory went away meanwhile: the copy goes to the top.
             Err(e) if parent != self.root && matches!(e.errno(), libc::ENOENT | libc::ENOTDIR) => {
@@ -150,7 +150,6 @@ impl PanFs {
         // The file shows the server's version now, unless it was written to
         // while the copy was made: then its next upload meets the same newer
         // version and is kept as a conflict copy too, with those writes.
-        let current = self.block_on(self.remote.node(ino))?;
         self.remember(&current);
         let mut f = lock(&file.state);
         if let Body::Local { shadow, .. } = &f.body

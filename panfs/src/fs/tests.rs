@@ -71,6 +71,27 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Another client stores `data` as the file's content, unconditionally.
+fn other_client_writes(server: &MemoryRemote, ino: i64, data: &'static [u8]) {
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(server.put_content(ino, bytes::Bytes::from_static(data), 1, None))
+        .expect("the other client's write");
+}
+
+/// The conflict copies of `stem.ext` in the root, and every name there (for messages).
+fn conflict_copies(server: &MemoryRemote, stem: &str, ext: &str) -> (Vec<i64>, Vec<String>) {
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let listing = rt.block_on(server.list(server.root())).expect("list");
+    let prefix = format!("{stem} (conflict on ");
+    let suffix = format!("){ext}");
+    let copies = listing
+        .iter()
+        .filter(|e| e.name.starts_with(&prefix) && e.name.ends_with(&suffix))
+        .map(|e| e.node.ino)
+        .collect();
+    (copies, listing.into_iter().map(|e| e.name).collect())
+}
+
 fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
@@ -242,27 +263,16 @@ fn a_replayed_write_never_overwrites_a_newer_version() {
         ino as i64
     };
     // Meanwhile another client stores its own version.
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    rt.block_on(server.put_content(ino, bytes::Bytes::from_static(b"their version"), 1, None))
-        .expect("the other client's write");
+    other_client_writes(&server, ino, b"their version");
 
     let r = rig(server.clone(), home.path(), true);
     assert_eq!(r.fs.recover_journal(), 1);
     assert_eq!(r.fs.flush_all(), 0);
     assert_eq!(server.bytes(ino).as_deref(), Some(&b"their version"[..]));
-    let listing = rt.block_on(server.list(server.root())).expect("list");
-    let copies: Vec<_> = listing
-        .iter()
-        .filter(|e| e.name.starts_with("notes (conflict on ") && e.name.ends_with(").txt"))
-        .collect();
+    let (copies, names) = conflict_copies(&server, "notes", ".txt");
+    assert_eq!(copies.len(), 1, "{names:?}");
     assert_eq!(
-        copies.len(),
-        1,
-        "{:?}",
-        listing.iter().map(|e| &e.name).collect::<Vec<_>>()
-    );
-    assert_eq!(
-        server.bytes(copies[0].node.ino).as_deref(),
+        server.bytes(copies[0]).as_deref(),
         Some(&b"VERSION 2 (local)"[..])
     );
     assert_eq!(r.fs.pending(), (0, 0), "nothing is left to send");
@@ -277,24 +287,14 @@ fn a_close_after_another_client_wrote_keeps_both_versions() {
     r.fs.release(fh);
     let (fh, _) = r.fs.open(ino, libc::O_WRONLY).expect("open");
     r.fs.write(fh, 0, b"ours, second").expect("write");
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    rt.block_on(
-        r.server
-            .put_content(ino as i64, bytes::Bytes::from_static(b"theirs"), 1, None),
-    )
-    .expect("the other client's write");
+    other_client_writes(&r.server, ino as i64, b"theirs");
     r.fs.flush(fh).expect("the close succeeds: nothing is lost");
     r.fs.release(fh);
     assert_eq!(r.server.bytes(ino as i64).as_deref(), Some(&b"theirs"[..]));
-    let listing = rt.block_on(r.server.list(r.server.root())).expect("list");
-    let copy = listing
-        .iter()
-        .find(|e| e.name.starts_with("plan (conflict on ") && e.name.ends_with(").md"))
-        .expect("a conflict copy beside the file");
-    assert_eq!(
-        r.server.bytes(copy.node.ino).as_deref(),
-        Some(&b"ours, second"[..])
-    );
+    let (copies, names) = conflict_copies(&r.server, "plan", ".md");
+    let copy = *copies.first().expect("a conflict copy beside the file");
+    assert_eq!(copies.len(), 1, "{names:?}");
+    assert_eq!(r.server.bytes(copy).as_deref(), Some(&b"ours, second"[..]));
     // The file now reads as the other client's version.
     let (fh, _) = r.fs.open(ino, libc::O_RDONLY).expect("open");
     assert_eq!(&r.fs.read(fh, 0, 64).expect("read")[..], b"theirs");

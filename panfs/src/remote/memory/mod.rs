@@ -9,11 +9,11 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 use bytes::Bytes;
 use panproto::wire::{
-    ChunkRef, CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node, NodeKind,
-    RenameMode, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
+    CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node, NodeKind, RenameMode,
+    RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
 };
 
-use super::{IfContent, Remote, RemoteError, RemoteResult};
+use super::{IfContent, Remote, RemoteResult};
 
 mod state;
 
@@ -245,19 +245,7 @@ impl Remote for MemoryRemote {
             }
             .unwrap_or_default();
             bytes.resize(size.max(0) as usize, 0);
-            let chunks = panproto::Chunker::new(&bytes[..])
-                .filter_map(Result::ok)
-                .map(|c| {
-                    let sha = panproto::sha256_hex(&c.data);
-                    state
-                        .chunks
-                        .insert(sha.clone(), Bytes::from(c.data.clone()));
-                    ChunkRef {
-                        sha256: Some(sha),
-                        size: c.data.len() as u64,
-                    }
-                })
-                .collect();
+            let chunks = state.store(&bytes);
             state.set_content(ino, chunks, bytes, req.mtime, None)?;
         }
         let now = state.tick();
@@ -315,16 +303,7 @@ impl Remote for MemoryRemote {
     ) -> RemoteResult<Node> {
         let mut state = self.lock();
         state.file(ino)?;
-        let mut chunks = Vec::new();
-        for chunk in panproto::Chunker::new(&body[..]) {
-            let chunk = chunk.map_err(|e| RemoteError::Unreachable(e.to_string()))?;
-            let sha = panproto::sha256_hex(&chunk.data);
-            chunks.push(ChunkRef {
-                sha256: Some(sha.clone()),
-                size: chunk.data.len() as u64,
-            });
-            state.chunks.insert(sha, Bytes::from(chunk.data));
-        }
+        let chunks = state.store(&body);
         state.set_content(ino, chunks, body.to_vec(), Some(mtime), if_content)
     }
 

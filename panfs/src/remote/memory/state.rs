@@ -178,6 +178,23 @@ impl State {
         Ok(node.clone())
     }
 
+    /// Cuts `bytes` into chunks as the server does, keeps them, and lists them.
+    pub(super) fn store(&mut self, bytes: &[u8]) -> Vec<ChunkRef> {
+        // Reading from memory cannot fail.
+        panproto::Chunker::new(bytes)
+            .filter_map(Result::ok)
+            .map(|c| {
+                let sha = panproto::sha256_hex(&c.data);
+                let size = c.data.len() as u64;
+                self.chunks.insert(sha.clone(), Bytes::from(c.data));
+                ChunkRef {
+                    sha256: Some(sha),
+                    size,
+                }
+            })
+            .collect()
+    }
+
     pub(super) fn bytes_of(&self, chunks: &[ChunkRef]) -> RemoteResult<Vec<u8>> {
         let mut bytes = Vec::new();
         for c in chunks {
