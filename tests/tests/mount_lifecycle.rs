@@ -51,6 +51,42 @@ fn two_mounts_see_each_others_changes_after_close() {
     });
 }
 
+/// Another client stores a version while this mount has the file open and
+/// written: the close succeeds, the other version stays in place, and this
+/// mount's version is kept beside it as a conflict copy.
+#[test]
+fn a_close_after_another_clients_write_keeps_both_versions() {
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let api = pantests::Api::user(&server.url(), "alice", pantests::PASSWORD);
+    std::fs::write(m.p("plan.md"), b"first").expect("write");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.p("plan.md"))
+        .expect("open");
+    f.write_all(b"ours").expect("write");
+    assert_eq!(
+        api.put_bytes("/api/v1/files/plan.md", b"theirs".to_vec()).0,
+        201
+    );
+    f.sync_all()
+        .expect("fsync keeps our version as a copy and succeeds");
+    drop(f);
+    assert_eq!(api.content_at("/api/v1/files/plan.md"), b"theirs");
+    let copies: Vec<_> = std::fs::read_dir(&m.path)
+        .expect("readdir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("plan (conflict on ") && n.ends_with(").md"))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        std::fs::read(m.p(&copies[0])).expect("read the copy"),
+        b"ours"
+    );
+}
+
 /// A file replaced by another client while open here: the open handle reads on
 /// from the version it opened, as on a local disk (not a mix, not ESTALE).
 #[test]
