@@ -333,6 +333,9 @@ pub enum ErrorCode {
     Corrupt,
     Unavailable,
     Internal,
+    /// A change-feed cursor older than what the server keeps (or newer than it
+    /// has): the body's `seq` is where to start over.
+    CursorExpired,
     /// A code this build does not know (from a newer server).
     #[serde(other)]
     Unknown,
@@ -375,6 +378,7 @@ impl ErrorCode {
             Corrupt => "corrupt",
             Unavailable => "unavailable",
             Internal => "internal",
+            CursorExpired => "cursor_expired",
             Unknown => "unknown",
         }
     }
@@ -390,6 +394,71 @@ impl std::fmt::Display for ErrorCode {
 pub struct ErrorBody {
     pub code: ErrorCode,
     pub message: String,
+    /// With `cursor_expired`: the feed's current sequence number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+}
+
+/// The request header that names the client (a mount) making a change, so that
+/// it can tell its own changes from others' in the feed.
+pub const ORIGIN_HEADER: &str = "x-pan-origin";
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// A new node under `parent`/`name`.
+    Create,
+    /// Another name for an existing node.
+    Link,
+    /// A name removed; `node` is absent when it was the node's last.
+    Remove,
+    /// `parent`/`name` moved to `new_parent`/`new_name` (replacing or exchanging
+    /// whatever was there).
+    Rename,
+    /// Mode, owner or times.
+    Attr,
+    /// New file content (size, content id).
+    Content,
+    /// An extended attribute set or removed.
+    Xattr,
+}
+
+/// One committed change to a user's tree, in the order of `seq`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+    pub ino: i64,
+    /// The directory entry the change touched, when it touched one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Where a rename moved the node to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_parent: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_name: Option<String>,
+    /// The node's attributes right after the change (absent once it has no name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+    /// The `x-pan-origin` of the request that made it, if it named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<u64>,
+    /// Server time of the commit, ns.
+    pub at: i64,
+}
+
+/// `GET /api/v1/changes`: the changes after the cursor, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangesResponse {
+    /// The cursor to ask with next: the last change's `seq`, or the feed's
+    /// current sequence number when there was none.
+    pub seq: i64,
+    pub changes: Vec<Change>,
+    /// More changes are waiting beyond `limit`: ask again at once.
+    pub more: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

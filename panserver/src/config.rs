@@ -89,6 +89,12 @@ pub struct ServeArgs {
     /// Seconds unreferenced data is kept before garbage collection removes it
     #[arg(long, env = "PAN_GC_GRACE_SECS", default_value_t = 3600)]
     pub gc_grace_secs: i64,
+    /// Seconds the change feed keeps a change; a client further behind starts over
+    #[arg(long, env = "PAN_CHANGE_RETENTION_SECS", default_value_t = 7 * 86400)]
+    pub change_retention_secs: i64,
+    /// Most changes the feed keeps per user; older ones go at the next maintenance pass
+    #[arg(long, env = "PAN_CHANGE_RETENTION_COUNT", default_value_t = 100_000)]
+    pub change_retention_count: i64,
     /// Seconds between maintenance passes (garbage collection, content hashing)
     #[arg(long, env = "PAN_MAINTENANCE_SECS", default_value_t = 60)]
     pub maintenance_secs: u64,
@@ -211,6 +217,8 @@ impl Settings {
             gc_grace_secs: serve.gc_grace_secs,
             default_quota_bytes: serve.quota_bytes,
             default_quota_files: serve.quota_files,
+            change_retention_secs: serve.change_retention_secs.max(1),
+            change_retention_count: serve.change_retention_count.max(1),
         };
         Ok(Self {
             data: data.data.unwrap_or_else(default_data_dir),

@@ -66,6 +66,11 @@ pub async fn run_maintenance(app: Arc<App>, every: Duration) {
             Ok(n) => tracing::info!(uploads = n, "expired part uploads removed"),
             Err(e) => tracing::warn!(error = %e, "sweeping part uploads failed"),
         }
+        match app.prune_changes().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(changes = n, "old changes pruned from the feed"),
+            Err(e) => tracing::warn!(error = %e, "pruning the change feed failed"),
+        }
         match collect_garbage(&app).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(chunks = n, "garbage collected"),

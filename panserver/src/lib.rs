@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod check;
 pub mod config;
 pub mod gc;
@@ -20,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::bus::{ChangeBus, NoBus, RedisBus};
 use crate::config::Settings;
 use crate::meta::{Dialect, SqlMeta};
 use crate::queue::{AmqpQueue, LocalQueue, TransferQueue};
@@ -64,6 +66,14 @@ pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
         ),
         None => Arc::new(LocalQueue::default()),
     };
+    let bus: Arc<dyn ChangeBus> = match &settings.redis_url {
+        Some(url) => Arc::new(
+            RedisBus::connect(url, &format!("{ns}:changes"))
+                .await
+                .with_context(|| format!("connecting to Redis at {}", config::redact(url)))?,
+        ),
+        None => Arc::new(NoBus),
+    };
     let store = store::open(&settings.store_url())
         .await
         .with_context(|| format!("opening the object store {}", settings.store_url()))?;
@@ -76,6 +86,8 @@ pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
         staging,
         limits: settings.limits(),
         chunk_gate: Default::default(),
+        feed: Default::default(),
+        bus,
     }))
 }
 
@@ -101,6 +113,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     for id in 0..settings.transfer_workers {
         tokio::spawn(transfer::run_worker(app.clone(), id));
     }
+    tokio::spawn(service::feed::relay_commits(app.clone()));
+    tokio::spawn(service::feed::follow_bus(app.clone()));
     let every = Duration::from_secs(settings.maintenance_secs);
     tokio::spawn(gc::run_maintenance(app.clone(), every));
     tokio::spawn(transfer::run_reconciler(

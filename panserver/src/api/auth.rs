@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use panproto::wire::ORIGIN_HEADER;
 use warp::{Filter, Rejection};
 
 use super::with_app;
@@ -18,6 +19,7 @@ pub struct Credential {
     cookie: Option<String>,
     csrf: Option<String>,
     safe_method: bool,
+    origin: Option<u64>,
 }
 
 /// The cookie the web page signs in with: HttpOnly, so scripts never see the token.
@@ -35,12 +37,17 @@ pub fn credential() -> impl Filter<Extract = (Credential,), Error = Rejection> +
         .and(warp::header::optional::<String>("authorization"))
         .and(warp::cookie::optional::<String>(TOKEN_COOKIE))
         .and(warp::header::optional::<String>(CSRF_HEADER))
-        .map(|method: http::Method, bearer, cookie, csrf| Credential {
-            bearer,
-            cookie,
-            csrf,
-            safe_method: method == http::Method::GET || method == http::Method::HEAD,
-        })
+        .and(warp::header::optional::<String>(ORIGIN_HEADER))
+        .map(
+            |method: http::Method, bearer, cookie, csrf, origin: Option<String>| Credential {
+                bearer,
+                cookie,
+                csrf,
+                safe_method: method == http::Method::GET || method == http::Method::HEAD,
+                // Only a label for the change feed: a malformed one is no origin.
+                origin: origin.and_then(|o| o.trim().parse().ok()),
+            },
+        )
 }
 
 pub async fn authenticate(app: &App, cred: &Credential) -> ServiceResult<Caller> {
@@ -60,7 +67,11 @@ pub async fn authenticate(app: &App, cred: &Credential) -> ServiceResult<Caller>
         }
         (None, None) => return Err(ServiceError::Unauthorized),
     };
-    app.authenticate_token(token).await
+    let caller = app.authenticate_token(token).await?;
+    Ok(Caller {
+        origin: cred.origin,
+        ..caller
+    })
 }
 
 /// A request whose credentials did not hold; `recover` answers it.

@@ -26,6 +26,7 @@ impl ServiceError {
             Changed => StatusCode::PRECONDITION_FAILED,
             Corrupt | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            CursorExpired(_) => StatusCode::GONE,
         }
     }
 
@@ -64,6 +65,7 @@ impl ServiceError {
             Corrupt => C::Corrupt,
             Unavailable(_) => C::Unavailable,
             Internal(_) => C::Internal,
+            CursorExpired(_) => C::CursorExpired,
         }
     }
 }

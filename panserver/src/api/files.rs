@@ -33,11 +33,11 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .then(|tail: Tail, app: Arc<App>, c: Caller, body| async move {
             let r = async {
                 let path = segments(&tail)?;
-                let (node, created) = app.file_for_put(c.user, &path).await?;
-                let stored = app.ingest(c.user, node.ino, body, None, None).await;
+                let (node, created) = app.file_for_put(c.actor(), &path).await?;
+                let stored = app.ingest(c.actor(), node.ino, body, None, None).await;
                 if stored.is_err() && created {
                     // A refused upload leaves no empty file behind.
-                    let _ = app.remove_path(c.user, &path).await;
+                    let _ = app.remove_path(c.actor(), &path).await;
                 }
                 stored
             };
@@ -80,7 +80,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::delete())
         .and(a())
         .then(|tail: Tail, app: Arc<App>, c: Caller| async move {
-            let r = async { app.remove_path(c.user, &segments(&tail)?).await };
+            let r = async { app.remove_path(c.actor(), &segments(&tail)?).await };
             empty_reply(r.await)
         });
     let stat = warp::path("stat")

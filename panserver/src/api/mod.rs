@@ -2,6 +2,7 @@
 //! JSON or bytes; every error is `{"code", "message"}` with its status.
 
 mod auth;
+mod changes;
 mod download;
 mod error;
 mod files;
@@ -46,6 +47,10 @@ pub fn error_reply(err: &ServiceError) -> Response {
     let body = ErrorBody {
         code: err.code(),
         message: err.to_string(),
+        seq: match err {
+            ServiceError::CursorExpired(current) => Some(*current),
+            _ => None,
+        },
     };
     let mut resp = warp::reply::with_status(warp::reply::json(&body), err.status()).into_response();
     if let ServiceError::Throttled(secs) = err
@@ -111,6 +116,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
             .or(files::routes(app.clone()))
             .unify()
             .or(xattrs::routes(app.clone()))
+            .unify()
+            .or(changes::routes(app.clone()))
             .unify(),
     );
     web::routes(app.clone())
@@ -168,6 +175,7 @@ fn error_reply_with(status: StatusCode, code: ErrorCode, message: &str) -> Respo
     let body = ErrorBody {
         code,
         message: message.into(),
+        seq: None,
     };
     warp::reply::with_status(warp::reply::json(&body), status).into_response()
 }

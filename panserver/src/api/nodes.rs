@@ -102,7 +102,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(json_body())
         .then(
             |ino: i64, app: Arc<App>, c: Caller, req: SetAttrRequest| async move {
-                let r = async { app.set_attr(c.user, ino, req).await };
+                let r = async { app.set_attr(c.actor(), ino, req).await };
                 json_reply(r.await, StatusCode::OK)
             },
         );
@@ -134,7 +134,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(json_body())
         .then(
             |parent: i64, app: Arc<App>, c: Caller, req: CreateRequest| async move {
-                let r = async { app.create_node(c.user, parent, req).await };
+                let r = async { app.create_node(c.actor(), parent, req).await };
                 json_reply(r.await, StatusCode::CREATED)
             },
         );
@@ -148,7 +148,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                     panproto::validate_name(&req.name)?;
                     Ok(app
                         .meta
-                        .link(c.user, req.ino, parent, &req.name, now_ns())
+                        .link(c.actor(), req.ino, parent, &req.name, now_ns())
                         .await?)
                 };
                 json_reply(r.await, StatusCode::CREATED)
@@ -164,7 +164,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                     let name = decode_segment(&name)?;
                     Ok(app
                         .meta
-                        .remove(c.user, parent, &name, q.dir, now_ns())
+                        .remove(c.actor(), parent, &name, q.dir, now_ns())
                         .await?)
                 };
                 empty_reply(r.await)
@@ -175,7 +175,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(a())
         .and(json_body())
         .then(|app: Arc<App>, c: Caller, req: RenameRequest| async move {
-            let r = async { app.rename_node(c.user, req).await };
+            let r = async { app.rename_node(c.actor(), req).await };
             empty_reply(r.await)
         });
     let read = warp::path!("nodes" / i64 / "content")
@@ -206,7 +206,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(body_stream())
         .then(
             |ino: i64, app: Arc<App>, c: Caller, q: WriteQuery, body| async move {
-                let r = async { app.ingest(c.user, ino, body, q.mtime, q.if_content()).await };
+                let r = async {
+                    app.ingest(c.actor(), ino, body, q.mtime, q.if_content())
+                        .await
+                };
                 json_reply(r.await, StatusCode::OK)
             },
         );

@@ -62,7 +62,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(json_body())
         .then(
             |id: String, app: Arc<App>, c: Caller, req: CommitRequest| async move {
-                let r = async { app.commit_upload(c.user, &id, req).await };
+                let r = async { app.commit_upload(c.actor(), &id, req).await };
                 json_reply(r.await, StatusCode::OK)
             },
         );

@@ -80,7 +80,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
                         let name = xattr_name(&name)?;
                         let node = app
                             .meta
-                            .set_xattr(c.user, ino, &name, &value, q.mode, now_ns())
+                            .set_xattr(c.actor(), ino, &name, &value, q.mode, now_ns())
                             .await?;
                         Ok(node)
                     };
@@ -94,7 +94,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
             |ino: i64, name: String, app: Arc<App>, c: Caller| async move {
                 let r = async {
                     let name = xattr_name(&name)?;
-                    Ok(app.meta.remove_xattr(c.user, ino, &name, now_ns()).await?)
+                    Ok(app
+                        .meta
+                        .remove_xattr(c.actor(), ino, &name, now_ns())
+                        .await?)
                 };
                 json_reply(r.await, StatusCode::OK)
             },

@@ -11,8 +11,10 @@ use std::collections::HashSet;
 
 use async_trait::async_trait;
 use panproto::wire::{
-    ChunkRef, CreateRequest, DirEntry, Node, RenameRequest, SetAttrRequest, TokenInfo, XattrMode,
+    Change, ChunkRef, CreateRequest, DirEntry, Node, RenameRequest, SetAttrRequest, TokenInfo,
+    XattrMode,
 };
+use tokio::sync::broadcast;
 
 pub use sql::SqlMeta;
 
@@ -73,6 +75,32 @@ impl From<sqlx::Error> for MetaError {
 }
 
 pub type MetaResult<T> = Result<T, MetaError>;
+
+/// Who makes a change to a tree: the user, and the client that asked for it
+/// (recorded in the change feed, so a client can skip its own changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Actor {
+    pub user: i64,
+    pub origin: Option<u64>,
+}
+
+impl Actor {
+    /// A change with no client to name (the web page, pan.go's routes, tests).
+    pub fn user(user: i64) -> Self {
+        Actor { user, origin: None }
+    }
+}
+
+/// A page of a user's change feed.
+#[derive(Debug, Clone)]
+pub struct ChangePage {
+    /// The user's sequence number when the page was read.
+    pub current: i64,
+    /// False when changes after the cursor were already pruned (or the cursor is
+    /// ahead of the feed): the client must start over.
+    pub complete: bool,
+    pub changes: Vec<Change>,
+}
 
 #[derive(Debug, Clone)]
 pub struct UserRow {
@@ -167,6 +195,7 @@ pub trait UserStore: Send + Sync {
 }
 
 /// The tree. Every call is scoped to `user`; another user's inode is `NotFound`.
+/// Every change is recorded in the user's change feed in its own transaction.
 #[async_trait]
 pub trait TreeStore: Send + Sync {
     async fn node(&self, user: i64, ino: i64) -> MetaResult<Node>;
@@ -180,14 +209,14 @@ pub trait TreeStore: Send + Sync {
     ) -> MetaResult<Vec<DirEntry>>;
     async fn create(
         &self,
-        user: i64,
+        by: Actor,
         parent: i64,
         req: &CreateRequest,
         now: i64,
     ) -> MetaResult<Node>;
     async fn link(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         parent: i64,
         name: &str,
@@ -196,17 +225,17 @@ pub trait TreeStore: Send + Sync {
     /// Removes a name; `dir` selects rmdir semantics.
     async fn remove(
         &self,
-        user: i64,
+        by: Actor,
         parent: i64,
         name: &str,
         dir: bool,
         now: i64,
     ) -> MetaResult<()>;
-    async fn rename(&self, user: i64, req: &RenameRequest, now: i64) -> MetaResult<()>;
+    async fn rename(&self, by: Actor, req: &RenameRequest, now: i64) -> MetaResult<()>;
     /// Mode, owner and times; size changes go through `set_content`.
     async fn set_attr(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         req: &SetAttrRequest,
         now: i64,
@@ -223,14 +252,14 @@ pub trait XattrStore: Send + Sync {
     /// Sets one attribute and the node's ctime; returns the node.
     async fn set_xattr(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         name: &str,
         value: &[u8],
         mode: XattrMode,
         now: i64,
     ) -> MetaResult<Node>;
-    async fn remove_xattr(&self, user: i64, ino: i64, name: &str, now: i64) -> MetaResult<Node>;
+    async fn remove_xattr(&self, by: Actor, ino: i64, name: &str, now: i64) -> MetaResult<Node>;
 }
 
 /// File contents and the chunks they are made of.
@@ -244,7 +273,7 @@ pub trait ContentStore: Send + Sync {
     #[allow(clippy::too_many_arguments)]
     async fn set_content(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         chunks: &[ChunkRef],
         hashes: Option<(&str, &str)>,
@@ -304,7 +333,25 @@ pub trait Upkeep: Send + Sync {
     async fn audit(&self, repair: bool) -> MetaResult<Audit>;
 }
 
-/// The whole metadata store, one trait per concern; callers import the ones they use.
-pub trait MetaStore: UserStore + TreeStore + XattrStore + ContentStore + Upkeep {}
+/// The per-user change feed: every committed change to a tree, numbered.
+#[async_trait]
+pub trait ChangeStore: Send + Sync {
+    /// Up to `limit` changes after `since`, oldest first.
+    async fn changes(&self, user: i64, since: i64, limit: i64) -> MetaResult<ChangePage>;
+    /// The user's current sequence number.
+    async fn change_seq(&self, user: i64) -> MetaResult<i64>;
+    /// Forgets changes committed before `before` and all but each user's newest
+    /// `keep` changes; returns how many went.
+    async fn prune_changes(&self, before: i64, keep: i64) -> MetaResult<u64>;
+    /// The users whose trees this process changed, as each change commits. Other
+    /// processes sharing the database are not seen here (see `feed`).
+    fn committed(&self) -> broadcast::Receiver<i64>;
+}
 
-impl<T: UserStore + TreeStore + XattrStore + ContentStore + Upkeep> MetaStore for T {}
+/// The whole metadata store, one trait per concern; callers import the ones they use.
+pub trait MetaStore:
+    UserStore + TreeStore + XattrStore + ContentStore + ChangeStore + Upkeep
+{
+}
+
+impl<T: UserStore + TreeStore + XattrStore + ContentStore + ChangeStore + Upkeep> MetaStore for T {}

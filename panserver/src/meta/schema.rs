@@ -115,6 +115,18 @@ const MIGRATIONS: &[&[&str]] = &[
         PRIMARY KEY (ino, name)
     ){table}",
     ],
+    // 3: the change feed: each user's sequence number and the changes kept.
+    &[
+        "ALTER TABLE tbl_user ADD COLUMN change_seq BIGINT NOT NULL DEFAULT 0",
+        "CREATE TABLE tbl_change (
+        user_id BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        at BIGINT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (user_id, seq)
+    ){table}",
+        "CREATE INDEX idx_change_at ON tbl_change (at)",
+    ],
 ];
 
 pub fn latest_version() -> i64 {

@@ -3,9 +3,13 @@
 
 use std::collections::HashSet;
 
-use panproto::wire::{ChunkRef, CreateRequest, NodeKind, RenameMode, RenameRequest, XattrMode};
+use panproto::wire::{
+    ChangeKind, ChunkRef, CreateRequest, NodeKind, RenameMode, RenameRequest, XattrMode,
+};
 
-use super::{ContentStore, MetaError, SqlMeta, TreeStore, Upkeep, UserStore, XattrStore};
+use super::{
+    Actor, ChangeStore, ContentStore, MetaError, SqlMeta, TreeStore, Upkeep, UserStore, XattrStore,
+};
 
 async fn store() -> (SqlMeta, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -44,32 +48,36 @@ async fn tree_rules() {
     let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
     let root = u.root_ino;
     let a = m
-        .create(u.id, root, &req("a", NodeKind::Dir), 2)
+        .create(Actor::user(u.id), root, &req("a", NodeKind::Dir), 2)
         .await
         .expect("a");
     let f = m
-        .create(u.id, a.ino, &req("f", NodeKind::File), 3)
+        .create(Actor::user(u.id), a.ino, &req("f", NodeKind::File), 3)
         .await
         .expect("f");
     assert!(matches!(
-        m.create(u.id, a.ino, &req("f", NodeKind::File), 3).await,
+        m.create(Actor::user(u.id), a.ino, &req("f", NodeKind::File), 3)
+            .await,
         Err(MetaError::Exists)
     ));
     assert!(matches!(
-        m.create(u.id, f.ino, &req("x", NodeKind::File), 3).await,
+        m.create(Actor::user(u.id), f.ino, &req("x", NodeKind::File), 3)
+            .await,
         Err(MetaError::NotDir)
     ));
     assert_eq!(m.node(u.id, root).await.expect("root").nlink, 3);
     // Hard link, then unlink both names: the inode is gone from the tree.
-    m.link(u.id, f.ino, root, "g", 4).await.expect("link");
+    m.link(Actor::user(u.id), f.ino, root, "g", 4)
+        .await
+        .expect("link");
     assert_eq!(m.node(u.id, f.ino).await.expect("f").nlink, 2);
-    m.remove(u.id, a.ino, "f", false, 5)
+    m.remove(Actor::user(u.id), a.ino, "f", false, 5)
         .await
         .expect("unlink f");
     assert_eq!(m.lookup(u.id, root, "g").await.expect("g").nlink, 1);
     // Rename a directory into its own child is refused; exchange swaps.
     let b = m
-        .create(u.id, a.ino, &req("b", NodeKind::Dir), 6)
+        .create(Actor::user(u.id), a.ino, &req("b", NodeKind::Dir), 6)
         .await
         .expect("b");
     let into_self = RenameRequest {
@@ -80,7 +88,7 @@ async fn tree_rules() {
         mode: RenameMode::Replace,
     };
     assert!(matches!(
-        m.rename(u.id, &into_self, 7).await,
+        m.rename(Actor::user(u.id), &into_self, 7).await,
         Err(MetaError::Invalid(_))
     ));
     let swap = RenameRequest {
@@ -90,7 +98,9 @@ async fn tree_rules() {
         new_name: "g".into(),
         mode: RenameMode::Exchange,
     };
-    m.rename(u.id, &swap, 8).await.expect("exchange");
+    m.rename(Actor::user(u.id), &swap, 8)
+        .await
+        .expect("exchange");
     assert_eq!(
         m.lookup(u.id, root, "g").await.expect("g").kind,
         NodeKind::Dir
@@ -100,7 +110,7 @@ async fn tree_rules() {
         NodeKind::File
     );
     assert!(matches!(
-        m.remove(u.id, root, "g", true, 9).await,
+        m.remove(Actor::user(u.id), root, "g", true, 9).await,
         Err(MetaError::NotEmpty)
     ));
     // Another user sees none of it.
@@ -120,17 +130,17 @@ async fn contents_are_counted_and_collected() {
     let (m, _dir) = store().await;
     let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
     let f = m
-        .create(u.id, u.root_ino, &req("f", NodeKind::File), 2)
+        .create(Actor::user(u.id), u.root_ino, &req("f", NodeKind::File), 2)
         .await
         .expect("f");
     let g = m
-        .create(u.id, u.root_ino, &req("g", NodeKind::File), 2)
+        .create(Actor::user(u.id), u.root_ino, &req("g", NodeKind::File), 2)
         .await
         .expect("g");
     let list = vec![chunk("a", 10), chunk("b", 20), chunk("a", 10)];
     // Committing a chunk the store has not verified fails.
     assert!(
-        m.set_content(u.id, f.ino, &list, None, None, 3, 3)
+        m.set_content(Actor::user(u.id), f.ino, &list, None, None, 3, 3)
             .await
             .is_err()
     );
@@ -140,17 +150,17 @@ async fn contents_are_counted_and_collected() {
             .expect("chunk");
     }
     let n = m
-        .set_content(u.id, f.ino, &list, None, None, 3, 3)
+        .set_content(Actor::user(u.id), f.ino, &list, None, None, 3, 3)
         .await
         .expect("commit");
     assert_eq!(n.size, 40);
-    m.set_content(u.id, g.ino, &list, None, None, 3, 3)
+    m.set_content(Actor::user(u.id), g.ino, &list, None, None, 3, 3)
         .await
         .expect("same content");
     assert_eq!(m.user_by_id(u.id).await.expect("user").used_bytes, 80);
     // A stale conditional commit is refused.
     assert!(matches!(
-        m.set_content(u.id, f.ino, &[], None, Some(None), 4, 4)
+        m.set_content(Actor::user(u.id), f.ino, &[], None, Some(None), 4, 4)
             .await,
         Err(MetaError::Conflict)
     ));
@@ -158,10 +168,10 @@ async fn contents_are_counted_and_collected() {
     let none = HashSet::new();
     let report = m.collect_garbage(i64::MAX, &none).await.expect("gc");
     assert!(report.chunks_removed.is_empty());
-    m.set_content(u.id, f.ino, &[], None, None, 5, 5)
+    m.set_content(Actor::user(u.id), f.ino, &[], None, None, 5, 5)
         .await
         .expect("empty f");
-    m.remove(u.id, u.root_ino, "g", false, 5)
+    m.remove(Actor::user(u.id), u.root_ino, "g", false, 5)
         .await
         .expect("unlink g");
     // Pinned chunks (an open session) survive; the rest goes.
@@ -190,7 +200,10 @@ async fn special_nodes_keep_their_type_and_device_number() {
         let mut r = req(kind.as_str(), kind);
         r.rdev = 0x7801;
         r.target = Some("ignored".into());
-        let n = m.create(u.id, u.root_ino, &r, 2).await.expect("create");
+        let n = m
+            .create(Actor::user(u.id), u.root_ino, &r, 2)
+            .await
+            .expect("create");
         let want_rdev = if matches!(kind, NodeKind::CharDev | NodeKind::BlockDev) {
             0x7801
         } else {
@@ -205,7 +218,7 @@ async fn special_nodes_keep_their_type_and_device_number() {
         assert_eq!(found, n);
         // No content can be set on a node that is not a regular file.
         assert!(
-            m.set_content(u.id, n.ino, &[], None, None, 3, 3)
+            m.set_content(Actor::user(u.id), n.ino, &[], None, None, 3, 3)
                 .await
                 .is_err()
         );
@@ -221,31 +234,66 @@ async fn extended_attributes_follow_their_flags_and_limits() {
     let (m, _dir) = store().await;
     let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
     let f = m
-        .create(u.id, u.root_ino, &req("f", NodeKind::File), 2)
+        .create(Actor::user(u.id), u.root_ino, &req("f", NodeKind::File), 2)
         .await
         .expect("f");
     assert_eq!(f.xattrs, 0);
     let n = m
-        .set_xattr(u.id, f.ino, "user.a", b"1", XattrMode::Create, 5)
+        .set_xattr(
+            Actor::user(u.id),
+            f.ino,
+            "user.a",
+            b"1",
+            XattrMode::Create,
+            5,
+        )
         .await
         .expect("create");
     assert_eq!((n.xattrs, n.ctime), (1, 5));
     assert!(matches!(
-        m.set_xattr(u.id, f.ino, "user.a", b"2", XattrMode::Create, 6)
-            .await,
+        m.set_xattr(
+            Actor::user(u.id),
+            f.ino,
+            "user.a",
+            b"2",
+            XattrMode::Create,
+            6
+        )
+        .await,
         Err(MetaError::Exists)
     ));
     assert!(matches!(
-        m.set_xattr(u.id, f.ino, "user.b", b"2", XattrMode::Replace, 6)
-            .await,
+        m.set_xattr(
+            Actor::user(u.id),
+            f.ino,
+            "user.b",
+            b"2",
+            XattrMode::Replace,
+            6
+        )
+        .await,
         Err(MetaError::NoAttribute)
     ));
-    m.set_xattr(u.id, f.ino, "user.a", b"22", XattrMode::Replace, 7)
-        .await
-        .expect("replace");
-    m.set_xattr(u.id, f.ino, "user.b", &[0, 255, 1], XattrMode::Set, 7)
-        .await
-        .expect("binary value");
+    m.set_xattr(
+        Actor::user(u.id),
+        f.ino,
+        "user.a",
+        b"22",
+        XattrMode::Replace,
+        7,
+    )
+    .await
+    .expect("replace");
+    m.set_xattr(
+        Actor::user(u.id),
+        f.ino,
+        "user.b",
+        &[0, 255, 1],
+        XattrMode::Set,
+        7,
+    )
+    .await
+    .expect("binary value");
     assert_eq!(m.xattr(u.id, f.ino, "user.a").await.expect("get"), b"22");
     assert_eq!(
         m.xattr(u.id, f.ino, "user.b").await.expect("get"),
@@ -261,7 +309,7 @@ async fn extended_attributes_follow_their_flags_and_limits() {
     for i in 0..8 {
         match m
             .set_xattr(
-                u.id,
+                Actor::user(u.id),
                 f.ino,
                 &format!("user.big{i}"),
                 &big,
@@ -286,21 +334,21 @@ async fn extended_attributes_follow_their_flags_and_limits() {
         Err(MetaError::NotFound)
     ));
     assert!(matches!(
-        m.set_xattr(v.id, f.ino, "user.x", b"", XattrMode::Set, 9)
+        m.set_xattr(Actor::user(v.id), f.ino, "user.x", b"", XattrMode::Set, 9)
             .await,
         Err(MetaError::NotFound)
     ));
     let n = m
-        .remove_xattr(u.id, f.ino, "user.a", 10)
+        .remove_xattr(Actor::user(u.id), f.ino, "user.a", 10)
         .await
         .expect("remove");
     assert_eq!(n.ctime, 10);
     assert!(matches!(
-        m.remove_xattr(u.id, f.ino, "user.a", 11).await,
+        m.remove_xattr(Actor::user(u.id), f.ino, "user.a", 11).await,
         Err(MetaError::NoAttribute)
     ));
     // They go with the last link.
-    m.remove(u.id, u.root_ino, "f", false, 12)
+    m.remove(Actor::user(u.id), u.root_ino, "f", false, 12)
         .await
         .expect("unlink");
     assert!(matches!(
@@ -324,8 +372,92 @@ async fn an_unreachable_database_is_unavailable_for_reads_too() {
     ));
     assert!(unavailable(m.token_owner("t", 1).await.map(drop)));
     assert!(unavailable(
-        m.create(u.id, u.root_ino, &req("f", NodeKind::File), 2)
+        m.create(Actor::user(u.id), u.root_ino, &req("f", NodeKind::File), 2)
             .await
             .map(drop)
     ));
+}
+
+#[tokio::test]
+async fn every_change_is_numbered_in_order_and_pruning_expires_old_cursors() {
+    let (m, _dir) = store().await;
+    let u = m.create_user("alice", "h", (0, 0), 1).await.expect("user");
+    let v = m.create_user("bob", "h", (0, 0), 1).await.expect("user");
+    let (root, me) = (
+        u.root_ino,
+        Actor {
+            user: u.id,
+            origin: Some(7),
+        },
+    );
+    let f = m
+        .create(me, root, &req("f", NodeKind::File), 2)
+        .await
+        .expect("create");
+    m.create(
+        Actor::user(v.id),
+        v.root_ino,
+        &req("other", NodeKind::File),
+        2,
+    )
+    .await
+    .expect("bob's create");
+    m.link(me, f.ino, root, "g", 3).await.expect("link");
+    let rename = RenameRequest {
+        parent: root,
+        name: "g".into(),
+        new_parent: root,
+        new_name: "h".into(),
+        mode: RenameMode::Replace,
+    };
+    m.rename(me, &rename, 4).await.expect("rename");
+    m.set_xattr(me, f.ino, "user.a", b"1", XattrMode::Set, 5)
+        .await
+        .expect("xattr");
+    m.set_content(me, f.ino, &[], None, None, 6, 6)
+        .await
+        .expect("content");
+    m.remove(me, root, "f", false, 7).await.expect("remove");
+    // A refused change records nothing.
+    assert!(m.remove(me, root, "f", false, 8).await.is_err());
+
+    let page = m.changes(u.id, 0, 100).await.expect("changes");
+    assert!(page.complete);
+    assert_eq!(page.current, 6);
+    let kinds: Vec<_> = page.changes.iter().map(|c| (c.seq, c.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, ChangeKind::Create),
+            (2, ChangeKind::Link),
+            (3, ChangeKind::Rename),
+            (4, ChangeKind::Xattr),
+            (5, ChangeKind::Content),
+            (6, ChangeKind::Remove),
+        ]
+    );
+    let renamed = &page.changes[2];
+    assert_eq!(
+        (renamed.name.as_deref(), renamed.new_name.as_deref()),
+        (Some("g"), Some("h"))
+    );
+    assert!(
+        page.changes
+            .iter()
+            .all(|c| c.origin == Some(7) && c.ino == f.ino)
+    );
+    // The removal of one of two names leaves the node, with one link.
+    assert_eq!(page.changes[5].node.as_ref().map(|n| n.nlink), Some(1));
+    // Bob's feed is his own.
+    assert_eq!(m.changes(v.id, 0, 100).await.expect("bob").changes.len(), 1);
+
+    // Keep the newest two: a cursor at 3 still has 4.., one at 2 has lost 3.
+    assert_eq!(m.prune_changes(0, 2).await.expect("prune"), 4);
+    assert!(!m.changes(u.id, 2, 100).await.expect("old cursor").complete);
+    let recent = m.changes(u.id, 4, 100).await.expect("recent cursor");
+    assert!(recent.complete);
+    assert_eq!(recent.changes.len(), 2);
+    assert!(m.changes(u.id, 6, 100).await.expect("current").complete);
+    // A cursor from the future (a restored database) is not whole either.
+    assert!(!m.changes(u.id, 9, 100).await.expect("future").complete);
 }

@@ -7,7 +7,7 @@ use futures::Stream;
 use panproto::CHUNK_MAX;
 use panproto::wire::{ChunkRef, Node, NodeKind};
 
-use crate::meta::Extent;
+use crate::meta::{Actor, Extent};
 use crate::service::{App, now_ns};
 use crate::service::{ServiceError, ServiceResult};
 
@@ -52,11 +52,12 @@ impl App {
     /// Sets a file's size: cuts or extends with zeros, re-staging only the chunk cut in two.
     pub async fn truncate(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         size: i64,
         mtime: Option<i64>,
     ) -> ServiceResult<Node> {
+        let user = by.user;
         if size < 0 {
             return Err(ServiceError::BadRequest("size must not be negative".into()));
         }
@@ -97,7 +98,7 @@ impl App {
         Ok(self
             .meta
             .set_content(
-                user,
+                by,
                 ino,
                 &chunks,
                 None,

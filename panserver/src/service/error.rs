@@ -70,6 +70,8 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    #[error("the change feed no longer holds changes from that cursor; start over at {0}")]
+    CursorExpired(i64),
 }
 
 impl ServiceError {

@@ -5,11 +5,13 @@
 
 pub mod content;
 mod error;
+pub mod feed;
 mod tree;
 pub mod uploads;
 mod users;
 
 pub use error::{ServiceError, ServiceResult};
+pub use feed::Feed;
 pub use users::{Caller, user_info};
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use tokio::sync::RwLock;
 
+use crate::bus::ChangeBus;
 use crate::meta::{ChunkLocation, MetaStore};
 use crate::queue::TransferQueue;
 use crate::session::SessionStore;
@@ -40,6 +43,9 @@ pub struct Limits {
     pub default_quota_files: i64,
     /// Mark the web page's cookie `Secure` (set when serving HTTPS).
     pub secure_cookies: bool,
+    /// How long, and how many per user, the change feed keeps changes.
+    pub change_retention_secs: i64,
+    pub change_retention_count: i64,
 }
 
 pub struct App {
@@ -52,6 +58,10 @@ pub struct App {
     /// Writers of chunks hold it shared, garbage collection exclusively: a chunk being
     /// re-uploaded is never removed under the uploader.
     pub chunk_gate: RwLock<()>,
+    /// Requests waiting for a user's next change.
+    pub feed: Feed,
+    /// Tells the other servers of a deployment about changes made here.
+    pub bus: Arc<dyn ChangeBus>,
 }
 
 pub fn now_ns() -> i64 {

@@ -5,7 +5,7 @@ use panproto::wire::{
 };
 
 use super::{App, ServiceError, ServiceResult, now_ns};
-use crate::meta::MetaError;
+use crate::meta::{Actor, MetaError};
 
 /// Most entries one page of a listing holds.
 const PAGE_MAX: i64 = 1000;
@@ -29,15 +29,15 @@ impl App {
 
     pub async fn set_attr(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         req: SetAttrRequest,
     ) -> ServiceResult<panproto::wire::Node> {
         let now = now_ns();
         if let Some(size) = req.size {
-            self.truncate(user, ino, size, req.mtime).await?;
+            self.truncate(by, ino, size, req.mtime).await?;
         }
-        Ok(self.meta.set_attr(user, ino, &req, now).await?)
+        Ok(self.meta.set_attr(by, ino, &req, now).await?)
     }
 
     pub async fn manifest(&self, user: i64, ino: i64) -> ServiceResult<Manifest> {
@@ -57,7 +57,7 @@ impl App {
 
     pub async fn create_node(
         &self,
-        user: i64,
+        by: Actor,
         parent: i64,
         req: CreateRequest,
     ) -> ServiceResult<panproto::wire::Node> {
@@ -70,13 +70,13 @@ impl App {
                 "a symlink target is 1 to 4095 bytes without NUL".into(),
             ));
         }
-        Ok(self.meta.create(user, parent, &req, now_ns()).await?)
+        Ok(self.meta.create(by, parent, &req, now_ns()).await?)
     }
 
-    pub async fn rename_node(&self, user: i64, req: RenameRequest) -> ServiceResult<()> {
+    pub async fn rename_node(&self, by: Actor, req: RenameRequest) -> ServiceResult<()> {
         panproto::validate_name(&req.name)?;
         panproto::validate_name(&req.new_name)?;
-        Ok(self.meta.rename(user, &req, now_ns()).await?)
+        Ok(self.meta.rename(by, &req, now_ns()).await?)
     }
 }
 
@@ -91,7 +91,8 @@ impl App {
     }
 
     /// The file at `path`, created (with its missing parents) when absent; true when created.
-    pub async fn file_for_put(&self, user: i64, path: &[String]) -> ServiceResult<(Node, bool)> {
+    pub async fn file_for_put(&self, by: Actor, path: &[String]) -> ServiceResult<(Node, bool)> {
+        let user = by.user;
         let Some((name, dirs)) = path.split_last() else {
             return Err(ServiceError::IsDir);
         };
@@ -102,9 +103,7 @@ impl App {
                 Ok(node) if node.kind == NodeKind::Dir => node.ino,
                 Ok(_) => return Err(ServiceError::NotDir),
                 Err(MetaError::NotFound) => {
-                    self.make(user, parent, dir, NodeKind::Dir, 0o755)
-                        .await?
-                        .ino
+                    self.make(by, parent, dir, NodeKind::Dir, 0o755).await?.ino
                 }
                 Err(e) => return Err(e.into()),
             };
@@ -113,7 +112,7 @@ impl App {
             Ok(node) if node.kind == NodeKind::File => Ok((node, false)),
             Ok(node) => Err(ServiceError::not_a_file(node.kind)),
             Err(MetaError::NotFound) => Ok((
-                self.make(user, parent, name, NodeKind::File, 0o644).await?,
+                self.make(by, parent, name, NodeKind::File, 0o644).await?,
                 true,
             )),
             Err(e) => Err(e.into()),
@@ -123,12 +122,13 @@ impl App {
     /// Creates a node, or returns the one a concurrent request just created.
     pub async fn make(
         &self,
-        user: i64,
+        by: Actor,
         parent: i64,
         name: &str,
         kind: NodeKind,
         mode: u32,
     ) -> ServiceResult<Node> {
+        let user = by.user;
         let req = CreateRequest {
             name: name.to_string(),
             kind,
@@ -138,13 +138,14 @@ impl App {
             target: None,
             rdev: 0,
         };
-        match self.create_node(user, parent, req).await {
+        match self.create_node(by, parent, req).await {
             Err(ServiceError::Exists) => Ok(self.meta.lookup(user, parent, name).await?),
             other => other,
         }
     }
 
-    pub async fn remove_path(&self, user: i64, path: &[String]) -> ServiceResult<()> {
+    pub async fn remove_path(&self, by: Actor, path: &[String]) -> ServiceResult<()> {
+        let user = by.user;
         let Some((name, dirs)) = path.split_last() else {
             return Err(ServiceError::NotPermitted("the root cannot be removed"));
         };
@@ -152,7 +153,7 @@ impl App {
         let node = self.meta.lookup(user, parent.ino, name).await?;
         Ok(self
             .meta
-            .remove(user, parent.ino, name, node.kind == NodeKind::Dir, now_ns())
+            .remove(by, parent.ino, name, node.kind == NodeKind::Dir, now_ns())
             .await?)
     }
 }

@@ -12,6 +12,7 @@ use rand::Rng;
 use subtle::ConstantTimeEq;
 
 use crate::auth::random_hex;
+use crate::meta::Actor;
 use crate::service::{App, NS, now_ns};
 use crate::service::{ServiceError, ServiceResult};
 use crate::session::{NewFile, UploadSession};
@@ -270,10 +271,11 @@ impl App {
 
     pub async fn commit_upload(
         &self,
-        user: i64,
+        by: Actor,
         id: &str,
         req: CommitRequest,
     ) -> ServiceResult<Node> {
+        let user = by.user;
         let session = self.load_session(user, id).await?;
         if session.challenge.is_some() || !session.unproven.is_empty() {
             return Err(ServiceError::Incomplete(
@@ -291,7 +293,7 @@ impl App {
         let ino = match &session.new_file {
             Some(file) => {
                 let node = self
-                    .make(user, file.parent, &file.name, NodeKind::File, 0o644)
+                    .make(by, file.parent, &file.name, NodeKind::File, 0o644)
                     .await?;
                 if node.kind != NodeKind::File {
                     return Err(ServiceError::not_a_file(node.kind));
@@ -304,7 +306,7 @@ impl App {
         let node = self
             .meta
             .set_content(
-                user,
+                by,
                 ino,
                 &session.chunks,
                 None,
@@ -321,12 +323,13 @@ impl App {
     /// `mtime` defaults to now.
     pub async fn ingest(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         body: BodyStream,
         mtime: Option<i64>,
         if_content: Option<Option<&str>>,
     ) -> ServiceResult<Node> {
+        let user = by.user;
         // Refused before any byte is staged.
         let node = self.meta.node(user, ino).await?;
         if node.kind != NodeKind::File {
@@ -368,7 +371,7 @@ impl App {
         Ok(self
             .meta
             .set_content(
-                user,
+                by,
                 ino,
                 &chunks,
                 Some((&hashes.0, &hashes.1)),

@@ -7,13 +7,25 @@ use crate::auth::{
     hash_password, lockout_secs, new_token, token_hash, validate_password, validate_username,
     verify_password,
 };
-use crate::meta::{MetaError, UserRow};
+use crate::meta::{Actor, MetaError, UserRow};
 
 /// The user a request acts for, from its bearer token or the web page's cookie.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
     pub user: i64,
     pub token_id: i64,
+    /// The client that sent the request, if it named itself (`x-pan-origin`).
+    pub origin: Option<u64>,
+}
+
+impl Caller {
+    /// The caller as the author of a change.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user: self.user,
+            origin: self.origin,
+        }
+    }
 }
 
 fn well_formed(token: &str) -> bool {
@@ -119,6 +131,10 @@ impl App {
             .token_owner(&token_hash(token), now_ns())
             .await?
             .ok_or(ServiceError::Unauthorized)?;
-        Ok(Caller { user, token_id })
+        Ok(Caller {
+            user,
+            token_id,
+            origin: None,
+        })
     }
 }

@@ -18,6 +18,7 @@ use warp::reply::Response;
 use super::{Params, envelope, failure, pango_caller};
 use crate::api::download::{ReadRequest, download};
 use crate::auth::random_hex;
+use crate::meta::Actor;
 use crate::parts::{PART_SIZE, PartStore, PartUpload};
 use crate::service::uploads::BodyStream;
 use crate::service::user_info;
@@ -126,17 +127,17 @@ async fn file_meta(app: &App, entry: &DirEntry) -> ServiceResult<FileMeta> {
 /// Stores `body` as the file `name` in the top folder (created, or replaced).
 async fn store_top_file(
     app: &App,
-    user: i64,
+    by: Actor,
     root: i64,
     name: &str,
     body: BodyStream,
 ) -> ServiceResult<FileMeta> {
     panproto::validate_name(name)?;
-    let node = app.make(user, root, name, NodeKind::File, 0o644).await?;
+    let node = app.make(by, root, name, NodeKind::File, 0o644).await?;
     if node.kind != NodeKind::File {
         return Err(ServiceError::not_a_file(node.kind));
     }
-    let node = app.ingest(user, node.ino, body, None, None).await?;
+    let node = app.ingest(by, node.ino, body, None, None).await?;
     file_meta(
         app,
         &DirEntry {
@@ -214,7 +215,7 @@ pub async fn upload(app: Arc<App>, p: Params, bearer: Option<String>, form: Form
                 })
                 .map_err(std::io::Error::other)
                 .boxed();
-            return store_top_file(&app, caller.user, user.root_ino, &name, body).await;
+            return store_top_file(&app, caller.actor(), user.root_ino, &name, body).await;
         }
         Err(ServiceError::BadRequest(
             "the form has no file field".into(),
@@ -317,7 +318,7 @@ pub async fn update(app: Arc<App>, p: Params, bearer: Option<String>) -> Respons
             new_name: new_name.clone(),
             mode: RenameMode::NoReplace,
         };
-        app.meta.rename(caller.user, &req, now_ns()).await?;
+        app.meta.rename(caller.actor(), &req, now_ns()).await?;
         file_meta(
             &app,
             &DirEntry {
@@ -335,7 +336,7 @@ pub async fn delete(app: Arc<App>, p: Params, bearer: Option<String>) -> Respons
         let (caller, user) = pango_caller(&app, &p, bearer).await?;
         let entry = file_by_sha1(&app, caller.user, user.root_ino, &p.sha1()?).await?;
         app.meta
-            .remove(caller.user, user.root_ino, &entry.name, false, now_ns())
+            .remove(caller.actor(), user.root_ino, &entry.name, false, now_ns())
             .await?;
         Ok(())
     };
@@ -357,7 +358,7 @@ pub async fn fastupload(app: Arc<App>, p: Params, bearer: Option<String>) -> Res
             app.prove(caller.user, id, proof).await?;
             let node = app
                 .commit_upload(
-                    caller.user,
+                    caller.actor(),
                     id,
                     CommitRequest {
                         if_content: None,
@@ -402,7 +403,7 @@ pub async fn fastupload(app: Arc<App>, p: Params, bearer: Option<String>) -> Res
         }
         let node = app
             .commit_upload(
-                caller.user,
+                caller.actor(),
                 &state.id,
                 CommitRequest {
                     if_content: None,
@@ -507,7 +508,7 @@ pub async fn mp_complete(app: Arc<App>, p: Params, bearer: Option<String>) -> Re
         }
         let meta = store_top_file(
             &app,
-            caller.user,
+            caller.actor(),
             user.root_ino,
             &name,
             parts.content(&upload)?,

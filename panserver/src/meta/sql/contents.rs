@@ -3,13 +3,14 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use panproto::wire::{ChunkRef, Node, NodeKind};
+use panproto::wire::{ChangeKind, ChunkRef, Node, NodeKind};
 use sqlx::{AssertSqlSafe, Row};
 
+use super::changes::Edit;
 use super::tree::live_node;
 use super::{BATCH, SqlMeta, Tx, for_update, inserted_id};
 use crate::meta::{
-    ChunkLocation, ContentStore, Extent, KnownContent, MetaError, MetaResult, TreeStore,
+    Actor, ChunkLocation, ContentStore, Extent, KnownContent, MetaError, MetaResult, TreeStore,
 };
 
 pub(super) async fn release_content_of(tx: &mut Tx, ino: i64, now: i64) -> MetaResult<()> {
@@ -38,7 +39,7 @@ impl SqlMeta {
     #[allow(clippy::too_many_arguments)]
     async fn set_content_tx(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         chunks: &[ChunkRef],
         hashes: Option<(&str, &str)>,
@@ -46,6 +47,7 @@ impl SqlMeta {
         mtime: i64,
         now: i64,
     ) -> MetaResult<Node> {
+        let user = by.user;
         let mut tx = self.begin_write().await?;
         let node = live_node(&mut tx, user, ino).await?;
         if node.kind != NodeKind::File {
@@ -94,7 +96,8 @@ impl SqlMeta {
             .execute(&mut *tx)
             .await?;
         let node = live_node(&mut tx, user, ino).await?;
-        tx.commit().await?;
+        let edit = Edit::new(ChangeKind::Content, ino).node(Some(node.clone()));
+        self.commit_edit(tx, by, edit, now).await?;
         Ok(node)
     }
 
@@ -224,7 +227,7 @@ impl ContentStore for SqlMeta {
 
     async fn set_content(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         chunks: &[ChunkRef],
         hashes: Option<(&str, &str)>,
@@ -232,7 +235,7 @@ impl ContentStore for SqlMeta {
         mtime: i64,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.set_content_tx(user, ino, chunks, hashes, if_content, mtime, now))
+        self.retry(|| self.set_content_tx(by, ino, chunks, hashes, if_content, mtime, now))
             .await
     }
 

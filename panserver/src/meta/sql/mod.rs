@@ -3,6 +3,7 @@
 //! concern, as the traits in `meta/mod.rs`: users and tokens, the tree (and its
 //! renames), extended attributes, contents and chunks, upkeep.
 
+mod changes;
 mod contents;
 mod rename;
 mod tree;
@@ -28,6 +29,8 @@ const RETRIES: u32 = 8;
 pub struct SqlMeta {
     pool: AnyPool,
     dialect: Dialect,
+    /// Users whose trees changed, as the changes commit (see `ChangeStore::committed`).
+    committed: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl SqlMeta {
@@ -58,7 +61,12 @@ impl SqlMeta {
             });
         }
         let pool = options.connect(url).await?;
-        Ok(Self { pool, dialect })
+        let (committed, _) = tokio::sync::broadcast::channel(1024);
+        Ok(Self {
+            pool,
+            dialect,
+            committed,
+        })
     }
 
     pub fn pool(&self) -> AnyPool {

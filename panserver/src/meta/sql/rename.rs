@@ -1,20 +1,22 @@
 //! Renames: move, replace, no-replace and exchange, in one transaction.
 
-use panproto::wire::{NodeKind, RenameMode, RenameRequest};
+use panproto::wire::{ChangeKind, NodeKind, RenameMode, RenameRequest};
 
 use super::SqlMeta;
+use super::changes::{Edit, node_after};
 use super::tree::{
     dir_changed, dir_is_empty, drop_link, entry_ino, is_within, live_dir, live_node,
 };
-use crate::meta::{MetaError, MetaResult};
+use crate::meta::{Actor, MetaError, MetaResult};
 
 impl SqlMeta {
     pub(super) async fn rename_tx(
         &self,
-        user: i64,
+        by: Actor,
         req: &RenameRequest,
         now: i64,
     ) -> MetaResult<()> {
+        let user = by.user;
         let mut tx = self.begin_write().await?;
         // Both directories are locked, the lower inode first, so that two renames
         // between the same pair wait for each other instead of deadlocking.
@@ -66,8 +68,11 @@ impl SqlMeta {
                         .execute(&mut *tx)
                         .await?;
                 }
-                tx.commit().await?;
-                return Ok(());
+                let edit = Edit::new(ChangeKind::Rename, src.ino)
+                    .entry(req.parent, &req.name)
+                    .to_entry(req.new_parent, &req.new_name)
+                    .node(node_after(&mut tx, user, src.ino).await?);
+                return self.commit_edit(tx, by, edit, now).await;
             }
             (RenameMode::NoReplace, Some(_)) => return Err(MetaError::Exists),
             (_, Some(dst)) => {
@@ -110,7 +115,10 @@ impl SqlMeta {
             .bind(src.ino)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(())
+        let edit = Edit::new(ChangeKind::Rename, src.ino)
+            .entry(req.parent, &req.name)
+            .to_entry(req.new_parent, &req.new_name)
+            .node(node_after(&mut tx, user, src.ino).await?);
+        self.commit_edit(tx, by, edit, now).await
     }
 }

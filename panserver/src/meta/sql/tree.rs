@@ -1,13 +1,16 @@
 //! The tree: inodes and directory entries, and every change to them but renames.
 
 use async_trait::async_trait;
-use panproto::wire::{CreateRequest, DirEntry, Node, NodeKind, RenameRequest, SetAttrRequest};
+use panproto::wire::{
+    ChangeKind, CreateRequest, DirEntry, Node, NodeKind, RenameRequest, SetAttrRequest,
+};
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
+use super::changes::{Edit, node_after};
 use super::contents::release_content_of;
 use super::{SqlMeta, Tx, for_update, inserted_id};
-use crate::meta::{MetaError, MetaResult, TreeStore};
+use crate::meta::{Actor, MetaError, MetaResult, TreeStore};
 
 pub(super) const NODE_SELECT: &str = "SELECT i.id, i.kind, i.mode, i.uid, i.gid, i.size, i.atime, i.mtime, \
      i.ctime, i.nlink, f.manifest_sha256, i.target, i.rdev, \
@@ -174,11 +177,12 @@ pub(super) async fn is_within(tx: &mut Tx, user: i64, ino: i64, ancestor: i64) -
 impl SqlMeta {
     async fn create_tx(
         &self,
-        user: i64,
+        by: Actor,
         parent: i64,
         req: &CreateRequest,
         now: i64,
     ) -> MetaResult<Node> {
+        let user = by.user;
         let mut tx = self.begin_write().await?;
         live_dir(&mut tx, user, parent).await?;
         if entry_ino(&mut tx, parent, &req.name).await?.is_some() {
@@ -244,18 +248,22 @@ impl SqlMeta {
             .execute(&mut *tx)
             .await?;
         let node = live_node(&mut tx, user, ino).await?;
-        tx.commit().await?;
+        let edit = Edit::new(ChangeKind::Create, ino)
+            .entry(parent, &req.name)
+            .node(Some(node.clone()));
+        self.commit_edit(tx, by, edit, now).await?;
         Ok(node)
     }
 
     async fn link_tx(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         parent: i64,
         name: &str,
         now: i64,
     ) -> MetaResult<Node> {
+        let user = by.user;
         let mut tx = self.begin_write().await?;
         let node = live_node(&mut tx, user, ino).await?;
         if node.kind == NodeKind::Dir {
@@ -283,18 +291,22 @@ impl SqlMeta {
             .await?;
         dir_changed(&mut tx, parent, 0, now).await?;
         let node = live_node(&mut tx, user, ino).await?;
-        tx.commit().await?;
+        let edit = Edit::new(ChangeKind::Link, ino)
+            .entry(parent, name)
+            .node(Some(node.clone()));
+        self.commit_edit(tx, by, edit, now).await?;
         Ok(node)
     }
 
     async fn remove_tx(
         &self,
-        user: i64,
+        by: Actor,
         parent: i64,
         name: &str,
         dir: bool,
         now: i64,
     ) -> MetaResult<()> {
+        let user = by.user;
         let mut tx = self.begin_write().await?;
         live_dir(&mut tx, user, parent).await?;
         let ino = entry_ino(&mut tx, parent, name)
@@ -314,17 +326,20 @@ impl SqlMeta {
             .await?;
         drop_link(&mut tx, user, &node, now).await?;
         dir_changed(&mut tx, parent, -i64::from(dir), now).await?;
-        tx.commit().await?;
-        Ok(())
+        let edit = Edit::new(ChangeKind::Remove, ino)
+            .entry(parent, name)
+            .node(node_after(&mut tx, user, ino).await?);
+        self.commit_edit(tx, by, edit, now).await
     }
 
     async fn set_attr_tx(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         req: &SetAttrRequest,
         now: i64,
     ) -> MetaResult<Node> {
+        let user = by.user;
         let mut tx = self.begin_write().await?;
         let node = live_node(&mut tx, user, ino).await?;
         sqlx::query("UPDATE tbl_inode SET mode = ?, uid = ?, gid = ?, atime = ?, mtime = ?, ctime = ? WHERE id = ?")
@@ -338,7 +353,8 @@ impl SqlMeta {
             .execute(&mut *tx)
             .await?;
         let node = live_node(&mut tx, user, ino).await?;
-        tx.commit().await?;
+        let edit = Edit::new(ChangeKind::Attr, ino).node(Some(node.clone()));
+        self.commit_edit(tx, by, edit, now).await?;
         Ok(node)
     }
 }
@@ -415,49 +431,49 @@ impl TreeStore for SqlMeta {
 
     async fn create(
         &self,
-        user: i64,
+        by: Actor,
         parent: i64,
         req: &CreateRequest,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.create_tx(user, parent, req, now)).await
+        self.retry(|| self.create_tx(by, parent, req, now)).await
     }
 
     async fn link(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         parent: i64,
         name: &str,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.link_tx(user, ino, parent, name, now))
+        self.retry(|| self.link_tx(by, ino, parent, name, now))
             .await
     }
 
     async fn remove(
         &self,
-        user: i64,
+        by: Actor,
         parent: i64,
         name: &str,
         dir: bool,
         now: i64,
     ) -> MetaResult<()> {
-        self.retry(|| self.remove_tx(user, parent, name, dir, now))
+        self.retry(|| self.remove_tx(by, parent, name, dir, now))
             .await
     }
 
-    async fn rename(&self, user: i64, req: &RenameRequest, now: i64) -> MetaResult<()> {
-        self.retry(|| self.rename_tx(user, req, now)).await
+    async fn rename(&self, by: Actor, req: &RenameRequest, now: i64) -> MetaResult<()> {
+        self.retry(|| self.rename_tx(by, req, now)).await
     }
 
     async fn set_attr(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         req: &SetAttrRequest,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.set_attr_tx(user, ino, req, now)).await
+        self.retry(|| self.set_attr_tx(by, ino, req, now)).await
     }
 }

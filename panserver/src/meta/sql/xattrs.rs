@@ -3,23 +3,25 @@
 
 use async_trait::async_trait;
 use panproto::XATTR_NODE_MAX;
-use panproto::wire::{Node, XattrMode};
+use panproto::wire::{ChangeKind, Node, XattrMode};
 use sqlx::{AssertSqlSafe, Row};
 
+use super::changes::Edit;
 use super::tree::live_node;
 use super::{SqlMeta, for_update};
-use crate::meta::{MetaError, MetaResult, TreeStore, XattrStore};
+use crate::meta::{Actor, MetaError, MetaResult, TreeStore, XattrStore};
 
 impl SqlMeta {
     async fn set_xattr_tx(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         name: &str,
         value: &[u8],
         mode: XattrMode,
         now: i64,
     ) -> MetaResult<Node> {
+        let user = by.user;
         let mut tx = self.begin_write().await?;
         live_node(&mut tx, user, ino).await?;
         let sql = format!(
@@ -64,11 +66,13 @@ impl SqlMeta {
                 .await?;
         }
         let node = touch(&mut tx, user, ino, now).await?;
-        tx.commit().await?;
+        let edit = Edit::new(ChangeKind::Xattr, ino).node(Some(node.clone()));
+        self.commit_edit(tx, by, edit, now).await?;
         Ok(node)
     }
 
-    async fn remove_xattr_tx(&self, user: i64, ino: i64, name: &str, now: i64) -> MetaResult<Node> {
+    async fn remove_xattr_tx(&self, by: Actor, ino: i64, name: &str, now: i64) -> MetaResult<Node> {
+        let user = by.user;
         let mut tx = self.begin_write().await?;
         live_node(&mut tx, user, ino).await?;
         let gone = sqlx::query("DELETE FROM tbl_xattr WHERE ino = ? AND name = ?")
@@ -81,7 +85,8 @@ impl SqlMeta {
             return Err(MetaError::NoAttribute);
         }
         let node = touch(&mut tx, user, ino, now).await?;
-        tx.commit().await?;
+        let edit = Edit::new(ChangeKind::Xattr, ino).node(Some(node.clone()));
+        self.commit_edit(tx, by, edit, now).await?;
         Ok(node)
     }
 }
@@ -120,19 +125,19 @@ impl XattrStore for SqlMeta {
 
     async fn set_xattr(
         &self,
-        user: i64,
+        by: Actor,
         ino: i64,
         name: &str,
         value: &[u8],
         mode: XattrMode,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.set_xattr_tx(user, ino, name, value, mode, now))
+        self.retry(|| self.set_xattr_tx(by, ino, name, value, mode, now))
             .await
     }
 
-    async fn remove_xattr(&self, user: i64, ino: i64, name: &str, now: i64) -> MetaResult<Node> {
-        self.retry(|| self.remove_xattr_tx(user, ino, name, now))
+    async fn remove_xattr(&self, by: Actor, ino: i64, name: &str, now: i64) -> MetaResult<Node> {
+        self.retry(|| self.remove_xattr_tx(by, ino, name, now))
             .await
     }
 }

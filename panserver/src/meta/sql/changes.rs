@@ -1,0 +1,162 @@
+//! The change feed's rows. A change takes its user's next sequence number and
+//! is written in the transaction that makes it, so the feed holds exactly the
+//! committed changes, in commit order: the user's row stays locked from the
+//! increment to the commit, so sequence numbers commit in order.
+
+use async_trait::async_trait;
+use panproto::wire::{Change, ChangeKind, Node};
+use sqlx::Row;
+use tokio::sync::broadcast;
+
+use super::{SqlMeta, Tx};
+use crate::meta::{Actor, ChangePage, ChangeStore, MetaError, MetaResult};
+
+/// A change about to be recorded: what it did, to which node and entry.
+pub(super) struct Edit {
+    change: Change,
+}
+
+impl Edit {
+    pub(super) fn new(kind: ChangeKind, ino: i64) -> Self {
+        Edit {
+            change: Change {
+                seq: 0,
+                kind,
+                ino,
+                parent: None,
+                name: None,
+                new_parent: None,
+                new_name: None,
+                node: None,
+                origin: None,
+                at: 0,
+            },
+        }
+    }
+
+    pub(super) fn entry(mut self, parent: i64, name: &str) -> Self {
+        self.change.parent = Some(parent);
+        self.change.name = Some(name.to_string());
+        self
+    }
+
+    pub(super) fn to_entry(mut self, parent: i64, name: &str) -> Self {
+        self.change.new_parent = Some(parent);
+        self.change.new_name = Some(name.to_string());
+        self
+    }
+
+    pub(super) fn node(mut self, node: Option<Node>) -> Self {
+        self.change.node = node;
+        self
+    }
+}
+
+/// The node as it is now, if it still has a name (for the change's attributes).
+pub(super) async fn node_after(tx: &mut Tx, user: i64, ino: i64) -> MetaResult<Option<Node>> {
+    match super::tree::live_node(tx, user, ino).await {
+        Ok(node) => Ok(Some(node)),
+        Err(MetaError::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl SqlMeta {
+    /// Records `edit` as the actor's next change, commits, and tells this
+    /// process's feed waiters.
+    pub(super) async fn commit_edit(
+        &self,
+        mut tx: Tx,
+        by: Actor,
+        edit: Edit,
+        now: i64,
+    ) -> MetaResult<()> {
+        sqlx::query("UPDATE tbl_user SET change_seq = change_seq + 1 WHERE id = ?")
+            .bind(by.user)
+            .execute(&mut *tx)
+            .await?;
+        let seq: i64 = sqlx::query("SELECT change_seq FROM tbl_user WHERE id = ?")
+            .bind(by.user)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let mut change = edit.change;
+        change.seq = seq;
+        change.origin = by.origin;
+        change.at = now;
+        let body = serde_json::to_string(&change)
+            .map_err(|_| MetaError::Invalid("a change that cannot be encoded"))?;
+        sqlx::query("INSERT INTO tbl_change (user_id, seq, at, body) VALUES (?, ?, ?, ?)")
+            .bind(by.user)
+            .bind(seq)
+            .bind(now)
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        // Nobody listening is fine: waiters subscribe before they read.
+        let _ = self.committed.send(by.user);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChangeStore for SqlMeta {
+    async fn changes(&self, user: i64, since: i64, limit: i64) -> MetaResult<ChangePage> {
+        let current = self.change_seq(user).await?;
+        // Read after `current`: rows committed in between only add newer changes.
+        let rows = sqlx::query(
+            "SELECT body FROM tbl_change WHERE user_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        )
+        .bind(user)
+        .bind(since)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let changes = rows
+            .iter()
+            .map(|row| {
+                let body: String = row.try_get(0)?;
+                serde_json::from_str::<Change>(&body)
+                    .map_err(|_| MetaError::Invalid("a corrupt change record"))
+            })
+            .collect::<MetaResult<Vec<_>>>()?;
+        // Pruning removes the oldest changes first, so the feed is whole after
+        // `since` exactly when it still has the one right after it.
+        let complete = since <= current
+            && (since == current || changes.first().is_some_and(|c| c.seq == since + 1));
+        Ok(ChangePage {
+            current,
+            complete,
+            changes,
+        })
+    }
+
+    async fn change_seq(&self, user: i64) -> MetaResult<i64> {
+        let row = sqlx::query("SELECT change_seq FROM tbl_user WHERE id = ?")
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(MetaError::NotFound)?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn prune_changes(&self, before: i64, keep: i64) -> MetaResult<u64> {
+        let old = sqlx::query("DELETE FROM tbl_change WHERE at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        let beyond = sqlx::query(
+            "DELETE FROM tbl_change WHERE seq <= \
+             (SELECT u.change_seq FROM tbl_user u WHERE u.id = tbl_change.user_id) - ?",
+        )
+        .bind(keep)
+        .execute(&self.pool)
+        .await?;
+        Ok(old.rows_affected() + beyond.rows_affected())
+    }
+
+    fn committed(&self) -> broadcast::Receiver<i64> {
+        self.committed.subscribe()
+    }
+}
