@@ -4,7 +4,7 @@
 use std::ffi::OsStr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use fuser::{
     AccessFlags, Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
@@ -14,12 +14,29 @@ use fuser::{
 };
 use panproto::wire::{NodeKind, RenameMode};
 
-use crate::fs::{Attr, AttrChange, Fallocate, FsError, Owner, PanFs};
+use crate::fs::{Attr, AttrChange, Fallocate, FsError, KernelCache, Owner, PanFs};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
-    pub attr_ttl: Duration,
-    pub entry_ttl: Duration,
+}
+
+/// The kernel's caches through fuser's notifier. A notification about something
+/// the kernel does not hold fails harmlessly (ENOENT).
+pub struct Notifications(pub fuser::Notifier);
+
+impl KernelCache for Notifications {
+    fn forget_entry(&self, parent: u64, name: &str) {
+        let _ = self.0.inval_entry(INodeNo(parent), OsStr::new(name));
+    }
+
+    fn forget_attrs(&self, ino: u64) {
+        // A negative offset: attributes only, the cached pages stay.
+        let _ = self.0.inval_inode(INodeNo(ino), -1, 0);
+    }
+
+    fn forget_data(&self, ino: u64) {
+        let _ = self.0.inval_inode(INodeNo(ino), 0, 0);
+    }
 }
 
 /// The kernel's errno for a failed call; faults are logged with their causes.
@@ -86,7 +103,7 @@ fn time(t: Option<TimeOrNow>) -> Option<SystemTime> {
 impl FuseAdapter {
     fn entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
-            Ok(a) => reply.entry(&self.entry_ttl, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.fs.ttls().1, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -130,6 +147,13 @@ impl Filesystem for FuseAdapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
+        // Listings carry attributes, so `ls -l` needs no lookup per entry.
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_DO_READDIRPLUS)
+            .is_err()
+        {
+            tracing::info!("the kernel has no readdirplus: listings take a lookup per entry");
+        }
         Ok(())
     }
 
@@ -150,7 +174,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.fs.ttls().0, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -184,7 +208,7 @@ impl Filesystem for FuseAdapter {
                 mtime: time(mtime),
             },
         ) {
-            Ok(a) => reply.attr(&self.attr_ttl, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.fs.ttls().0, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -395,6 +419,7 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let ttl = self.fs.ttls().1;
         match self.fs.readdir(ino.0, fh.0, offset) {
             Ok(entries) => {
                 for (next, name, attr) in entries {
@@ -402,7 +427,7 @@ impl Filesystem for FuseAdapter {
                         INodeNo(attr.ino),
                         next,
                         name,
-                        &self.entry_ttl,
+                        &ttl,
                         &file_attr(&attr),
                         Generation(0),
                     ) {
@@ -551,7 +576,7 @@ impl Filesystem for FuseAdapter {
             .create(parent.0, name, mode & !umask, owner(req), flags)
         {
             Ok((a, fh)) => reply.created(
-                &self.entry_ttl,
+                &self.fs.ttls().1,
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),

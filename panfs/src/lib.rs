@@ -7,4 +7,5 @@ pub mod fuse;
 pub mod mount;
 pub mod ranges;
 pub mod remote;
+pub mod replica;
 pub mod upload;

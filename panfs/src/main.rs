@@ -66,12 +66,17 @@ struct MountArgs {
     /// Let other local users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]
     allow_other: bool,
-    /// Seconds the kernel may cache attributes
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds the kernel may cache attributes while the change feed is followed
+    /// (a change made elsewhere reaches the kernel at once)
+    #[arg(long, default_value_t = 300.0)]
     attr_ttl: f64,
-    /// Seconds the kernel may cache names (and panfs missing names)
-    #[arg(long, default_value_t = 1.0)]
+    /// Seconds the kernel may cache names while the change feed is followed
+    #[arg(long, default_value_t = 300.0)]
     entry_ttl: f64,
+    /// Seconds the kernel and panfs cache attributes and names while the change
+    /// feed cannot be followed (server unreachable, catching up)
+    #[arg(long, default_value_t = 1.0)]
+    fallback_ttl: f64,
     /// Return from close before the upload; fsync still waits for the server
     #[arg(long)]
     writeback: bool,
@@ -188,6 +193,20 @@ async fn status() -> anyhow::Result<()> {
             r.state_dir.display(),
             r.cache_dir.display()
         );
+        let (nodes, names, dirs) = r.feed.replica;
+        let feed = match (&r.feed.problem, r.feed.following) {
+            (_, true) => format!(
+                "following at change {} (long cache times)",
+                r.feed.cursor.unwrap_or_default()
+            ),
+            (Some(why), false) => format!("not followed: {why} (short cache times)"),
+            (None, false) => "catching up (short cache times)".to_string(),
+        };
+        println!(
+            "  change feed: {feed}; {} changes from elsewhere applied, {} restarts; \
+             replica: {nodes} nodes, {names} names, {dirs} complete directories",
+            r.feed.applied, r.feed.restarts,
+        );
     }
     Ok(())
 }
@@ -265,6 +284,7 @@ fn main() -> anyhow::Result<()> {
                 allow_other: args.allow_other,
                 attr_ttl: Duration::from_secs_f64(args.attr_ttl.max(0.0)),
                 entry_ttl: Duration::from_secs_f64(args.entry_ttl.max(0.0)),
+                fallback_ttl: Duration::from_secs_f64(args.fallback_ttl.max(0.0)),
                 writeback: args.writeback,
                 timeout: Duration::from_secs(args.timeout.max(1)),
                 threads: args.threads,

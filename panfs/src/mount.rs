@@ -13,8 +13,8 @@ use fuser::{Config, MountOption, SessionACL};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Login, cache_root, state_root};
-use crate::fs::{FsOptions, PanFs};
-use crate::fuse::FuseAdapter;
+use crate::fs::{FeedStatus, FsOptions, PanFs};
+use crate::fuse::{FuseAdapter, Notifications};
 use crate::remote::{HttpRemote, Remote};
 
 #[derive(Debug, Clone)]
@@ -27,6 +27,7 @@ pub struct MountOptions {
     pub allow_other: bool,
     pub attr_ttl: Duration,
     pub entry_ttl: Duration,
+    pub fallback_ttl: Duration,
     pub writeback: bool,
     pub timeout: Duration,
     pub threads: usize,
@@ -50,6 +51,9 @@ pub struct MountRecord {
     pub memory_cache_bytes: u64,
     pub disk_cache_bytes: u64,
     pub bytes_sent: u64,
+    /// The change feed: followed or not (and why), the replica's size.
+    #[serde(default)]
+    pub feed: FeedStatus,
 }
 
 fn records_dir() -> PathBuf {
@@ -162,6 +166,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         FsOptions {
             attr_ttl: opts.attr_ttl,
             entry_ttl: opts.entry_ttl,
+            fallback_ttl: opts.fallback_ttl,
             writeback: opts.writeback,
             cache_dir: cache_dir.clone(),
             state_dir: state_dir.clone(),
@@ -195,14 +200,12 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         config.acl = SessionACL::All;
     }
     config.n_threads = Some(opts.threads.max(1));
-    let adapter = FuseAdapter {
-        fs: fs.clone(),
-        attr_ttl: opts.attr_ttl,
-        entry_ttl: opts.entry_ttl,
-    };
+    let adapter = FuseAdapter { fs: fs.clone() };
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
+    fs.set_kernel(Arc::new(Notifications(session.notifier())));
     let background = session.spawn()?;
+    fs.start_follower();
     tracing::info!(mountpoint = %mountpoint.display(), server = login.server, "mounted");
 
     let mut record = MountRecord {
@@ -257,6 +260,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 record.pending_bytes = bytes;
                 (record.memory_cache_bytes, record.disk_cache_bytes) = fs.cache_bytes();
                 record.bytes_sent = fs.stats.bytes_sent.load(Ordering::Relaxed);
+                record.feed = fs.feed_status();
                 write_record(&record);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,

@@ -363,3 +363,39 @@ fn services_accept_no_default_credentials() {
         assert_eq!(resp.status(), 403, "anonymous {url}");
     }
 }
+
+/// A long poll on one API server is woken by a change committed through another
+/// (Redis pub/sub), well before the waiter's own periodic look at the database.
+#[test]
+#[ignore = "needs the full stack: scripts/test.sh runs it"]
+fn a_change_through_one_server_wakes_a_follower_of_the_other() {
+    let a = Server::start();
+    let b = Server::start_sharing(&a, &[]);
+    let on_a = Api::user(&a.url(), "alice", PW);
+    let mut on_b = Api::new(&b.url());
+    on_b.token = on_a.token.clone();
+    let (_, body) = on_b.get("/api/v1/changes");
+    let start = body["seq"].as_i64().expect("seq");
+    for round in 0..3 {
+        let follower = {
+            let on_b = on_b.clone();
+            let since = start + 2 * round;
+            std::thread::spawn(move || {
+                let began = Instant::now();
+                // Shorter than the servers' 10 s fallback look at the database.
+                let answer = on_b.get(&format!("/api/v1/changes?since={since}&wait=8"));
+                (answer, began.elapsed())
+            })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let path = format!("/api/v1/files/through-a-{round}.txt");
+        assert_eq!(on_a.put_bytes(&path, b"x".to_vec()).0, 201);
+        let ((status, body), waited) = follower.join().expect("follower");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["changes"][0]["name"],
+            format!("through-a-{round}.txt"),
+            "woken after {waited:?}: {body}"
+        );
+    }
+}

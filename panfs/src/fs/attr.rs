@@ -1,7 +1,7 @@
 //! Attributes as the kernel sees them: the server's node, with the local truth
 //! of a file being written (its size, times and blocks) laid over it.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use panproto::wire::{Node, NodeKind};
 
@@ -86,13 +86,24 @@ impl PanFs {
         attr
     }
 
+    /// A node as this mount's own request returned it.
     pub(super) fn remember(&self, node: &Node) {
         let mut t = lock(&self.tables);
-        t.nodes
-            .insert(node.ino, (node.clone(), Some(Instant::now())));
+        let epoch = t.replica.epoch();
+        t.replica.put_node(node, epoch);
     }
 
+    /// A node fetched by a request that began at `epoch` (see `Replica::epoch`).
+    pub(super) fn remember_since(&self, node: &Node, epoch: u64) {
+        lock(&self.tables).replica.put_node(node, epoch);
+    }
+
+    /// The node's attributes changed on the server: fetch them again.
     pub(super) fn forget_node(&self, ino: i64) {
-        lock(&self.tables).nodes.remove(&ino);
+        lock(&self.tables).replica.mark_stale(ino);
+    }
+
+    pub(super) fn epoch(&self) -> u64 {
+        lock(&self.tables).replica.epoch()
     }
 }

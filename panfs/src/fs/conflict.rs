@@ -135,8 +135,9 @@ impl PanFs {
             Ok(stored) => stored,
             Err(e) => {
                 // No empty copy is left behind: the next try makes a new one.
+                let epoch = self.epoch();
                 let _ = self.block_on(self.remote.remove(parent, &copy_name, false));
-                self.entry_changed(parent, &copy_name);
+                self.entry_removed(parent, &copy_name, epoch);
                 return Err(e.into());
             }
         };

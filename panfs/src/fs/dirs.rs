@@ -1,7 +1,6 @@
 //! Directory handles: a listing fetched at opendir, served by offset.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use panproto::wire::NodeKind;
 
@@ -10,22 +9,26 @@ use super::{Attr, FsError, FsResult, PanFs, lock};
 impl PanFs {
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         let dir = self.to_server(ino);
-        let node = self.node(dir, true)?;
+        let node = self.node(dir, !self.following())?;
         if node.kind != NodeKind::Dir {
             return Err(FsError::new(libc::ENOTDIR, "not a directory"));
         }
-        let listing: Vec<_> = self
-            .block_on(self.remote.list(dir))?
-            .into_iter()
-            .map(|e| (e.name, e.node))
-            .collect();
+        let known = lock(&self.tables).replica.listing(dir);
+        let listing = match known {
+            Some(listing) => listing,
+            None => {
+                let epoch = self.epoch();
+                let listing: Vec<_> = self
+                    .block_on(self.remote.list(dir))?
+                    .into_iter()
+                    .map(|e| (e.name, e.node))
+                    .collect();
+                lock(&self.tables).replica.put_listing(dir, &listing, epoch);
+                listing
+            }
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let mut t = lock(&self.tables);
-        for (name, n) in &listing {
-            t.nodes.insert(n.ino, (n.clone(), Some(Instant::now())));
-            t.entries.insert((dir, name.clone()), n.ino);
-        }
-        t.dirs.insert(fh, listing);
+        lock(&self.tables).dirs.insert(fh, listing);
         Ok(fh)
     }
 

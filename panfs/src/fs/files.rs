@@ -159,10 +159,11 @@ impl PanFs {
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
         let ino = self.to_server(ino);
         let known = lock(&self.tables)
-            .nodes
-            .get(&ino)
-            .map(|(n, _)| (n.content.clone(), n.size));
-        let node = self.node(ino, true)?;
+            .replica
+            .last_seen(ino)
+            .map(|n| (n.content.clone(), n.size));
+        // Following the feed, a current replica has the newest version already.
+        let node = self.node(ino, !self.following())?;
         let stale =
             known.is_some_and(|(content, size)| content != node.content || size != node.size);
         Ok((self.open_node(&node, flags)?, stale))

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use panproto::wire::{Node, NodeKind};
 use tokio::runtime::Handle;
@@ -16,6 +16,7 @@ use tokio::runtime::Handle;
 use crate::cache::blocks::BlockCache;
 use crate::cache::disk::DiskCache;
 use crate::remote::Remote;
+use crate::replica::Replica;
 use crate::upload::UploadStats;
 
 mod alloc;
@@ -24,6 +25,7 @@ mod conflict;
 mod dirs;
 mod error;
 mod files;
+mod follow;
 mod names;
 mod read;
 #[cfg(test)]
@@ -35,6 +37,7 @@ mod xattr;
 pub use alloc::Fallocate;
 pub use attr::{Attr, from_time};
 pub use error::{FsError, FsResult};
+pub use follow::{FeedStatus, KernelCache};
 pub use names::AttrChange;
 
 use files::{Handle as FileHandle, OpenFile};
@@ -45,8 +48,12 @@ pub const ROOT: u64 = 1;
 
 #[derive(Debug, Clone)]
 pub struct FsOptions {
+    /// How long the kernel may cache attributes and names while the change
+    /// feed is followed (changes made elsewhere invalidate them at once).
     pub attr_ttl: Duration,
     pub entry_ttl: Duration,
+    /// The kernel's and panfs's cache time while the feed cannot be followed.
+    pub fallback_ttl: Duration,
     pub writeback: bool,
     /// Clean cached content (safe to delete).
     pub cache_dir: PathBuf,
@@ -76,13 +83,9 @@ pub struct StatFs {
     pub quota_files: u64,
 }
 
-#[derive(Default)]
 struct Tables {
-    /// Attributes and when they were fetched (None: stale, kept only for when the server is unreachable).
-    nodes: HashMap<i64, (Node, Option<Instant>)>,
-    /// Names seen, kept so cached files stay reachable while the server is not.
-    entries: HashMap<(i64, String), i64>,
-    negative: HashMap<(i64, String), Instant>,
+    /// Nodes and names seen (see `replica`).
+    replica: Replica,
     files: HashMap<i64, Arc<OpenFile>>,
     handles: HashMap<u64, Arc<FileHandle>>,
     dirs: HashMap<u64, Vec<(String, Node)>>,
@@ -101,6 +104,9 @@ pub struct PanFs {
     writeback_tx: tokio::sync::mpsc::UnboundedSender<i64>,
     writeback_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<i64>>>,
     retries: Mutex<RetryQueue>,
+    /// Tells the kernel to forget what changed elsewhere (set once mounted).
+    kernel: OnceLock<Arc<dyn KernelCache>>,
+    feed: Mutex<FeedStatus>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -136,6 +142,9 @@ impl PanFs {
     ) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let disk = DiskCache::open(&opts.cache_dir.join("blocks"), opts.disk_cache_bytes)?;
+        let saved = crate::replica::replica_path(&opts.cache_dir);
+        let replica = Replica::load(&saved, root, opts.fallback_ttl)
+            .unwrap_or_else(|| Replica::new(opts.fallback_ttl));
         Ok(Arc::new(Self {
             rt,
             remote,
@@ -143,12 +152,19 @@ impl PanFs {
             blocks: Arc::new(BlockCache::new(opts.memory_cache_bytes)),
             disk: Arc::new(disk),
             opts,
-            tables: Mutex::default(),
+            tables: Mutex::new(Tables {
+                replica,
+                files: HashMap::new(),
+                handles: HashMap::new(),
+                dirs: HashMap::new(),
+            }),
             next_fh: AtomicU64::new(1),
             stats: Arc::default(),
             writeback_tx: tx,
             writeback_rx: Mutex::new(Some(rx)),
             retries: Mutex::default(),
+            kernel: OnceLock::new(),
+            feed: Mutex::default(),
         }))
     }
 

@@ -3,13 +3,14 @@
 //! kept (stale) so cached files stay reachable while the server is not.
 
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode, RenameRequest, SetAttrRequest};
 
 use super::attr::{from_time, now_ns};
 use super::files::{Body, Life};
 use super::{Attr, FsError, FsResult, Owner, PanFs, StatFs, check_name, lock, mknod_kind};
+use crate::replica::Lookup;
 
 /// A setattr: each field that is set changes.
 #[derive(Debug, Clone, Default)]
@@ -46,32 +47,37 @@ impl PanFs {
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         check_name(name)?;
         let parent = self.to_server(parent);
-        let key = (parent, name.to_string());
-        if let Some(at) = lock(&self.tables).negative.get(&key)
-            && at.elapsed() < self.opts.entry_ttl
-        {
-            return Err(FsError::new(libc::ENOENT, "no such entry (cached)"));
+        let (known, epoch) = {
+            let t = lock(&self.tables);
+            (t.replica.lookup(parent, name), t.replica.epoch())
+        };
+        match known {
+            Lookup::Found(node) => return Ok(self.attr_of(&node)),
+            Lookup::Missing => return Err(FsError::new(libc::ENOENT, "no such entry (known)")),
+            Lookup::Unknown => {}
         }
         match self.block_on(self.remote.lookup(parent, name)) {
             Ok(node) => {
-                self.remember(&node);
-                lock(&self.tables).entries.insert(key, node.ino);
+                let mut t = lock(&self.tables);
+                t.replica.put_node(&node, epoch);
+                t.replica.put_entry(parent, name, Some(node.ino), epoch);
+                drop(t);
                 Ok(self.attr_of(&node))
             }
             Err(e) => {
                 let e = FsError::from(e);
                 if e.errno() == libc::ENOENT {
-                    let mut t = lock(&self.tables);
-                    t.entries.remove(&key);
-                    t.negative.insert(key, Instant::now());
+                    lock(&self.tables)
+                        .replica
+                        .put_entry(parent, name, None, epoch);
                     return Err(e);
                 }
+                // Unreachable server: what was seen last is still reachable.
                 let cached = {
                     let t = lock(&self.tables);
-                    t.entries
-                        .get(&key)
-                        .and_then(|ino| t.nodes.get(ino))
-                        .map(|(n, _)| n.clone())
+                    t.replica
+                        .last_seen_entry(parent, name)
+                        .and_then(|ino| t.replica.last_seen(ino).cloned())
                 };
                 match cached {
                     Some(node) if e.errno() == libc::EIO => Ok(self.attr_of(&node)),
@@ -81,22 +87,25 @@ impl PanFs {
         }
     }
 
+    /// A node's attributes: from the replica when current (and `fresh` is not
+    /// asked for), else from the server.
     pub(super) fn node(&self, ino: i64, fresh: bool) -> FsResult<Node> {
-        if !fresh
-            && let Some((node, Some(at))) = lock(&self.tables).nodes.get(&ino)
-            && at.elapsed() < self.opts.attr_ttl
-        {
-            return Ok(node.clone());
+        let (known, epoch) = {
+            let t = lock(&self.tables);
+            (t.replica.node(ino).cloned(), t.replica.epoch())
+        };
+        if !fresh && let Some(node) = known {
+            return Ok(node);
         }
         match self.block_on(self.remote.node(ino)) {
             Ok(node) => {
-                self.remember(&node);
+                self.remember_since(&node, epoch);
                 Ok(node)
             }
             Err(e) => {
                 let e = FsError::from(e);
                 // Unreachable server: what was seen last is still readable.
-                let cached = lock(&self.tables).nodes.get(&ino).map(|(n, _)| n.clone());
+                let cached = lock(&self.tables).replica.last_seen(ino).cloned();
                 match cached {
                     Some(node) if e.errno() == libc::EIO => Ok(node),
                     _ => Err(e),
@@ -116,36 +125,45 @@ impl PanFs {
             .ok_or_else(|| FsError::new(libc::EINVAL, "not a symlink"))
     }
 
-    fn entry_added(&self, parent: i64, name: &str, node: &Node) {
-        self.entry_changed(parent, name);
-        self.remember(node);
-        lock(&self.tables)
-            .entries
-            .insert((parent, name.to_string()), node.ino);
+    /// This mount added a name (a new node, or a link); the request began at `epoch`.
+    fn entry_added(&self, parent: i64, name: &str, node: &Node, epoch: u64) {
+        let mut t = lock(&self.tables);
+        t.replica.put_node(node, epoch);
+        t.replica.put_entry(parent, name, Some(node.ino), epoch);
+        if node.kind == NodeKind::Dir {
+            t.replica.put_empty_dir(node.ino, epoch);
+        }
+        // The directory's times moved on the server.
+        t.replica.mark_stale(parent);
     }
 
-    pub(super) fn entry_changed(&self, parent: i64, name: &str) {
+    /// This mount removed a name.
+    pub(super) fn entry_removed(&self, parent: i64, name: &str, epoch: u64) {
         let mut t = lock(&self.tables);
-        t.negative.remove(&(parent, name.to_string()));
-        t.entries.remove(&(parent, name.to_string()));
-        if let Some(entry) = t.nodes.get_mut(&parent) {
-            entry.1 = None;
+        t.replica.put_entry(parent, name, None, epoch);
+        t.replica.mark_stale(parent);
+    }
+
+    /// The node a name leads to: from the replica when current, else the server.
+    fn entry_node(&self, parent: i64, name: &str) -> Option<Node> {
+        let known = lock(&self.tables).replica.lookup(parent, name);
+        match known {
+            Lookup::Found(node) => Some(node),
+            Lookup::Missing => None,
+            Lookup::Unknown => self.block_on(self.remote.lookup(parent, name)).ok(),
         }
     }
 
     /// Where a file is known to be: a name this mount has seen for it.
     pub(super) fn place_of(&self, ino: i64) -> Option<(i64, String)> {
-        lock(&self.tables)
-            .entries
-            .iter()
-            .find(|(_, i)| **i == ino)
-            .map(|(key, _)| key.clone())
+        lock(&self.tables).replica.place_of(ino)
     }
 
     pub(super) fn make(&self, parent: i64, req: CreateRequest) -> FsResult<Node> {
         check_name(&req.name)?;
+        let epoch = self.epoch();
         let node = self.block_on(self.remote.create(parent, &req))?;
-        self.entry_added(parent, &req.name, &node);
+        self.entry_added(parent, &req.name, &node, epoch);
         Ok(node)
     }
 
@@ -194,17 +212,19 @@ impl PanFs {
     pub fn link(&self, ino: u64, parent: u64, name: &str) -> FsResult<Attr> {
         check_name(name)?;
         let (ino, parent) = (self.to_server(ino), self.to_server(parent));
+        let epoch = self.epoch();
         let node = self.block_on(self.remote.link(ino, parent, name))?;
-        self.entry_added(parent, name, &node);
+        self.entry_added(parent, name, &node, epoch);
         Ok(self.attr_of(&node))
     }
 
     pub fn unlink(&self, parent: u64, name: &str, dir: bool) -> FsResult<()> {
         check_name(name)?;
         let parent = self.to_server(parent);
-        let victim = self.block_on(self.remote.lookup(parent, name)).ok();
+        let victim = self.entry_node(parent, name);
+        let epoch = self.epoch();
         self.block_on(self.remote.remove(parent, name, dir))?;
-        self.entry_changed(parent, name);
+        self.entry_removed(parent, name, epoch);
         if let Some(v) = victim {
             self.forget_gone(&v);
         }
@@ -256,20 +276,36 @@ impl PanFs {
             new_name: new_name.to_string(),
             mode,
         };
-        let replaced = self
-            .block_on(self.remote.lookup(req.new_parent, new_name))
-            .ok();
-        let moved = lock(&self.tables)
-            .entries
-            .get(&(req.parent, name.to_string()))
-            .copied();
+        let replaced = self.entry_node(req.new_parent, new_name);
+        let moved = self.entry_node(req.parent, name);
+        let epoch = self.epoch();
         self.block_on(self.remote.rename(&req))?;
-        // A rename changes the moved inode's ctime on the server.
-        if let Some(ino) = moved {
-            self.forget_node(ino);
+        {
+            let mut t = lock(&self.tables);
+            let left_behind = match (mode, &replaced) {
+                (RenameMode::Exchange, Some(other)) => Some(other.ino),
+                _ => None,
+            };
+            match &moved {
+                Some(m) => {
+                    t.replica.put_entry(req.parent, name, left_behind, epoch);
+                    t.replica
+                        .put_entry(req.new_parent, new_name, Some(m.ino), epoch);
+                }
+                // Not known which node moved: both names are asked for again.
+                None => {
+                    t.replica.forget_entry(req.parent, name);
+                    t.replica.forget_entry(req.new_parent, new_name);
+                }
+            }
+            for dir in [req.parent, req.new_parent] {
+                t.replica.mark_stale(dir);
+            }
+            // A rename changes the moved inode's ctime on the server.
+            if let Some(m) = &moved {
+                t.replica.mark_stale(m.ino);
+            }
         }
-        self.entry_changed(req.parent, name);
-        self.entry_changed(req.new_parent, new_name);
         match replaced {
             // Exchanged, not replaced: the other node lives on under the old name.
             Some(v) if mode == RenameMode::Exchange => self.forget_node(v.ino),

@@ -168,11 +168,16 @@ impl PanFs {
     }
 
     /// Sends every pending write (before unmount); returns how many files failed.
+    /// Sends every pending write (and saves the replica); returns how many
+    /// files could not be sent.
     pub fn flush_all(&self) -> usize {
         let inos: Vec<i64> = lock(&self.tables).files.keys().copied().collect();
-        inos.into_iter()
+        let failed = inos
+            .into_iter()
             .filter(|&ino| !self.write_back(ino))
-            .count()
+            .count();
+        self.save_replica();
+        failed
     }
 }
 

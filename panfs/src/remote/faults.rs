@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -14,7 +15,7 @@ use panproto::wire::{
 };
 use tokio::sync::watch;
 
-use super::{IfContent, Remote, RemoteError, RemoteResult};
+use super::{FeedPage, IfContent, Remote, RemoteError, RemoteResult};
 
 pub struct FaultyRemote {
     inner: Arc<dyn Remote>,
@@ -67,7 +68,7 @@ impl FaultyRemote {
         lock(&self.upload_attempts).get(&ino).copied().unwrap_or(0)
     }
 
-    /// Calls made so far, failed ones included.
+    /// Calls made so far, failed ones included (the change feed's polls not counted).
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
     }
@@ -97,6 +98,19 @@ impl FaultyRemote {
 
 #[async_trait]
 impl Remote for FaultyRemote {
+    fn origin(&self) -> u64 {
+        self.inner.origin()
+    }
+
+    async fn changes(&self, since: Option<i64>, wait: Duration) -> RemoteResult<FeedPage> {
+        if self.offline.load(Ordering::SeqCst) {
+            // As a real long poll against a dead server would, take a moment to fail.
+            tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
+            return Err(RemoteError::Unreachable("injected: offline".into()));
+        }
+        self.inner.changes(since, wait).await
+    }
+
     async fn user_info(&self) -> RemoteResult<UserInfo> {
         self.call()?;
         self.inner.user_info().await

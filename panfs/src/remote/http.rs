@@ -6,20 +6,22 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use panproto::wire::{
     CommitRequest, CreateRequest, DirEntry, ErrorBody, ErrorCode, LinkRequest, Listing, Manifest,
-    Node, ProofAnswer, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
-    XattrNames,
+    Node, ORIGIN_HEADER, ProofAnswer, RenameRequest, SetAttrRequest, UploadInit, UploadState,
+    UserInfo, XattrMode, XattrNames,
 };
 use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{IfContent, Remote, RemoteError, RemoteResult};
+use super::{FeedPage, IfContent, Remote, RemoteError, RemoteResult};
 
 /// The HTTP API client.
 pub struct HttpRemote {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// Sent with every request, so this mount knows its own changes in the feed.
+    origin: u64,
 }
 
 impl HttpRemote {
@@ -33,6 +35,7 @@ impl HttpRemote {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
             http,
+            origin: rand_origin(),
         })
     }
 
@@ -40,6 +43,7 @@ impl HttpRemote {
         self.http
             .request(method, format!("{}/api/v1{}", self.base, path))
             .bearer_auth(&self.token)
+            .header(ORIGIN_HEADER, self.origin)
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> RemoteResult<reqwest::Response> {
@@ -47,6 +51,11 @@ impl HttpRemote {
             .send()
             .await
             .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        self.checked(resp).await
+    }
+
+    /// The response if it is a success, else its error.
+    async fn checked(&self, resp: reqwest::Response) -> RemoteResult<reqwest::Response> {
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -85,12 +94,59 @@ impl HttpRemote {
     }
 }
 
+/// A number no other mount picks: from the process, the clock and the kernel's
+/// per-boot random UUID, hashed.
+fn rand_origin() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    // Only positive values fit the server's JSON integers everywhere.
+    h.finish() >> 1
+}
+
 fn encode(name: &str) -> String {
     percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 #[async_trait]
 impl Remote for HttpRemote {
+    fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    async fn changes(&self, since: Option<i64>, wait: Duration) -> RemoteResult<FeedPage> {
+        let path = match since {
+            Some(since) => format!("/changes?since={since}&wait={}", wait.as_secs_f64()),
+            None => "/changes".to_string(),
+        };
+        // The poll outlasts the client's usual timeout by design.
+        let req = self
+            .request(Method::GET, &path)
+            .timeout(wait + Duration::from_secs(15));
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        if resp.status() == StatusCode::GONE {
+            let body: Option<ErrorBody> = resp.json().await.ok();
+            return match body.and_then(|b| b.seq) {
+                Some(current) => Ok(FeedPage::Expired { current }),
+                None => Err(RemoteError::Unreachable(
+                    "410 from the change feed without a sequence number".into(),
+                )),
+            };
+        }
+        self.checked(resp)
+            .await?
+            .json()
+            .await
+            .map(FeedPage::Changes)
+            .map_err(|e| RemoteError::Unreachable(e.to_string()))
+    }
+
     async fn user_info(&self) -> RemoteResult<UserInfo> {
         self.json(self.request(Method::GET, "/user")).await
     }

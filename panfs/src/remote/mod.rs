@@ -1,11 +1,13 @@
 //! The client's view of the server: one trait, implemented over HTTP and, for
 //! tests without a server, in memory. The file-system logic only sees the trait.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use panproto::wire::{
-    CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node, RenameRequest,
-    SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
+    ChangesResponse, CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node,
+    RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
 };
 
 #[cfg(any(test, feature = "contract"))]
@@ -79,11 +81,23 @@ fn errno_of(code: ErrorCode) -> i32 {
         | C::Corrupt
         | C::Unavailable
         | C::Internal
+        | C::CursorExpired
         | C::Unknown => libc::EIO,
     }
 }
 
 pub type RemoteResult<T> = Result<T, RemoteError>;
+
+/// An answer of the change feed.
+#[derive(Debug, Clone)]
+pub enum FeedPage {
+    Changes(ChangesResponse),
+    /// The feed no longer covers the cursor: start over at `current`, after
+    /// forgetting everything learnt before.
+    Expired {
+        current: i64,
+    },
+}
 
 /// The content a write is based on: it is stored only while the file still holds
 /// it, so a version another client stored meanwhile is never overwritten.
@@ -91,6 +105,11 @@ pub type IfContent<'a> = Option<Option<&'a str>>;
 
 #[async_trait]
 pub trait Remote: Send + Sync {
+    /// The number this client's changes carry in the change feed.
+    fn origin(&self) -> u64;
+    /// The changes after `since`, waiting up to `wait` for one; without
+    /// `since`, none and the cursor to start from.
+    async fn changes(&self, since: Option<i64>, wait: Duration) -> RemoteResult<FeedPage>;
     async fn user_info(&self) -> RemoteResult<UserInfo>;
     async fn node(&self, ino: i64) -> RemoteResult<Node>;
     async fn lookup(&self, parent: i64, name: &str) -> RemoteResult<Node>;

@@ -20,7 +20,7 @@ pub const WAIT_MAX: Duration = Duration::from_secs(60);
 /// The most changes one answer carries.
 pub const LIMIT_MAX: i64 = 1000;
 /// How often a waiter looks at the database without being woken.
-const RECHECK: Duration = Duration::from_secs(2);
+const RECHECK: Duration = Duration::from_secs(10);
 
 /// The waiters, per user.
 #[derive(Default)]

@@ -4,16 +4,19 @@
 //! ctime on every change, conditional commits, readable past versions, and
 //! chunk-level deduplication.
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use panproto::wire::{
-    CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node, NodeKind, RenameMode,
-    RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
+    ChangeKind, ChangesResponse, CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node,
+    NodeKind, RenameMode, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo,
+    XattrMode,
 };
 
-use super::{IfContent, Remote, RemoteResult};
+use super::{FeedPage, IfContent, Remote, RemoteResult};
 
 mod state;
 
@@ -22,8 +25,12 @@ use state::{Session, State, blank, check_name, refused};
 const ROOT: i64 = 1;
 
 pub struct MemoryRemote {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+    /// This client's number in the feed (each client of one state has its own).
+    origin: u64,
 }
+
+static NEXT_ORIGIN: AtomicU64 = AtomicU64::new(1);
 
 impl Default for MemoryRemote {
     fn default() -> Self {
@@ -36,7 +43,8 @@ impl Default for MemoryRemote {
             .nodes
             .insert(ROOT, blank(ROOT, NodeKind::Dir, 0o755, now));
         Self {
-            state: Mutex::new(state),
+            state: Arc::new(Mutex::new(state)),
+            origin: NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
@@ -51,6 +59,21 @@ impl MemoryRemote {
         ROOT
     }
 
+    /// Another client of the same server (another mount, or the HTTP API).
+    pub fn another_client(&self) -> Self {
+        Self {
+            state: self.state.clone(),
+            origin: NEXT_ORIGIN.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Forgets every change so far, as retention does: older cursors expire.
+    pub fn expire_feed(&self) {
+        let mut state = self.lock();
+        state.feed_floor = state.feed_seq();
+        state.feed.clear();
+    }
+
     /// The bytes a file holds now (what another client would read).
     pub fn bytes(&self, ino: i64) -> Option<Vec<u8>> {
         let state = self.lock();
@@ -61,6 +84,38 @@ impl MemoryRemote {
 
 #[async_trait]
 impl Remote for MemoryRemote {
+    fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    /// Answers at once; with nothing new it pauses briefly, as a short long poll.
+    async fn changes(&self, since: Option<i64>, wait: Duration) -> RemoteResult<FeedPage> {
+        let page = {
+            let state = self.lock();
+            let current = state.feed_seq();
+            let Some(since) = since else {
+                return Ok(FeedPage::Changes(ChangesResponse {
+                    seq: current,
+                    changes: Vec::new(),
+                    more: false,
+                }));
+            };
+            if since < state.feed_floor || since > current {
+                return Ok(FeedPage::Expired { current });
+            }
+            let changes = state.feed[(since - state.feed_floor) as usize..].to_vec();
+            ChangesResponse {
+                seq: current,
+                changes,
+                more: false,
+            }
+        };
+        if page.changes.is_empty() {
+            tokio::time::sleep(wait.min(Duration::from_millis(20))).await;
+        }
+        Ok(FeedPage::Changes(page))
+    }
+
     async fn user_info(&self) -> RemoteResult<UserInfo> {
         let state = self.lock();
         Ok(UserInfo {
@@ -128,6 +183,8 @@ impl Remote for MemoryRemote {
         state.touch_dir(parent, now);
         state.nodes.insert(ino, node.clone());
         state.entries.insert(key, ino);
+        let entry = Some((parent, req.name.as_str()));
+        state.record(self.origin, ChangeKind::Create, ino, entry, None);
         Ok(node)
     }
 
@@ -148,7 +205,15 @@ impl Remote for MemoryRemote {
         let node = state.node_mut(ino)?;
         node.nlink += 1;
         node.ctime = now;
-        Ok(node.clone())
+        let node = node.clone();
+        state.record(
+            self.origin,
+            ChangeKind::Link,
+            ino,
+            Some((parent, name)),
+            None,
+        );
+        Ok(node)
     }
 
     async fn remove(&self, parent: i64, name: &str, dir: bool) -> RemoteResult<()> {
@@ -169,6 +234,13 @@ impl Remote for MemoryRemote {
         }
         state.touch_dir(parent, now);
         state.unlink(ino, now);
+        state.record(
+            self.origin,
+            ChangeKind::Remove,
+            ino,
+            Some((parent, name)),
+            None,
+        );
         Ok(())
     }
 
@@ -232,6 +304,11 @@ impl Remote for MemoryRemote {
         state.touch_dir(req.parent, now);
         state.touch_dir(req.new_parent, now);
         state.node_mut(ino)?.ctime = now;
+        let (from, to) = (
+            (req.parent, req.name.as_str()),
+            (req.new_parent, req.new_name.as_str()),
+        );
+        state.record(self.origin, ChangeKind::Rename, ino, Some(from), Some(to));
         Ok(())
     }
 
@@ -247,6 +324,7 @@ impl Remote for MemoryRemote {
             bytes.resize(size.max(0) as usize, 0);
             let chunks = state.store(&bytes);
             state.set_content(ino, chunks, bytes, req.mtime, None)?;
+            state.record(self.origin, ChangeKind::Content, ino, None, None);
         }
         let now = state.tick();
         let node = state.node_mut(ino)?;
@@ -258,7 +336,9 @@ impl Remote for MemoryRemote {
         node.atime = req.atime.unwrap_or(node.atime);
         node.mtime = req.mtime.unwrap_or(node.mtime);
         node.ctime = now;
-        Ok(node.clone())
+        let node = node.clone();
+        state.record(self.origin, ChangeKind::Attr, ino, None, None);
+        Ok(node)
     }
 
     async fn manifest(&self, ino: i64) -> RemoteResult<Manifest> {
@@ -304,7 +384,9 @@ impl Remote for MemoryRemote {
         let mut state = self.lock();
         state.file(ino)?;
         let chunks = state.store(&body);
-        state.set_content(ino, chunks, body.to_vec(), Some(mtime), if_content)
+        let node = state.set_content(ino, chunks, body.to_vec(), Some(mtime), if_content)?;
+        state.record(self.origin, ChangeKind::Content, ino, None, None);
+        Ok(node)
     }
 
     async fn begin_upload(&self, init: &UploadInit) -> RemoteResult<UploadState> {
@@ -345,7 +427,10 @@ impl Remote for MemoryRemote {
         };
         let bytes = state.bytes_of(&session.chunks)?;
         let if_content = req.if_content.as_ref().map(|c| c.as_deref());
-        state.set_content(session.ino, session.chunks, bytes, req.mtime, if_content)
+        let ino = session.ino;
+        let node = state.set_content(ino, session.chunks, bytes, req.mtime, if_content)?;
+        state.record(self.origin, ChangeKind::Content, ino, None, None);
+        Ok(node)
     }
 
     async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>> {
@@ -395,7 +480,9 @@ impl Remote for MemoryRemote {
         let node = state.node_mut(ino)?;
         node.xattrs = count;
         node.ctime = now;
-        Ok(node.clone())
+        let node = node.clone();
+        state.record(self.origin, ChangeKind::Xattr, ino, None, None);
+        Ok(node)
     }
 
     async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node> {
@@ -412,7 +499,9 @@ impl Remote for MemoryRemote {
         let node = state.node_mut(ino)?;
         node.xattrs = count;
         node.ctime = now;
-        Ok(node.clone())
+        let node = node.clone();
+        state.record(self.origin, ChangeKind::Xattr, ino, None, None);
+        Ok(node)
     }
 }
 

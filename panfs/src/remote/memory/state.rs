@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
-use panproto::wire::{ChunkRef, ErrorCode, Node, NodeKind, UploadState};
+use panproto::wire::{Change, ChangeKind, ChunkRef, ErrorCode, Node, NodeKind, UploadState};
 
 use super::super::{IfContent, RemoteError, RemoteResult};
 
@@ -29,7 +29,13 @@ pub(super) struct State {
     pub chunks: HashMap<String, Bytes>,
     pub sessions: HashMap<String, Session>,
     pub xattrs: HashMap<i64, Vec<(String, Vec<u8>)>>,
+    /// The change feed: changes after `feed_floor`, in order.
+    pub feed: Vec<Change>,
+    pub feed_floor: i64,
 }
+
+/// A directory entry a change touched.
+pub(super) type Entry<'a> = Option<(i64, &'a str)>;
 
 pub(super) fn refused(code: ErrorCode) -> RemoteError {
     RemoteError::Refused {
@@ -116,6 +122,34 @@ impl State {
 
     pub(super) fn is_empty_dir(&self, dir: i64) -> bool {
         !self.entries.keys().any(|(p, _)| *p == dir)
+    }
+
+    pub(super) fn feed_seq(&self) -> i64 {
+        self.feed_floor + self.feed.len() as i64
+    }
+
+    /// Appends a change to the feed, with the node as it is now.
+    pub(super) fn record(
+        &mut self,
+        origin: u64,
+        kind: ChangeKind,
+        ino: i64,
+        entry: Entry<'_>,
+        to: Entry<'_>,
+    ) {
+        let change = Change {
+            seq: self.feed_seq() + 1,
+            kind,
+            ino,
+            parent: entry.map(|(p, _)| p),
+            name: entry.map(|(_, n)| n.to_string()),
+            new_parent: to.map(|(p, _)| p),
+            new_name: to.map(|(_, n)| n.to_string()),
+            node: self.nodes.get(&ino).filter(|n| n.nlink > 0).cloned(),
+            origin: Some(origin),
+            at: self.clock,
+        };
+        self.feed.push(change);
     }
 
     /// A directory's entries changed: its times move.

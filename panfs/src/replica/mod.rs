@@ -1,0 +1,301 @@
+//! The metadata replica: the nodes, names and complete directory listings this
+//! mount has seen, so that lookup, getattr, readdir and readlink answer without
+//! the server.
+//!
+//! A record is current while the change feed is followed (every change made
+//! elsewhere invalidates what it touched), and only for a short TTL when it is
+//! not, as before the feed existed. Invalidated records are kept, marked stale,
+//! so cached files stay reachable while the server is not. Changes made
+//! elsewhere only ever invalidate, never overwrite: the feed may deliver a
+//! change older than what this mount just did itself, and the server stays the
+//! one source of attributes.
+
+mod store;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use panproto::wire::{Change, ChangeKind, Node};
+
+pub use store::replica_path;
+
+/// A remembered value and when it was seen (None: stale, kept for offline use).
+#[derive(Debug, Clone)]
+struct Record<T> {
+    value: T,
+    seen: Option<Instant>,
+}
+
+/// What the replica knows of a name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Lookup {
+    Found(Node),
+    Missing,
+    Unknown,
+}
+
+/// What the kernel must forget after changes made elsewhere (server inodes).
+#[derive(Debug, Default, PartialEq)]
+pub struct Invalidations {
+    pub entries: Vec<(i64, String)>,
+    pub attrs: Vec<i64>,
+    /// Files whose content changed: their cached pages go too.
+    pub data: Vec<i64>,
+}
+
+pub struct Replica {
+    nodes: HashMap<i64, Record<Node>>,
+    /// `None`: the name is known to be missing.
+    entries: BTreeMap<(i64, String), Record<Option<i64>>>,
+    /// Directories whose every entry is in `entries`.
+    complete: HashMap<i64, Record<()>>,
+    /// The feed position everything here is current to.
+    cursor: Option<i64>,
+    following: bool,
+    /// Bumped by every change from elsewhere: an answer fetched across a bump
+    /// may predate it, so it is kept stale.
+    epoch: u64,
+    fallback_ttl: Duration,
+    dirty: bool,
+}
+
+impl Replica {
+    pub fn new(fallback_ttl: Duration) -> Self {
+        Replica {
+            nodes: HashMap::new(),
+            entries: BTreeMap::new(),
+            complete: HashMap::new(),
+            cursor: None,
+            following: false,
+            epoch: 0,
+            fallback_ttl,
+            dirty: false,
+        }
+    }
+
+    fn current<T>(&self, r: &Record<T>) -> bool {
+        r.seen
+            .is_some_and(|at| self.following || at.elapsed() < self.fallback_ttl)
+    }
+
+    /// When a value fetched at `epoch` counts as seen now.
+    fn seen_if(&self, epoch: u64) -> Option<Instant> {
+        (epoch == self.epoch).then(Instant::now)
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub fn following(&self) -> bool {
+        self.following
+    }
+
+    pub fn cursor(&self) -> Option<i64> {
+        self.cursor
+    }
+
+    /// Caught up with the feed at `cursor` (or no longer following it).
+    pub fn set_following(&mut self, following: bool, cursor: Option<i64>) {
+        self.following = following;
+        if cursor.is_some() && cursor != self.cursor {
+            self.cursor = cursor;
+            self.dirty = true;
+        }
+    }
+
+    /// Sizes: nodes, names, complete directories.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.nodes.len(), self.entries.len(), self.complete.len())
+    }
+
+    pub fn node(&self, ino: i64) -> Option<&Node> {
+        self.nodes
+            .get(&ino)
+            .filter(|r| self.current(r))
+            .map(|r| &r.value)
+    }
+
+    /// The node as last seen, current or not (for when the server is unreachable).
+    pub fn last_seen(&self, ino: i64) -> Option<&Node> {
+        self.nodes.get(&ino).map(|r| &r.value)
+    }
+
+    pub fn lookup(&self, parent: i64, name: &str) -> Lookup {
+        match self.entries.get(&(parent, name.to_string())) {
+            Some(r) if self.current(r) => match r.value.and_then(|ino| self.node(ino)) {
+                Some(node) => Lookup::Found(node.clone()),
+                None if r.value.is_none() => Lookup::Missing,
+                None => Lookup::Unknown,
+            },
+            Some(r) if r.value.is_some() => Lookup::Unknown,
+            _ if self.listed(parent) => Lookup::Missing,
+            _ => Lookup::Unknown,
+        }
+    }
+
+    /// The node a name had when last seen, current or not.
+    pub fn last_seen_entry(&self, parent: i64, name: &str) -> Option<i64> {
+        self.entries
+            .get(&(parent, name.to_string()))
+            .and_then(|r| r.value)
+    }
+
+    fn listed(&self, dir: i64) -> bool {
+        self.complete.get(&dir).is_some_and(|r| self.current(r))
+    }
+
+    /// The whole listing, when it and every node in it are current.
+    pub fn listing(&self, dir: i64) -> Option<Vec<(String, Node)>> {
+        if !self.listed(dir) {
+            return None;
+        }
+        let mut out = Vec::new();
+        let names = self
+            .entries
+            .range((dir, String::new())..)
+            .take_while(|((parent, _), _)| *parent == dir);
+        for ((_, name), r) in names {
+            if r.value.is_none() {
+                continue;
+            }
+            if !self.current(r) {
+                return None;
+            }
+            out.push((name.clone(), self.node(r.value?)?.clone()));
+        }
+        Some(out)
+    }
+
+    pub fn put_node(&mut self, node: &Node, epoch: u64) {
+        let seen = self.seen_if(epoch);
+        self.nodes.insert(
+            node.ino,
+            Record {
+                value: node.clone(),
+                seen,
+            },
+        );
+        self.dirty = true;
+    }
+
+    /// A name now leads to `ino` (None: it is missing).
+    pub fn put_entry(&mut self, parent: i64, name: &str, ino: Option<i64>, epoch: u64) {
+        let seen = self.seen_if(epoch);
+        self.entries
+            .insert((parent, name.to_string()), Record { value: ino, seen });
+        self.dirty = true;
+    }
+
+    /// A directory's whole listing, replacing what was known of it.
+    pub fn put_listing(&mut self, dir: i64, listing: &[(String, Node)], epoch: u64) {
+        let seen = self.seen_if(epoch);
+        self.entries.retain(|(parent, _), _| *parent != dir);
+        for (name, node) in listing {
+            self.put_node(node, epoch);
+            self.entries.insert(
+                (dir, name.clone()),
+                Record {
+                    value: Some(node.ino),
+                    seen,
+                },
+            );
+        }
+        match seen {
+            Some(_) => self.complete.insert(dir, Record { value: (), seen }),
+            None => self.complete.remove(&dir),
+        };
+        self.dirty = true;
+    }
+
+    /// A new directory this mount made: known to be empty.
+    pub fn put_empty_dir(&mut self, dir: i64, epoch: u64) {
+        if let Some(seen) = self.seen_if(epoch) {
+            self.complete.insert(
+                dir,
+                Record {
+                    value: (),
+                    seen: Some(seen),
+                },
+            );
+        }
+    }
+
+    /// The node's attributes must be fetched again (its last value is kept).
+    pub fn mark_stale(&mut self, ino: i64) {
+        if let Some(r) = self.nodes.get_mut(&ino) {
+            r.seen = None;
+        }
+    }
+
+    /// Forgets what a name leads to; the directory's listing is no longer whole.
+    pub fn forget_entry(&mut self, parent: i64, name: &str) {
+        self.entries.remove(&(parent, name.to_string()));
+        self.complete.remove(&parent);
+        self.dirty = true;
+    }
+
+    /// Where a node is known to be: a name this mount has seen for it.
+    pub fn place_of(&self, ino: i64) -> Option<(i64, String)> {
+        self.entries
+            .iter()
+            .find(|(_, r)| r.value == Some(ino))
+            .map(|(key, _)| key.clone())
+    }
+
+    /// A change made elsewhere: forget what it touched.
+    pub fn apply_foreign(&mut self, change: &Change, out: &mut Invalidations) {
+        self.epoch += 1;
+        self.dirty = true;
+        let names = [
+            change.parent.zip(change.name.clone()),
+            change.new_parent.zip(change.new_name.clone()),
+        ];
+        for (parent, name) in names.into_iter().flatten() {
+            let key = (parent, name);
+            // Whatever the name led to lost or gained a link.
+            if let Some(Record {
+                value: Some(was), ..
+            }) = self.entries.remove(&key)
+            {
+                self.mark_stale(was);
+                out.attrs.push(was);
+            }
+            // The listing misses the new name, and the directory's times moved.
+            self.complete.remove(&parent);
+            self.mark_stale(parent);
+            out.attrs.push(parent);
+            out.entries.push(key);
+        }
+        self.mark_stale(change.ino);
+        out.attrs.push(change.ino);
+        if change.kind == ChangeKind::Content {
+            out.data.push(change.ino);
+        }
+    }
+
+    /// Forgets everything (the feed's cursor expired): returns what the kernel
+    /// may hold, to be forgotten too.
+    pub fn clear(&mut self) -> Invalidations {
+        self.epoch += 1;
+        self.dirty = true;
+        let out = Invalidations {
+            entries: self.entries.keys().cloned().collect(),
+            attrs: self.nodes.keys().copied().collect(),
+            data: Vec::new(),
+        };
+        for r in self.nodes.values_mut() {
+            r.seen = None;
+        }
+        self.entries.retain(|_, r| r.value.is_some());
+        for r in self.entries.values_mut() {
+            r.seen = None;
+        }
+        self.complete.clear();
+        self.cursor = None;
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,136 @@
+//! The replica's rules: what counts as current, what a change made elsewhere
+//! forgets, and what a save and load keep.
+
+use std::time::Duration;
+
+use panproto::wire::{Change, ChangeKind, Node, NodeKind};
+
+use super::{Invalidations, Lookup, Replica};
+
+fn node(ino: i64, kind: NodeKind) -> Node {
+    Node {
+        ino,
+        kind,
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        atime: 0,
+        mtime: 0,
+        ctime: 0,
+        nlink: 1,
+        content: None,
+        target: None,
+        rdev: 0,
+        xattrs: 0,
+        stored_bytes: 0,
+    }
+}
+
+fn change(kind: ChangeKind, ino: i64, parent: i64, name: &str) -> Change {
+    Change {
+        seq: 1,
+        kind,
+        ino,
+        parent: Some(parent),
+        name: Some(name.into()),
+        new_parent: None,
+        new_name: None,
+        node: None,
+        origin: None,
+        at: 0,
+    }
+}
+
+/// A replica that follows the feed, with the directory 1 holding "a" (2) and "b" (3).
+fn listed() -> Replica {
+    let mut r = Replica::new(Duration::from_secs(60));
+    r.set_following(true, Some(0));
+    let epoch = r.epoch();
+    r.put_node(&node(1, NodeKind::Dir), epoch);
+    let listing = [
+        ("a".to_string(), node(2, NodeKind::File)),
+        ("b".to_string(), node(3, NodeKind::File)),
+    ];
+    r.put_listing(1, &listing, epoch);
+    r
+}
+
+#[test]
+fn a_complete_listing_answers_names_it_lacks() {
+    let r = listed();
+    assert!(matches!(r.lookup(1, "a"), Lookup::Found(n) if n.ino == 2));
+    assert_eq!(r.lookup(1, "zzz"), Lookup::Missing);
+    assert_eq!(r.lookup(7, "a"), Lookup::Unknown);
+    let names: Vec<_> = r
+        .listing(1)
+        .expect("listing")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(r.listing(2), None);
+}
+
+#[test]
+fn a_change_elsewhere_forgets_what_it_touched() {
+    let mut r = listed();
+    let mut forget = Invalidations::default();
+    let mut rename = change(ChangeKind::Rename, 2, 1, "a");
+    rename.new_parent = Some(1);
+    rename.new_name = Some("b".into());
+    r.apply_foreign(&rename, &mut forget);
+    // Both names, the replaced node, the directory and the moved node.
+    assert_eq!(r.lookup(1, "a"), Lookup::Unknown);
+    assert_eq!(r.lookup(1, "b"), Lookup::Unknown);
+    assert_eq!(r.listing(1), None);
+    assert!(r.node(3).is_none() && r.node(2).is_none() && r.node(1).is_none());
+    // Stale, not gone: still there for when the server is unreachable.
+    assert!(r.last_seen(3).is_some());
+    assert_eq!(forget.entries, [(1, "a".to_string()), (1, "b".to_string())]);
+    assert!(forget.attrs.contains(&3) && forget.attrs.contains(&2));
+    assert!(forget.data.is_empty());
+}
+
+#[test]
+fn an_answer_fetched_across_a_change_is_not_trusted() {
+    let mut r = listed();
+    let before = r.epoch();
+    let mut forget = Invalidations::default();
+    r.apply_foreign(&change(ChangeKind::Attr, 9, 1, "x"), &mut forget);
+    r.put_node(&node(9, NodeKind::File), before);
+    assert!(r.node(9).is_none());
+    r.put_node(&node(9, NodeKind::File), r.epoch());
+    assert!(r.node(9).is_some());
+}
+
+#[test]
+fn without_the_feed_records_last_only_the_fallback_ttl() {
+    let mut r = Replica::new(Duration::ZERO);
+    let epoch = r.epoch();
+    r.put_node(&node(5, NodeKind::File), epoch);
+    assert!(r.node(5).is_none(), "not following: expired at once");
+    r.set_following(true, Some(3));
+    assert!(r.node(5).is_some());
+}
+
+#[test]
+fn a_saved_replica_is_trusted_only_after_catching_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("replica.json");
+    let mut r = listed();
+    assert!(r.save(&path, 1).expect("save"));
+    assert!(
+        Replica::load(&path, 99, Duration::from_secs(60)).is_none(),
+        "another account"
+    );
+    let mut loaded = Replica::load(&path, 1, Duration::from_secs(60)).expect("load");
+    assert_eq!(loaded.cursor(), Some(0));
+    assert_eq!(loaded.lookup(1, "a"), Lookup::Unknown);
+    loaded.set_following(true, Some(0));
+    assert!(matches!(loaded.lookup(1, "a"), Lookup::Found(_)));
+    assert_eq!(loaded.lookup(1, "c"), Lookup::Missing);
+    // Not following: nothing is saved, since no cursor vouches for it.
+    loaded.set_following(false, None);
+    assert!(!loaded.save(&path, 1).expect("save"));
+}
