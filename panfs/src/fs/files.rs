@@ -158,12 +158,16 @@ impl PanFs {
     /// (direct I/O), so reads end where the version read really ends.
     pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
         let ino = self.to_server(ino);
-        let known = lock(&self.tables)
-            .replica
-            .last_seen(ino)
-            .map(|n| (n.content.clone(), n.size));
+        let (known, changed_while_open) = {
+            let t = lock(&self.tables);
+            let known = t.deferred.get(&ino).or_else(|| t.replica.last_seen(ino));
+            (
+                known.map(|n| (n.content.clone(), n.size)),
+                t.deferred.contains_key(&ino),
+            )
+        };
         // Following the feed, a current replica has the newest version already.
-        let node = self.node(ino, !self.following())?;
+        let node = self.node(ino, changed_while_open || !self.following())?;
         let stale =
             known.is_some_and(|(content, size)| content != node.content || size != node.size);
         Ok((self.open_node(&node, flags)?, stale))
@@ -219,6 +223,7 @@ impl PanFs {
         if handle.file.opens.fetch_sub(1, Ordering::SeqCst) > 1 {
             return;
         }
+        self.closed_everywhere(handle.ino);
         let f = lock(&handle.file.state);
         if f.life == Life::Linked && f.body.is_dirty() {
             // Written but not sent (write-back mode, or a failed upload): the worker sends it.

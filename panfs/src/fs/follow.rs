@@ -4,6 +4,7 @@
 //! followed, everything falls back to short TTLs until it has caught up.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use panproto::wire::ChangesResponse;
@@ -139,6 +140,21 @@ impl PanFs {
                 applied += 1;
             }
             t.replica.set_following(!page.more, Some(page.seq));
+            // The kernel would cut an open reader short at the new size; new
+            // opens see the new version meanwhile (they bypass the page cache).
+            let open: Vec<i64> = forget
+                .data
+                .iter()
+                .copied()
+                .filter(|ino| t.files.get(ino).is_some_and(|f| f.opens.load(Ordering::SeqCst) > 0))
+                .collect();
+            forget.data.retain(|ino| !open.contains(ino));
+            forget.attrs.retain(|ino| !open.contains(ino));
+            for ino in open {
+                if let Some(known) = t.replica.last_seen(ino).cloned() {
+                    t.deferred.entry(ino).or_insert(known);
+                }
+            }
         }
         if !page.more {
             lock(&self.feed).problem = None;
@@ -157,6 +173,16 @@ impl PanFs {
         };
         lock(&self.feed).problem = None;
         self.tell_kernel(forget);
+    }
+
+    /// The last close of a file: what changed elsewhere meanwhile reaches the kernel now.
+    pub(super) fn closed_everywhere(&self, ino: i64) {
+        if lock(&self.tables).deferred.remove(&ino).is_some() {
+            self.tell_kernel(Invalidations {
+                data: vec![ino],
+                ..Invalidations::default()
+            });
+        }
     }
 
     /// Sends the kernel what it must forget, off the async threads: a

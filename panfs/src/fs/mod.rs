@@ -86,6 +86,10 @@ pub struct StatFs {
 struct Tables {
     /// Nodes and names seen (see `replica`).
     replica: Replica,
+    /// Files changed elsewhere while open here, with the attributes the kernel
+    /// knows: those stay until the last close, so an open reader keeps its
+    /// version's size (see `follow`).
+    deferred: HashMap<i64, Node>,
     files: HashMap<i64, Arc<OpenFile>>,
     handles: HashMap<u64, Arc<FileHandle>>,
     dirs: HashMap<u64, Vec<(String, Node)>>,
@@ -154,6 +158,7 @@ impl PanFs {
             opts,
             tables: Mutex::new(Tables {
                 replica,
+                deferred: HashMap::new(),
                 files: HashMap::new(),
                 handles: HashMap::new(),
                 dirs: HashMap::new(),

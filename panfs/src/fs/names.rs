@@ -92,7 +92,8 @@ impl PanFs {
     pub(super) fn node(&self, ino: i64, fresh: bool) -> FsResult<Node> {
         let (known, epoch) = {
             let t = lock(&self.tables);
-            (t.replica.node(ino).cloned(), t.replica.epoch())
+            let known = t.deferred.get(&ino).or_else(|| t.replica.node(ino));
+            (known.cloned(), t.replica.epoch())
         };
         if !fresh && let Some(node) = known {
             return Ok(node);
