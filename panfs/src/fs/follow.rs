@@ -146,7 +146,11 @@ impl PanFs {
                 .data
                 .iter()
                 .copied()
-                .filter(|ino| t.files.get(ino).is_some_and(|f| f.opens.load(Ordering::SeqCst) > 0))
+                .filter(|ino| {
+                    t.files
+                        .get(ino)
+                        .is_some_and(|f| f.opens.load(Ordering::SeqCst) > 0)
+                })
                 .collect();
             forget.data.retain(|ino| !open.contains(ino));
             forget.attrs.retain(|ino| !open.contains(ino));

@@ -40,7 +40,7 @@ impl Edit {
         self
     }
 
-    pub(super) fn to_entry(mut self, parent: i64, name: &str) -> Self {
+    pub(super) fn moved_to(mut self, parent: i64, name: &str) -> Self {
         self.change.new_parent = Some(parent);
         self.change.new_name = Some(name.to_string());
         self

@@ -70,7 +70,7 @@ impl SqlMeta {
                 }
                 let edit = Edit::new(ChangeKind::Rename, src.ino)
                     .entry(req.parent, &req.name)
-                    .to_entry(req.new_parent, &req.new_name)
+                    .moved_to(req.new_parent, &req.new_name)
                     .node(node_after(&mut tx, user, src.ino).await?);
                 return self.commit_edit(tx, by, edit, now).await;
             }
@@ -117,7 +117,7 @@ impl SqlMeta {
             .await?;
         let edit = Edit::new(ChangeKind::Rename, src.ino)
             .entry(req.parent, &req.name)
-            .to_entry(req.new_parent, &req.new_name)
+            .moved_to(req.new_parent, &req.new_name)
             .node(node_after(&mut tx, user, src.ino).await?);
         self.commit_edit(tx, by, edit, now).await
     }
