@@ -157,3 +157,50 @@ fn two_mounts_and_the_api_see_each_others_changes() {
         at(1.0)
     );
 }
+
+/// A mount whose saved cursor the server has pruned starts over at the next
+/// mount: nothing it had cached survives as stale, and `panfs status` says so.
+#[test]
+fn a_remount_after_the_cursor_expired_starts_over_with_nothing_stale() {
+    let server = Server::start_with(&[
+        ("PAN_CHANGE_RETENTION_COUNT", "2"),
+        ("PAN_MAINTENANCE_SECS", "1"),
+    ]);
+    let mut m = Mount::new(&server, "alice");
+    let api = Api::user(&server.url(), "alice", PASSWORD);
+    m.sh("mkdir -p d && echo one > d/one && echo two > d/two && chmod 600 d/two");
+    let before = mount_view(&m.p("d"));
+    assert_eq!(before.len(), 2);
+    m.umount();
+    // Where the mount's saved replica is current to.
+    let saved = api.get("/api/v1/changes").1["seq"].as_i64().expect("seq");
+    // Changes the mount misses: more than the feed keeps.
+    assert_eq!(api.delete("/api/v1/files/d/one").0, 204);
+    for i in 0..4 {
+        let path = format!("/api/v1/files/d/new{i}");
+        assert_eq!(api.put_bytes(&path, vec![b'x'; i + 1]).0, 201);
+    }
+    wait_until("the feed pruned", Duration::from_secs(30), || {
+        api.get(&format!("/api/v1/changes?since={saved}")).0 == 410
+    });
+    m.mount();
+    let (_, d) = api.get("/api/v1/stat/d");
+    let dir = d["ino"].as_i64().expect("dir ino");
+    wait_until(
+        "the mount to match the server",
+        Duration::from_secs(10),
+        || mount_view(&m.p("d")) == server_view(&api, dir),
+    );
+    assert!(!m.p("d/one").exists(), "a removed file must not linger");
+    assert_eq!(std::fs::read(m.p("d/new3")).expect("read"), b"xxxx");
+    // The daemon rewrites its status every second.
+    let started = Instant::now();
+    loop {
+        let text = String::from_utf8_lossy(&m.panfs(&["status"], "").stdout).into_owned();
+        if text.contains("following at change") && text.contains("1 restarts") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

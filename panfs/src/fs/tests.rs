@@ -568,6 +568,43 @@ fn a_remount_reuses_the_replica_and_catches_up() {
     assert_eq!(listed, ["dir", "one"]);
 }
 
+#[test]
+fn without_the_feed_the_mount_falls_back_to_short_cache_times_and_says_why() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = rig(server.clone(), home.path(), false);
+    following(&rig);
+    assert_eq!(rig.fs.ttls().0, Duration::from_secs(300));
+    rig.faults.set_offline(true);
+    wait_until("the fallback", || !rig.fs.following());
+    let status = rig.fs.feed_status();
+    assert!(status.problem.is_some_and(|p| p.contains("offline")));
+    assert_eq!(
+        rig.fs.ttls(),
+        (Duration::from_secs(1), Duration::from_secs(1))
+    );
+    // A change made meanwhile is applied once the feed is back.
+    let other = server.another_client();
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(other.put_content(server.root(), bytes::Bytes::new(), 1, None))
+        .expect_err("the root is no file");
+    let dir = panproto::wire::CreateRequest {
+        name: "made while offline".into(),
+        kind: panproto::wire::NodeKind::Dir,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        target: None,
+        rdev: 0,
+    };
+    rt.block_on(other.create(server.root(), &dir))
+        .expect("create");
+    rig.faults.set_offline(false);
+    wait_until("following again", || rig.fs.following());
+    assert_eq!(rig.fs.feed_status().applied, 1);
+    assert!(rig.fs.lookup(ROOT, "made while offline").is_ok());
+}
+
 fn rig_mkdir(fs: &PanFs, name: &str) {
     fs.mkdir(ROOT, name, 0o755, OWNER).expect("mkdir");
 }
