@@ -411,6 +411,19 @@ fn following(rig: &Rig) -> Arc<KernelLog> {
     log
 }
 
+/// What another client sends to make a node.
+fn new_node(name: &str, kind: panproto::wire::NodeKind) -> panproto::wire::CreateRequest {
+    panproto::wire::CreateRequest {
+        name: name.into(),
+        kind,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        target: None,
+        rdev: 0,
+    }
+}
+
 fn names(fs: &PanFs) -> Vec<String> {
     let fh = fs.opendir(ROOT).expect("opendir");
     let listing = fs.readdir(ROOT, fh, 2).expect("readdir");
@@ -432,16 +445,8 @@ fn changes_made_elsewhere_reach_the_replica_and_the_kernel() {
         rig.fs.lookup(ROOT, "a").map(|_| ()).unwrap_err().errno(),
         libc::ENOENT
     );
-    let req = |name: &str| panproto::wire::CreateRequest {
-        name: name.into(),
-        kind: panproto::wire::NodeKind::File,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        target: None,
-        rdev: 0,
-    };
-    let a = rt.block_on(other.create(root, &req("a"))).expect("create");
+    let file = new_node("a", panproto::wire::NodeKind::File);
+    let a = rt.block_on(other.create(root, &file)).expect("create");
     wait_until("the new name", || rig.fs.lookup(ROOT, "a").is_ok());
     assert!(
         log.0
@@ -588,15 +593,7 @@ fn without_the_feed_the_mount_falls_back_to_short_cache_times_and_says_why() {
     let rt = tokio::runtime::Runtime::new().expect("rt");
     rt.block_on(other.put_content(server.root(), bytes::Bytes::new(), 1, None))
         .expect_err("the root is no file");
-    let dir = panproto::wire::CreateRequest {
-        name: "made while offline".into(),
-        kind: panproto::wire::NodeKind::Dir,
-        mode: 0o755,
-        uid: 0,
-        gid: 0,
-        target: None,
-        rdev: 0,
-    };
+    let dir = new_node("made while offline", panproto::wire::NodeKind::Dir);
     rt.block_on(other.create(server.root(), &dir))
         .expect("create");
     rig.faults.set_offline(false);
