@@ -103,7 +103,7 @@ fn time(t: Option<TimeOrNow>) -> Option<SystemTime> {
 impl FuseAdapter {
     fn entry(&self, reply: ReplyEntry, result: Result<Attr, FsError>) {
         match result {
-            Ok(a) => reply.entry(&self.fs.ttls().1, &file_attr(&a), Generation(0)),
+            Ok(a) => reply.entry(&self.fs.ttls_for(&a).1, &file_attr(&a), Generation(0)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -174,7 +174,7 @@ impl Filesystem for FuseAdapter {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.fs.ttls().0, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.fs.ttls_for(&a).0, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -208,7 +208,7 @@ impl Filesystem for FuseAdapter {
                 mtime: time(mtime),
             },
         ) {
-            Ok(a) => reply.attr(&self.fs.ttls().0, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.fs.ttls_for(&a).0, &file_attr(&a)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -419,7 +419,6 @@ impl Filesystem for FuseAdapter {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let ttl = self.fs.ttls().1;
         match self.fs.readdir(ino.0, fh.0, offset) {
             Ok(entries) => {
                 for (next, name, attr) in entries {
@@ -427,7 +426,7 @@ impl Filesystem for FuseAdapter {
                         INodeNo(attr.ino),
                         next,
                         name,
-                        &ttl,
+                        &self.fs.ttls_for(&attr).1,
                         &file_attr(&attr),
                         Generation(0),
                     ) {
@@ -576,7 +575,7 @@ impl Filesystem for FuseAdapter {
             .create(parent.0, name, mode & !umask, owner(req), flags)
         {
             Ok((a, fh)) => reply.created(
-                &self.fs.ttls().1,
+                &self.fs.ttls_for(&a).1,
                 &file_attr(&a),
                 Generation(0),
                 FileHandle(fh),

@@ -24,6 +24,9 @@ pub struct Attr {
     pub rdev: u32,
     /// 512-byte blocks stored: holes cost none.
     pub blocks: u64,
+    /// False when a change made elsewhere arrived while these were fetched:
+    /// they may predate it, so the kernel keeps them only briefly.
+    pub settled: bool,
 }
 
 pub(super) fn to_time(ns: i64) -> SystemTime {
@@ -64,6 +67,7 @@ impl PanFs {
                 _ => node.size.max(0) as u64,
             }
             .div_ceil(512),
+            settled: true,
         };
         if node.ino == self.root {
             attr.uid = self.opts.uid;

@@ -1,10 +1,19 @@
-//! Directory handles: a listing fetched at opendir, served by offset.
+//! Directory handles: a listing taken at opendir (from the replica when it has
+//! the whole directory), served by offset.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use panproto::wire::NodeKind;
+use panproto::wire::{Node, NodeKind};
 
 use super::{Attr, FsError, FsResult, PanFs, lock};
+
+/// An open directory's entries, and whether a change made elsewhere arrived
+/// while they were fetched (see `Attr::settled`).
+pub(super) struct Listing {
+    entries: Vec<(String, Node)>,
+    settled: bool,
+}
 
 impl PanFs {
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
@@ -15,20 +24,25 @@ impl PanFs {
         }
         let known = lock(&self.tables).replica.listing(dir);
         let listing = match known {
-            Some(listing) => listing,
+            Some(entries) => Listing {
+                entries,
+                settled: true,
+            },
             None => {
                 let epoch = self.epoch();
-                let listing: Vec<_> = self
+                let entries: Vec<_> = self
                     .block_on(self.remote.list(dir))?
                     .into_iter()
                     .map(|e| (e.name, e.node))
                     .collect();
-                lock(&self.tables).replica.put_listing(dir, &listing, epoch);
-                listing
+                let mut t = lock(&self.tables);
+                t.replica.put_listing(dir, &entries, epoch);
+                let settled = t.replica.epoch() == epoch;
+                Listing { entries, settled }
             }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.tables).dirs.insert(fh, listing);
+        lock(&self.tables).dirs.insert(fh, Arc::new(listing));
         Ok(fh)
     }
 
@@ -48,11 +62,11 @@ impl PanFs {
         let dot = self.attr_of(&dir);
         let all = [(".".to_string(), dot.clone()), ("..".to_string(), dot)]
             .into_iter()
-            .chain(
-                listing
-                    .iter()
-                    .map(|(name, node)| (name.clone(), self.attr_of(node))),
-            );
+            .chain(listing.entries.iter().map(|(name, node)| {
+                let mut attr = self.attr_of(node);
+                attr.settled = listing.settled;
+                (name.clone(), attr)
+            }));
         Ok(all
             .enumerate()
             .skip(offset as usize)

@@ -61,6 +61,15 @@ impl PanFs {
         }
     }
 
+    /// How long the kernel may keep these attributes (attributes, name).
+    pub fn ttls_for(&self, attr: &super::Attr) -> (Duration, Duration) {
+        if attr.settled {
+            self.ttls()
+        } else {
+            (self.opts.fallback_ttl, self.opts.fallback_ttl)
+        }
+    }
+
     pub fn feed_status(&self) -> FeedStatus {
         let mut status = lock(&self.feed).clone();
         let t = lock(&self.tables);

@@ -92,7 +92,7 @@ struct Tables {
     deferred: HashMap<i64, Node>,
     files: HashMap<i64, Arc<OpenFile>>,
     handles: HashMap<u64, Arc<FileHandle>>,
-    dirs: HashMap<u64, Vec<(String, Node)>>,
+    dirs: HashMap<u64, Arc<dirs::Listing>>,
 }
 
 pub struct PanFs {

@@ -61,8 +61,11 @@ impl PanFs {
                 let mut t = lock(&self.tables);
                 t.replica.put_node(&node, epoch);
                 t.replica.put_entry(parent, name, Some(node.ino), epoch);
+                let settled = t.replica.epoch() == epoch;
                 drop(t);
-                Ok(self.attr_of(&node))
+                let mut attr = self.attr_of(&node);
+                attr.settled = settled;
+                Ok(attr)
             }
             Err(e) => {
                 let e = FsError::from(e);
@@ -116,8 +119,11 @@ impl PanFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let epoch = self.epoch();
         let node = self.node(self.to_server(ino), false)?;
-        Ok(self.attr_of(&node))
+        let mut attr = self.attr_of(&node);
+        attr.settled = self.epoch() == epoch;
+        Ok(attr)
     }
 
     pub fn readlink(&self, ino: u64) -> FsResult<String> {

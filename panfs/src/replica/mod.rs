@@ -190,7 +190,15 @@ impl Replica {
     /// A directory's whole listing, replacing what was known of it.
     pub fn put_listing(&mut self, dir: i64, listing: &[(String, Node)], epoch: u64) {
         let seen = self.seen_if(epoch);
-        self.entries.retain(|(parent, _), _| *parent != dir);
+        let known: Vec<(i64, String)> = self
+            .entries
+            .range((dir, String::new())..)
+            .take_while(|((parent, _), _)| *parent == dir)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in known {
+            self.entries.remove(&key);
+        }
         for (name, node) in listing {
             self.put_node(node, epoch);
             self.entries.insert(
