@@ -70,7 +70,7 @@ if [[ " $profiles " == *" full "* ]]; then
     source "$SERVICES_DIR.env"
     export PAN_TEST_PROFILE=full PAN_TEST_SERVICES_DIR="$SERVICES_DIR" PAN_TEST_CEPH_CONF="$SERVICES_DIR/ceph/ceph.conf"
     # Tiny files cost several MariaDB commits and a confirmed publish each: fewer here.
-    export PAN_SMALL_FILES="${PAN_SMALL_FILES:-1000}"
+    export PAN_SMALL_FILES="${PAN_SMALL_FILES:-500}"
     cargo test -p pantests --no-fail-fast \
         --test http --test http_posix --test pango --test hostile --test api_fuzz --test full_disk \
         --test mount_tools --test mount_lifecycle --test mount_differential \

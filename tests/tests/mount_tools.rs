@@ -34,7 +34,7 @@ fn copy_one_gib_and_back() {
 }
 
 /// 10,000 files in 10 folders; `PAN_SMALL_FILES` sets another count (scripts/test.sh
-/// uses 1,000 on the full stack, where each file costs several MariaDB commits and
+/// uses 500 on the full stack, where each file costs several MariaDB commits and
 /// a confirmed RabbitMQ publish, to keep CI within its time).
 #[test]
 fn ten_thousand_small_files() {
