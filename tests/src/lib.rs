@@ -12,6 +12,7 @@ pub mod tree;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub use api::Api;
@@ -36,11 +37,27 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// A free loopback port no other server of this test process was given. A port
+/// from bind(0) is not held, so two tests running at once could be handed the same
+/// one; the loser's server then exits while the winner answers for it. Ports here
+/// come from one sequence per process, below Linux's ephemeral range (outgoing
+/// connections never hold them) and above the test services' ports.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    const FIRST: u32 = 27_000;
+    const COUNT: u32 = 5_700;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(131) % COUNT;
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port between {FIRST} and {}",
+        FIRST + COUNT
+    );
 }
 
 /// Whether something listens on the loopback port. A connection from the port to
