@@ -42,6 +42,15 @@ pub fn bin(name: &str) -> PathBuf {
 /// one; the loser's server then exits while the winner answers for it. Ports here
 /// come from one sequence per process, below Linux's ephemeral range (outgoing
 /// connections never hold them) and above the test services' ports.
+/// A test setting from the environment (`PAN_LOAD_SECS`, a seed to replay…),
+/// or `default()` when it is unset or does not parse.
+pub fn setting<T: std::str::FromStr>(var: &str, default: impl FnOnce() -> T) -> T {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(default)
+}
+
 fn free_port() -> u16 {
     const FIRST: u32 = 27_000;
     const COUNT: u32 = 5_700;

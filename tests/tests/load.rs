@@ -170,10 +170,7 @@ fn mount_client(mount: &Mount, seed: u64, tally: Arc<Tally>, stop: Arc<AtomicBoo
 
 #[test]
 fn sixteen_clients_on_overlapping_names() {
-    let secs: u64 = std::env::var("PAN_LOAD_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let secs: u64 = pantests::setting("PAN_LOAD_SECS", || 30);
     let first = Server::start();
     // The embedded profile allows one server per data directory; the full stack scales out.
     let second = profile::is_full().then(|| Server::start_sharing(&first, &[]));

@@ -348,14 +348,8 @@ fn touched(op: &Op) -> Vec<String> {
 
 #[test]
 fn random_operations_match_a_local_directory() {
-    let seed: u64 = std::env::var("PAN_DIFF_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let steps: usize = std::env::var("PAN_DIFF_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3000);
+    let seed: u64 = pantests::setting("PAN_DIFF_SEED", rand::random);
+    let steps: usize = pantests::setting("PAN_DIFF_STEPS", || 3000);
     println!("differential test: seed {seed}, {steps} steps (replay with PAN_DIFF_SEED={seed})");
     let server = Server::start();
     let m = Mount::new(&server, "alice");

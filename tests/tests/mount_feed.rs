@@ -111,14 +111,8 @@ fn step(rng: &mut StdRng, who: usize, mounts: &[&Mount], api: &Api, root: i64) -
 
 #[test]
 fn two_mounts_and_the_api_see_each_others_changes() {
-    let seed: u64 = std::env::var("PAN_FEED_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let steps: usize = std::env::var("PAN_FEED_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let seed: u64 = pantests::setting("PAN_FEED_SEED", rand::random);
+    let steps: usize = pantests::setting("PAN_FEED_STEPS", || 60);
     println!("feed test: seed {seed}, {steps} steps (replay with PAN_FEED_SEED={seed})");
     let server = Server::start();
     let a = Mount::new(&server, "alice");

@@ -38,10 +38,7 @@ fn copy_one_gib_and_back() {
 /// a confirmed RabbitMQ publish, to keep CI within its time).
 #[test]
 fn ten_thousand_small_files() {
-    let count: usize = std::env::var("PAN_SMALL_FILES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10_000);
+    let count: usize = pantests::setting("PAN_SMALL_FILES", || 10_000);
     let server = Server::start();
     let m = Mount::new(&server, "alice");
     let dir = tempfile::tempdir().expect("tmp");

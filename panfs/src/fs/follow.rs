@@ -169,10 +169,12 @@ impl PanFs {
                 }
             }
         }
+        let mut feed = lock(&self.feed);
+        feed.applied += applied;
         if !page.more {
-            lock(&self.feed).problem = None;
+            feed.problem = None;
         }
-        lock(&self.feed).applied += applied;
+        drop(feed);
         self.tell_kernel(forget);
     }
 

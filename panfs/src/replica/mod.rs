@@ -141,6 +141,13 @@ impl Replica {
             .and_then(|r| r.value)
     }
 
+    /// The names recorded in `dir` (entries are ordered by directory, then name).
+    fn names_in(&self, dir: i64) -> impl Iterator<Item = (&(i64, String), &Record<Option<i64>>)> {
+        self.entries
+            .range((dir, String::new())..)
+            .take_while(move |((parent, _), _)| *parent == dir)
+    }
+
     fn listed(&self, dir: i64) -> bool {
         self.complete.get(&dir).is_some_and(|r| self.current(r))
     }
@@ -151,11 +158,7 @@ impl Replica {
             return None;
         }
         let mut out = Vec::new();
-        let names = self
-            .entries
-            .range((dir, String::new())..)
-            .take_while(|((parent, _), _)| *parent == dir);
-        for ((_, name), r) in names {
+        for ((_, name), r) in self.names_in(dir) {
             if r.value.is_none() {
                 continue;
             }
@@ -190,12 +193,7 @@ impl Replica {
     /// A directory's whole listing, replacing what was known of it.
     pub fn put_listing(&mut self, dir: i64, listing: &[(String, Node)], epoch: u64) {
         let seen = self.seen_if(epoch);
-        let known: Vec<(i64, String)> = self
-            .entries
-            .range((dir, String::new())..)
-            .take_while(|((parent, _), _)| *parent == dir)
-            .map(|(key, _)| key.clone())
-            .collect();
+        let known: Vec<(i64, String)> = self.names_in(dir).map(|(key, _)| key.clone()).collect();
         for key in known {
             self.entries.remove(&key);
         }

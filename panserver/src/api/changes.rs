@@ -12,7 +12,7 @@ use warp::{Filter, Rejection};
 
 use super::{Caller, json_reply, signed_in};
 use crate::service::App;
-use crate::service::feed::LIMIT_MAX;
+use crate::service::feed::{LIMIT_MAX, WAIT_MAX};
 
 #[derive(Debug, Deserialize)]
 struct ChangesQuery {
@@ -30,7 +30,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(signed_in(app))
         .then(|q: ChangesQuery, app: Arc<App>, c: Caller| async move {
             let wait = if q.wait.is_finite() && q.wait > 0.0 {
-                Duration::from_secs_f64(q.wait.min(3600.0))
+                Duration::from_secs_f64(q.wait.min(WAIT_MAX.as_secs_f64()))
             } else {
                 Duration::ZERO
             };
