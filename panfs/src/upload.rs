@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use panproto::proof::ProofHasher;
-use panproto::wire::{ChunkRef, CommitRequest, Node, UploadInit};
+use panproto::wire::{ChunkRef, CommitRequest, ErrorCode, Node, UploadInit};
 use panproto::{CHUNK_MAX, Chunker};
 
 use crate::cache::shadow::ShadowRecord;
@@ -28,6 +28,8 @@ use crate::remote::{Remote, RemoteError};
 const SMALL_FILE: u64 = 1 << 20;
 /// Chunk uploads in flight at once.
 const PARALLEL_PUTS: usize = 4;
+/// Sessions one upload opens at most when the server loses them.
+const SESSION_TRIES: u32 = 3;
 
 /// Counters shown by `panfs status` and used by the benchmark.
 #[derive(Debug, Default)]
@@ -246,11 +248,44 @@ pub async fn upload(
     for &(a, b) in &regions {
         make_present(remote, snap, live, a, b).await?;
     }
-    let Plan { chunks, placed } = plan(snap, &regions)?;
+    let plan = plan(snap, &regions)?;
+    let mut tries = 1;
+    let node = loop {
+        match send_plan(remote, snap, live, &target, &plan, stats).await {
+            // The server lost the session (a restart of the embedded profile, or
+            // it expired): what it stored stays, so a new session sends the rest.
+            Err(UploadError::Remote(e)) if e.is(ErrorCode::UploadGone) && tries < SESSION_TRIES => {
+                tracing::warn!(
+                    ino = target.ino,
+                    tries,
+                    "upload session gone; opening a new one"
+                );
+                tries += 1;
+            }
+            sent => break sent?,
+        }
+    };
+    stats.commits.fetch_add(1, Ordering::Relaxed);
+    Ok(Committed {
+        node,
+        chunks: plan.chunks,
+    })
+}
+
+/// One upload session for the plan: open it, send what the server lacks,
+/// prove possession when asked, commit.
+async fn send_plan(
+    remote: &dyn Remote,
+    snap: &Snapshot,
+    live: &dyn Source,
+    target: &Target<'_>,
+    plan: &Plan,
+    stats: &UploadStats,
+) -> UploadResult<Node> {
     let state = remote
         .begin_upload(&UploadInit {
             ino: target.ino,
-            chunks: chunks.clone(),
+            chunks: plan.chunks.clone(),
             sha256: None,
             sha1: None,
         })
@@ -259,7 +294,7 @@ pub async fn upload(
     // no longer has is read back from that version first.
     let mut missing = Vec::with_capacity(state.missing.len());
     for sha in &state.missing {
-        let &(offset, len) = placed.get(sha).ok_or(UploadError::Plan(0))?;
+        let &(offset, len) = plan.placed.get(sha).ok_or(UploadError::Plan(0))?;
         make_present(remote, snap, live, offset, offset + len).await?;
         missing.push((sha.clone(), offset, len));
     }
@@ -288,9 +323,7 @@ pub async fn upload(
         if_content: target.if_content.map(|c| c.map(str::to_string)),
         mtime: Some(snap.record.mtime),
     };
-    let node = remote.commit(&state.id, &commit).await?;
-    stats.commits.fetch_add(1, Ordering::Relaxed);
-    Ok(Committed { node, chunks })
+    Ok(remote.commit(&state.id, &commit).await?)
 }
 
 /// The chunk list of a new content, and where each data chunk lies in the file.

@@ -336,6 +336,9 @@ pub enum ErrorCode {
     /// A change-feed cursor older than what the server keeps (or newer than it
     /// has): the body's `seq` is where to start over.
     CursorExpired,
+    /// The upload session is gone (expired, or lost with its server): open a
+    /// new one. Not `not_found`, which would mean the file is gone.
+    UploadGone,
     /// A code this build does not know (from a newer server).
     #[serde(other)]
     Unknown,
@@ -378,6 +381,7 @@ impl ErrorCode {
             Corrupt => "corrupt",
             Unavailable => "unavailable",
             Internal => "internal",
+            UploadGone => "upload_gone",
             CursorExpired => "cursor_expired",
             Unknown => "unknown",
         }

@@ -357,11 +357,13 @@ fn other_users_ids_are_not_found() {
         format!("/api/v1/nodes/{root}/children/secret"),
         format!("/api/v1/nodes/{file}/content"),
         format!("/api/v1/nodes/{file}/manifest"),
-        format!("/api/v1/uploads/{session}"),
     ] {
         let (s, b) = bob.get(&path);
         assert_eq!((s, b["code"].as_str()), (404, Some("not_found")), "{path}");
     }
+    // Another user's session answers as one that does not exist.
+    let (s, b) = bob.get(&format!("/api/v1/uploads/{session}"));
+    assert_eq!((s, b["code"].as_str()), (404, Some("upload_gone")));
     assert_eq!(
         bob.delete(&format!("/api/v1/nodes/{root}/children/secret"))
             .0,

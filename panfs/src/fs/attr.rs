@@ -7,6 +7,7 @@ use panproto::wire::{Node, NodeKind};
 
 use super::files::Body;
 use super::{PanFs, lock};
+use crate::replica::Ticket;
 
 /// Attributes as the kernel wants them.
 #[derive(Debug, Clone)]
@@ -93,13 +94,14 @@ impl PanFs {
     /// A node as this mount's own request returned it.
     pub(super) fn remember(&self, node: &Node) {
         let mut t = lock(&self.tables);
-        let epoch = t.replica.epoch();
-        t.replica.put_node(node, epoch);
+        let now = t.replica.ticket();
+        t.replica.set_node(node, now);
     }
 
-    /// A node fetched by a request that began at `epoch` (see `Replica::epoch`).
-    pub(super) fn remember_since(&self, node: &Node, epoch: u64) {
-        lock(&self.tables).replica.put_node(node, epoch);
+    /// A node fetched by a request that began with `ticket`: the value the
+    /// replica holds afterwards (newer, when this mount changed it meanwhile).
+    pub(super) fn remember_since(&self, node: &Node, ticket: Ticket) -> Node {
+        lock(&self.tables).replica.put_node(node, ticket)
     }
 
     /// The node's attributes changed on the server: fetch them again.
@@ -107,7 +109,12 @@ impl PanFs {
         lock(&self.tables).replica.mark_stale(ino);
     }
 
-    pub(super) fn epoch(&self) -> u64 {
-        lock(&self.tables).replica.epoch()
+    pub(super) fn ticket(&self) -> Ticket {
+        lock(&self.tables).replica.ticket()
+    }
+
+    /// Whether no change from elsewhere arrived since the ticket was taken.
+    pub(super) fn settled(&self, ticket: Ticket) -> bool {
+        lock(&self.tables).replica.settled(ticket)
     }
 }

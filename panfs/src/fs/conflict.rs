@@ -135,9 +135,9 @@ impl PanFs {
             Ok(stored) => stored,
             Err(e) => {
                 // No empty copy is left behind: the next try makes a new one.
-                let epoch = self.epoch();
+                let ticket = self.ticket();
                 let _ = self.block_on(self.remote.remove(parent, &copy_name, false));
-                self.entry_removed(parent, &copy_name, epoch);
+                self.entry_removed(parent, &copy_name, ticket);
                 return Err(e.into());
             }
         };

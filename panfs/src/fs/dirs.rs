@@ -29,16 +29,19 @@ impl PanFs {
                 settled: true,
             },
             None => {
-                let epoch = self.epoch();
-                let entries: Vec<_> = self
+                let ticket = self.ticket();
+                let fetched: Vec<_> = self
                     .block_on(self.remote.list(dir))?
                     .into_iter()
                     .map(|e| (e.name, e.node))
                     .collect();
                 let mut t = lock(&self.tables);
-                t.replica.put_listing(dir, &entries, epoch);
-                let settled = t.replica.epoch() == epoch;
-                Listing { entries, settled }
+                t.replica.put_listing(dir, &fetched, ticket);
+                Listing {
+                    // With what this mount changed meanwhile, when it is whole.
+                    entries: t.replica.listing(dir).unwrap_or(fetched),
+                    settled: t.replica.settled(ticket),
+                }
             }
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);

@@ -10,7 +10,7 @@ use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode, RenameRequest, S
 use super::attr::{from_time, now_ns};
 use super::files::{Body, Life};
 use super::{Attr, FsError, FsResult, Owner, PanFs, StatFs, check_name, lock, mknod_kind};
-use crate::replica::Lookup;
+use crate::replica::{Lookup, Ticket};
 
 /// A setattr: each field that is set changes.
 #[derive(Debug, Clone, Default)]
@@ -47,9 +47,9 @@ impl PanFs {
     pub fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         check_name(name)?;
         let parent = self.to_server(parent);
-        let (known, epoch) = {
+        let (known, ticket) = {
             let t = lock(&self.tables);
-            (t.replica.lookup(parent, name), t.replica.epoch())
+            (t.replica.lookup(parent, name), t.replica.ticket())
         };
         match known {
             Lookup::Found(node) => return Ok(self.attr_of(&node)),
@@ -59,9 +59,9 @@ impl PanFs {
         match self.block_on(self.remote.lookup(parent, name)) {
             Ok(node) => {
                 let mut t = lock(&self.tables);
-                t.replica.put_node(&node, epoch);
-                t.replica.put_entry(parent, name, Some(node.ino), epoch);
-                let settled = t.replica.epoch() == epoch;
+                let node = t.replica.put_node(&node, ticket);
+                t.replica.put_entry(parent, name, Some(node.ino), ticket);
+                let settled = t.replica.settled(ticket);
                 drop(t);
                 let mut attr = self.attr_of(&node);
                 attr.settled = settled;
@@ -72,7 +72,7 @@ impl PanFs {
                 if e.errno() == libc::ENOENT {
                     lock(&self.tables)
                         .replica
-                        .put_entry(parent, name, None, epoch);
+                        .put_entry(parent, name, None, ticket);
                     return Err(e);
                 }
                 // Unreachable server: what was seen last is still reachable.
@@ -93,19 +93,16 @@ impl PanFs {
     /// A node's attributes: from the replica when current (and `fresh` is not
     /// asked for), else from the server.
     pub(super) fn node(&self, ino: i64, fresh: bool) -> FsResult<Node> {
-        let (known, epoch) = {
+        let (known, ticket) = {
             let t = lock(&self.tables);
             let known = t.deferred.get(&ino).or_else(|| t.replica.node(ino));
-            (known.cloned(), t.replica.epoch())
+            (known.cloned(), t.replica.ticket())
         };
         if !fresh && let Some(node) = known {
             return Ok(node);
         }
         match self.block_on(self.remote.node(ino)) {
-            Ok(node) => {
-                self.remember_since(&node, epoch);
-                Ok(node)
-            }
+            Ok(node) => Ok(self.remember_since(&node, ticket)),
             Err(e) => {
                 let e = FsError::from(e);
                 // Unreachable server: what was seen last is still readable.
@@ -119,10 +116,10 @@ impl PanFs {
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        let epoch = self.epoch();
+        let ticket = self.ticket();
         let node = self.node(self.to_server(ino), false)?;
         let mut attr = self.attr_of(&node);
-        attr.settled = self.epoch() == epoch;
+        attr.settled = self.settled(ticket);
         Ok(attr)
     }
 
@@ -132,22 +129,22 @@ impl PanFs {
             .ok_or_else(|| FsError::new(libc::EINVAL, "not a symlink"))
     }
 
-    /// This mount added a name (a new node, or a link); the request began at `epoch`.
-    fn entry_added(&self, parent: i64, name: &str, node: &Node, epoch: u64) {
+    /// This mount added a name (a new node, or a link); the request began with `ticket`.
+    fn entry_added(&self, parent: i64, name: &str, node: &Node, ticket: Ticket) {
         let mut t = lock(&self.tables);
-        t.replica.put_node(node, epoch);
-        t.replica.put_entry(parent, name, Some(node.ino), epoch);
+        t.replica.set_node(node, ticket);
+        t.replica.set_entry(parent, name, Some(node.ino), ticket);
         if node.kind == NodeKind::Dir {
-            t.replica.put_empty_dir(node.ino, epoch);
+            t.replica.put_empty_dir(node.ino, ticket);
         }
         // The directory's times moved on the server.
         t.replica.mark_stale(parent);
     }
 
     /// This mount removed a name.
-    pub(super) fn entry_removed(&self, parent: i64, name: &str, epoch: u64) {
+    pub(super) fn entry_removed(&self, parent: i64, name: &str, ticket: Ticket) {
         let mut t = lock(&self.tables);
-        t.replica.put_entry(parent, name, None, epoch);
+        t.replica.set_entry(parent, name, None, ticket);
         t.replica.mark_stale(parent);
     }
 
@@ -168,9 +165,9 @@ impl PanFs {
 
     pub(super) fn make(&self, parent: i64, req: CreateRequest) -> FsResult<Node> {
         check_name(&req.name)?;
-        let epoch = self.epoch();
+        let ticket = self.ticket();
         let node = self.block_on(self.remote.create(parent, &req))?;
-        self.entry_added(parent, &req.name, &node, epoch);
+        self.entry_added(parent, &req.name, &node, ticket);
         Ok(node)
     }
 
@@ -219,9 +216,9 @@ impl PanFs {
     pub fn link(&self, ino: u64, parent: u64, name: &str) -> FsResult<Attr> {
         check_name(name)?;
         let (ino, parent) = (self.to_server(ino), self.to_server(parent));
-        let epoch = self.epoch();
+        let ticket = self.ticket();
         let node = self.block_on(self.remote.link(ino, parent, name))?;
-        self.entry_added(parent, name, &node, epoch);
+        self.entry_added(parent, name, &node, ticket);
         Ok(self.attr_of(&node))
     }
 
@@ -229,9 +226,9 @@ impl PanFs {
         check_name(name)?;
         let parent = self.to_server(parent);
         let victim = self.entry_node(parent, name);
-        let epoch = self.epoch();
+        let ticket = self.ticket();
         self.block_on(self.remote.remove(parent, name, dir))?;
-        self.entry_removed(parent, name, epoch);
+        self.entry_removed(parent, name, ticket);
         if let Some(v) = victim {
             self.forget_gone(&v);
         }
@@ -285,7 +282,7 @@ impl PanFs {
         };
         let replaced = self.entry_node(req.new_parent, new_name);
         let moved = self.entry_node(req.parent, name);
-        let epoch = self.epoch();
+        let ticket = self.ticket();
         self.block_on(self.remote.rename(&req))?;
         {
             let mut t = lock(&self.tables);
@@ -295,9 +292,9 @@ impl PanFs {
             };
             match &moved {
                 Some(m) => {
-                    t.replica.put_entry(req.parent, name, left_behind, epoch);
+                    t.replica.set_entry(req.parent, name, left_behind, ticket);
                     t.replica
-                        .put_entry(req.new_parent, new_name, Some(m.ino), epoch);
+                        .set_entry(req.new_parent, new_name, Some(m.ino), ticket);
                 }
                 // Not known which node moved: both names are asked for again.
                 None => {

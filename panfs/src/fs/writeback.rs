@@ -167,7 +167,6 @@ impl PanFs {
             .ok();
     }
 
-    /// Sends every pending write (before unmount); returns how many files failed.
     /// Sends every pending write (and saves the replica); returns how many
     /// files could not be sent.
     pub fn flush_all(&self) -> usize {

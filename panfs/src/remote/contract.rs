@@ -358,6 +358,13 @@ async fn chunked_upload(remote: &dyn Remote, root: i64) {
         ErrorCode::Conflict,
         "a commit based on a replaced content",
     );
+    // A session the server no longer has (expired, or lost with a restart) is
+    // told apart from a missing file, so an upload opens a new one.
+    refused_with(
+        remote.commit(&"0".repeat(32), &commit).await,
+        ErrorCode::UploadGone,
+        "a commit of a session that is gone",
+    );
 }
 
 async fn extended_attributes(remote: &dyn Remote, root: i64) {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use panproto::wire::{
-    CommitRequest, CreateRequest, DirEntry, Manifest, Node, RenameRequest, SetAttrRequest,
-    UploadInit, UploadState, UserInfo, XattrMode,
+    CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node, RenameRequest,
+    SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
 };
 use tokio::sync::watch;
 
@@ -25,6 +25,8 @@ pub struct FaultyRemote {
     held: watch::Sender<bool>,
     upload_attempts: Mutex<HashMap<i64, u32>>,
     requests: AtomicU64,
+    /// Commits still to answer as if the server had lost the session.
+    lost_sessions: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -40,6 +42,7 @@ impl FaultyRemote {
             held: watch::Sender::new(false),
             upload_attempts: Mutex::default(),
             requests: AtomicU64::new(0),
+            lost_sessions: AtomicU64::new(0),
         }
     }
 
@@ -61,6 +64,12 @@ impl FaultyRemote {
     /// Holds every upload before it reaches the server until released.
     pub fn hold_uploads(&self, hold: bool) {
         self.held.send_replace(hold);
+    }
+
+    /// The next `n` commits find their session gone, as after a restart of a
+    /// server that kept sessions in memory.
+    pub fn lose_sessions(&self, n: u64) {
+        self.lost_sessions.store(n, Ordering::SeqCst);
     }
 
     /// How many uploads of this file were started (held or failed ones included).
@@ -194,6 +203,16 @@ impl Remote for FaultyRemote {
 
     async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node> {
         self.call()?;
+        let lost = self
+            .lost_sessions
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if lost.is_ok() {
+            return Err(RemoteError::Refused {
+                status: 404,
+                code: ErrorCode::UploadGone,
+                message: "injected: the session is gone".into(),
+            });
+        }
         self.inner.commit(session, req).await
     }
 

@@ -82,6 +82,7 @@ fn errno_of(code: ErrorCode) -> i32 {
         | C::Unavailable
         | C::Internal
         | C::CursorExpired
+        | C::UploadGone
         | C::Unknown => libc::EIO,
     }
 }

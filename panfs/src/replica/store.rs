@@ -90,17 +90,36 @@ impl Replica {
         replica.cursor = Some(saved.cursor);
         for node in saved.nodes {
             let seen = Some(seen);
-            replica.nodes.insert(node.ino, Record { value: node, seen });
+            replica.nodes.insert(
+                node.ino,
+                Record {
+                    value: node,
+                    seen,
+                    stored: 0,
+                },
+            );
         }
         for (parent, name, ino) in saved.entries {
             let seen = Some(seen);
-            replica
-                .entries
-                .insert((parent, name), Record { value: ino, seen });
+            replica.entries.insert(
+                (parent, name),
+                Record {
+                    value: ino,
+                    seen,
+                    stored: 0,
+                },
+            );
         }
         for dir in saved.complete {
             let seen = Some(seen);
-            replica.complete.insert(dir, Record { value: (), seen });
+            replica.complete.insert(
+                dir,
+                Record {
+                    value: (),
+                    seen,
+                    stored: 0,
+                },
+            );
         }
         Some(replica)
     }

@@ -46,13 +46,13 @@ fn change(kind: ChangeKind, ino: i64, parent: i64, name: &str) -> Change {
 fn listed() -> Replica {
     let mut r = Replica::new(Duration::from_secs(60));
     r.set_following(true, Some(0));
-    let epoch = r.epoch();
-    r.put_node(&node(1, NodeKind::Dir), epoch);
+    let ticket = r.ticket();
+    r.put_node(&node(1, NodeKind::Dir), ticket);
     let listing = [
         ("a".to_string(), node(2, NodeKind::File)),
         ("b".to_string(), node(3, NodeKind::File)),
     ];
-    r.put_listing(1, &listing, epoch);
+    r.put_listing(1, &listing, ticket);
     r
 }
 
@@ -95,20 +95,74 @@ fn a_change_elsewhere_forgets_what_it_touched() {
 #[test]
 fn an_answer_fetched_across_a_change_is_not_trusted() {
     let mut r = listed();
-    let before = r.epoch();
+    let before = r.ticket();
     let mut forget = Invalidations::default();
     r.apply_foreign(&change(ChangeKind::Attr, 9, 1, "x"), &mut forget);
     r.put_node(&node(9, NodeKind::File), before);
     assert!(r.node(9).is_none());
-    r.put_node(&node(9, NodeKind::File), r.epoch());
+    r.put_node(&node(9, NodeKind::File), r.ticket());
     assert!(r.node(9).is_some());
+}
+
+fn sized(ino: i64, size: i64) -> Node {
+    Node {
+        size,
+        ..node(ino, NodeKind::File)
+    }
+}
+
+#[test]
+fn an_answer_fetched_before_this_mount_changed_the_node_yields() {
+    let mut r = listed();
+    // A getattr is sent; the upload of new content commits and answers first.
+    let getattr = r.ticket();
+    r.set_node(&sized(2, 4096), r.ticket());
+    assert_eq!(r.put_node(&sized(2, 0), getattr).size, 4096);
+    assert_eq!(r.node(2).map(|n| n.size), Some(4096));
+    // One sent afterwards is taken as it is.
+    assert_eq!(r.put_node(&sized(2, 8192), r.ticket()).size, 8192);
+    // Invalidated here after the fetch began: kept, but asked for again.
+    let getattr = r.ticket();
+    r.mark_stale(2);
+    r.put_node(&sized(2, 1), getattr);
+    assert!(r.node(2).is_none());
+}
+
+#[test]
+fn a_listing_fetched_before_this_mount_changed_names_keeps_those_changes() {
+    let mut r = listed();
+    let ls = r.ticket();
+    // Created and removed here while the listing was on its way.
+    r.set_node(&node(4, NodeKind::File), r.ticket());
+    r.set_entry(1, "c", Some(4), r.ticket());
+    r.set_entry(1, "a", None, r.ticket());
+    let fetched = [
+        ("a".to_string(), node(2, NodeKind::File)),
+        ("b".to_string(), node(3, NodeKind::File)),
+    ];
+    r.put_listing(1, &fetched, ls);
+    assert!(matches!(r.lookup(1, "c"), Lookup::Found(n) if n.ino == 4));
+    assert_eq!(r.lookup(1, "a"), Lookup::Missing);
+    let names: Vec<_> = r
+        .listing(1)
+        .expect("whole")
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["b", "c"]);
+    // A name forgotten meanwhile (outcome unknown) leaves the listing unproven.
+    let ls = r.ticket();
+    r.forget_entry(1, "d");
+    r.put_listing(1, &fetched, ls);
+    assert_eq!(r.lookup(1, "d"), Lookup::Unknown);
+    assert_eq!(r.listing(1), None);
 }
 
 #[test]
 fn without_the_feed_records_last_only_the_fallback_ttl() {
     let mut r = Replica::new(Duration::ZERO);
-    let epoch = r.epoch();
-    r.put_node(&node(5, NodeKind::File), epoch);
+    let ticket = r.ticket();
+    r.put_node(&node(5, NodeKind::File), ticket);
     assert!(r.node(5).is_none(), "not following: expired at once");
     r.set_following(true, Some(3));
     assert!(r.node(5).is_some());

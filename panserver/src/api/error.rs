@@ -16,7 +16,7 @@ impl ServiceError {
             Unauthorized | BadCredentials => StatusCode::UNAUTHORIZED,
             SignupDisabled | NotPermitted(_) => StatusCode::FORBIDDEN,
             Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
-            NotFound | NoAttribute => StatusCode::NOT_FOUND,
+            NotFound | NoAttribute | UploadGone => StatusCode::NOT_FOUND,
             Exists | NotEmpty | NotDir | IsDir | NotRegularFile | Conflict | Incomplete(_) => {
                 StatusCode::CONFLICT
             }
@@ -41,6 +41,7 @@ impl ServiceError {
             SignupDisabled => C::SignupDisabled,
             Throttled(_) => C::Throttled,
             NotFound => C::NotFound,
+            UploadGone => C::UploadGone,
             Exists => C::Exists,
             NotEmpty => C::NotEmpty,
             NotDir => C::NotDir,

@@ -70,6 +70,8 @@ pub enum ServiceError {
     Unavailable(String),
     #[error("internal error")]
     Internal(String),
+    #[error("no such upload session: it expired or its server lost it; open a new one")]
+    UploadGone,
     #[error("the change feed no longer holds changes from that cursor; start over at {0}")]
     CursorExpired(i64),
 }

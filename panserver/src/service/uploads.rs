@@ -86,13 +86,13 @@ impl App {
 
     async fn load_session(&self, user: i64, id: &str) -> ServiceResult<UploadSession> {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(ServiceError::NotFound);
+            return Err(ServiceError::UploadGone);
         }
         let mut session = self
             .sessions
             .load(user, id, now_ns())
             .await?
-            .ok_or(ServiceError::NotFound)?;
+            .ok_or(ServiceError::UploadGone)?;
         // Activity keeps a session alive.
         session.expires_at = now_ns() + self.limits.session_ttl_secs * NS;
         Ok(session)

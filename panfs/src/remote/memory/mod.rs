@@ -423,7 +423,7 @@ impl Remote for MemoryRemote {
             return Err(refused(ErrorCode::Incomplete));
         }
         let Some(session) = state.sessions.remove(session) else {
-            return Err(refused(ErrorCode::NotFound));
+            return Err(refused(ErrorCode::UploadGone));
         };
         let bytes = state.bytes_of(&session.chunks)?;
         let if_content = req.if_content.as_ref().map(|c| c.as_deref());

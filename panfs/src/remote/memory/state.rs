@@ -250,7 +250,7 @@ impl State {
         let session = self
             .sessions
             .get(id)
-            .ok_or_else(|| refused(ErrorCode::NotFound))?;
+            .ok_or_else(|| refused(ErrorCode::UploadGone))?;
         let missing = session
             .chunks
             .iter()
