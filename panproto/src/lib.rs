@@ -3,6 +3,7 @@
 //! (names and paths, chunk lists, Range headers; each has a fuzz target in
 //! `panproto/fuzz`). No I/O beyond `Read`.
 
+pub mod batch;
 pub mod chunker;
 pub mod hash;
 pub mod name;

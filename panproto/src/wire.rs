@@ -267,7 +267,7 @@ pub struct CommitRequest {
 
 /// A field that is present, even as `null`, is `Some`: plain `Option<Option<_>>`
 /// reads `null` as absent, which would turn "must have no content" into "no condition".
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+pub(crate) fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: Deserialize<'de>,

@@ -52,10 +52,22 @@ impl StagedWriter {
 
     /// Checks the hash and size, then makes the chunk durable under its name.
     pub fn finish(self, sha256: &str, size: u64) -> Result<(), StagingError> {
+        self.finish_as(sha256, size, true)
+    }
+
+    /// As `finish`, but durable only after the next `Staging::sync`: a batch of
+    /// chunks costs one flush, not one each.
+    pub fn finish_unsynced(self, sha256: &str, size: u64) -> Result<(), StagingError> {
+        self.finish_as(sha256, size, false)
+    }
+
+    fn finish_as(self, sha256: &str, size: u64, sync: bool) -> Result<(), StagingError> {
         if hex::encode(self.hasher.clone().finalize()) != sha256 || self.written != size {
             return Err(StagingError::HashMismatch);
         }
-        self.file.sync_all()?;
+        if sync {
+            self.file.sync_all()?;
+        }
         std::fs::rename(&self.tmp, &self.dest)?;
         Ok(())
     }
@@ -116,6 +128,36 @@ impl Staging {
         w.write(data)?;
         w.finish(&sha, data.len() as u64)?;
         Ok(sha)
+    }
+
+    /// Stages many small chunks with one flush of the staging file system for
+    /// all of them (blocking I/O); returns their SHA-256s. When this returns,
+    /// every one is durable under its name.
+    pub fn put_all(&self, chunks: &[&[u8]]) -> Result<Vec<String>, StagingError> {
+        let mut names = Vec::with_capacity(chunks.len());
+        for data in chunks {
+            let sha = panproto::sha256_hex(data);
+            let mut w = self.writer(&sha, data.len() as u64)?;
+            w.write(data)?;
+            w.finish_unsynced(&sha, data.len() as u64)?;
+            names.push(sha);
+        }
+        if !names.is_empty() {
+            self.sync()?;
+        }
+        Ok(names)
+    }
+
+    /// Flushes the staging file system: the data and the names of every chunk
+    /// staged so far (one `syncfs`).
+    fn sync(&self) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let dir = std::fs::File::open(&self.root)?;
+        // SAFETY: the descriptor is open for the duration of the call.
+        if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     pub async fn read(&self, sha256: &str) -> std::io::Result<Option<Bytes>> {

@@ -2,6 +2,7 @@
 //! JSON or bytes; every error is `{"code", "message"}` with its status.
 
 mod auth;
+mod batch;
 mod changes;
 mod download;
 mod error;
@@ -94,7 +95,14 @@ impl warp::reject::Reject for BadJson {}
 /// A JSON request body, whatever its Content-Type says (curl's `-d` sends a form type).
 pub fn json_body<T: serde::de::DeserializeOwned + Send>()
 -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(JSON_LIMIT)
+    json_body_within(JSON_LIMIT)
+}
+
+/// A JSON request body of at most `limit` bytes (413 beyond).
+pub fn json_body_within<T: serde::de::DeserializeOwned + Send>(
+    limit: u64,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::body::content_length_limit(limit)
         .and(warp::body::bytes())
         .and_then(|body: bytes::Bytes| async move {
             serde_json::from_slice(&body).map_err(|e| warp::reject::custom(BadJson(e.to_string())))
@@ -118,6 +126,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Infal
             .or(xattrs::routes(app.clone()))
             .unify()
             .or(changes::routes(app.clone()))
+            .unify()
+            .or(batch::routes(app.clone()))
             .unify(),
     );
     web::routes(app.clone())

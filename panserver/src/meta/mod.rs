@@ -348,10 +348,94 @@ pub trait ChangeStore: Send + Sync {
     fn committed(&self) -> broadcast::Receiver<i64>;
 }
 
+/// Inode numbers reserved for a client, for the nodes it makes before the
+/// server hears of them.
+#[async_trait]
+pub trait InoStore: Send + Sync {
+    /// Reserves `count` consecutive numbers for the user: the first of them.
+    async fn reserve_inos(&self, user: i64, count: i64, now: i64) -> MetaResult<i64>;
+}
+
+/// One operation of a batch, as the metadata layer applies it.
+#[derive(Debug, Clone)]
+pub enum TreeOp {
+    /// `ino`: a number reserved for the user; None lets the server number it.
+    Create {
+        parent: i64,
+        req: CreateRequest,
+        ino: Option<i64>,
+    },
+    Link {
+        ino: i64,
+        parent: i64,
+        name: String,
+    },
+    /// `if_ino`: only while the name still leads to that node.
+    Remove {
+        parent: i64,
+        name: String,
+        dir: bool,
+        if_ino: Option<i64>,
+    },
+    /// `if_ino`: only while the source name still leads to that node.
+    Rename {
+        req: RenameRequest,
+        if_ino: Option<i64>,
+    },
+    SetAttr {
+        ino: i64,
+        req: SetAttrRequest,
+    },
+    SetXattr {
+        ino: i64,
+        name: String,
+        value: Vec<u8>,
+        mode: XattrMode,
+    },
+    RemoveXattr {
+        ino: i64,
+        name: String,
+    },
+    /// The chunks must be present and the user's (the service sees to it).
+    SetContent {
+        ino: i64,
+        chunks: Vec<ChunkRef>,
+        if_content: Option<Option<String>>,
+        mtime: i64,
+    },
+}
+
+/// Ordered operations in one transaction.
+#[async_trait]
+pub trait BatchStore: Send + Sync {
+    /// Applies `ops` in order and commits once. Each operation stands alone
+    /// (one that is refused changes nothing and the others go on) and answers
+    /// with the node it made or changed (None for a remove or a rename), or
+    /// the error it would have given on its own. Each change is its own entry
+    /// in the feed. Err only when the whole batch failed and nothing changed.
+    async fn apply_batch(
+        &self,
+        by: Actor,
+        ops: &[TreeOp],
+        now: i64,
+    ) -> MetaResult<Vec<MetaResult<Option<Node>>>>;
+}
+
 /// The whole metadata store, one trait per concern; callers import the ones they use.
 pub trait MetaStore:
-    UserStore + TreeStore + XattrStore + ContentStore + ChangeStore + Upkeep
+    UserStore + TreeStore + XattrStore + ContentStore + ChangeStore + InoStore + BatchStore + Upkeep
 {
 }
 
-impl<T: UserStore + TreeStore + XattrStore + ContentStore + ChangeStore + Upkeep> MetaStore for T {}
+impl<
+    T: UserStore
+        + TreeStore
+        + XattrStore
+        + ContentStore
+        + ChangeStore
+        + InoStore
+        + BatchStore
+        + Upkeep,
+> MetaStore for T
+{
+}

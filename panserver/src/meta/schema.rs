@@ -127,6 +127,23 @@ const MIGRATIONS: &[&[&str]] = &[
     ){table}",
         "CREATE INDEX idx_change_at ON tbl_change (at)",
     ],
+    // 4: inode numbers from one counter, taken in blocks, so that a client can
+    // reserve numbers for the nodes it makes before the server sees them; the
+    // ranges reserved, per user.
+    &[
+        "CREATE TABLE tbl_ino_alloc (
+        id BIGINT NOT NULL PRIMARY KEY,
+        next_ino BIGINT NOT NULL
+    ){table}",
+        "INSERT INTO tbl_ino_alloc (id, next_ino) SELECT 1, COALESCE(MAX(id), 0) + 1 FROM tbl_inode",
+        "CREATE TABLE tbl_ino_range (
+        user_id BIGINT NOT NULL,
+        first_ino BIGINT NOT NULL,
+        count BIGINT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (user_id, first_ino)
+    ){table}",
+    ],
 ];
 
 pub fn latest_version() -> i64 {

@@ -3,6 +3,7 @@
 //! types and `ServiceError`, and never imports from `api/`, which only parses
 //! requests, authenticates, calls in here and maps errors to status codes.
 
+mod batch;
 pub mod content;
 mod error;
 pub mod feed;

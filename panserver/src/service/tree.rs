@@ -61,15 +61,7 @@ impl App {
         parent: i64,
         req: CreateRequest,
     ) -> ServiceResult<panproto::wire::Node> {
-        panproto::validate_name(&req.name)?;
-        if req.kind == NodeKind::Symlink
-            && let Some(target) = &req.target
-            && (target.is_empty() || target.len() > 4095 || target.contains('\0'))
-        {
-            return Err(ServiceError::BadRequest(
-                "a symlink target is 1 to 4095 bytes without NUL".into(),
-            ));
-        }
+        check_create(&req)?;
         Ok(self.meta.create(by, parent, &req, now_ns()).await?)
     }
 
@@ -156,4 +148,18 @@ impl App {
             .remove(by, parent.ino, name, node.kind == NodeKind::Dir, now_ns())
             .await?)
     }
+}
+
+/// What a create must carry: a valid name, and a symlink a valid target.
+pub(super) fn check_create(req: &CreateRequest) -> ServiceResult<()> {
+    panproto::validate_name(&req.name)?;
+    if req.kind == NodeKind::Symlink
+        && let Some(target) = &req.target
+        && (target.is_empty() || target.len() > 4095 || target.contains('\0'))
+    {
+        return Err(ServiceError::BadRequest(
+            "a symlink target is 1 to 4095 bytes without NUL".into(),
+        ));
+    }
+    Ok(())
 }

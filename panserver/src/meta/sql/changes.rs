@@ -1,7 +1,8 @@
 //! The change feed's rows. A change takes its user's next sequence number and
 //! is written in the transaction that makes it, so the feed holds exactly the
 //! committed changes, in commit order: the user's row stays locked from the
-//! increment to the commit, so sequence numbers commit in order.
+//! increment to the commit, so sequence numbers commit in order. A `Write`
+//! may hold many changes (a batch): each gets its own number.
 
 use async_trait::async_trait;
 use panproto::wire::{Change, ChangeKind, Node};
@@ -61,41 +62,68 @@ pub(super) async fn node_after(tx: &mut Tx, user: i64, ino: i64) -> MetaResult<O
     }
 }
 
-impl SqlMeta {
-    /// Records `edit` as the actor's next change, commits, and tells this
-    /// process's feed waiters.
-    pub(super) async fn commit_edit(
-        &self,
-        mut tx: Tx,
-        by: Actor,
-        edit: Edit,
-        now: i64,
-    ) -> MetaResult<()> {
+/// A write transaction on one user's tree. Each change it makes is numbered
+/// and recorded as it is made (`record`); all of them commit together.
+pub(super) struct Write {
+    pub tx: Tx,
+    pub by: Actor,
+    pub now: i64,
+    changed: bool,
+}
+
+impl Write {
+    pub fn user(&self) -> i64 {
+        self.by.user
+    }
+
+    /// Records `edit` as the actor's next change. The user's row stays locked
+    /// from here to the commit, so sequence numbers commit in order.
+    pub async fn record(&mut self, edit: Edit) -> MetaResult<()> {
+        let user = self.by.user;
         sqlx::query("UPDATE tbl_user SET change_seq = change_seq + 1 WHERE id = ?")
-            .bind(by.user)
-            .execute(&mut *tx)
+            .bind(user)
+            .execute(&mut *self.tx)
             .await?;
         let seq: i64 = sqlx::query("SELECT change_seq FROM tbl_user WHERE id = ?")
-            .bind(by.user)
-            .fetch_one(&mut *tx)
+            .bind(user)
+            .fetch_one(&mut *self.tx)
             .await?
             .try_get(0)?;
         let mut change = edit.change;
         change.seq = seq;
-        change.origin = by.origin;
-        change.at = now;
+        change.origin = self.by.origin;
+        change.at = self.now;
         let body = serde_json::to_string(&change)
             .map_err(|_| MetaError::Invalid("a change that cannot be encoded"))?;
         sqlx::query("INSERT INTO tbl_change (user_id, seq, at, body) VALUES (?, ?, ?, ?)")
-            .bind(by.user)
+            .bind(user)
             .bind(seq)
-            .bind(now)
+            .bind(self.now)
             .bind(body)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?;
-        tx.commit().await?;
-        // Nobody listening is fine: waiters subscribe before they read.
-        let _ = self.committed.send(by.user);
+        self.changed = true;
+        Ok(())
+    }
+}
+
+impl SqlMeta {
+    pub(super) async fn begin_edit(&self, by: Actor, now: i64) -> MetaResult<Write> {
+        Ok(Write {
+            tx: self.begin_write().await?,
+            by,
+            now,
+            changed: false,
+        })
+    }
+
+    /// Commits the write and tells this process's feed waiters.
+    pub(super) async fn commit_write(&self, w: Write) -> MetaResult<()> {
+        w.tx.commit().await?;
+        if w.changed {
+            // Nobody listening is fine: waiters subscribe before they read.
+            let _ = self.committed.send(w.by.user);
+        }
         Ok(())
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use panproto::wire::{ChangeKind, ChunkRef, Node, NodeKind};
 use sqlx::{AssertSqlSafe, Row};
 
-use super::changes::Edit;
+use super::changes::{Edit, Write};
 use super::tree::live_node;
 use super::{BATCH, SqlMeta, Tx, for_update, inserted_id};
 use crate::meta::{
@@ -35,21 +35,18 @@ fn data_bytes(chunks: &[ChunkRef]) -> i64 {
         .sum()
 }
 
-impl SqlMeta {
+impl Write {
     #[allow(clippy::too_many_arguments)]
-    async fn set_content_tx(
-        &self,
-        by: Actor,
+    pub async fn set_content(
+        &mut self,
         ino: i64,
         chunks: &[ChunkRef],
         hashes: Option<(&str, &str)>,
         if_content: Option<Option<&str>>,
         mtime: i64,
-        now: i64,
     ) -> MetaResult<Node> {
-        let user = by.user;
-        let mut tx = self.begin_write().await?;
-        let node = live_node(&mut tx, user, ino).await?;
+        let (user, now) = (self.user(), self.now);
+        let node = live_node(&mut self.tx, user, ino).await?;
         if node.kind != NodeKind::File {
             return Err(if node.kind == NodeKind::Dir {
                 MetaError::IsDir
@@ -65,20 +62,17 @@ impl SqlMeta {
         let size: i64 = chunks.iter().map(|c| c.size as i64).sum();
         let quota = sqlx::query("SELECT used_bytes, quota_bytes FROM tbl_user WHERE id = ?")
             .bind(user)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *self.tx)
             .await?;
         let (used, limit): (i64, i64) = (quota.try_get(0)?, quota.try_get(1)?);
         if limit > 0 && size > node.size && used - node.size + size > limit {
             return Err(MetaError::Quota);
         }
-        release_content_of(&mut tx, ino, now).await?;
+        release_content_of(&mut self.tx, ino, now).await?;
         let file_id = if chunks.is_empty() {
             None
         } else {
-            Some(
-                self.acquire_content(&mut tx, chunks, size, hashes, now)
-                    .await?,
-            )
+            Some(acquire_content(&mut self.tx, chunks, size, hashes, now).await?)
         };
         sqlx::query(
             "UPDATE tbl_inode SET file_id = ?, size = ?, mtime = ?, ctime = ? WHERE id = ?",
@@ -88,107 +82,108 @@ impl SqlMeta {
         .bind(mtime)
         .bind(now)
         .bind(ino)
-        .execute(&mut *tx)
+        .execute(&mut *self.tx)
         .await?;
         sqlx::query("UPDATE tbl_user SET used_bytes = used_bytes + ? WHERE id = ?")
             .bind(size - node.size)
             .bind(user)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?;
-        let node = live_node(&mut tx, user, ino).await?;
+        let node = live_node(&mut self.tx, user, ino).await?;
         let edit = Edit::new(ChangeKind::Content, ino).node(Some(node.clone()));
-        self.commit_edit(tx, by, edit, now).await?;
+        self.record(edit).await?;
         Ok(node)
     }
+}
 
-    /// Finds or records the content made of `chunks` and takes one reference to it.
-    async fn acquire_content(
-        &self,
-        tx: &mut Tx,
-        chunks: &[ChunkRef],
-        size: i64,
-        hashes: Option<(&str, &str)>,
-        now: i64,
-    ) -> MetaResult<i64> {
-        let id = panproto::manifest_id(chunks);
-        // Locked, so that garbage collection cannot delete a content row between
-        // this read and the reference taken below.
-        let sql = format!(
-            "SELECT id FROM tbl_file WHERE manifest_sha256 = ?{}",
-            for_update(tx)
-        );
-        let existing = sqlx::query(AssertSqlSafe(sql))
-            .bind(&id)
-            .fetch_optional(&mut **tx)
-            .await?;
-        if let Some(row) = existing {
-            let file_id: i64 = row.try_get(0)?;
-            sqlx::query("UPDATE tbl_file SET refcount = refcount + 1, status = 0, updated_at = ? WHERE id = ?")
-                .bind(now)
-                .bind(file_id)
-                .execute(&mut **tx)
-                .await?;
-            return Ok(file_id);
-        }
-        let file_id = sqlx::query(
-            "INSERT INTO tbl_file (manifest_sha256, file_sha256, file_sha1, file_size, data_bytes, refcount, updated_at) \
-             VALUES (?, ?, ?, ?, ?, 1, ?)",
-        )
+/// Finds or records the content made of `chunks` and takes one reference to it.
+async fn acquire_content(
+    tx: &mut Tx,
+    chunks: &[ChunkRef],
+    size: i64,
+    hashes: Option<(&str, &str)>,
+    now: i64,
+) -> MetaResult<i64> {
+    let id = panproto::manifest_id(chunks);
+    // Locked, so that garbage collection cannot delete a content row between
+    // this read and the reference taken below.
+    let sql = format!(
+        "SELECT id FROM tbl_file WHERE manifest_sha256 = ?{}",
+        for_update(tx)
+    );
+    let existing = sqlx::query(AssertSqlSafe(sql))
         .bind(&id)
-        .bind(hashes.map(|h| h.0.to_string()))
-        .bind(hashes.map(|h| h.1.to_string()))
-        .bind(size)
-        .bind(data_bytes(chunks))
+        .fetch_optional(&mut **tx)
+        .await?;
+    if let Some(row) = existing {
+        let file_id: i64 = row.try_get(0)?;
+        sqlx::query(
+            "UPDATE tbl_file SET refcount = refcount + 1, status = 0, updated_at = ? WHERE id = ?",
+        )
         .bind(now)
+        .bind(file_id)
         .execute(&mut **tx)
         .await?;
-        let file_id = inserted_id(tx, file_id).await?;
-        let mut offset = 0i64;
-        let mut rows = Vec::with_capacity(chunks.len());
-        for (seq, c) in chunks.iter().enumerate() {
-            rows.push((seq as i64, c.sha256.clone(), offset, c.size as i64));
-            offset += c.size as i64;
-        }
-        for batch in rows.chunks(BATCH) {
-            let sql = format!(
-                "INSERT INTO tbl_file_chunk (file_id, seq, chunk_sha256, chunk_offset, size) VALUES {}",
-                vec!["(?, ?, ?, ?, ?)"; batch.len()].join(", ")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (seq, sha, off, len) in batch {
-                q = q
-                    .bind(file_id)
-                    .bind(*seq)
-                    .bind(sha.clone())
-                    .bind(*off)
-                    .bind(*len);
-            }
-            q.execute(&mut **tx).await?;
-        }
-        let mut uses: HashMap<&str, i64> = HashMap::new();
-        for c in chunks {
-            if let Some(sha) = c.sha256.as_deref() {
-                *uses.entry(sha).or_default() += 1;
-            }
-        }
-        for (sha, n) in uses {
-            // Inside the transaction, so garbage collection cannot drop the chunk between
-            // the caller's presence check and this reference.
-            let updated = sqlx::query(
-                "UPDATE tbl_chunk SET refcount = refcount + ?, updated_at = ? WHERE sha256 = ?",
-            )
-            .bind(n)
-            .bind(now)
-            .bind(sha)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if updated == 0 {
-                return Err(MetaError::Invalid("a chunk of the content is missing"));
-            }
-        }
-        Ok(file_id)
+        return Ok(file_id);
     }
+    let file_id = sqlx::query(
+        "INSERT INTO tbl_file (manifest_sha256, file_sha256, file_sha1, file_size, data_bytes, refcount, updated_at) \
+         VALUES (?, ?, ?, ?, ?, 1, ?)",
+    )
+    .bind(&id)
+    .bind(hashes.map(|h| h.0.to_string()))
+    .bind(hashes.map(|h| h.1.to_string()))
+    .bind(size)
+    .bind(data_bytes(chunks))
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    let file_id = inserted_id(tx, file_id).await?;
+    let mut offset = 0i64;
+    let mut rows = Vec::with_capacity(chunks.len());
+    for (seq, c) in chunks.iter().enumerate() {
+        rows.push((seq as i64, c.sha256.clone(), offset, c.size as i64));
+        offset += c.size as i64;
+    }
+    for batch in rows.chunks(BATCH) {
+        let sql = format!(
+            "INSERT INTO tbl_file_chunk (file_id, seq, chunk_sha256, chunk_offset, size) VALUES {}",
+            vec!["(?, ?, ?, ?, ?)"; batch.len()].join(", ")
+        );
+        let mut q = sqlx::query(AssertSqlSafe(sql));
+        for (seq, sha, off, len) in batch {
+            q = q
+                .bind(file_id)
+                .bind(*seq)
+                .bind(sha.clone())
+                .bind(*off)
+                .bind(*len);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    let mut uses: HashMap<&str, i64> = HashMap::new();
+    for c in chunks {
+        if let Some(sha) = c.sha256.as_deref() {
+            *uses.entry(sha).or_default() += 1;
+        }
+    }
+    for (sha, n) in uses {
+        // Inside the transaction, so garbage collection cannot drop the chunk between
+        // the caller's presence check and this reference.
+        let updated = sqlx::query(
+            "UPDATE tbl_chunk SET refcount = refcount + ?, updated_at = ? WHERE sha256 = ?",
+        )
+        .bind(n)
+        .bind(now)
+        .bind(sha)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(MetaError::Invalid("a chunk of the content is missing"));
+        }
+    }
+    Ok(file_id)
 }
 
 #[async_trait]
@@ -235,8 +230,15 @@ impl ContentStore for SqlMeta {
         mtime: i64,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.set_content_tx(by, ino, chunks, hashes, if_content, mtime, now))
-            .await
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            let node = w
+                .set_content(ino, chunks, hashes, if_content, mtime)
+                .await?;
+            self.commit_write(w).await?;
+            Ok(node)
+        })
+        .await
     }
 
     async fn content_by_hash(

@@ -3,8 +3,10 @@
 //! concern, as the traits in `meta/mod.rs`: users and tokens, the tree (and its
 //! renames), extended attributes, contents and chunks, upkeep.
 
+mod batch;
 mod changes;
 mod contents;
+mod inos;
 mod rename;
 mod tree;
 mod upkeep;
@@ -31,6 +33,7 @@ pub struct SqlMeta {
     dialect: Dialect,
     /// Users whose trees changed, as the changes commit (see `ChangeStore::committed`).
     committed: tokio::sync::broadcast::Sender<i64>,
+    inos: tokio::sync::Mutex<inos::InoPool>,
 }
 
 impl SqlMeta {
@@ -66,6 +69,7 @@ impl SqlMeta {
             pool,
             dialect,
             committed,
+            inos: tokio::sync::Mutex::default(),
         })
     }
 

@@ -7,9 +7,9 @@ use panproto::wire::{
 use sqlx::any::AnyRow;
 use sqlx::{AssertSqlSafe, Row};
 
-use super::changes::{Edit, node_after};
+use super::changes::{Edit, Write, node_after};
 use super::contents::release_content_of;
-use super::{SqlMeta, Tx, for_update, inserted_id};
+use super::{SqlMeta, Tx, for_update};
 use crate::meta::{Actor, MetaError, MetaResult, TreeStore};
 
 pub(super) const NODE_SELECT: &str = "SELECT i.id, i.kind, i.mode, i.uid, i.gid, i.size, i.atime, i.mtime, \
@@ -174,23 +174,18 @@ pub(super) async fn is_within(tx: &mut Tx, user: i64, ino: i64, ancestor: i64) -
     }
 }
 
-impl SqlMeta {
-    async fn create_tx(
-        &self,
-        by: Actor,
-        parent: i64,
-        req: &CreateRequest,
-        now: i64,
-    ) -> MetaResult<Node> {
-        let user = by.user;
-        let mut tx = self.begin_write().await?;
-        live_dir(&mut tx, user, parent).await?;
-        if entry_ino(&mut tx, parent, &req.name).await?.is_some() {
+impl Write {
+    /// Makes a node numbered `ino` (from `SqlMeta::new_inos`, or a number
+    /// reserved for the user and checked with `check_reserved`).
+    pub async fn create(&mut self, parent: i64, req: &CreateRequest, ino: i64) -> MetaResult<Node> {
+        let (user, now) = (self.user(), self.now);
+        live_dir(&mut self.tx, user, parent).await?;
+        if entry_ino(&mut self.tx, parent, &req.name).await?.is_some() {
             return Err(MetaError::Exists);
         }
         let quota = sqlx::query("SELECT used_files, quota_files FROM tbl_user WHERE id = ?")
             .bind(user)
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut *self.tx)
             .await?;
         let (used, limit): (i64, i64) = (quota.try_get(0)?, quota.try_get(1)?);
         if limit > 0 && used >= limit {
@@ -213,10 +208,11 @@ impl SqlMeta {
         };
         // Only a symlink keeps a target.
         let target = req.target.clone().filter(|_| req.kind == NodeKind::Symlink);
-        let ino = sqlx::query(
-            "INSERT INTO tbl_inode (user_id, kind, mode, uid, gid, size, atime, mtime, ctime, nlink, target, rdev) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        sqlx::query(
+            "INSERT INTO tbl_inode (id, user_id, kind, mode, uid, gid, size, atime, mtime, ctime, nlink, target, rdev) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
+        .bind(ino)
         .bind(user)
         .bind(req.kind.as_str())
         .bind(i64::from(req.mode & 0o7777))
@@ -229,9 +225,8 @@ impl SqlMeta {
         .bind(nlink)
         .bind(target)
         .bind(rdev)
-        .execute(&mut *tx)
+        .execute(&mut *self.tx)
         .await?;
-        let ino = inserted_id(&mut tx, ino).await?;
         sqlx::query(
             "INSERT INTO tbl_user_file (user_id, parent_ino, file_name, ino) VALUES (?, ?, ?, ?)",
         )
@@ -239,40 +234,32 @@ impl SqlMeta {
         .bind(parent)
         .bind(&req.name)
         .bind(ino)
-        .execute(&mut *tx)
+        .execute(&mut *self.tx)
         .await?;
         let subdir = i64::from(req.kind == NodeKind::Dir);
-        dir_changed(&mut tx, parent, subdir, now).await?;
+        dir_changed(&mut self.tx, parent, subdir, now).await?;
         sqlx::query("UPDATE tbl_user SET used_files = used_files + 1 WHERE id = ?")
             .bind(user)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?;
-        let node = live_node(&mut tx, user, ino).await?;
+        let node = live_node(&mut self.tx, user, ino).await?;
         let edit = Edit::new(ChangeKind::Create, ino)
             .entry(parent, &req.name)
             .node(Some(node.clone()));
-        self.commit_edit(tx, by, edit, now).await?;
+        self.record(edit).await?;
         Ok(node)
     }
 
-    async fn link_tx(
-        &self,
-        by: Actor,
-        ino: i64,
-        parent: i64,
-        name: &str,
-        now: i64,
-    ) -> MetaResult<Node> {
-        let user = by.user;
-        let mut tx = self.begin_write().await?;
-        let node = live_node(&mut tx, user, ino).await?;
+    pub async fn link(&mut self, ino: i64, parent: i64, name: &str) -> MetaResult<Node> {
+        let (user, now) = (self.user(), self.now);
+        let node = live_node(&mut self.tx, user, ino).await?;
         if node.kind == NodeKind::Dir {
             return Err(MetaError::NotPermitted(
                 "hard links to directories are not allowed",
             ));
         }
-        live_dir(&mut tx, user, parent).await?;
-        if entry_ino(&mut tx, parent, name).await?.is_some() {
+        live_dir(&mut self.tx, user, parent).await?;
+        if entry_ino(&mut self.tx, parent, name).await?.is_some() {
             return Err(MetaError::Exists);
         }
         sqlx::query(
@@ -282,66 +269,53 @@ impl SqlMeta {
         .bind(parent)
         .bind(name)
         .bind(ino)
-        .execute(&mut *tx)
+        .execute(&mut *self.tx)
         .await?;
         sqlx::query("UPDATE tbl_inode SET nlink = nlink + 1, ctime = ? WHERE id = ?")
             .bind(now)
             .bind(ino)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?;
-        dir_changed(&mut tx, parent, 0, now).await?;
-        let node = live_node(&mut tx, user, ino).await?;
+        dir_changed(&mut self.tx, parent, 0, now).await?;
+        let node = live_node(&mut self.tx, user, ino).await?;
         let edit = Edit::new(ChangeKind::Link, ino)
             .entry(parent, name)
             .node(Some(node.clone()));
-        self.commit_edit(tx, by, edit, now).await?;
+        self.record(edit).await?;
         Ok(node)
     }
 
-    async fn remove_tx(
-        &self,
-        by: Actor,
-        parent: i64,
-        name: &str,
-        dir: bool,
-        now: i64,
-    ) -> MetaResult<()> {
-        let user = by.user;
-        let mut tx = self.begin_write().await?;
-        live_dir(&mut tx, user, parent).await?;
-        let ino = entry_ino(&mut tx, parent, name)
+    pub async fn remove(&mut self, parent: i64, name: &str, dir: bool) -> MetaResult<()> {
+        let (user, now) = (self.user(), self.now);
+        live_dir(&mut self.tx, user, parent).await?;
+        let ino = entry_ino(&mut self.tx, parent, name)
             .await?
             .ok_or(MetaError::NotFound)?;
-        let node = live_node(&mut tx, user, ino).await?;
+        let node = live_node(&mut self.tx, user, ino).await?;
         match (dir, node.kind == NodeKind::Dir) {
             (true, false) => return Err(MetaError::NotDir),
             (false, true) => return Err(MetaError::IsDir),
-            (true, true) if !dir_is_empty(&mut tx, ino).await? => return Err(MetaError::NotEmpty),
+            (true, true) if !dir_is_empty(&mut self.tx, ino).await? => {
+                return Err(MetaError::NotEmpty);
+            }
             _ => {}
         }
         sqlx::query("DELETE FROM tbl_user_file WHERE parent_ino = ? AND file_name = ?")
             .bind(parent)
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?;
-        drop_link(&mut tx, user, &node, now).await?;
-        dir_changed(&mut tx, parent, -i64::from(dir), now).await?;
+        drop_link(&mut self.tx, user, &node, now).await?;
+        dir_changed(&mut self.tx, parent, -i64::from(dir), now).await?;
         let edit = Edit::new(ChangeKind::Remove, ino)
             .entry(parent, name)
-            .node(node_after(&mut tx, user, ino).await?);
-        self.commit_edit(tx, by, edit, now).await
+            .node(node_after(&mut self.tx, user, ino).await?);
+        self.record(edit).await
     }
 
-    async fn set_attr_tx(
-        &self,
-        by: Actor,
-        ino: i64,
-        req: &SetAttrRequest,
-        now: i64,
-    ) -> MetaResult<Node> {
-        let user = by.user;
-        let mut tx = self.begin_write().await?;
-        let node = live_node(&mut tx, user, ino).await?;
+    pub async fn set_attr(&mut self, ino: i64, req: &SetAttrRequest) -> MetaResult<Node> {
+        let (user, now) = (self.user(), self.now);
+        let node = live_node(&mut self.tx, user, ino).await?;
         sqlx::query("UPDATE tbl_inode SET mode = ?, uid = ?, gid = ?, atime = ?, mtime = ?, ctime = ? WHERE id = ?")
             .bind(i64::from(req.mode.unwrap_or(node.mode) & 0o7777))
             .bind(i64::from(req.uid.unwrap_or(node.uid)))
@@ -350,11 +324,11 @@ impl SqlMeta {
             .bind(req.mtime.unwrap_or(node.mtime))
             .bind(now)
             .bind(ino)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?;
-        let node = live_node(&mut tx, user, ino).await?;
+        let node = live_node(&mut self.tx, user, ino).await?;
         let edit = Edit::new(ChangeKind::Attr, ino).node(Some(node.clone()));
-        self.commit_edit(tx, by, edit, now).await?;
+        self.record(edit).await?;
         Ok(node)
     }
 }
@@ -436,7 +410,14 @@ impl TreeStore for SqlMeta {
         req: &CreateRequest,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.create_tx(by, parent, req, now)).await
+        let ino = self.new_inos(1).await?[0];
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            let node = w.create(parent, req, ino).await?;
+            self.commit_write(w).await?;
+            Ok(node)
+        })
+        .await
     }
 
     async fn link(
@@ -447,8 +428,13 @@ impl TreeStore for SqlMeta {
         name: &str,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.link_tx(by, ino, parent, name, now))
-            .await
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            let node = w.link(ino, parent, name).await?;
+            self.commit_write(w).await?;
+            Ok(node)
+        })
+        .await
     }
 
     async fn remove(
@@ -459,12 +445,21 @@ impl TreeStore for SqlMeta {
         dir: bool,
         now: i64,
     ) -> MetaResult<()> {
-        self.retry(|| self.remove_tx(by, parent, name, dir, now))
-            .await
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            w.remove(parent, name, dir).await?;
+            self.commit_write(w).await
+        })
+        .await
     }
 
     async fn rename(&self, by: Actor, req: &RenameRequest, now: i64) -> MetaResult<()> {
-        self.retry(|| self.rename_tx(by, req, now)).await
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            w.rename(req).await?;
+            self.commit_write(w).await
+        })
+        .await
     }
 
     async fn set_attr(
@@ -474,6 +469,12 @@ impl TreeStore for SqlMeta {
         req: &SetAttrRequest,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.set_attr_tx(by, ino, req, now)).await
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            let node = w.set_attr(ino, req).await?;
+            self.commit_write(w).await?;
+            Ok(node)
+        })
+        .await
     }
 }

@@ -33,6 +33,7 @@ impl SqlMeta {
         username: &str,
         hash: &str,
         quota: (i64, i64),
+        root: i64,
         now: i64,
     ) -> MetaResult<UserRow> {
         let mut tx = self.begin_write().await?;
@@ -54,17 +55,17 @@ impl SqlMeta {
             .execute(&mut *tx)
         .await?;
         let user = inserted_id(&mut tx, user).await?;
-        let root = sqlx::query(
-            "INSERT INTO tbl_inode (user_id, kind, mode, uid, gid, atime, mtime, ctime, nlink) \
-             VALUES (?, 'dir', 493, 0, 0, ?, ?, ?, 2)",
+        sqlx::query(
+            "INSERT INTO tbl_inode (id, user_id, kind, mode, uid, gid, atime, mtime, ctime, nlink) \
+             VALUES (?, ?, 'dir', 493, 0, 0, ?, ?, ?, 2)",
         )
+        .bind(root)
         .bind(user)
         .bind(now)
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let root = inserted_id(&mut tx, root).await?;
         sqlx::query("UPDATE tbl_user SET root_ino = ? WHERE id = ?")
             .bind(root)
             .bind(user)
@@ -84,7 +85,8 @@ impl UserStore for SqlMeta {
         quota: (i64, i64),
         now: i64,
     ) -> MetaResult<UserRow> {
-        self.retry(|| self.create_user_tx(username, password_hash, quota, now))
+        let root = self.new_inos(1).await?[0];
+        self.retry(|| self.create_user_tx(username, password_hash, quota, root, now))
             .await
     }
 

@@ -6,31 +6,28 @@ use panproto::XATTR_NODE_MAX;
 use panproto::wire::{ChangeKind, Node, XattrMode};
 use sqlx::{AssertSqlSafe, Row};
 
-use super::changes::Edit;
+use super::changes::{Edit, Write};
 use super::tree::live_node;
 use super::{SqlMeta, for_update};
 use crate::meta::{Actor, MetaError, MetaResult, TreeStore, XattrStore};
 
-impl SqlMeta {
-    async fn set_xattr_tx(
-        &self,
-        by: Actor,
+impl Write {
+    pub async fn set_xattr(
+        &mut self,
         ino: i64,
         name: &str,
         value: &[u8],
         mode: XattrMode,
-        now: i64,
     ) -> MetaResult<Node> {
-        let user = by.user;
-        let mut tx = self.begin_write().await?;
-        live_node(&mut tx, user, ino).await?;
+        let (user, now) = (self.user(), self.now);
+        live_node(&mut self.tx, user, ino).await?;
         let sql = format!(
             "SELECT name, LENGTH(value) FROM tbl_xattr WHERE ino = ?{}",
-            for_update(&tx)
+            for_update(&self.tx)
         );
         let rows = sqlx::query(AssertSqlSafe(sql))
             .bind(ino)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *self.tx)
             .await?;
         let mut exists = false;
         let mut others = 0usize;
@@ -55,38 +52,37 @@ impl SqlMeta {
                 .bind(value.to_vec())
                 .bind(ino)
                 .bind(name)
-                .execute(&mut *tx)
+                .execute(&mut *self.tx)
                 .await?;
         } else {
             sqlx::query("INSERT INTO tbl_xattr (ino, name, value) VALUES (?, ?, ?)")
                 .bind(ino)
                 .bind(name)
                 .bind(value.to_vec())
-                .execute(&mut *tx)
+                .execute(&mut *self.tx)
                 .await?;
         }
-        let node = touch(&mut tx, user, ino, now).await?;
+        let node = touch(&mut self.tx, user, ino, now).await?;
         let edit = Edit::new(ChangeKind::Xattr, ino).node(Some(node.clone()));
-        self.commit_edit(tx, by, edit, now).await?;
+        self.record(edit).await?;
         Ok(node)
     }
 
-    async fn remove_xattr_tx(&self, by: Actor, ino: i64, name: &str, now: i64) -> MetaResult<Node> {
-        let user = by.user;
-        let mut tx = self.begin_write().await?;
-        live_node(&mut tx, user, ino).await?;
+    pub async fn remove_xattr(&mut self, ino: i64, name: &str) -> MetaResult<Node> {
+        let (user, now) = (self.user(), self.now);
+        live_node(&mut self.tx, user, ino).await?;
         let gone = sqlx::query("DELETE FROM tbl_xattr WHERE ino = ? AND name = ?")
             .bind(ino)
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut *self.tx)
             .await?
             .rows_affected();
         if gone == 0 {
             return Err(MetaError::NoAttribute);
         }
-        let node = touch(&mut tx, user, ino, now).await?;
+        let node = touch(&mut self.tx, user, ino, now).await?;
         let edit = Edit::new(ChangeKind::Xattr, ino).node(Some(node.clone()));
-        self.commit_edit(tx, by, edit, now).await?;
+        self.record(edit).await?;
         Ok(node)
     }
 }
@@ -132,12 +128,22 @@ impl XattrStore for SqlMeta {
         mode: XattrMode,
         now: i64,
     ) -> MetaResult<Node> {
-        self.retry(|| self.set_xattr_tx(by, ino, name, value, mode, now))
-            .await
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            let node = w.set_xattr(ino, name, value, mode).await?;
+            self.commit_write(w).await?;
+            Ok(node)
+        })
+        .await
     }
 
     async fn remove_xattr(&self, by: Actor, ino: i64, name: &str, now: i64) -> MetaResult<Node> {
-        self.retry(|| self.remove_xattr_tx(by, ino, name, now))
-            .await
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            let node = w.remove_xattr(ino, name).await?;
+            self.commit_write(w).await?;
+            Ok(node)
+        })
+        .await
     }
 }

@@ -1,0 +1,139 @@
+//! The wire types of batches (`POST /api/v1/batch`) and of inode numbers
+//! reserved for a client (`POST /api/v1/inodes`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{ChunkRef, ErrorBody, Node, NodeKind, RenameMode, XattrMode, present};
+
+/// Operations one batch may carry; more answer 413.
+pub const BATCH_OPS_MAX: usize = 1000;
+/// Bytes one batch request may carry (inline contents included); more answer 413.
+pub const BATCH_BYTES_MAX: u64 = 16 << 20;
+/// Inode numbers one reservation may ask for.
+pub const RESERVE_MAX: i64 = 100_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReserveRequest {
+    pub count: i64,
+}
+
+/// Numbers `first` to `first + count - 1`, for this user's new nodes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reserved {
+    pub first: i64,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchRequest {
+    pub ops: Vec<BatchOp>,
+}
+
+/// One operation; each answers as its own request would.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum BatchOp {
+    /// `ino`: a number reserved for this user; absent, the server numbers it.
+    Create {
+        parent: i64,
+        name: String,
+        kind: NodeKind,
+        mode: u32,
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<String>,
+        #[serde(default)]
+        rdev: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ino: Option<i64>,
+    },
+    Link {
+        ino: i64,
+        parent: i64,
+        name: String,
+    },
+    /// `if_ino`: only while the name still leads to that node (else `conflict`).
+    Remove {
+        parent: i64,
+        name: String,
+        #[serde(default)]
+        dir: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_ino: Option<i64>,
+    },
+    /// `if_ino`: only while the source name still leads to that node.
+    Rename {
+        parent: i64,
+        name: String,
+        new_parent: i64,
+        new_name: String,
+        #[serde(default)]
+        mode: RenameMode,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_ino: Option<i64>,
+    },
+    /// The size is set with `set_content`.
+    SetAttr {
+        ino: i64,
+        #[serde(default)]
+        mode: Option<u32>,
+        #[serde(default)]
+        uid: Option<u32>,
+        #[serde(default)]
+        gid: Option<u32>,
+        #[serde(default)]
+        atime: Option<i64>,
+        #[serde(default)]
+        mtime: Option<i64>,
+    },
+    SetXattr {
+        ino: i64,
+        name: String,
+        /// Base64.
+        value: String,
+        #[serde(default)]
+        mode: XattrMode,
+    },
+    RemoveXattr {
+        ino: i64,
+        name: String,
+    },
+    /// New content: `data` (base64, small files) or `chunks` (each already on
+    /// the server and this user's, as after an upload session). `if_content`
+    /// as for a commit: the content the file must still hold, `null` for none.
+    SetContent {
+        ino: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        data: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        chunks: Option<Vec<ChunkRef>>,
+        #[serde(default)]
+        mtime: Option<i64>,
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
+        if_content: Option<Option<String>>,
+    },
+}
+
+/// One operation's outcome: the node it made or changed, or its error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OpResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<Node>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchResponse {
+    /// The user's change sequence number after the batch.
+    pub seq: i64,
+    /// One per operation, in order.
+    pub results: Vec<OpResult>,
+}

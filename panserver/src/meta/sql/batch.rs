@@ -1,0 +1,136 @@
+//! Batches: many operations in one transaction, one commit. Each operation
+//! runs inside a savepoint, so a refused one is undone alone and the batch
+//! goes on; a database failure undoes the whole batch, to be retried.
+
+use async_trait::async_trait;
+use panproto::wire::Node;
+
+use super::SqlMeta;
+use super::changes::Write;
+use super::tree::entry_ino;
+use crate::meta::{Actor, BatchStore, MetaError, MetaResult, TreeOp};
+
+/// Whether an error refuses one operation (as it would alone), rather than
+/// failing the transaction.
+fn refuses_one(e: &MetaError) -> bool {
+    !matches!(e, MetaError::Db(_) | MetaError::Unavailable(_))
+}
+
+impl Write {
+    /// Refuses unless `name` in `parent` still leads to `expected`.
+    async fn check_entry(
+        &mut self,
+        parent: i64,
+        name: &str,
+        expected: Option<i64>,
+    ) -> MetaResult<()> {
+        match expected {
+            Some(ino) if entry_ino(&mut self.tx, parent, name).await? != Some(ino) => {
+                Err(MetaError::Conflict)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn apply(&mut self, op: &TreeOp, server_ino: Option<i64>) -> MetaResult<Option<Node>> {
+        Ok(match op {
+            TreeOp::Create { parent, req, ino } => {
+                let ino = match (*ino, server_ino) {
+                    (Some(reserved), _) => {
+                        self.check_reserved(reserved).await?;
+                        reserved
+                    }
+                    (None, Some(ino)) => ino,
+                    (None, None) => return Err(MetaError::Invalid("no inode number to use")),
+                };
+                Some(self.create(*parent, req, ino).await?)
+            }
+            TreeOp::Link { ino, parent, name } => Some(self.link(*ino, *parent, name).await?),
+            TreeOp::Remove {
+                parent,
+                name,
+                dir,
+                if_ino,
+            } => {
+                self.check_entry(*parent, name, *if_ino).await?;
+                self.remove(*parent, name, *dir).await?;
+                None
+            }
+            TreeOp::Rename { req, if_ino } => {
+                self.check_entry(req.parent, &req.name, *if_ino).await?;
+                self.rename(req).await?;
+                None
+            }
+            TreeOp::SetAttr { ino, req } => Some(self.set_attr(*ino, req).await?),
+            TreeOp::SetXattr {
+                ino,
+                name,
+                value,
+                mode,
+            } => Some(self.set_xattr(*ino, name, value, *mode).await?),
+            TreeOp::RemoveXattr { ino, name } => Some(self.remove_xattr(*ino, name).await?),
+            TreeOp::SetContent {
+                ino,
+                chunks,
+                if_content,
+                mtime,
+            } => {
+                let if_content = if_content.as_ref().map(|c| c.as_deref());
+                Some(
+                    self.set_content(*ino, chunks, None, if_content, *mtime)
+                        .await?,
+                )
+            }
+        })
+    }
+
+    async fn savepoint(&mut self, sql: &'static str) -> MetaResult<()> {
+        sqlx::query(sql).execute(&mut *self.tx).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl BatchStore for SqlMeta {
+    async fn apply_batch(
+        &self,
+        by: Actor,
+        ops: &[TreeOp],
+        now: i64,
+    ) -> MetaResult<Vec<MetaResult<Option<Node>>>> {
+        let unnumbered = ops
+            .iter()
+            .filter(|op| matches!(op, TreeOp::Create { ino: None, .. }))
+            .count();
+        let mut numbers = self.new_inos(unnumbered).await?.into_iter();
+        let server_inos: Vec<Option<i64>> = ops
+            .iter()
+            .map(|op| match op {
+                TreeOp::Create { ino: None, .. } => numbers.next(),
+                _ => None,
+            })
+            .collect();
+        self.retry(|| async {
+            let mut w = self.begin_edit(by, now).await?;
+            let mut outcomes = Vec::with_capacity(ops.len());
+            for (op, &server_ino) in ops.iter().zip(&server_inos) {
+                w.savepoint("SAVEPOINT batch_op").await?;
+                match w.apply(op, server_ino).await {
+                    Ok(node) => {
+                        w.savepoint("RELEASE SAVEPOINT batch_op").await?;
+                        outcomes.push(Ok(node));
+                    }
+                    Err(e) if refuses_one(&e) => {
+                        w.savepoint("ROLLBACK TO SAVEPOINT batch_op").await?;
+                        w.savepoint("RELEASE SAVEPOINT batch_op").await?;
+                        outcomes.push(Err(e));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            self.commit_write(w).await?;
+            Ok(outcomes)
+        })
+        .await
+    }
+}
