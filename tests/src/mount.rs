@@ -22,26 +22,24 @@ impl Mount {
     }
 
     pub fn with_args(server: &Server, user: &str, args: &[&str]) -> Self {
-        crate::Api::user(&server.url(), user, crate::PASSWORD);
+        Self::at(&server.url(), user, args)
+    }
+
+    /// Mounts through `url` (a proxy in front of the server, say).
+    pub fn at(url: &str, user: &str, args: &[&str]) -> Self {
+        crate::Api::user(url, user, crate::PASSWORD);
         let home = tempfile::tempdir().expect("tempdir");
         let path = home.path().join("mnt");
         std::fs::create_dir_all(&path).expect("mountpoint");
         let mut m = Mount {
             path,
-            server_url: server.url(),
+            server_url: url.to_string(),
             home,
             args: args.iter().map(|s| s.to_string()).collect(),
             mounted: false,
         };
         let out = m.panfs(
-            &[
-                "login",
-                "--server",
-                &server.url(),
-                "--user",
-                user,
-                "--password-stdin",
-            ],
+            &["login", "--server", url, "--user", user, "--password-stdin"],
             crate::PASSWORD,
         );
         assert!(
