@@ -303,8 +303,9 @@ pub trait ContentStore: Send + Sync {
     async fn stored_chunks(&self, hashes: &[String]) -> MetaResult<HashSet<String>>;
     async fn owned_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<HashSet<String>>;
     async fn grant_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<()>;
-    /// Records a verified chunk in staging (a no-op when it is already known).
-    async fn add_chunk(&self, sha256: &str, size: i64, now: i64) -> MetaResult<()>;
+    /// Records verified chunks in staging, (SHA-256, size) each; one already
+    /// known only starts its grace period again.
+    async fn add_chunks(&self, chunks: &[(String, i64)], now: i64) -> MetaResult<()>;
     async fn chunk_location(&self, sha256: &str) -> MetaResult<Option<ChunkLocation>>;
     async fn set_chunk_location(
         &self,

@@ -144,11 +144,11 @@ async fn contents_are_counted_and_collected() {
             .await
             .is_err()
     );
-    for c in &list {
-        m.add_chunk(c.sha256.as_deref().expect("sha"), c.size as i64, 3)
-            .await
-            .expect("chunk");
-    }
+    let verified: Vec<(String, i64)> = list
+        .iter()
+        .map(|c| (c.sha256.clone().expect("sha"), c.size as i64))
+        .collect();
+    m.add_chunks(&verified, 3).await.expect("chunks");
     let n = m
         .set_content(Actor::user(u.id), f.ino, &list, None, None, 3, 3)
         .await

@@ -258,8 +258,12 @@ impl App {
         })
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))??;
+        let staged: Vec<(String, i64)> = names
+            .iter()
+            .map(|(_, sha, size)| (sha.clone(), *size as i64))
+            .collect();
+        self.record_chunks(user, &staged).await?;
         for (i, sha, size) in names {
-            self.record_chunk(user, &sha, size).await?;
             if let Ok(TreeOp::SetContent { chunks, .. }) = &mut checked[i] {
                 *chunks = vec![ChunkRef {
                     sha256: Some(sha),

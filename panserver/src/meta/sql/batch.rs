@@ -90,6 +90,50 @@ impl Write {
     }
 }
 
+impl SqlMeta {
+    /// One run of a batch. Without savepoints (`careful` false), the first
+    /// refusal undoes everything and answers None.
+    async fn run_batch(
+        &self,
+        by: Actor,
+        ops: &[TreeOp],
+        server_inos: &[Option<i64>],
+        now: i64,
+        careful: bool,
+    ) -> MetaResult<Option<Vec<MetaResult<Option<Node>>>>> {
+        let mut w = self.begin_edit(by, now).await?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for (op, &server_ino) in ops.iter().zip(server_inos) {
+            let recorded = w.recorded();
+            if careful {
+                w.savepoint("SAVEPOINT batch_op").await?;
+            }
+            match w.apply(op, server_ino).await {
+                Ok(node) => {
+                    if careful {
+                        w.savepoint("RELEASE SAVEPOINT batch_op").await?;
+                    }
+                    outcomes.push(Ok(node));
+                }
+                Err(e) if refuses_one(&e) && !careful => {
+                    // Now, not when dropped: the careful run needs the write lock.
+                    w.tx.rollback().await?;
+                    return Ok(None);
+                }
+                Err(e) if refuses_one(&e) => {
+                    w.savepoint("ROLLBACK TO SAVEPOINT batch_op").await?;
+                    w.savepoint("RELEASE SAVEPOINT batch_op").await?;
+                    w.forget_since(recorded);
+                    outcomes.push(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.commit_write(w).await?;
+        Ok(Some(outcomes))
+    }
+}
+
 #[async_trait]
 impl BatchStore for SqlMeta {
     async fn apply_batch(
@@ -111,25 +155,15 @@ impl BatchStore for SqlMeta {
             })
             .collect();
         self.retry(|| async {
-            let mut w = self.begin_edit(by, now).await?;
-            let mut outcomes = Vec::with_capacity(ops.len());
-            for (op, &server_ino) in ops.iter().zip(&server_inos) {
-                w.savepoint("SAVEPOINT batch_op").await?;
-                match w.apply(op, server_ino).await {
-                    Ok(node) => {
-                        w.savepoint("RELEASE SAVEPOINT batch_op").await?;
-                        outcomes.push(Ok(node));
-                    }
-                    Err(e) if refuses_one(&e) => {
-                        w.savepoint("ROLLBACK TO SAVEPOINT batch_op").await?;
-                        w.savepoint("RELEASE SAVEPOINT batch_op").await?;
-                        outcomes.push(Err(e));
-                    }
-                    Err(e) => return Err(e),
-                }
+            // Most batches have nothing refused: they run without savepoints, and
+            // only one that meets a refusal runs again, each operation in its own.
+            match self.run_batch(by, ops, &server_inos, now, false).await? {
+                Some(outcomes) => Ok(outcomes),
+                None => Ok(self
+                    .run_batch(by, ops, &server_inos, now, true)
+                    .await?
+                    .unwrap_or_default()),
             }
-            self.commit_write(w).await?;
-            Ok(outcomes)
         })
         .await
     }

@@ -6,10 +6,10 @@
 
 use async_trait::async_trait;
 use panproto::wire::{Change, ChangeKind, Node};
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, Row};
 use tokio::sync::broadcast;
 
-use super::{SqlMeta, Tx};
+use super::{BATCH, SqlMeta, Tx, for_update};
 use crate::meta::{Actor, ChangePage, ChangeStore, MetaError, MetaResult};
 
 /// A change about to be recorded: what it did, to which node and entry.
@@ -63,12 +63,16 @@ pub(super) async fn node_after(tx: &mut Tx, user: i64, ino: i64) -> MetaResult<O
 }
 
 /// A write transaction on one user's tree. Each change it makes is numbered
-/// and recorded as it is made (`record`); all of them commit together.
+/// as it is made (`record`); the numbers and the feed's rows are written once,
+/// at the commit, with all the changes.
 pub(super) struct Write {
     pub tx: Tx,
     pub by: Actor,
     pub now: i64,
-    changed: bool,
+    /// The user's sequence number before this write (read, and the user's row
+    /// locked, at the first change).
+    base_seq: Option<i64>,
+    changes: Vec<Change>,
 }
 
 impl Write {
@@ -76,33 +80,70 @@ impl Write {
         self.by.user
     }
 
-    /// Records `edit` as the actor's next change. The user's row stays locked
+    /// Numbers `edit` as the actor's next change. The user's row stays locked
     /// from here to the commit, so sequence numbers commit in order.
     pub async fn record(&mut self, edit: Edit) -> MetaResult<()> {
-        let user = self.by.user;
-        sqlx::query("UPDATE tbl_user SET change_seq = change_seq + 1 WHERE id = ?")
-            .bind(user)
-            .execute(&mut *self.tx)
-            .await?;
-        let seq: i64 = sqlx::query("SELECT change_seq FROM tbl_user WHERE id = ?")
-            .bind(user)
-            .fetch_one(&mut *self.tx)
-            .await?
-            .try_get(0)?;
+        let base = match self.base_seq {
+            Some(seq) => seq,
+            None => {
+                let sql = format!(
+                    "SELECT change_seq FROM tbl_user WHERE id = ?{}",
+                    for_update(&self.tx)
+                );
+                let seq: i64 = sqlx::query(AssertSqlSafe(sql))
+                    .bind(self.by.user)
+                    .fetch_one(&mut *self.tx)
+                    .await?
+                    .try_get(0)?;
+                *self.base_seq.insert(seq)
+            }
+        };
         let mut change = edit.change;
-        change.seq = seq;
+        change.seq = base + self.changes.len() as i64 + 1;
         change.origin = self.by.origin;
         change.at = self.now;
-        let body = serde_json::to_string(&change)
-            .map_err(|_| MetaError::Invalid("a change that cannot be encoded"))?;
-        sqlx::query("INSERT INTO tbl_change (user_id, seq, at, body) VALUES (?, ?, ?, ?)")
-            .bind(user)
-            .bind(seq)
-            .bind(self.now)
-            .bind(body)
+        self.changes.push(change);
+        Ok(())
+    }
+
+    /// How many changes are recorded so far (see `forget_since`).
+    pub fn recorded(&self) -> usize {
+        self.changes.len()
+    }
+
+    /// Forgets the changes recorded after the first `kept` (their statements
+    /// were rolled back to a savepoint).
+    pub fn forget_since(&mut self, kept: usize) {
+        self.changes.truncate(kept);
+    }
+
+    /// Writes the user's new sequence number and the feed's rows.
+    async fn write_changes(&mut self) -> MetaResult<()> {
+        let Some(last) = self.changes.last().map(|c| c.seq) else {
+            return Ok(());
+        };
+        sqlx::query("UPDATE tbl_user SET change_seq = ? WHERE id = ?")
+            .bind(last)
+            .bind(self.by.user)
             .execute(&mut *self.tx)
             .await?;
-        self.changed = true;
+        for batch in self.changes.chunks(BATCH) {
+            let sql = format!(
+                "INSERT INTO tbl_change (user_id, seq, at, body) VALUES {}",
+                vec!["(?, ?, ?, ?)"; batch.len()].join(", ")
+            );
+            let mut insert = sqlx::query(AssertSqlSafe(sql));
+            for change in batch {
+                let body = serde_json::to_string(change)
+                    .map_err(|_| MetaError::Invalid("a change that cannot be encoded"))?;
+                insert = insert
+                    .bind(self.by.user)
+                    .bind(change.seq)
+                    .bind(change.at)
+                    .bind(body);
+            }
+            insert.execute(&mut *self.tx).await?;
+        }
         Ok(())
     }
 }
@@ -113,14 +154,16 @@ impl SqlMeta {
             tx: self.begin_write().await?,
             by,
             now,
-            changed: false,
+            base_seq: None,
+            changes: Vec::new(),
         })
     }
 
-    /// Commits the write and tells this process's feed waiters.
-    pub(super) async fn commit_write(&self, w: Write) -> MetaResult<()> {
+    /// Commits the write with its changes and tells this process's feed waiters.
+    pub(super) async fn commit_write(&self, mut w: Write) -> MetaResult<()> {
+        w.write_changes().await?;
         w.tx.commit().await?;
-        if w.changed {
+        if !w.changes.is_empty() {
             // Nobody listening is fine: waiters subscribe before they read.
             let _ = self.committed.send(w.by.user);
         }

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::changes::{Edit, Write};
 use super::tree::live_node;
-use super::{BATCH, SqlMeta, Tx, for_update, inserted_id};
+use super::{BATCH, SqlMeta, Tx, for_update, inserted_id, placeholders};
 use crate::meta::{
     Actor, ChunkLocation, ContentStore, Extent, KnownContent, MetaError, MetaResult, TreeStore,
 };
@@ -355,25 +355,30 @@ impl ContentStore for SqlMeta {
         Ok(())
     }
 
-    async fn add_chunk(&self, sha256: &str, size: i64, now: i64) -> MetaResult<()> {
-        let sql = format!(
-            "{} INTO tbl_chunk (sha256, size, refcount, location, updated_at) VALUES (?, ?, 0, 'staging', ?)",
-            self.insert_ignore()
-        );
-        let inserted = sqlx::query(AssertSqlSafe(sql))
-            .bind(sha256)
-            .bind(size)
-            .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        if inserted == 0 {
-            // Known already: a fresh upload restarts its grace period.
-            sqlx::query("UPDATE tbl_chunk SET updated_at = ? WHERE sha256 = ?")
-                .bind(now)
-                .bind(sha256)
-                .execute(&self.pool)
-                .await?;
+    async fn add_chunks(&self, chunks: &[(String, i64)], now: i64) -> MetaResult<()> {
+        for batch in chunks.chunks(BATCH) {
+            let sql = format!(
+                "{} INTO tbl_chunk (sha256, size, refcount, location, updated_at) VALUES {}",
+                self.insert_ignore(),
+                vec!["(?, ?, 0, 'staging', ?)"; batch.len()].join(", ")
+            );
+            let mut insert = sqlx::query(AssertSqlSafe(sql));
+            for (sha256, size) in batch {
+                insert = insert.bind(sha256.clone()).bind(*size).bind(now);
+            }
+            let inserted = insert.execute(&self.pool).await?.rows_affected();
+            if inserted < batch.len() as u64 {
+                // Some were known already: a fresh upload restarts their grace period.
+                let sql = format!(
+                    "UPDATE tbl_chunk SET updated_at = ? WHERE sha256 IN ({})",
+                    placeholders(batch.len())
+                );
+                let mut update = sqlx::query(AssertSqlSafe(sql)).bind(now);
+                for (sha256, _) in batch {
+                    update = update.bind(sha256.clone());
+                }
+                update.execute(&self.pool).await?;
+            }
         }
         Ok(())
     }
