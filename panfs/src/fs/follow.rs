@@ -215,17 +215,25 @@ impl PanFs {
             .into_iter()
             .map(|(parent, name)| (to_fuse(parent), name))
             .collect();
-        let attrs: Vec<u64> = forget.attrs.into_iter().map(to_fuse).collect();
+        // A file with new content loses its pages and attributes in one
+        // notification: its attributes alone first would let a `stat` take the
+        // new size while the old pages are still cached, and a read mix them.
+        let attrs: Vec<u64> = forget
+            .attrs
+            .into_iter()
+            .filter(|ino| !forget.data.contains(ino))
+            .map(to_fuse)
+            .collect();
         let data: Vec<u64> = forget.data.into_iter().map(to_fuse).collect();
         self.rt.spawn_blocking(move || {
             for (parent, name) in &entries {
                 kernel.forget_entry(*parent, name);
             }
-            for ino in attrs {
-                kernel.forget_attrs(ino);
-            }
             for ino in data {
                 kernel.forget_data(ino);
+            }
+            for ino in attrs {
+                kernel.forget_attrs(ino);
             }
         });
     }

@@ -102,7 +102,13 @@ impl PanFs {
             return Ok(node);
         }
         match self.block_on(self.remote.node(ino)) {
-            Ok(node) => Ok(self.remember_since(&node, ticket)),
+            Ok(node) => {
+                let held = self.remember_since(&node, ticket);
+                // An open asks for the server's version itself (close-to-open
+                // weighs it against this mount's commits by ctime); a stat gets
+                // what this mount changed after the fetch began.
+                Ok(if fresh { node } else { held })
+            }
             Err(e) => {
                 let e = FsError::from(e);
                 // Unreachable server: what was seen last is still readable.
@@ -133,7 +139,7 @@ impl PanFs {
     fn entry_added(&self, parent: i64, name: &str, node: &Node, ticket: Ticket) {
         let mut t = lock(&self.tables);
         t.replica.set_node(node, ticket);
-        t.replica.set_entry(parent, name, Some(node.ino), ticket);
+        t.replica.put_entry(parent, name, Some(node.ino), ticket);
         if node.kind == NodeKind::Dir {
             t.replica.put_empty_dir(node.ino, ticket);
         }
@@ -144,7 +150,7 @@ impl PanFs {
     /// This mount removed a name.
     pub(super) fn entry_removed(&self, parent: i64, name: &str, ticket: Ticket) {
         let mut t = lock(&self.tables);
-        t.replica.set_entry(parent, name, None, ticket);
+        t.replica.put_entry(parent, name, None, ticket);
         t.replica.mark_stale(parent);
     }
 
@@ -292,9 +298,9 @@ impl PanFs {
             };
             match &moved {
                 Some(m) => {
-                    t.replica.set_entry(req.parent, name, left_behind, ticket);
+                    t.replica.put_entry(req.parent, name, left_behind, ticket);
                     t.replica
-                        .set_entry(req.new_parent, new_name, Some(m.ino), ticket);
+                        .put_entry(req.new_parent, new_name, Some(m.ino), ticket);
                 }
                 // Not known which node moved: both names are asked for again.
                 None => {

@@ -10,10 +10,10 @@
 //! change older than what this mount just did itself, and the server stays the
 //! one source of attributes.
 //!
-//! A value fetched from the server yields to whatever this mount stored after
-//! the fetch began (its own change, or a fetch that answered first): a
-//! `getattr` sent before an upload committed may answer after it, and must not
-//! put the old size back for as long as the feed is followed.
+//! A node fetched from the server never replaces a newer one (by the server's
+//! ctime, which every change moves): a `getattr` sent before an upload
+//! committed may answer after it, and must not put the old size back for as
+//! long as the feed is followed.
 
 mod store;
 
@@ -29,17 +29,13 @@ pub use store::replica_path;
 struct Record<T> {
     value: T,
     seen: Option<Instant>,
-    /// The replica's clock when it was stored.
-    stored: u64,
 }
 
 /// When a request began: what it fetches is trusted only if no change from
-/// elsewhere arrived meanwhile (the epoch), and yields to what this mount
-/// stored meanwhile (the clock).
+/// elsewhere arrived meanwhile.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ticket {
     epoch: u64,
-    at: u64,
 }
 
 /// What the replica knows of a name.
@@ -71,8 +67,6 @@ pub struct Replica {
     /// Bumped by every change from elsewhere: an answer fetched across a bump
     /// may predate it, so it is kept stale.
     epoch: u64,
-    /// Counts stores, so a fetch can tell what was stored after it began.
-    clock: u64,
     fallback_ttl: Duration,
     dirty: bool,
 }
@@ -86,7 +80,6 @@ impl Replica {
             cursor: None,
             following: false,
             epoch: 0,
-            clock: 0,
             fallback_ttl,
             dirty: false,
         }
@@ -102,23 +95,18 @@ impl Replica {
         self.settled(ticket).then(Instant::now)
     }
 
-    /// A new record, stored now.
+    /// A record of a value got with `ticket`.
     fn record<T>(&mut self, value: T, ticket: Ticket) -> Record<T> {
-        self.clock += 1;
         self.dirty = true;
         Record {
             value,
             seen: self.seen_if(ticket),
-            stored: self.clock,
         }
     }
 
     /// Taken before a request whose answer goes into the replica.
     pub fn ticket(&self) -> Ticket {
-        Ticket {
-            epoch: self.epoch,
-            at: self.clock,
-        }
+        Ticket { epoch: self.epoch }
     }
 
     /// Whether no change from elsewhere arrived since the ticket was taken.
@@ -210,19 +198,10 @@ impl Replica {
     }
 
     /// A node fetched from the server: returns the value the replica holds
-    /// now, which is newer when this mount stored one after the fetch began.
+    /// now, which is the one it had when that is current and newer.
     pub fn put_node(&mut self, node: &Node, ticket: Ticket) -> Node {
         match self.nodes.get(&node.ino) {
-            Some(r) if r.stored > ticket.at && self.current(r) => r.value.clone(),
-            // Invalidated after the fetch began: the fetched value may predate that.
-            Some(r) if r.stored > ticket.at => {
-                let record = Record {
-                    seen: None,
-                    ..self.record(node.clone(), ticket)
-                };
-                self.nodes.insert(node.ino, record);
-                node.clone()
-            }
+            Some(r) if self.current(r) && r.value.ctime > node.ctime => r.value.clone(),
             _ => {
                 let record = self.record(node.clone(), ticket);
                 self.nodes.insert(node.ino, record);
@@ -237,55 +216,29 @@ impl Replica {
         self.nodes.insert(node.ino, record);
     }
 
-    /// A name fetched from the server now leads to `ino` (None: it is
-    /// missing), unless this mount changed the name after the fetch began.
+    /// A name now leads to `ino` (None: it is missing).
     pub fn put_entry(&mut self, parent: i64, name: &str, ino: Option<i64>, ticket: Ticket) {
-        let key = (parent, name.to_string());
-        if self.entries.get(&key).is_some_and(|r| r.stored > ticket.at) {
-            return;
-        }
-        let record = self.record(ino, ticket);
-        self.entries.insert(key, record);
-    }
-
-    /// A name as this mount's own change left it.
-    pub fn set_entry(&mut self, parent: i64, name: &str, ino: Option<i64>, ticket: Ticket) {
         let record = self.record(ino, ticket);
         self.entries.insert((parent, name.to_string()), record);
     }
 
-    /// A directory's whole listing fetched from the server, replacing what was
-    /// known of it except names this mount changed after the fetch began.
+    /// A directory's whole listing, replacing what was known of it.
     pub fn put_listing(&mut self, dir: i64, listing: &[(String, Node)], ticket: Ticket) {
         let known: Vec<(i64, String)> = self.names_in(dir).map(|(key, _)| key.clone()).collect();
-        let mut whole = self.settled(ticket);
-        let mut newer = Vec::new();
         for key in known {
-            match self.entries.get(&key) {
-                Some(r) if r.stored > ticket.at => {
-                    // A name changed here but not known now leaves a gap.
-                    whole &= self.current(r);
-                    newer.push(key);
-                }
-                _ => {
-                    self.entries.remove(&key);
-                }
-            }
+            self.entries.remove(&key);
         }
         for (name, node) in listing {
             self.put_node(node, ticket);
-            if !newer.contains(&(dir, name.clone())) {
-                let record = self.record(Some(node.ino), ticket);
-                self.entries.insert((dir, name.clone()), record);
-            }
+            let record = self.record(Some(node.ino), ticket);
+            self.entries.insert((dir, name.clone()), record);
         }
-        if whole {
+        if self.settled(ticket) {
             let record = self.record((), ticket);
             self.complete.insert(dir, record);
         } else {
             self.complete.remove(&dir);
         }
-        self.dirty = true;
     }
 
     /// A new directory this mount made: known to be empty.
@@ -296,31 +249,16 @@ impl Replica {
         }
     }
 
-    /// The node's attributes must be fetched again (its last value is kept,
-    /// and a fetch that began before this is not trusted either).
+    /// The node's attributes must be fetched again (its last value is kept).
     pub fn mark_stale(&mut self, ino: i64) {
-        self.clock += 1;
         if let Some(r) = self.nodes.get_mut(&ino) {
             r.seen = None;
-            r.stored = self.clock;
         }
     }
 
-    /// Forgets what a name leads to (kept stale, so that a listing fetched
-    /// before this does not vouch for it); the listing is no longer whole.
+    /// Forgets what a name leads to; the directory's listing is no longer whole.
     pub fn forget_entry(&mut self, parent: i64, name: &str) {
-        self.clock += 1;
-        let key = (parent, name.to_string());
-        let value = self.entries.get(&key).and_then(|r| r.value);
-        let stored = self.clock;
-        self.entries.insert(
-            key,
-            Record {
-                value,
-                seen: None,
-                stored,
-            },
-        );
+        self.entries.remove(&(parent, name.to_string()));
         self.complete.remove(&parent);
         self.dirty = true;
     }

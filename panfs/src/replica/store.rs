@@ -90,36 +90,17 @@ impl Replica {
         replica.cursor = Some(saved.cursor);
         for node in saved.nodes {
             let seen = Some(seen);
-            replica.nodes.insert(
-                node.ino,
-                Record {
-                    value: node,
-                    seen,
-                    stored: 0,
-                },
-            );
+            replica.nodes.insert(node.ino, Record { value: node, seen });
         }
         for (parent, name, ino) in saved.entries {
             let seen = Some(seen);
-            replica.entries.insert(
-                (parent, name),
-                Record {
-                    value: ino,
-                    seen,
-                    stored: 0,
-                },
-            );
+            replica
+                .entries
+                .insert((parent, name), Record { value: ino, seen });
         }
         for dir in saved.complete {
             let seen = Some(seen);
-            replica.complete.insert(
-                dir,
-                Record {
-                    value: (),
-                    seen,
-                    stored: 0,
-                },
-            );
+            replica.complete.insert(dir, Record { value: (), seen });
         }
         Some(replica)
     }
