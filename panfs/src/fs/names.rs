@@ -106,7 +106,7 @@ impl PanFs {
                 let held = self.remember_since(&node, ticket);
                 // An open asks for the server's version itself (close-to-open
                 // weighs it against this mount's commits by ctime); a stat gets
-                // what this mount changed after the fetch began.
+                // the replica's node when that is newer than the answer.
                 Ok(if fresh { node } else { held })
             }
             Err(e) => {
