@@ -74,7 +74,7 @@ if [[ " $profiles " == *" full "* ]]; then
     cargo test -p pantests --no-fail-fast \
         --test http --test http_posix --test pango --test hostile --test api_fuzz --test full_disk \
         --test mount_tools --test mount_lifecycle --test mount_differential \
-        --test mount_posix --test remote_contract --test feed --test mount_feed --test batch --test mount_far \
+        --test mount_posix --test remote_contract --test feed --test mount_feed --test batch --test mount_far --test mount_local \
         -- --test-threads="$threads" || status=1
     cargo test -p pantests --test pjdfstest -- --nocapture || status=1
     # These kill or restart servers and services, or load the machine: one at a time,

@@ -459,8 +459,9 @@ impl Filesystem for FuseAdapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Directory changes are committed on the server before their call returns.
-        reply.ok();
+        // Strict mode has nothing to wait for; local-first waits for the
+        // syncer and every file's upload.
+        empty(reply, self.fs.sync_all());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

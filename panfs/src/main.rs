@@ -43,6 +43,12 @@ enum Command {
     Umount { mountpoint: PathBuf },
     /// Show mounts, pending uploads, cache use and whether the server answers
     Status,
+    /// Wait until every change made on the mount (or on every mount) so far
+    /// is on the server; fails after the mount's --timeout if it is unreachable
+    Sync {
+        /// A path on the mount [default: every mount]
+        path: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -80,6 +86,12 @@ struct MountArgs {
     /// Return from close before the upload; fsync still waits for the server
     #[arg(long)]
     writeback: bool,
+    /// How changes reach the server: `local` applies each create, rename,
+    /// remove and attribute change on the mount at once, journals it on local
+    /// disk and syncs in batches (fsync, `panfs sync` and umount wait for the
+    /// server); `strict` waits for the server on every call and on close
+    #[arg(long, value_enum, default_value_t = SyncMode::Strict)]
+    sync_mode: SyncMode,
     /// Seconds to wait for the server before failing an operation with EIO
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -89,6 +101,12 @@ struct MountArgs {
     /// Allow plain HTTP to a host other than this machine
     #[arg(long)]
     insecure_http: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SyncMode {
+    Local,
+    Strict,
 }
 
 fn read_password(from_stdin: bool) -> anyhow::Result<String> {
@@ -207,6 +225,43 @@ async fn status() -> anyhow::Result<()> {
              replica: {nodes} nodes, {names} names, {dirs} complete directories",
             r.feed.applied, r.feed.restarts,
         );
+        if let Some(sync) = &r.sync {
+            let when = sync
+                .last_sync
+                .map_or("never".to_string(), |t| format!("at {t} (unix time)"));
+            println!(
+                "  sync: {}; {} changes pending; last sync {when}; {} batches, {} changes sent; \
+                 {} conflicts; {} journal syncs{}",
+                if sync.online { "online" } else { "offline" },
+                sync.pending_ops,
+                sync.batches,
+                sync.ops_sent,
+                sync.conflicts,
+                sync.journal_syncs,
+                sync.problem
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" (last problem: {p})")),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// An fsync of a directory on the mount waits for every change and upload.
+fn sync(path: Option<PathBuf>) -> anyhow::Result<()> {
+    let paths = match path {
+        Some(p) => vec![p],
+        None => mount::records().into_iter().map(|r| r.mountpoint).collect(),
+    };
+    for path in paths {
+        let dir = if path.is_dir() {
+            path.clone()
+        } else {
+            path.parent().map(PathBuf::from).unwrap_or_default()
+        };
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", path.display()))?;
     }
     Ok(())
 }
@@ -267,6 +322,7 @@ fn main() -> anyhow::Result<()> {
         Command::Logout => rt()?.block_on(logout()),
         Command::Status => rt()?.block_on(status()),
         Command::Umount { mountpoint } => umount(&mountpoint),
+        Command::Sync { path } => sync(path),
         Command::Mount(args) => {
             let login = config::load_login()?;
             config::check_transport(&login.server, args.insecure_http)?;
@@ -286,6 +342,7 @@ fn main() -> anyhow::Result<()> {
                 entry_ttl: Duration::from_secs_f64(args.entry_ttl.max(0.0)),
                 fallback_ttl: Duration::from_secs_f64(args.fallback_ttl.max(0.0)),
                 writeback: args.writeback,
+                local_first: args.sync_mode == SyncMode::Local,
                 timeout: Duration::from_secs(args.timeout.max(1)),
                 threads: args.threads,
             };

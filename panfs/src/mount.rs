@@ -16,6 +16,7 @@ use crate::config::{Login, cache_root, state_root};
 use crate::fs::{FeedStatus, FsOptions, PanFs};
 use crate::fuse::{FuseAdapter, Notifications};
 use crate::remote::{HttpRemote, Remote};
+use crate::sync::SyncStatus;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -29,6 +30,8 @@ pub struct MountOptions {
     pub entry_ttl: Duration,
     pub fallback_ttl: Duration,
     pub writeback: bool,
+    /// Journal namespace changes and sync them in batches (else strict).
+    pub local_first: bool,
     pub timeout: Duration,
     pub threads: usize,
 }
@@ -54,6 +57,9 @@ pub struct MountRecord {
     /// The change feed: followed or not (and why), the replica's size.
     #[serde(default)]
     pub feed: FeedStatus,
+    /// The syncer, in local-first mode.
+    #[serde(default)]
+    pub sync: Option<SyncStatus>,
 }
 
 fn records_dir() -> PathBuf {
@@ -167,7 +173,10 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
             attr_ttl: opts.attr_ttl,
             entry_ttl: opts.entry_ttl,
             fallback_ttl: opts.fallback_ttl,
-            writeback: opts.writeback,
+            // Local-first, close never waits for the server.
+            writeback: opts.writeback || opts.local_first,
+            local_first: opts.local_first,
+            sync_timeout: opts.timeout,
             cache_dir: cache_dir.clone(),
             state_dir: state_dir.clone(),
             memory_cache_bytes: opts.memory_cache,
@@ -184,6 +193,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         tracing::info!(recovered, "resuming journaled uploads");
     }
     fs.start_writeback();
+    fs.start_syncer();
 
     let mut config = Config::default();
     config.mount_options = vec![
@@ -261,6 +271,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 (record.memory_cache_bytes, record.disk_cache_bytes) = fs.cache_bytes();
                 record.bytes_sent = fs.stats.bytes_sent.load(Ordering::Relaxed);
                 record.feed = fs.feed_status();
+                record.sync = fs.sync_status();
                 write_record(&record);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,

@@ -3,7 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{ChunkRef, ErrorBody, Node, NodeKind, RenameMode, XattrMode, present};
+use crate::wire::{
+    ChunkRef, CreateRequest, ErrorBody, Node, NodeKind, RenameMode, SetAttrRequest, XattrMode,
+    present,
+};
 
 /// Operations one batch may carry; more answer 413.
 pub const BATCH_OPS_MAX: usize = 1000;
@@ -119,6 +122,84 @@ pub enum BatchOp {
         )]
         if_content: Option<Option<String>>,
     },
+}
+
+impl BatchOp {
+    /// A creation, as the single route's request and an optional reserved number.
+    pub fn create(parent: i64, req: CreateRequest, ino: Option<i64>) -> Self {
+        let CreateRequest {
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            target,
+            rdev,
+        } = req;
+        BatchOp::Create {
+            parent,
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            target,
+            rdev,
+            ino,
+        }
+    }
+
+    /// A creation's parent, request and reserved number (None for other operations).
+    pub fn as_create(&self) -> Option<(i64, CreateRequest, Option<i64>)> {
+        let BatchOp::Create {
+            parent,
+            name,
+            kind,
+            mode,
+            uid,
+            gid,
+            target,
+            rdev,
+            ino,
+        } = self
+        else {
+            return None;
+        };
+        let req = CreateRequest {
+            name: name.clone(),
+            kind: *kind,
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+            target: target.clone(),
+            rdev: *rdev,
+        };
+        Some((*parent, req, *ino))
+    }
+
+    /// An attribute change's node and request (the size is not part of it).
+    pub fn as_set_attr(&self) -> Option<(i64, SetAttrRequest)> {
+        let BatchOp::SetAttr {
+            ino,
+            mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+        } = self
+        else {
+            return None;
+        };
+        let req = SetAttrRequest {
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+            size: None,
+            atime: *atime,
+            mtime: *mtime,
+        };
+        Some((*ino, req))
+    }
 }
 
 /// One operation's outcome: the node it made or changed, or its error.

@@ -59,6 +59,20 @@ impl Mount {
         self.home.path().join("cache")
     }
 
+    /// The end of the daemon's log (for a failing test's report).
+    pub fn log_tail(&self, lines: usize) -> String {
+        let dir = self.cache_dir().join("pan");
+        let mut out = String::new();
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let all: Vec<&str> = text.lines().collect();
+                out += &all[all.len().saturating_sub(lines)..].join("\n");
+            }
+        }
+        out
+    }
+
     /// Where panfs keeps unsent writes (`$XDG_STATE_HOME`).
     pub fn state_dir(&self) -> PathBuf {
         self.home.path().join("state")

@@ -36,7 +36,7 @@ fn civil(t: SystemTime) -> (i64, u32, u32, u64, u64, u64) {
     (year, month, day, s / 3600, s / 60 % 60, s % 60)
 }
 
-fn host_name() -> String {
+pub(super) fn host_name() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: gethostname writes at most buf.len() bytes into buf.
     let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
@@ -119,6 +119,8 @@ impl PanFs {
             }
             made => (parent, made?),
         };
+        // Local-first, the copy's node reaches the server through the journal.
+        self.settle()?;
         let target = Target {
             ino: node.ino,
             if_content: Some(None),
@@ -135,9 +137,7 @@ impl PanFs {
             Ok(stored) => stored,
             Err(e) => {
                 // No empty copy is left behind: the next try makes a new one.
-                let ticket = self.ticket();
-                let _ = self.block_on(self.remote.remove(parent, &copy_name, false));
-                self.entry_removed(parent, &copy_name, ticket);
+                let _ = self.unlink(self.to_fuse(parent), &copy_name, false);
                 return Err(e.into());
             }
         };

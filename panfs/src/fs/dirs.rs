@@ -11,7 +11,7 @@ use super::{Attr, FsError, FsResult, PanFs, lock};
 /// An open directory's entries, and whether a change made elsewhere arrived
 /// while they were fetched (see `Attr::settled`).
 pub(super) struct Listing {
-    entries: Vec<(String, Node)>,
+    pub(super) entries: Vec<(String, Node)>,
     settled: bool,
 }
 
@@ -22,8 +22,17 @@ impl PanFs {
         if node.kind != NodeKind::Dir {
             return Err(FsError::new(libc::ENOTDIR, "not a directory"));
         }
+        let listing = self.list_dir(dir)?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.tables).dirs.insert(fh, Arc::new(listing));
+        Ok(fh)
+    }
+
+    /// A directory's entries: from the replica when it has them all, else
+    /// from the server (with what this mount changed meanwhile laid over).
+    pub(super) fn list_dir(&self, dir: i64) -> FsResult<Listing> {
         let known = lock(&self.tables).replica.listing(dir);
-        let listing = match known {
+        Ok(match known {
             Some(entries) => Listing {
                 entries,
                 settled: true,
@@ -39,14 +48,14 @@ impl PanFs {
                 t.replica.put_listing(dir, &fetched, ticket);
                 Listing {
                     // With what this mount changed meanwhile, when it is whole.
-                    entries: t.replica.listing(dir).unwrap_or(fetched),
+                    entries: match t.replica.listing(dir) {
+                        Some(entries) => entries,
+                        None => t.replica.with_local_changes(dir, fetched),
+                    },
                     settled: t.replica.settled(ticket),
                 }
             }
-        };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        lock(&self.tables).dirs.insert(fh, Arc::new(listing));
-        Ok(fh)
+        })
     }
 
     /// Entries from `offset` on: (next offset, name, attributes).

@@ -202,7 +202,7 @@ impl PanFs {
 
     /// Sends the kernel what it must forget, off the async threads: a
     /// notification waits for the directory's lock, which a request in flight may hold.
-    fn tell_kernel(&self, forget: Invalidations) {
+    pub(super) fn tell_kernel(&self, forget: Invalidations) {
         let Some(kernel) = self.kernel.get().cloned() else {
             return;
         };

@@ -17,6 +17,7 @@ use crate::cache::blocks::BlockCache;
 use crate::cache::disk::DiskCache;
 use crate::remote::Remote;
 use crate::replica::Replica;
+use crate::sync::Syncer;
 use crate::upload::UploadStats;
 
 mod alloc;
@@ -26,8 +27,10 @@ mod dirs;
 mod error;
 mod files;
 mod follow;
+mod local;
 mod names;
 mod read;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod write;
@@ -55,6 +58,11 @@ pub struct FsOptions {
     /// The kernel's and panfs's cache time while the feed cannot be followed.
     pub fallback_ttl: Duration,
     pub writeback: bool,
+    /// Local-first: namespace changes are journaled and synced in batches
+    /// (off: the strict mode, every call waits for the server).
+    pub local_first: bool,
+    /// How long `fsync` and the other durability points wait for the server.
+    pub sync_timeout: Duration,
     /// Clean cached content (safe to delete).
     pub cache_dir: PathBuf,
     /// Unsent writes: the journal and the working copies (never delete).
@@ -111,6 +119,8 @@ pub struct PanFs {
     /// Tells the kernel to forget what changed elsewhere (set once mounted).
     kernel: OnceLock<Arc<dyn KernelCache>>,
     feed: Mutex<FeedStatus>,
+    /// The journal and the syncer's state, in local-first mode.
+    sync: Option<Arc<Syncer>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -147,8 +157,18 @@ impl PanFs {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let disk = DiskCache::open(&opts.cache_dir.join("blocks"), opts.disk_cache_bytes)?;
         let saved = crate::replica::replica_path(&opts.cache_dir);
-        let replica = Replica::load(&saved, root, opts.fallback_ttl)
+        let mut replica = Replica::load(&saved, root, opts.fallback_ttl)
             .unwrap_or_else(|| Replica::new(opts.fallback_ttl));
+        let sync = if opts.local_first {
+            let syncer = Syncer::open(&opts.state_dir).map_err(std::io::Error::other)?;
+            // What a previous panfs journaled shows at once, and is sent again.
+            for record in syncer.left_over() {
+                replica.apply_local(&record.op, record.seq, attr::now_ns());
+            }
+            Some(Arc::new(syncer))
+        } else {
+            None
+        };
         Ok(Arc::new(Self {
             rt,
             remote,
@@ -170,6 +190,7 @@ impl PanFs {
             retries: Mutex::default(),
             kernel: OnceLock::new(),
             feed: Mutex::default(),
+            sync,
         }))
     }
 

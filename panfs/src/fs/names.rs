@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
+use panproto::batch::BatchOp;
 use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode, RenameRequest, SetAttrRequest};
 
 use super::attr::{from_time, now_ns};
@@ -75,15 +76,17 @@ impl PanFs {
                         .put_entry(parent, name, None, ticket);
                     return Err(e);
                 }
-                // Unreachable server: what was seen last is still reachable.
-                let cached = {
-                    let t = lock(&self.tables);
-                    t.replica
-                        .last_seen_entry(parent, name)
-                        .and_then(|ino| t.replica.last_seen(ino).cloned())
-                };
+                if e.errno() != libc::EIO {
+                    return Err(e);
+                }
+                // Unreachable server: what was seen last answers (offline work).
+                let cached = lock(&self.tables).replica.last_seen_lookup(parent, name);
                 match cached {
-                    Some(node) if e.errno() == libc::EIO => Ok(self.attr_of(&node)),
+                    Lookup::Found(node) => Ok(self.attr_of(&node)),
+                    // Local-first only: strict mode answers what the server says.
+                    Lookup::Missing if self.sync.is_some() => {
+                        Err(FsError::new(libc::ENOENT, "no such entry (last seen)"))
+                    }
                     _ => Err(e),
                 }
             }
@@ -98,7 +101,11 @@ impl PanFs {
             let known = t.deferred.get(&ino).or_else(|| t.replica.node(ino));
             (known.cloned(), t.replica.ticket())
         };
-        if !fresh && let Some(node) = known {
+        let pinned = lock(&self.tables).replica.is_pinned(ino);
+        if let Some(node) = known
+            && (!fresh || pinned)
+        {
+            // A node changed here and not synced yet is newer than the server's.
             return Ok(node);
         }
         match self.block_on(self.remote.node(ino)) {
@@ -171,6 +178,9 @@ impl PanFs {
 
     pub(super) fn make(&self, parent: i64, req: CreateRequest) -> FsResult<Node> {
         check_name(&req.name)?;
+        if let Some(s) = &self.sync {
+            return self.make_local(s, parent, req);
+        }
         let ticket = self.ticket();
         let node = self.block_on(self.remote.create(parent, &req))?;
         self.entry_added(parent, &req.name, &node, ticket);
@@ -222,6 +232,10 @@ impl PanFs {
     pub fn link(&self, ino: u64, parent: u64, name: &str) -> FsResult<Attr> {
         check_name(name)?;
         let (ino, parent) = (self.to_server(ino), self.to_server(parent));
+        if let Some(s) = &self.sync {
+            let node = self.link_local(s, ino, parent, name)?;
+            return Ok(self.attr_of(&node));
+        }
         let ticket = self.ticket();
         let node = self.block_on(self.remote.link(ino, parent, name))?;
         self.entry_added(parent, name, &node, ticket);
@@ -231,6 +245,11 @@ impl PanFs {
     pub fn unlink(&self, parent: u64, name: &str, dir: bool) -> FsResult<()> {
         check_name(name)?;
         let parent = self.to_server(parent);
+        if let Some(s) = &self.sync {
+            let victim = self.remove_local(s, parent, name, dir)?;
+            self.forget_gone(&victim);
+            return Ok(());
+        }
         let victim = self.entry_node(parent, name);
         let ticket = self.ticket();
         self.block_on(self.remote.remove(parent, name, dir))?;
@@ -286,6 +305,22 @@ impl PanFs {
             new_name: new_name.to_string(),
             mode,
         };
+        if let Some(s) = &self.sync {
+            let from = (req.parent, name);
+            let to = (req.new_parent, new_name);
+            match self.rename_local(s, from, to, mode)? {
+                Some(replaced) => {
+                    match replaced {
+                        Some(v) if mode == RenameMode::Exchange => self.forget_node(v.ino),
+                        Some(v) => self.forget_gone(&v),
+                        None => {}
+                    }
+                    return Ok(());
+                }
+                // Only the server can decide it: it gets every change before it first.
+                None => self.settle()?,
+            }
+        }
         let replaced = self.entry_node(req.new_parent, new_name);
         let moved = self.entry_node(req.parent, name);
         let ticket = self.ticket();
@@ -366,10 +401,25 @@ impl PanFs {
             && req.size.is_none();
         let node = if only_size {
             self.node(ino, false)?
+        } else if let Some(s) = self.sync.as_ref().filter(|_| req.size.is_none()) {
+            self.node(ino, false)?;
+            let op = BatchOp::SetAttr {
+                ino,
+                mode: req.mode,
+                uid: req.uid,
+                gid: req.gid,
+                atime: req.atime,
+                mtime: req.mtime,
+            };
+            self.journal(s, op)?;
+            self.held(ino)?
         } else {
-            self.block_on(self.remote.set_attr(ino, &req))?
+            // A truncation of a file not open here is the server's to make.
+            self.settle()?;
+            let node = self.block_on(self.remote.set_attr(ino, &req))?;
+            self.remember(&node);
+            node
         };
-        self.remember(&node);
         if let (Some(file), Some(m)) = (open, req.mtime)
             && let Body::Local { shadow, .. } = &mut lock(&file.state).body
         {

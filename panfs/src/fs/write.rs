@@ -73,9 +73,25 @@ impl PanFs {
         Ok(())
     }
 
+    /// Returns once the file's content and every journaled change before it
+    /// (its name and its ancestry among them) are on the server.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
+        self.settle()?;
         self.sync_file(handle.ino, &handle.file)
+    }
+
+    /// `fsync` of a directory, and `panfs sync`: returns once every change
+    /// made on the mount before it, and every file's content, is on the server.
+    pub fn sync_all(&self) -> FsResult<()> {
+        self.settle()?;
+        match self.flush_all() {
+            0 => Ok(()),
+            failed => Err(FsError::new(
+                libc::EIO,
+                format!("{failed} files could not be sent; they stay journaled"),
+            )),
+        }
     }
 
     /// Takes a snapshot to send, after any upload already running ends (its
@@ -107,6 +123,10 @@ impl PanFs {
 
     /// Sends the file's pending writes and waits for the server's commit.
     pub(super) fn sync_file(&self, ino: i64, file: &Arc<OpenFile>) -> FsResult<()> {
+        // A file made here is sent once the server has the node.
+        if lock(&self.tables).replica.is_pinned(ino) {
+            self.settle()?;
+        }
         let Some(Pending { snap, generation }) = self.prepare(file)? else {
             return Ok(());
         };

@@ -171,6 +171,12 @@ impl PanFs {
     /// files could not be sent.
     pub fn flush_all(&self) -> usize {
         let inos: Vec<i64> = lock(&self.tables).files.keys().copied().collect();
+        if let Err(e) = self.settle() {
+            // Files made here wait for their journaled creation: none can go.
+            tracing::warn!(error = e.chain(), "journaled changes were not sent");
+            self.save_replica();
+            return inos.len() + 1;
+        }
         let failed = inos
             .into_iter()
             .filter(|&ino| !self.write_back(ino))

@@ -54,6 +54,8 @@ impl PanFs {
         check_xattr_name(name)?;
         let mode = xattr_mode(flags)?;
         let ino = self.to_server(ino);
+        // Not journaled: the server must have the node first.
+        self.settle()?;
         let node = self.block_on(self.remote.set_xattr(ino, name, value, mode))?;
         self.remember(&node);
         Ok(())
@@ -62,6 +64,7 @@ impl PanFs {
     pub fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
         check_xattr_name(name)?;
         let ino = self.to_server(ino);
+        self.settle()?;
         let node = self.block_on(self.remote.remove_xattr(ino, name))?;
         self.remember(&node);
         Ok(())

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use panproto::batch::{BatchRequest, BatchResponse, Reserved};
 use panproto::wire::{
     CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node, RenameRequest,
     SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
@@ -240,5 +241,15 @@ impl Remote for FaultyRemote {
     async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node> {
         self.call()?;
         self.inner.remove_xattr(ino, name).await
+    }
+
+    async fn batch(&self, req: &BatchRequest) -> RemoteResult<BatchResponse> {
+        self.call()?;
+        self.inner.batch(req).await
+    }
+
+    async fn reserve_inos(&self, count: i64) -> RemoteResult<Reserved> {
+        self.call()?;
+        self.inner.reserve_inos(count).await
     }
 }

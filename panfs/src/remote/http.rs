@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use panproto::batch::{BatchRequest, BatchResponse, ReserveRequest, Reserved};
 use panproto::wire::{
     CommitRequest, CreateRequest, DirEntry, ErrorBody, ErrorCode, LinkRequest, Listing, Manifest,
     Node, ORIGIN_HEADER, ProofAnswer, RenameRequest, SetAttrRequest, UploadInit, UploadState,
@@ -313,5 +314,14 @@ impl Remote for HttpRemote {
     async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node> {
         let path = format!("/nodes/{ino}/xattrs/{}", encode(name));
         self.json(self.request(Method::DELETE, &path)).await
+    }
+
+    async fn batch(&self, req: &BatchRequest) -> RemoteResult<BatchResponse> {
+        self.call(Method::POST, "/batch", req).await
+    }
+
+    async fn reserve_inos(&self, count: i64) -> RemoteResult<Reserved> {
+        self.call(Method::POST, "/inodes", &ReserveRequest { count })
+            .await
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use panproto::batch::{BatchRequest, BatchResponse, Reserved};
 use panproto::wire::{
     ChangesResponse, CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node,
     RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
@@ -146,4 +147,9 @@ pub trait Remote: Send + Sync {
         mode: XattrMode,
     ) -> RemoteResult<Node>;
     async fn remove_xattr(&self, ino: i64, name: &str) -> RemoteResult<Node>;
+    /// Applies journaled changes in one server transaction; each operation
+    /// answers on its own.
+    async fn batch(&self, req: &BatchRequest) -> RemoteResult<BatchResponse>;
+    /// Inode numbers the server keeps for this client's new nodes.
+    async fn reserve_inos(&self, count: i64) -> RemoteResult<Reserved>;
 }

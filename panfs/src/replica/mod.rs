@@ -15,9 +15,10 @@
 //! committed may answer after it, and must not put the old size back for as
 //! long as the feed is followed.
 
+mod local;
 mod store;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use panproto::wire::{Change, ChangeKind, Node};
@@ -25,10 +26,14 @@ use panproto::wire::{Change, ChangeKind, Node};
 pub use store::replica_path;
 
 /// A remembered value and when it was seen (None: stale, kept for offline use).
+/// `pin`: the last journaled local change that set it, not yet on the server
+/// (0: none); a pinned value is current whatever the TTL or the feed says,
+/// since the server does not know it yet.
 #[derive(Debug, Clone)]
 struct Record<T> {
     value: T,
     seen: Option<Instant>,
+    pin: u64,
 }
 
 /// When a request began: what it fetches is trusted only if no change from
@@ -69,6 +74,8 @@ pub struct Replica {
     epoch: u64,
     fallback_ttl: Duration,
     dirty: bool,
+    /// Values pinned by local changes, in journal order (see `local`).
+    pins: VecDeque<(u64, local::Pin)>,
 }
 
 impl Replica {
@@ -82,12 +89,14 @@ impl Replica {
             epoch: 0,
             fallback_ttl,
             dirty: false,
+            pins: VecDeque::new(),
         }
     }
 
     fn current<T>(&self, r: &Record<T>) -> bool {
-        r.seen
-            .is_some_and(|at| self.following || at.elapsed() < self.fallback_ttl)
+        r.pin > 0
+            || r.seen
+                .is_some_and(|at| self.following || at.elapsed() < self.fallback_ttl)
     }
 
     /// When a value fetched with `ticket` counts as seen now.
@@ -101,6 +110,7 @@ impl Replica {
         Record {
             value,
             seen: self.seen_if(ticket),
+            pin: 0,
         }
     }
 
@@ -201,7 +211,9 @@ impl Replica {
     /// now, which is the one it had when that is current and newer.
     pub fn put_node(&mut self, node: &Node, ticket: Ticket) -> Node {
         match self.nodes.get(&node.ino) {
-            Some(r) if self.current(r) && r.value.ctime > node.ctime => r.value.clone(),
+            Some(r) if r.pin > 0 || (self.current(r) && r.value.ctime > node.ctime) => {
+                r.value.clone()
+            }
             _ => {
                 let record = self.record(node.clone(), ticket);
                 self.nodes.insert(node.ino, record);
@@ -212,32 +224,50 @@ impl Replica {
 
     /// A node as this mount's own change left it.
     pub fn set_node(&mut self, node: &Node, ticket: Ticket) {
+        if self.is_pinned(node.ino) {
+            return;
+        }
         let record = self.record(node.clone(), ticket);
         self.nodes.insert(node.ino, record);
     }
 
     /// A name now leads to `ino` (None: it is missing).
     pub fn put_entry(&mut self, parent: i64, name: &str, ino: Option<i64>, ticket: Ticket) {
+        let key = (parent, name.to_string());
+        if self.entry_pinned(&key) {
+            return;
+        }
         let record = self.record(ino, ticket);
         self.entries.insert((parent, name.to_string()), record);
     }
 
     /// A directory's whole listing, replacing what was known of it.
     pub fn put_listing(&mut self, dir: i64, listing: &[(String, Node)], ticket: Ticket) {
-        let known: Vec<(i64, String)> = self.names_in(dir).map(|(key, _)| key.clone()).collect();
+        // Names this mount changed and the server does not have yet stay.
+        let known: Vec<(i64, String)> = self
+            .names_in(dir)
+            .filter(|(_, r)| r.pin == 0)
+            .map(|(key, _)| key.clone())
+            .collect();
         for key in known {
             self.entries.remove(&key);
         }
         for (name, node) in listing {
             self.put_node(node, ticket);
-            let record = self.record(Some(node.ino), ticket);
-            self.entries.insert((dir, name.clone()), record);
+            let key = (dir, name.clone());
+            if !self.entry_pinned(&key) {
+                let record = self.record(Some(node.ino), ticket);
+                self.entries.insert(key, record);
+            }
+        }
+        if self.complete.get(&dir).is_some_and(|r| r.pin > 0) {
+            return;
         }
         if self.settled(ticket) {
             let record = self.record((), ticket);
             self.complete.insert(dir, record);
         } else {
-            self.complete.remove(&dir);
+            self.forget_listing(dir);
         }
     }
 
@@ -258,8 +288,11 @@ impl Replica {
 
     /// Forgets what a name leads to; the directory's listing is no longer whole.
     pub fn forget_entry(&mut self, parent: i64, name: &str) {
-        self.entries.remove(&(parent, name.to_string()));
-        self.complete.remove(&parent);
+        let key = (parent, name.to_string());
+        if !self.entry_pinned(&key) {
+            self.entries.remove(&key);
+        }
+        self.forget_listing(parent);
         self.dirty = true;
     }
 
@@ -282,15 +315,13 @@ impl Replica {
         for (parent, name) in names.into_iter().flatten() {
             let key = (parent, name);
             // Whatever the name led to lost or gained a link.
-            if let Some(Record {
-                value: Some(was), ..
-            }) = self.entries.remove(&key)
-            {
+            if let Some(was) = self.entries.get(&key).and_then(|r| r.value) {
                 self.mark_stale(was);
                 out.attrs.push(was);
             }
+            self.forget_unpinned(&key);
             // The listing misses the new name, and the directory's times moved.
-            self.complete.remove(&parent);
+            self.forget_listing(parent);
             self.mark_stale(parent);
             out.attrs.push(parent);
             out.entries.push(key);
@@ -315,11 +346,14 @@ impl Replica {
         for r in self.nodes.values_mut() {
             r.seen = None;
         }
-        self.entries.retain(|_, r| r.value.is_some());
+        self.entries.retain(|_, r| r.value.is_some() || r.pin > 0);
         for r in self.entries.values_mut() {
             r.seen = None;
         }
-        self.complete.clear();
+        self.complete.retain(|_, r| r.pin > 0);
+        for r in self.complete.values_mut() {
+            r.seen = None;
+        }
         self.cursor = None;
         out
     }

@@ -48,16 +48,22 @@ impl Replica {
             nodes: self
                 .nodes
                 .values()
-                .filter(|r| r.seen.is_some())
+                .filter(|r| r.seen.is_some() && r.pin == 0)
                 .map(|r| r.value.clone())
                 .collect(),
             entries: self
                 .entries
                 .iter()
-                .filter(|(_, r)| r.seen.is_some())
+                .filter(|(_, r)| r.seen.is_some() && r.pin == 0)
                 .map(|((parent, name), r)| (*parent, name.clone(), r.value))
                 .collect(),
-            complete: self.complete.keys().copied().collect(),
+            // Changes not on the server yet are replayed from the journal.
+            complete: self
+                .complete
+                .iter()
+                .filter(|(_, r)| r.pin == 0)
+                .map(|(dir, _)| *dir)
+                .collect(),
         };
         let tmp = path.with_extension("tmp");
         let mut file = std::fs::File::create(&tmp)?;
@@ -90,17 +96,36 @@ impl Replica {
         replica.cursor = Some(saved.cursor);
         for node in saved.nodes {
             let seen = Some(seen);
-            replica.nodes.insert(node.ino, Record { value: node, seen });
+            replica.nodes.insert(
+                node.ino,
+                Record {
+                    value: node,
+                    seen,
+                    pin: 0,
+                },
+            );
         }
         for (parent, name, ino) in saved.entries {
             let seen = Some(seen);
-            replica
-                .entries
-                .insert((parent, name), Record { value: ino, seen });
+            replica.entries.insert(
+                (parent, name),
+                Record {
+                    value: ino,
+                    seen,
+                    pin: 0,
+                },
+            );
         }
         for dir in saved.complete {
             let seen = Some(seen);
-            replica.complete.insert(dir, Record { value: (), seen });
+            replica.complete.insert(
+                dir,
+                Record {
+                    value: (),
+                    seen,
+                    pin: 0,
+                },
+            );
         }
         Some(replica)
     }

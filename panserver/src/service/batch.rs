@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use panproto::batch::{
     BATCH_OPS_MAX, BatchOp, BatchRequest, BatchResponse, OpResult, RESERVE_MAX, Reserved,
 };
-use panproto::wire::{ChunkRef, CreateRequest, ErrorBody, RenameRequest, SetAttrRequest};
+use panproto::wire::{ChunkRef, ErrorBody, RenameRequest};
 use panproto::{XATTR_VALUE_MAX, validate_name, validate_xattr_name};
 
 use crate::meta::{Actor, TreeOp};
@@ -28,26 +28,10 @@ fn decode(field: &str, b64: &str) -> ServiceResult<Vec<u8>> {
 /// Inline contents are left as data for `stage_inline`.
 fn check(op: BatchOp) -> ServiceResult<(TreeOp, Option<Vec<u8>>)> {
     let op = match op {
-        BatchOp::Create {
-            parent,
-            name,
-            kind,
-            mode,
-            uid,
-            gid,
-            target,
-            rdev,
-            ino,
-        } => {
-            let req = CreateRequest {
-                name,
-                kind,
-                mode,
-                uid,
-                gid,
-                target,
-                rdev,
-            };
+        create @ BatchOp::Create { .. } => {
+            let (parent, req, ino) = create
+                .as_create()
+                .ok_or(ServiceError::BadRequest("not a creation".into()))?;
             super::tree::check_create(&req)?;
             TreeOp::Create { parent, req, ino }
         }
@@ -88,24 +72,12 @@ fn check(op: BatchOp) -> ServiceResult<(TreeOp, Option<Vec<u8>>)> {
             };
             TreeOp::Rename { req, if_ino }
         }
-        BatchOp::SetAttr {
-            ino,
-            mode,
-            uid,
-            gid,
-            atime,
-            mtime,
-        } => TreeOp::SetAttr {
-            ino,
-            req: SetAttrRequest {
-                mode,
-                uid,
-                gid,
-                size: None,
-                atime,
-                mtime,
-            },
-        },
+        set @ BatchOp::SetAttr { .. } => {
+            let (ino, req) = set
+                .as_set_attr()
+                .ok_or(ServiceError::BadRequest("not an attribute change".into()))?;
+            TreeOp::SetAttr { ino, req }
+        }
         BatchOp::SetXattr {
             ino,
             name,

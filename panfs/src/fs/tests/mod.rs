@@ -3,6 +3,7 @@
 //! change feed and the replica in `feed.rs`.
 
 mod feed;
+mod local;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +33,8 @@ fn options(cache: &Path, state: &Path, writeback: bool) -> FsOptions {
         entry_ttl: Duration::from_secs(300),
         fallback_ttl: Duration::from_secs(1),
         writeback,
+        local_first: false,
+        sync_timeout: Duration::from_secs(2),
         cache_dir: cache.to_path_buf(),
         state_dir: state.to_path_buf(),
         memory_cache_bytes: 8 << 20,
@@ -44,13 +47,17 @@ fn options(cache: &Path, state: &Path, writeback: bool) -> FsOptions {
 
 /// A panfs over `server`, with its cache and state under `home`.
 fn rig(server: Arc<MemoryRemote>, home: &Path, writeback: bool) -> Rig {
+    let opts = options(&home.join("cache"), &home.join("state"), writeback);
+    rig_with(server, opts)
+}
+
+fn rig_with(server: Arc<MemoryRemote>, opts: FsOptions) -> Rig {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
     let faults = Arc::new(FaultyRemote::new(server.clone()));
-    let opts = options(&home.join("cache"), &home.join("state"), writeback);
     let fs = PanFs::new(rt.handle().clone(), faults.clone(), server.root(), opts).expect("fs");
     Rig {
         fs,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use panproto::batch::{BatchRequest, BatchResponse, Reserved};
 use panproto::wire::{
     ChangeKind, ChangesResponse, CommitRequest, CreateRequest, DirEntry, ErrorCode, Manifest, Node,
     NodeKind, RenameMode, RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo,
@@ -18,6 +19,7 @@ use panproto::wire::{
 
 use super::{FeedPage, IfContent, Remote, RemoteResult};
 
+mod batch;
 mod state;
 
 use state::{Session, State, blank, check_name, refused};
@@ -158,34 +160,7 @@ impl Remote for MemoryRemote {
     }
 
     async fn create(&self, parent: i64, req: &CreateRequest) -> RemoteResult<Node> {
-        check_name(&req.name)?;
-        let mut state = self.lock();
-        state.dir(parent)?;
-        let key = (parent, req.name.clone());
-        if state.entries.contains_key(&key) {
-            return Err(refused(ErrorCode::Exists));
-        }
-        let now = state.tick();
-        let ino = state.next_ino;
-        state.next_ino += 1;
-        let mut node = blank(ino, req.kind, req.mode & 0o7777, now);
-        node.uid = req.uid;
-        node.gid = req.gid;
-        node.rdev = req.rdev;
-        if req.kind == NodeKind::Symlink {
-            let target = req.target.clone().unwrap_or_default();
-            node.size = target.len() as i64;
-            node.target = Some(target);
-        }
-        if req.kind == NodeKind::Dir {
-            state.node_mut(parent)?.nlink += 1;
-        }
-        state.touch_dir(parent, now);
-        state.nodes.insert(ino, node.clone());
-        state.entries.insert(key, ino);
-        let entry = Some((parent, req.name.as_str()));
-        state.record(self.origin, ChangeKind::Create, ino, entry, None);
-        Ok(node)
+        self.create_node(parent, req, None)
     }
 
     async fn link(&self, ino: i64, parent: i64, name: &str) -> RemoteResult<Node> {
@@ -502,6 +477,14 @@ impl Remote for MemoryRemote {
         let node = node.clone();
         state.record(self.origin, ChangeKind::Xattr, ino, None, None);
         Ok(node)
+    }
+
+    async fn batch(&self, req: &BatchRequest) -> RemoteResult<BatchResponse> {
+        self.apply_batch(req.clone()).await
+    }
+
+    async fn reserve_inos(&self, count: i64) -> RemoteResult<Reserved> {
+        self.reserve(count)
     }
 }
 

@@ -1,0 +1,218 @@
+//! Local-first namespace changes: each is checked against the replica (as
+//! the server would check it), applied to the replica, journaled on local
+//! disk, and returned; the syncer (`sync.rs`) sends it later. A change the
+//! replica cannot decide alone (a directory moved to another parent, where
+//! only the server sees every ancestor) waits for the journal to reach the
+//! server and is then made synchronously (`settle`).
+
+use panproto::batch::BatchOp;
+use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode};
+
+use super::attr::now_ns;
+use super::{FsError, FsResult, PanFs, lock};
+use crate::replica::Lookup;
+use crate::sync::{InoPool, Syncer};
+
+/// Numbers reserved from the server at a time.
+const RESERVE_BLOCK: i64 = 4096;
+
+impl PanFs {
+    /// Applies `op` to the replica and journals it, in one order for both;
+    /// returns once the journal has it on disk.
+    pub(super) fn journal(&self, s: &Syncer, op: BatchOp) -> FsResult<()> {
+        let seq = {
+            let mut t = lock(&self.tables);
+            let seq = s.record(op.clone())?;
+            t.replica.apply_local(&op, seq, now_ns());
+            seq
+        };
+        Ok(s.durable(seq)?)
+    }
+
+    /// Waits until the server has every change journaled so far (up to the
+    /// mount's timeout: then EIO, and the changes stay journaled).
+    pub(super) fn settle(&self) -> FsResult<()> {
+        let Some(s) = &self.sync else {
+            return Ok(());
+        };
+        if s.wait_synced(s.last(), self.opts.sync_timeout) {
+            return Ok(());
+        }
+        Err(FsError::new(
+            libc::EIO,
+            "the server did not take the journaled changes in time; they stay journaled",
+        ))
+    }
+
+    /// A number for a new node, from the range the server reserved for this mount.
+    fn new_ino(&self, pool: &InoPool) -> FsResult<i64> {
+        if let Some(ino) = pool.take() {
+            return Ok(ino);
+        }
+        let reserved = self.block_on(self.remote.reserve_inos(RESERVE_BLOCK))?;
+        pool.refill(reserved.first, reserved.count);
+        pool.take()
+            .ok_or_else(|| FsError::new(libc::EIO, "the server reserved no inode numbers"))
+    }
+
+    /// What a name leads to now: the replica's answer, or the server's.
+    fn entry_now(&self, parent: i64, name: &str) -> FsResult<Option<Node>> {
+        let known = lock(&self.tables).replica.lookup(parent, name);
+        match known {
+            Lookup::Found(node) => return Ok(Some(node)),
+            Lookup::Missing => return Ok(None),
+            Lookup::Unknown => {}
+        }
+        match self.lookup(self.to_fuse(parent), name) {
+            Ok(_) => {
+                let t = lock(&self.tables);
+                Ok(t.replica
+                    .last_seen_entry(parent, name)
+                    .and_then(|ino| t.replica.last_seen(ino).cloned()))
+            }
+            Err(e) if e.errno() == libc::ENOENT => Ok(None),
+            // Unreachable: what was seen last decides, as offline work needs.
+            Err(e) => match lock(&self.tables).replica.last_seen_lookup(parent, name) {
+                Lookup::Found(node) => Ok(Some(node)),
+                Lookup::Missing => Ok(None),
+                Lookup::Unknown => Err(e),
+            },
+        }
+    }
+
+    fn dir_node(&self, dir: i64) -> FsResult<Node> {
+        let node = self.node(dir, false)?;
+        if node.kind != NodeKind::Dir {
+            return Err(FsError::new(libc::ENOTDIR, "not a directory"));
+        }
+        Ok(node)
+    }
+
+    pub(super) fn held(&self, ino: i64) -> FsResult<Node> {
+        lock(&self.tables)
+            .replica
+            .last_seen(ino)
+            .cloned()
+            .ok_or_else(|| FsError::new(libc::EIO, "a journaled node is missing"))
+    }
+
+    fn is_empty_dir(&self, dir: i64) -> FsResult<bool> {
+        Ok(self.list_dir(dir)?.entries.is_empty())
+    }
+
+    pub(super) fn make_local(&self, s: &Syncer, parent: i64, req: CreateRequest) -> FsResult<Node> {
+        self.dir_node(parent)?;
+        if self.entry_now(parent, &req.name)?.is_some() {
+            return Err(FsError::new(libc::EEXIST, "name exists"));
+        }
+        let ino = self.new_ino(&s.inos)?;
+        let op = BatchOp::create(parent, req, Some(ino));
+        self.journal(s, op)?;
+        self.held(ino)
+    }
+
+    pub(super) fn link_local(
+        &self,
+        s: &Syncer,
+        ino: i64,
+        parent: i64,
+        name: &str,
+    ) -> FsResult<Node> {
+        if self.node(ino, false)?.kind == NodeKind::Dir {
+            return Err(FsError::new(libc::EPERM, "hard link to a directory"));
+        }
+        self.dir_node(parent)?;
+        if self.entry_now(parent, name)?.is_some() {
+            return Err(FsError::new(libc::EEXIST, "name exists"));
+        }
+        let op = BatchOp::Link {
+            ino,
+            parent,
+            name: name.to_string(),
+        };
+        self.journal(s, op)?;
+        self.held(ino)
+    }
+
+    /// Removes a name; returns the node it led to.
+    pub(super) fn remove_local(
+        &self,
+        s: &Syncer,
+        parent: i64,
+        name: &str,
+        dir: bool,
+    ) -> FsResult<Node> {
+        let victim = self
+            .entry_now(parent, name)?
+            .ok_or_else(|| FsError::new(libc::ENOENT, "no such entry"))?;
+        let is_dir = victim.kind == NodeKind::Dir;
+        match (dir, is_dir) {
+            (true, false) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            (false, true) => return Err(FsError::new(libc::EISDIR, "is a directory")),
+            (true, true) if !self.is_empty_dir(victim.ino)? => {
+                return Err(FsError::new(libc::ENOTEMPTY, "directory not empty"));
+            }
+            _ => {}
+        }
+        let op = BatchOp::Remove {
+            parent,
+            name: name.to_string(),
+            dir,
+            if_ino: Some(victim.ino),
+        };
+        self.journal(s, op)?;
+        Ok(victim)
+    }
+
+    /// A rename the replica can decide: `Ok(None)` when it cannot (the
+    /// caller settles the journal and asks the server). Returns the node the
+    /// new name led to before, if any.
+    pub(super) fn rename_local(
+        &self,
+        s: &Syncer,
+        (parent, name): (i64, &str),
+        (new_parent, new_name): (i64, &str),
+        mode: RenameMode,
+    ) -> FsResult<Option<Option<Node>>> {
+        let moved = self
+            .entry_now(parent, name)?
+            .ok_or_else(|| FsError::new(libc::ENOENT, "no such entry"))?;
+        self.dir_node(new_parent)?;
+        let other = self.entry_now(new_parent, new_name)?;
+        let moved_dir = moved.kind == NodeKind::Dir;
+        let other_dir = other.as_ref().is_some_and(|o| o.kind == NodeKind::Dir);
+        // Only the server sees every ancestor, to refuse moving a directory
+        // under itself.
+        if parent != new_parent && (moved_dir || (mode == RenameMode::Exchange && other_dir)) {
+            return Ok(None);
+        }
+        match (&other, mode) {
+            (Some(o), _) if o.ino == moved.ino => return Ok(Some(None)),
+            (Some(_), RenameMode::NoReplace) => {
+                return Err(FsError::new(libc::EEXIST, "name exists"));
+            }
+            (None, RenameMode::Exchange) => {
+                return Err(FsError::new(libc::ENOENT, "nothing to exchange with"));
+            }
+            (Some(_), RenameMode::Exchange) | (None, _) => {}
+            (Some(o), RenameMode::Replace) => match (moved_dir, other_dir) {
+                (true, false) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
+                (false, true) => return Err(FsError::new(libc::EISDIR, "is a directory")),
+                (true, true) if !self.is_empty_dir(o.ino)? => {
+                    return Err(FsError::new(libc::ENOTEMPTY, "directory not empty"));
+                }
+                _ => {}
+            },
+        }
+        let op = BatchOp::Rename {
+            parent,
+            name: name.to_string(),
+            new_parent,
+            new_name: new_name.to_string(),
+            mode,
+            if_ino: Some(moved.ino),
+        };
+        self.journal(s, op)?;
+        Ok(Some(other))
+    }
+}

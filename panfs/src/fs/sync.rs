@@ -1,0 +1,196 @@
+//! The syncer loop: sends journaled changes to the server in order, in
+//! batches of up to `BATCH_OPS_MAX` (one server transaction each), and lays
+//! the server's answers over the replica. A batch that cannot be sent is
+//! tried again, with a growing pause, until the server answers: meanwhile the
+//! mount works on (offline).
+//!
+//! Refusals are resolved by fixed rules, never by dropping data silently:
+//! - a name this mount created that was created elsewhere meanwhile: the local
+//!   node is made again under a conflict-copy name beside it, so both stay;
+//! - any other refusal (the node or name changed elsewhere): the server's
+//!   version stands, the names and nodes involved are fetched again, and the
+//!   refusal is logged and counted in `panfs status`.
+//!
+//! A change a previous panfs journaled may have reached the server before
+//! its acknowledgement reached the disk; a refusal of one is expected.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use panproto::batch::{BATCH_OPS_MAX, BatchOp, BatchRequest, BatchResponse};
+use panproto::wire::ErrorCode;
+
+use super::conflict::{conflict_name, host_name};
+use super::{PanFs, lock};
+use crate::journal::Record;
+use crate::replica::Invalidations;
+use crate::sync::{SyncStatus, Syncer};
+
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const LAST_PAUSE: Duration = Duration::from_secs(5);
+
+/// The names and nodes an operation touches.
+fn touched(op: &BatchOp) -> (Vec<(i64, String)>, Vec<i64>) {
+    match op {
+        BatchOp::Create {
+            parent, name, ino, ..
+        } => (vec![(*parent, name.clone())], ino.iter().copied().collect()),
+        BatchOp::Link { ino, parent, name } => (vec![(*parent, name.clone())], vec![*ino]),
+        BatchOp::Remove {
+            parent,
+            name,
+            if_ino,
+            ..
+        } => (
+            vec![(*parent, name.clone())],
+            if_ino.iter().copied().collect(),
+        ),
+        BatchOp::Rename {
+            parent,
+            name,
+            new_parent,
+            new_name,
+            if_ino,
+            ..
+        } => (
+            vec![(*parent, name.clone()), (*new_parent, new_name.clone())],
+            if_ino
+                .iter()
+                .copied()
+                .chain([*parent, *new_parent])
+                .collect(),
+        ),
+        BatchOp::SetAttr { ino, .. }
+        | BatchOp::SetXattr { ino, .. }
+        | BatchOp::RemoveXattr { ino, .. }
+        | BatchOp::SetContent { ino, .. } => (Vec::new(), vec![*ino]),
+    }
+}
+
+/// The same creation under a conflict-copy name (the name was taken elsewhere).
+fn renamed_create(op: &BatchOp, try_no: u32) -> Option<BatchOp> {
+    let BatchOp::Create { name, .. } = op else {
+        return None;
+    };
+    let mut again = op.clone();
+    if let BatchOp::Create { name: new, .. } = &mut again {
+        *new = conflict_name(name, &host_name(), SystemTime::now(), try_no);
+    }
+    Some(again)
+}
+
+impl PanFs {
+    pub fn sync_status(&self) -> Option<SyncStatus> {
+        self.sync.as_ref().map(|s| s.status())
+    }
+
+    /// Starts the syncer (local-first mode only).
+    pub fn start_syncer(self: &Arc<Self>) {
+        let Some(s) = self.sync.clone() else {
+            return;
+        };
+        let fs = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("panfs-syncer".into())
+            .spawn(move || {
+                let mut pause = FIRST_PAUSE;
+                loop {
+                    let batch = s.next_batch(BATCH_OPS_MAX, Duration::from_secs(1));
+                    if batch.is_empty() {
+                        continue;
+                    }
+                    if fs.send_batch(&s, batch) {
+                        pause = FIRST_PAUSE;
+                    } else {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(LAST_PAUSE);
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start the syncer");
+        }
+    }
+
+    /// Sends one batch; true when the server committed it.
+    fn send_batch(&self, s: &Syncer, batch: Vec<Record<BatchOp>>) -> bool {
+        let ticket = self.ticket();
+        let req = BatchRequest {
+            ops: batch.iter().map(|r| r.op.clone()).collect(),
+        };
+        let answer = match self.block_on(self.remote.batch(&req)) {
+            Ok(answer) if answer.results.len() == batch.len() => answer,
+            Ok(_) => {
+                s.failed("the server answered a batch partly".into(), true);
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ops = batch.len(), "a batch was not sent; will retry");
+                s.failed(e.to_string(), e.code().is_some());
+                return false;
+            }
+        };
+        let (forget, redo, conflicts) = self.apply_answer(s, &batch, answer, ticket);
+        let last = batch.last().map_or(0, |r| r.seq);
+        if let Err(e) = s.committed(last, batch.len(), conflicts) {
+            tracing::error!(error = %e, "could not acknowledge a batch in the journal; it will be sent again");
+        }
+        self.tell_kernel(forget);
+        for op in redo {
+            if let Err(e) = self.journal(s, op) {
+                tracing::error!(error = e.chain(), "could not journal a conflict copy");
+            }
+        }
+        true
+    }
+
+    /// Lays a committed batch's answers over the replica: what the kernel must
+    /// forget, the changes to make again, and how many conflicts were met.
+    fn apply_answer(
+        &self,
+        s: &Syncer,
+        batch: &[Record<BatchOp>],
+        answer: BatchResponse,
+        ticket: crate::replica::Ticket,
+    ) -> (Invalidations, Vec<BatchOp>, u64) {
+        let mut forget = Invalidations::default();
+        let mut redo = Vec::new();
+        let mut conflicts = 0;
+        let mut t = lock(&self.tables);
+        let last = batch.last().map_or(0, |r| r.seq);
+        t.replica.unpin_through(last, ticket);
+        for (record, result) in batch.iter().zip(answer.results) {
+            let Some(error) = result.error else {
+                if let Some(node) = &result.node {
+                    t.replica.set_node(node, ticket);
+                }
+                continue;
+            };
+            let (names, nodes) = touched(&record.op);
+            for (parent, name) in names {
+                t.replica.forget_entry(parent, &name);
+                forget.entries.push((parent, name));
+            }
+            for ino in nodes {
+                t.replica.mark_stale(ino);
+                forget.attrs.push(ino);
+            }
+            if s.was_replayed(record.seq) {
+                tracing::info!(seq = record.seq, code = %error.code, "a change from before the restart was on the server already");
+                continue;
+            }
+            conflicts += 1;
+            tracing::warn!(seq = record.seq, op = ?record.op, code = %error.code, message = %error.message,
+                "the server refused a journaled change: it changed elsewhere meanwhile; the server's version stands");
+            if error.code == ErrorCode::Exists
+                && let Some(again) = renamed_create(&record.op, 0)
+            {
+                tracing::warn!(
+                    "the name was created elsewhere too: this mount's node is kept as a conflict copy"
+                );
+                redo.push(again);
+            }
+        }
+        (forget, redo, conflicts)
+    }
+}

@@ -1,0 +1,167 @@
+//! Local-first mode: changes apply at once, reach the server through the
+//! syncer in batches, survive a panfs that stops without sending them, and
+//! `fsync` waits for the server (EIO after the timeout while it is away).
+
+use std::sync::Arc;
+
+use panproto::wire::RenameMode;
+
+use super::{OWNER, Rig, options, rig_with, wait_until};
+use crate::fs::{PanFs, ROOT};
+use crate::remote::Remote;
+use crate::remote::memory::MemoryRemote;
+
+fn local_rig(server: Arc<MemoryRemote>, home: &std::path::Path) -> Rig {
+    let mut opts = options(&home.join("cache"), &home.join("state"), true);
+    opts.local_first = true;
+    let rig = rig_with(server, opts);
+    rig.fs.recover_journal();
+    rig.fs.start_syncer();
+    // The root was listed once, as a user who looks at the drive does.
+    let dir = rig.fs.opendir(ROOT).expect("opendir");
+    rig.fs.releasedir(dir);
+    rig
+}
+
+/// The names under `dir` on the server, sorted.
+fn server_names(server: &MemoryRemote, dir: i64) -> Vec<String> {
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let mut names: Vec<String> = rt
+        .block_on(server.list(dir))
+        .expect("list")
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A small tree: d/{a,b}, d/a renamed to d/c, d/b removed, f with bytes.
+fn make_tree(fs: &PanFs) -> u64 {
+    let d = fs.mkdir(ROOT, "d", 0o755, OWNER).expect("mkdir").ino;
+    for name in ["a", "b"] {
+        let (_, fh) = fs.create(d, name, 0o644, OWNER, 0).expect("create");
+        fs.release(fh);
+    }
+    fs.rename(d, "a", d, "c", RenameMode::Replace)
+        .expect("rename");
+    fs.unlink(d, "b", false).expect("unlink");
+    let (_, fh) = fs.create(ROOT, "f", 0o644, OWNER, 0).expect("create f");
+    fs.write(fh, 0, b"local first").expect("write");
+    fs.release(fh);
+    d
+}
+
+#[test]
+fn changes_apply_at_once_and_reach_the_server_in_batches() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = local_rig(server.clone(), home.path());
+    // The reserved numbers are asked for online; then the mount goes on offline.
+    let d = rig.fs.mkdir(ROOT, "d", 0o755, OWNER).expect("mkdir").ino;
+    rig.faults.set_offline(true);
+    for name in ["a", "b"] {
+        let (_, fh) = rig
+            .fs
+            .create(d, name, 0o644, OWNER, 0)
+            .expect("create offline");
+        rig.fs.release(fh);
+    }
+    rig.fs
+        .rename(d, "a", d, "c", RenameMode::Replace)
+        .expect("rename offline");
+    rig.fs.unlink(d, "b", false).expect("unlink offline");
+    assert!(rig.fs.lookup(d, "c").is_ok(), "the rename shows at once");
+    assert_eq!(
+        rig.fs.lookup(d, "b").map_err(|e| e.errno()).err(),
+        Some(libc::ENOENT)
+    );
+    // fsync waits for the server, and fails with EIO after the timeout.
+    let dir_sync = rig.fs.sync_all();
+    assert_eq!(dir_sync.map_err(|e| e.errno()).err(), Some(libc::EIO));
+    rig.faults.set_offline(false);
+    rig.fs.sync_all().expect("sync once the server is back");
+    let status = rig.fs.sync_status().expect("local-first status");
+    assert_eq!(status.pending_ops, 0);
+    assert!(status.ops_sent >= 5 && status.batches < status.ops_sent);
+    assert_eq!(server_names(&server, d as i64), ["c"]);
+    assert_eq!(status.conflicts, 0);
+}
+
+#[test]
+fn a_panfs_stopped_before_syncing_sends_its_journal_at_the_next_mount() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    {
+        let rig = local_rig(server.clone(), home.path());
+        // Reachable for the numbers, then gone: nothing is sent.
+        rig.fs.mkdir(ROOT, "warm", 0o755, OWNER).expect("mkdir");
+        rig.fs.sync_all().expect("sync");
+        rig.faults.set_offline(true);
+        make_tree(&rig.fs);
+        // Dropped without syncing, as after a SIGKILL.
+    }
+    assert_eq!(server_names(&server, server.root()), ["warm"]);
+    let rig = local_rig(server.clone(), home.path());
+    // What was journaled shows before it is sent.
+    let d = rig.fs.lookup(ROOT, "d").expect("d after the restart").ino;
+    assert!(rig.fs.lookup(d, "c").is_ok());
+    rig.fs.sync_all().expect("sync");
+    assert_eq!(server_names(&server, server.root()), ["d", "f", "warm"]);
+    assert_eq!(server_names(&server, d as i64), ["c"]);
+    let f = rig.fs.lookup(ROOT, "f").expect("f").ino;
+    wait_until("f's content", || {
+        server.bytes(f as i64).as_deref() == Some(&b"local first"[..])
+    });
+}
+
+#[test]
+fn a_name_created_elsewhere_meanwhile_keeps_both_files() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = local_rig(server.clone(), home.path());
+    rig.fs.mkdir(ROOT, "warm", 0o755, OWNER).expect("mkdir");
+    rig.fs.sync_all().expect("sync");
+    rig.faults.set_offline(true);
+    let (_, fh) = rig
+        .fs
+        .create(ROOT, "same", 0o644, OWNER, 0)
+        .expect("create");
+    rig.fs.write(fh, 0, b"mine").expect("write");
+    rig.fs.release(fh);
+    let other = server.another_client();
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let theirs = rt
+        .block_on(other.create(
+            server.root(),
+            &panproto::wire::CreateRequest {
+                name: "same".into(),
+                kind: panproto::wire::NodeKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                target: None,
+                rdev: 0,
+            },
+        ))
+        .expect("their create");
+    rig.faults.set_offline(false);
+    rig.fs.sync_all().expect("sync");
+    rig.fs.sync_all().expect("sync the conflict copy");
+    let names = server_names(&server, server.root());
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"same".to_string()));
+    let copy = names
+        .iter()
+        .find(|n| n.starts_with("same (conflict on "))
+        .expect("a conflict copy");
+    let copy_ino = rt
+        .block_on(server.lookup(server.root(), copy))
+        .expect("copy")
+        .ino;
+    assert_ne!(copy_ino, theirs.ino);
+    wait_until("the conflict copy's bytes", || {
+        server.bytes(copy_ino).as_deref() == Some(&b"mine"[..])
+    });
+    assert_eq!(rig.fs.sync_status().expect("status").conflicts, 1);
+}

@@ -1,0 +1,284 @@
+//! The journal: every change a process makes on the mount, on local disk
+//! before the call returns, in order, until the server has it.
+//!
+//! Records are lines appended to `journal.log` in the state directory. A call
+//! returns once its record is durable; the fdatasync is group-committed: the
+//! first caller to need one makes it for every record written so far, and the
+//! callers that arrive meanwhile wait for it or for the next (leader and
+//! followers, as databases commit), so a burst of calls costs a few syncs, not
+//! one each. The syncer reads the records not yet acknowledged, sends them,
+//! and acknowledges them once the server committed; when every record is
+//! acknowledged the log starts afresh.
+//!
+//! A crash can tear only the last line, whose caller never returned: it is
+//! dropped when the log is opened again. Any other unreadable line is an
+//! error, never skipped.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("journal line {line} is unreadable: {why}")]
+    Corrupt { line: usize, why: String },
+}
+
+pub type JournalResult<T> = Result<T, JournalError>;
+
+/// One line of the log.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line<T> {
+    Record {
+        seq: u64,
+        op: T,
+    },
+    /// Every record up to `ack` is on the server.
+    Ack {
+        ack: u64,
+    },
+}
+
+/// A change waiting for the server, numbered in the order it was made.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record<T> {
+    pub seq: u64,
+    pub op: T,
+}
+
+struct State<T> {
+    file: File,
+    /// The last record written (durable or not).
+    written: u64,
+    /// The last record known durable.
+    durable: u64,
+    /// The last record the server has.
+    acked: u64,
+    /// A caller is syncing the log now.
+    syncing: bool,
+    pending: VecDeque<Record<T>>,
+}
+
+pub struct Journal<T> {
+    path: PathBuf,
+    state: Mutex<State<T>>,
+    synced: Condvar,
+    /// fdatasyncs made so far (for `panfs status`, and to show group commit).
+    syncs: AtomicU64,
+}
+
+fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Reads a log: the records not acknowledged, and the last sequence number.
+fn replay<T: DeserializeOwned>(path: &Path) -> JournalResult<(VecDeque<Record<T>>, u64, u64)> {
+    let mut pending = VecDeque::new();
+    let (mut last, mut acked) = (0, 0);
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((pending, 0, 0)),
+        Err(e) => return Err(e.into()),
+    };
+    let lines: Vec<String> = BufReader::new(file).lines().collect::<Result<_, _>>()?;
+    for (i, text) in lines.iter().enumerate() {
+        match serde_json::from_str::<Line<T>>(text) {
+            Ok(Line::Record { seq, op }) => {
+                last = seq;
+                pending.push_back(Record { seq, op });
+            }
+            Ok(Line::Ack { ack }) => {
+                acked = acked.max(ack);
+                last = last.max(ack);
+                while pending.front().is_some_and(|r| r.seq <= ack) {
+                    pending.pop_front();
+                }
+            }
+            // The last line may be torn by a crash; its caller never returned.
+            Err(_) if i + 1 == lines.len() => break,
+            Err(e) => {
+                return Err(JournalError::Corrupt {
+                    line: i + 1,
+                    why: e.to_string(),
+                });
+            }
+        }
+    }
+    Ok((pending, last, acked))
+}
+
+impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
+    /// Opens (or creates) the journal in `dir`, with the records a previous
+    /// panfs left unacknowledged.
+    pub fn open(dir: &Path) -> JournalResult<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("journal.log");
+        let (pending, last, acked) = replay::<T>(&path)?;
+        // Rewritten whole: a torn last line must not stay before new ones.
+        let file = rewrite(&path, &pending, acked)?;
+        Ok(Journal {
+            path,
+            state: Mutex::new(State {
+                file,
+                written: last,
+                durable: last,
+                acked,
+                syncing: false,
+                pending,
+            }),
+            synced: Condvar::new(),
+            syncs: AtomicU64::new(0),
+        })
+    }
+
+    /// Records `op` and returns its number once it is durable.
+    pub fn append(&self, op: T) -> JournalResult<u64> {
+        let seq = self.write(op)?;
+        self.make_durable(seq)?;
+        Ok(seq)
+    }
+
+    /// Writes `op` to the log and returns its number; it is durable once
+    /// `make_durable` returns for it. Callers that must order records with
+    /// other state write under their own lock and wait outside it.
+    pub fn write(&self, op: T) -> JournalResult<u64> {
+        let mut s = lock(&self.state);
+        let seq = s.written + 1;
+        let line = serde_json::to_string(&Line::Record {
+            seq,
+            op: op.clone(),
+        })
+        .map_err(|e| JournalError::Corrupt {
+            line: 0,
+            why: e.to_string(),
+        })?;
+        let before = s.file.metadata()?.len();
+        if let Err(e) = s.file.write_all(format!("{line}\n").as_bytes()) {
+            // A part written (a full disk) must not stay before later records.
+            let _ = s.file.set_len(before);
+            return Err(e.into());
+        }
+        s.written = seq;
+        s.pending.push_back(Record { seq, op });
+        Ok(seq)
+    }
+
+    /// Waits until record `seq` is on the disk.
+    pub fn make_durable(&self, seq: u64) -> JournalResult<()> {
+        let s = lock(&self.state);
+        self.wait_durable(s, seq)
+    }
+
+    /// The number of the last record written.
+    pub fn last(&self) -> u64 {
+        lock(&self.state).written
+    }
+
+    /// Waits until `seq` is durable, syncing the log when nobody else is.
+    fn wait_durable<'a>(&'a self, mut s: MutexGuard<'a, State<T>>, seq: u64) -> JournalResult<()> {
+        while s.durable < seq {
+            if s.syncing {
+                s = self.synced.wait(s).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Lead: sync everything written so far, without holding the lock.
+            s.syncing = true;
+            let upto = s.written;
+            let file = s.file.try_clone()?;
+            drop(s);
+            let synced = file.sync_data();
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            s = lock(&self.state);
+            s.syncing = false;
+            self.synced.notify_all();
+            synced?;
+            s.durable = s.durable.max(upto);
+        }
+        Ok(())
+    }
+
+    /// Up to `max` records not yet on the server, oldest first.
+    pub fn pending(&self, max: usize) -> Vec<Record<T>> {
+        lock(&self.state)
+            .pending
+            .iter()
+            .take(max)
+            .cloned()
+            .collect()
+    }
+
+    /// How many times the log was synced.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// How many records wait for the server.
+    pub fn backlog(&self) -> usize {
+        lock(&self.state).pending.len()
+    }
+
+    /// The server has every record up to `seq`. When that is all of them, the
+    /// log starts afresh.
+    pub fn acknowledge(&self, seq: u64) -> JournalResult<()> {
+        let mut s = lock(&self.state);
+        if seq <= s.acked {
+            return Ok(());
+        }
+        s.acked = seq;
+        while s.pending.front().is_some_and(|r| r.seq <= seq) {
+            s.pending.pop_front();
+        }
+        if s.pending.is_empty() && !s.syncing {
+            s.file = rewrite(&self.path, &s.pending, seq)?;
+        } else {
+            let line = format!("{{\"ack\":{seq}}}\n");
+            s.file.write_all(line.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a fresh log holding `pending` after an acknowledgement of `acked`,
+/// durably, in place of the old one; returns it open for appending.
+fn rewrite<T: Serialize>(
+    path: &Path,
+    pending: &VecDeque<Record<T>>,
+    acked: u64,
+) -> JournalResult<File> {
+    let tmp = path.with_extension("new");
+    {
+        let mut out = File::create(&tmp)?;
+        let mut text = format!("{{\"ack\":{acked}}}\n");
+        for r in pending {
+            let line = serde_json::to_string(&Line::Record {
+                seq: r.seq,
+                op: &r.op,
+            })
+            .map_err(|e| JournalError::Corrupt {
+                line: 0,
+                why: e.to_string(),
+            })?;
+            text.push_str(&line);
+            text.push('\n');
+        }
+        out.write_all(text.as_bytes())?;
+        out.sync_data()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(OpenOptions::new().append(true).open(path)?)
+}
+
+#[cfg(test)]
+mod tests;

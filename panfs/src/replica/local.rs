@@ -1,0 +1,293 @@
+//! This mount's own changes, applied to the replica before the server has
+//! them (local-first). Each value a journaled change sets is pinned with the
+//! change's number: it stays current whatever the TTL or the feed says, and a
+//! listing fetched from the server never drops it, until the syncer reports
+//! that the server committed that change.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use panproto::batch::BatchOp;
+use panproto::wire::{Node, NodeKind, RenameMode};
+
+use super::{Lookup, Record, Replica, Ticket};
+
+/// A value pinned by a journaled change.
+#[derive(Debug, Clone)]
+pub(super) enum Pin {
+    Node(i64),
+    Entry(i64, String),
+    Listing(i64),
+}
+
+/// A node made by `op`, a `Create`, as the server will make it.
+fn new_node(op: &BatchOp, now: i64) -> Option<Node> {
+    let BatchOp::Create {
+        kind,
+        mode,
+        uid,
+        gid,
+        target,
+        rdev,
+        ino: Some(ino),
+        ..
+    } = op
+    else {
+        return None;
+    };
+    Some(Node {
+        ino: *ino,
+        kind: *kind,
+        mode: *mode & 0o7777,
+        uid: *uid,
+        gid: *gid,
+        size: target.as_ref().map_or(0, |t| t.len() as i64),
+        atime: now,
+        mtime: now,
+        ctime: now,
+        nlink: if *kind == NodeKind::Dir { 2 } else { 1 },
+        content: None,
+        target: target.clone(),
+        rdev: *rdev,
+        xattrs: 0,
+        stored_bytes: 0,
+    })
+}
+
+impl Replica {
+    fn pinned<T>(&self, value: T, seq: u64) -> Record<T> {
+        Record {
+            value,
+            seen: Some(Instant::now()),
+            pin: seq,
+        }
+    }
+
+    fn pin_node(&mut self, node: Node, seq: u64) {
+        self.pins.push_back((seq, Pin::Node(node.ino)));
+        let record = self.pinned(node.clone(), seq);
+        self.nodes.insert(node.ino, record);
+    }
+
+    fn pin_entry(&mut self, parent: i64, name: &str, ino: Option<i64>, seq: u64) {
+        self.pins
+            .push_back((seq, Pin::Entry(parent, name.to_string())));
+        let record = self.pinned(ino, seq);
+        self.entries.insert((parent, name.to_string()), record);
+    }
+
+    /// Changes `ino`'s node as a local change does (its ctime moves).
+    fn edit_node(&mut self, ino: i64, seq: u64, now: i64, edit: impl FnOnce(&mut Node)) {
+        let Some(mut node) = self.last_seen(ino).cloned() else {
+            return;
+        };
+        edit(&mut node);
+        node.ctime = now;
+        self.pin_node(node, seq);
+    }
+
+    /// A directory gained or lost an entry: its times move, and its link count
+    /// by `links` (a subdirectory's `..`).
+    fn touch_dir(&mut self, dir: i64, links: i32, seq: u64, now: i64) {
+        self.edit_node(dir, seq, now, |d| {
+            d.mtime = now;
+            d.nlink = d.nlink.saturating_add_signed(links);
+        });
+    }
+
+    /// A name no longer leads to `ino`.
+    fn unlinked(&mut self, ino: i64, seq: u64, now: i64) {
+        self.edit_node(ino, seq, now, |n| {
+            n.nlink = if n.kind == NodeKind::Dir {
+                0
+            } else {
+                n.nlink.saturating_sub(1)
+            };
+        });
+    }
+
+    fn is_dir(&self, ino: Option<i64>) -> bool {
+        ino.and_then(|i| self.last_seen(i))
+            .is_some_and(|n| n.kind == NodeKind::Dir)
+    }
+
+    /// Applies a journaled change numbered `seq`, made at `now`, to the
+    /// replica. The file-system logic checked it against the replica first.
+    pub fn apply_local(&mut self, op: &BatchOp, seq: u64, now: i64) {
+        self.dirty = true;
+        match op {
+            BatchOp::Create { parent, name, .. } => {
+                let Some(node) = new_node(op, now) else {
+                    return;
+                };
+                let is_dir = node.kind == NodeKind::Dir;
+                if is_dir {
+                    self.pins.push_back((seq, Pin::Listing(node.ino)));
+                    let record = self.pinned((), seq);
+                    self.complete.insert(node.ino, record);
+                }
+                self.pin_entry(*parent, name, Some(node.ino), seq);
+                self.pin_node(node, seq);
+                self.touch_dir(*parent, i32::from(is_dir), seq, now);
+            }
+            BatchOp::Link { ino, parent, name } => {
+                self.edit_node(*ino, seq, now, |n| n.nlink += 1);
+                self.pin_entry(*parent, name, Some(*ino), seq);
+                self.touch_dir(*parent, 0, seq, now);
+            }
+            BatchOp::Remove {
+                parent, name, dir, ..
+            } => {
+                let victim = self.last_seen_entry(*parent, name);
+                self.pin_entry(*parent, name, None, seq);
+                if let Some(v) = victim {
+                    self.unlinked(v, seq, now);
+                }
+                self.touch_dir(*parent, -i32::from(*dir), seq, now);
+            }
+            BatchOp::Rename {
+                parent,
+                name,
+                new_parent,
+                new_name,
+                mode,
+                ..
+            } => {
+                let moved = self.last_seen_entry(*parent, name);
+                let other = self.last_seen_entry(*new_parent, new_name);
+                let exchange = *mode == RenameMode::Exchange;
+                self.pin_entry(*parent, name, if exchange { other } else { None }, seq);
+                self.pin_entry(*new_parent, new_name, moved, seq);
+                if let Some(m) = moved {
+                    self.edit_node(m, seq, now, |_| {});
+                }
+                match other {
+                    Some(o) if exchange => self.edit_node(o, seq, now, |_| {}),
+                    Some(o) => self.unlinked(o, seq, now),
+                    None => {}
+                }
+                // A directory that moves takes its `..` along.
+                let (moved_dir, other_dir) = (self.is_dir(moved), self.is_dir(other));
+                let out = i32::from(moved_dir) - i32::from(exchange && other_dir);
+                let into = i32::from(moved_dir) - i32::from(other_dir);
+                if parent == new_parent {
+                    self.touch_dir(*parent, into - out, seq, now);
+                } else {
+                    self.touch_dir(*parent, -out, seq, now);
+                    self.touch_dir(*new_parent, into, seq, now);
+                }
+            }
+            BatchOp::SetAttr {
+                ino,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+            } => self.edit_node(*ino, seq, now, |n| {
+                n.mode = mode.map_or(n.mode, |m| m & 0o7777);
+                n.uid = uid.unwrap_or(n.uid);
+                n.gid = gid.unwrap_or(n.gid);
+                n.atime = atime.unwrap_or(n.atime);
+                n.mtime = mtime.unwrap_or(n.mtime);
+            }),
+            // Synced at once, not journaled: nothing to lay over the server's value.
+            BatchOp::SetXattr { .. } | BatchOp::RemoveXattr { .. } | BatchOp::SetContent { .. } => {
+            }
+        }
+    }
+
+    /// The server committed every change up to `acked`: their values count as
+    /// seen when the batch was sent with `ticket`, unless a change from
+    /// elsewhere invalidated them meanwhile.
+    pub fn unpin_through(&mut self, acked: u64, ticket: Ticket) {
+        let seen = self.seen_if(ticket);
+        while self.pins.front().is_some_and(|(seq, _)| *seq <= acked) {
+            let Some((_, pin)) = self.pins.pop_front() else {
+                break;
+            };
+            fn release<T>(r: Option<&mut Record<T>>, acked: u64, seen: Option<Instant>) {
+                if let Some(r) = r
+                    && r.pin > 0
+                    && r.pin <= acked
+                {
+                    r.pin = 0;
+                    r.seen = r.seen.and(seen);
+                }
+            }
+            match pin {
+                Pin::Node(ino) => release(self.nodes.get_mut(&ino), acked, seen),
+                Pin::Entry(parent, name) => {
+                    release(self.entries.get_mut(&(parent, name)), acked, seen)
+                }
+                Pin::Listing(dir) => release(self.complete.get_mut(&dir), acked, seen),
+            }
+        }
+        self.dirty = true;
+    }
+
+    /// Forgets a name unless a local change not on the server yet set it.
+    pub(super) fn forget_unpinned(&mut self, key: &(i64, String)) {
+        match self.entries.get_mut(key) {
+            Some(r) if r.pin > 0 => r.seen = None,
+            Some(_) => {
+                self.entries.remove(key);
+            }
+            None => {}
+        }
+    }
+
+    /// The directory's listing is no longer known whole (a pinned one stays
+    /// current until the server has it, then counts as stale).
+    pub(super) fn forget_listing(&mut self, dir: i64) {
+        match self.complete.get_mut(&dir) {
+            Some(r) if r.pin > 0 => r.seen = None,
+            Some(_) => {
+                self.complete.remove(&dir);
+            }
+            None => {}
+        }
+    }
+
+    /// A listing fetched from the server, with the names this mount changed
+    /// and the server does not have yet laid over it.
+    pub fn with_local_changes(
+        &self,
+        dir: i64,
+        fetched: Vec<(String, Node)>,
+    ) -> Vec<(String, Node)> {
+        let mut out: BTreeMap<String, Node> = fetched.into_iter().collect();
+        for ((_, name), r) in self.names_in(dir).filter(|(_, r)| r.pin > 0) {
+            match r.value.and_then(|ino| self.last_seen(ino)) {
+                Some(node) => out.insert(name.clone(), node.clone()),
+                None => out.remove(name),
+            };
+        }
+        out.into_iter().collect()
+    }
+
+    /// What a name led to when last seen, current or not (for changes made
+    /// while the server is unreachable): `Unknown` only when it was never seen
+    /// and its directory was never listed whole.
+    pub fn last_seen_lookup(&self, parent: i64, name: &str) -> Lookup {
+        match self.entries.get(&(parent, name.to_string())) {
+            Some(r) => match r.value.and_then(|ino| self.last_seen(ino)) {
+                Some(node) => Lookup::Found(node.clone()),
+                None if r.value.is_none() => Lookup::Missing,
+                None => Lookup::Unknown,
+            },
+            None if self.complete.contains_key(&parent) => Lookup::Missing,
+            None => Lookup::Unknown,
+        }
+    }
+
+    /// Whether a local change not on the server yet set this name.
+    pub(super) fn entry_pinned(&self, key: &(i64, String)) -> bool {
+        self.entries.get(key).is_some_and(|r| r.pin > 0)
+    }
+
+    /// Whether a local change to the node or the name is not on the server yet.
+    pub fn is_pinned(&self, ino: i64) -> bool {
+        self.nodes.get(&ino).is_some_and(|r| r.pin > 0)
+    }
+}

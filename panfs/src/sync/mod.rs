@@ -1,0 +1,186 @@
+//! Local-first syncing state: the journal of changes made on this mount, how
+//! far the server has them, whether it answers, and the inode numbers it
+//! reserved for this mount. The file-system logic records changes here and
+//! waits here for durability (`fsync`, `panfs sync`, unmount); its syncer
+//! loop (`fs::sync`) sends what is pending.
+
+use std::path::Path;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use panproto::batch::BatchOp;
+use serde::{Deserialize, Serialize};
+
+use crate::journal::{Journal, JournalError, JournalResult, Record};
+
+mod inos;
+
+pub use inos::InoPool;
+
+/// What `panfs status` shows of the syncer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SyncStatus {
+    /// The server answered the last batch (false after it could not be reached).
+    pub online: bool,
+    /// Journaled changes the server does not have yet.
+    pub pending_ops: usize,
+    /// When the server last committed a batch (seconds since the epoch).
+    pub last_sync: Option<u64>,
+    /// Batches committed, and changes in them.
+    pub batches: u64,
+    pub ops_sent: u64,
+    /// Changes the server refused because the node or name changed elsewhere,
+    /// resolved by the conflict rules.
+    pub conflicts: u64,
+    /// fdatasyncs of the journal (group-committed: far fewer than changes).
+    pub journal_syncs: u64,
+    /// Why the last batch failed, while it does.
+    pub problem: Option<String>,
+}
+
+struct Progress {
+    /// Every record up to here is on the server.
+    acked: u64,
+    status: SyncStatus,
+}
+
+pub struct Syncer {
+    journal: Journal<BatchOp>,
+    progress: Mutex<Progress>,
+    /// Signalled when records are added (for the loop) and acknowledged (for waiters).
+    changed: Condvar,
+    /// Records a previous panfs left: the server may have committed them
+    /// already (the acknowledgement had not reached the disk), so a refusal
+    /// of one is expected, not a conflict.
+    replayed_through: u64,
+    pub inos: InoPool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Syncer {
+    /// Opens the journal in `state_dir`, with what a previous panfs left.
+    pub fn open(state_dir: &Path) -> JournalResult<Self> {
+        let journal = Journal::open(&state_dir.join("changes"))?;
+        let left = journal.pending(usize::MAX);
+        let replayed_through = left.last().map_or(0, |r| r.seq);
+        let acked = left.first().map_or(replayed_through, |r| r.seq - 1);
+        Ok(Syncer {
+            journal,
+            progress: Mutex::new(Progress {
+                acked,
+                status: SyncStatus {
+                    online: true,
+                    ..SyncStatus::default()
+                },
+            }),
+            changed: Condvar::new(),
+            replayed_through,
+            inos: InoPool::default(),
+        })
+    }
+
+    /// Changes a previous panfs journaled and the server may not have.
+    pub fn left_over(&self) -> Vec<Record<BatchOp>> {
+        self.journal.pending(usize::MAX)
+    }
+
+    pub fn was_replayed(&self, seq: u64) -> bool {
+        seq <= self.replayed_through
+    }
+
+    /// Writes a change to the journal (not yet durable: see `durable`) and
+    /// returns its number. Called in the order changes are applied.
+    pub fn record(&self, op: BatchOp) -> JournalResult<u64> {
+        let seq = self.journal.write(op)?;
+        self.changed.notify_all();
+        Ok(seq)
+    }
+
+    /// Waits until record `seq` is on the local disk.
+    pub fn durable(&self, seq: u64) -> JournalResult<()> {
+        self.journal.make_durable(seq)
+    }
+
+    /// The number of the last change recorded.
+    pub fn last(&self) -> u64 {
+        self.journal.last()
+    }
+
+    /// Up to `max` changes to send, waiting up to `wait` for one.
+    pub fn next_batch(&self, max: usize, wait: Duration) -> Vec<Record<BatchOp>> {
+        let batch = self.journal.pending(max);
+        if !batch.is_empty() {
+            return batch;
+        }
+        let p = lock(&self.progress);
+        let _ = self.changed.wait_timeout(p, wait);
+        self.journal.pending(max)
+    }
+
+    /// The server committed every change through `seq`.
+    pub fn committed(&self, seq: u64, ops: usize, conflicts: u64) -> JournalResult<()> {
+        self.journal.acknowledge(seq)?;
+        let mut p = lock(&self.progress);
+        p.acked = p.acked.max(seq);
+        let s = &mut p.status;
+        s.online = true;
+        s.problem = None;
+        s.batches += 1;
+        s.ops_sent += ops as u64;
+        s.conflicts += conflicts;
+        s.last_sync = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs());
+        drop(p);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// A batch could not be sent; it is tried again.
+    pub fn failed(&self, why: String, reachable: bool) {
+        let mut p = lock(&self.progress);
+        p.status.online = reachable;
+        p.status.problem = Some(why);
+        drop(p);
+        self.changed.notify_all();
+    }
+
+    /// Waits until the server has every change through `seq`, up to `timeout`.
+    pub fn wait_synced(&self, seq: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut p = lock(&self.progress);
+        while p.acked < seq {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            p = self
+                .changed
+                .wait_timeout(p, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        let mut s = lock(&self.progress).status.clone();
+        s.pending_ops = self.journal.backlog();
+        s.journal_syncs = self.journal.syncs();
+        s
+    }
+}
+
+impl From<JournalError> for crate::fs::FsError {
+    fn from(e: JournalError) -> Self {
+        match e {
+            // A full disk is ENOSPC to the caller, as on a local disk.
+            JournalError::Io(io) => crate::fs::FsError::local("the journal", io),
+            corrupt => crate::fs::FsError::new(libc::EIO, corrupt.to_string()),
+        }
+    }
+}
