@@ -202,10 +202,11 @@ PY
 
     before=$(bytes_sent)
     dd if=/dev/urandom of="$MNT/seq" bs=1M count=1 seek=512 conv=notrunc status=none
+    "$BIN/panfs" sync "$MNT"
     after=$(bytes_sent)
     row "1 MiB overwrite in 1 GiB: bytes sent" "-" "$((after - before))" "-"
     before=$(bytes_sent)
-    t0=$(now); cp "$LOCAL/seq" "$LOCAL/seq2"; sync; t1=$(now); cp "$MNT/seq" "$MNT/seq2"; t2=$(now)
+    t0=$(now); cp "$LOCAL/seq" "$LOCAL/seq2"; sync; t1=$(now); cp "$MNT/seq" "$MNT/seq2"; "$BIN/panfs" sync "$MNT"; t2=$(now)
     after=$(bytes_sent)
     row "cp of a second copy of 1 GiB (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
     row "  bytes sent for it" "-" "$((after - before))" "-"
@@ -342,11 +343,24 @@ if [ "$what" = all ] || [ "$what" = latency ]; then
     tar -C "$(dirname "$SRC")" -cf "$WORK/far.tar" "$(basename "$SRC")"
     remount
     t0=$(now); tar -C "$LOCAL" -xf "$WORK/far.tar"; sync; t1=$(now)
-    tar -C "$MNT" -xf "$WORK/far.tar"; sync; t2=$(now)
+    local_s=$(secs "$t0" "$t1")
+    # Local-first (the default): when tar returns, and when the server holds
+    # everything (`panfs sync`); strict: every call waits, then `sync`.
+    far_tar() { # mountpoint panfs-command -> "tar-seconds synced-seconds"
+        local a b c
+        a=$(now); tar -C "$1" -xf "$WORK/far.tar"; b=$(now); "$2" sync "$1"; sync; c=$(now)
+        echo "$(secs "$a" "$b") $(secs "$a" "$c")"
+    }
+    read -r lo_tar lo_all < <(far_tar "$MNT" "$BIN/panfs")
     cpanfs umount "$C/mnt" >/dev/null; cpanfs mount "$C/mnt"; mkdir "$C/mnt/far"
-    t3=$(now); tar -C "$C/mnt/far" -xf "$WORK/far.tar"; sync; t4=$(now)
-    row "tar xf of $SRC, $n files + sync (s)" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")")"
-    row "the same with $RTT_MS ms added RTT (s)" "$(secs "$t0" "$t1")" "$(secs "$t3" "$t4")" "$(ratio "$(secs "$t0" "$t1")" "$(secs "$t3" "$t4")")"
+    read -r far_tar_s far_all < <(far_tar "$C/mnt/far" cpanfs)
+    cpanfs umount "$C/mnt" >/dev/null; cpanfs mount "$C/mnt" --sync-mode strict; mkdir "$C/mnt/strict"
+    read -r strict_tar strict_all < <(far_tar "$C/mnt/strict" cpanfs)
+    row "tar xf of $SRC, $n files: tar returns (s)" "$local_s" "$lo_tar" "$(ratio "$local_s" "$lo_tar")"
+    row "  and the server holds it all (panfs sync) (s)" "$local_s" "$lo_all" "$(ratio "$local_s" "$lo_all")"
+    row "the same, $RTT_MS ms added RTT: tar returns (s)" "$local_s" "$far_tar_s" "$(ratio "$local_s" "$far_tar_s")"
+    row "  and the server holds it all (s)" "$local_s" "$far_all" "$(ratio "$local_s" "$far_all")"
+    row "  strict mode, $RTT_MS ms: tar + sync (s)" "$local_s" "$strict_all" "$(ratio "$local_s" "$strict_all")"
     cpanfs umount "$C/mnt" >/dev/null
     kill "$PROXY_PID" 2>/dev/null || true
     rm -rf "${LOCAL:?}"/*

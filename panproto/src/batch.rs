@@ -30,6 +30,12 @@ pub struct Reserved {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchRequest {
     pub ops: Vec<BatchOp>,
+    /// When each operation was made (ns since the epoch, the client's clock),
+    /// one per operation, or none: the times the operation sets, so a change
+    /// journaled offline keeps its time. The server never takes a later time
+    /// than its own clock.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub at: Vec<i64>,
 }
 
 /// One operation; each answers as its own request would.

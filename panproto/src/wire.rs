@@ -105,6 +105,17 @@ pub struct Node {
     pub stored_bytes: i64,
 }
 
+impl Node {
+    /// Takes `other`'s content and what goes with it (size, stored bytes,
+    /// modification time), keeping this node's other attributes.
+    pub fn take_content_of(&mut self, other: &Node) {
+        self.content = other.content.clone();
+        self.size = other.size;
+        self.stored_bytes = other.stored_bytes;
+        self.mtime = other.mtime;
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DirEntry {
     pub name: String,

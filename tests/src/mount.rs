@@ -59,6 +59,17 @@ impl Mount {
         self.home.path().join("cache")
     }
 
+    /// `panfs sync` of the mount: every change made on it is on the server.
+    pub fn sync(&self) {
+        let out = self.panfs(&["sync", &self.path.to_string_lossy()], "");
+        assert!(
+            out.status.success(),
+            "panfs sync: {}\nthe mount's log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail(100)
+        );
+    }
+
     /// The end of the daemon's log (for a failing test's report).
     pub fn log_tail(&self, lines: usize) -> String {
         let dir = self.cache_dir().join("pan");

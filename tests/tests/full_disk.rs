@@ -35,17 +35,23 @@ fn staging_disk_full_gives_507_and_enospc_then_recovers() {
     let (s, _) = api.get("/api/v1/stat/big.bin");
     assert_eq!(s, 404, "a refused upload leaves no file");
 
-    // Through a mount: the close of a file that cannot be stored fails with ENOSPC.
+    // Through a mount: the fsync of a file that cannot be stored fails with
+    // ENOSPC (local-first, close returns before the upload; strict, close fails too).
     let mount = Mount::new(&server, "fiona");
     let src = tempfile::tempdir().expect("dir");
     let local = src.path().join("big.bin");
     std::fs::write(&local, &big).expect("write");
-    let out = Command::new("cp")
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("cp \"$0\" \"$1\" && sync \"$1\"")
         .arg(&local)
         .arg(mount.p("copy.bin"))
         .output()
         .expect("cp");
-    assert!(!out.status.success(), "cp onto a full server must fail");
+    assert!(
+        !out.status.success(),
+        "cp and sync onto a full server must fail"
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("No space left on device"), "cp said: {err}");
 

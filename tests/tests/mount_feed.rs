@@ -84,6 +84,9 @@ fn step(rng: &mut StdRng, who: usize, mounts: &[&Mount], api: &Api, root: i64) -
             3 => std::fs::set_permissions(m.p(name), std::fs::Permissions::from_mode(mode)),
             _ => std::fs::create_dir(m.p(name)),
         };
+        // A local-first mount has the change on its own disk when the call
+        // returns; the test's truth is the server's, once the mount synced.
+        m.sync();
     } else {
         let _ = match op {
             0 => api.put_bytes(&format!("/api/v1/files/{name}"), data),

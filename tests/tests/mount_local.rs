@@ -10,6 +10,8 @@ use std::time::Duration;
 use pantests::{Mount, Server, setting, wait_until, write_noise_file};
 
 const LOCAL: &[&str] = &["--sync-mode", "local", "--timeout", "10"];
+/// The reference: a mount that reads through to the server on every open.
+const STRICT: &[&str] = &["--sync-mode", "strict"];
 
 /// A source tree of `dirs` directories of `files` small files (a few with
 /// more than one chunk), and its tarball.
@@ -64,16 +66,6 @@ fn assert_same_tree(a: &Path, b: &Path) {
     );
 }
 
-fn sync(mount: &Mount) {
-    let out = mount.panfs(&["sync", &mount.path.to_string_lossy()], "");
-    assert!(
-        out.status.success(),
-        "panfs sync: {}\nthe mount's log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        mount.log_tail(400)
-    );
-}
-
 #[test]
 fn a_tar_into_a_local_first_mount_is_on_the_server_after_panfs_sync() {
     let work = tempfile::tempdir().expect("work");
@@ -81,21 +73,21 @@ fn a_tar_into_a_local_first_mount_is_on_the_server_after_panfs_sync() {
     let server = Server::start();
     let local = Mount::with_args(&server, "tar-user", LOCAL);
     local.sh(&format!("mkdir t && tar xf {} -C t", tarball.display()));
-    sync(&local);
+    local.sync();
     let status = local.panfs(&["status"], "");
     let status = String::from_utf8_lossy(&status.stdout);
     assert!(
         status.contains("sync: online; 0 changes pending"),
         "{status}"
     );
-    let strict = Mount::new(&server, "tar-user");
+    let strict = Mount::with_args(&server, "tar-user", STRICT);
     assert_same_tree(&work.path().join("src"), &strict.p("t"));
     assert_same_tree(&local.p("t"), &strict.p("t"));
     // Renames and removals made locally arrive too.
     local.sh(
         "mv t/dir00 t/moved && rm -r t/dir01 && mv t/moved/sub/file001.txt t/moved/renamed.txt",
     );
-    sync(&local);
+    local.sync();
     // The strict mount learns of them through the change feed.
     wait_until(
         "the renames to reach the other mount",
@@ -123,8 +115,8 @@ fn panfs_killed_in_the_middle_of_a_tar_sends_its_journal_at_the_next_mount() {
     local.kill();
     let _ = tar.wait();
     local.mount();
-    sync(&local);
-    let strict = Mount::new(&server, "kill-user");
+    local.sync();
+    let strict = Mount::with_args(&server, "kill-user", STRICT);
     // The server holds exactly what the journal held: the remounted
     // local-first view (journal replayed) and the server's tree agree.
     assert_same_tree(&local.p(""), &strict.p(""));
@@ -141,7 +133,7 @@ fn a_script_works_on_while_the_server_is_stopped_and_everything_arrives() {
     let mut server = Server::start();
     let local = Mount::with_args(&server, "offline-user", LOCAL);
     local.sh("mkdir work && echo before > work/before.txt");
-    sync(&local);
+    local.sync();
     server.kill();
     // Writes, renames and removals while the server is away: no error.
     local.sh(&format!(
@@ -163,8 +155,8 @@ fn a_script_works_on_while_the_server_is_stopped_and_everything_arrives() {
     let out = local.panfs(&["sync", &local.path.to_string_lossy()], "");
     assert!(!out.status.success(), "panfs sync must fail while offline");
     server.restart();
-    sync(&local);
-    let strict = Mount::new(&server, "offline-user");
+    local.sync();
+    let strict = Mount::with_args(&server, "offline-user", STRICT);
     assert_same_tree(&local.p("work"), &strict.p("work"));
     server.assert_consistent("after the server came back");
 }

@@ -60,6 +60,8 @@ fn fifos_sockets_and_devices_are_nodes_every_mount_sees() {
     posix::mknod(&a.p("chr"), libc::S_IFCHR | 0o600, libc::makedev(120, 7)).expect("mknod chr");
     posix::mknod(&a.p("blk"), libc::S_IFBLK | 0o600, libc::makedev(121, 9)).expect("mknod blk");
     assert_specials(&a, ["fifo", "sock", "chr", "blk"]);
+    // Another mount sees them once this one synced (local-first: at once in strict mode).
+    a.sync();
     assert_specials(&b, ["fifo", "sock", "chr", "blk"]);
 
     // The socket works: a client connects through its name on the mount.

@@ -11,7 +11,7 @@ use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode};
 use super::attr::now_ns;
 use super::{FsError, FsResult, PanFs, lock};
 use crate::replica::Lookup;
-use crate::sync::{InoPool, Syncer};
+use crate::sync::{InoPool, Journaled, Syncer};
 
 /// Numbers reserved from the server at a time.
 const RESERVE_BLOCK: i64 = 4096;
@@ -20,10 +20,11 @@ impl PanFs {
     /// Applies `op` to the replica and journals it, in one order for both;
     /// returns once the journal has it on disk.
     pub(super) fn journal(&self, s: &Syncer, op: BatchOp) -> FsResult<()> {
+        let at = now_ns();
         let seq = {
             let mut t = lock(&self.tables);
-            let seq = s.record(op.clone())?;
-            t.replica.apply_local(&op, seq, now_ns());
+            let seq = s.record(Journaled { at, op: op.clone() })?;
+            t.replica.apply_local(&op, seq, at);
             seq
         };
         Ok(s.durable(seq)?)

@@ -163,7 +163,7 @@ impl PanFs {
             let syncer = Syncer::open(&opts.state_dir).map_err(std::io::Error::other)?;
             // What a previous panfs journaled shows at once, and is sent again.
             for record in syncer.left_over() {
-                replica.apply_local(&record.op, record.seq, attr::now_ns());
+                replica.apply_local(&record.op.op, record.seq, record.op.at);
             }
             Some(Arc::new(syncer))
         } else {

@@ -24,7 +24,7 @@ use super::conflict::{conflict_name, host_name};
 use super::{PanFs, lock};
 use crate::journal::Record;
 use crate::replica::Invalidations;
-use crate::sync::{SyncStatus, Syncer};
+use crate::sync::{Journaled, SyncStatus, Syncer};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
@@ -113,10 +113,11 @@ impl PanFs {
     }
 
     /// Sends one batch; true when the server committed it.
-    fn send_batch(&self, s: &Syncer, batch: Vec<Record<BatchOp>>) -> bool {
+    fn send_batch(&self, s: &Syncer, batch: Vec<Record<Journaled>>) -> bool {
         let ticket = self.ticket();
         let req = BatchRequest {
-            ops: batch.iter().map(|r| r.op.clone()).collect(),
+            ops: batch.iter().map(|r| r.op.op.clone()).collect(),
+            at: batch.iter().map(|r| r.op.at).collect(),
         };
         let answer = match self.block_on(self.remote.batch(&req)) {
             Ok(answer) if answer.results.len() == batch.len() => answer,
@@ -149,7 +150,7 @@ impl PanFs {
     fn apply_answer(
         &self,
         s: &Syncer,
-        batch: &[Record<BatchOp>],
+        batch: &[Record<Journaled>],
         answer: BatchResponse,
         ticket: crate::replica::Ticket,
     ) -> (Invalidations, Vec<BatchOp>, u64) {
@@ -166,7 +167,7 @@ impl PanFs {
                 }
                 continue;
             };
-            let (names, nodes) = touched(&record.op);
+            let (names, nodes) = touched(&record.op.op);
             for (parent, name) in names {
                 t.replica.forget_entry(parent, &name);
                 forget.entries.push((parent, name));
@@ -180,10 +181,10 @@ impl PanFs {
                 continue;
             }
             conflicts += 1;
-            tracing::warn!(seq = record.seq, op = ?record.op, code = %error.code, message = %error.message,
+            tracing::warn!(seq = record.seq, op = ?record.op.op, code = %error.code, message = %error.message,
                 "the server refused a journaled change: it changed elsewhere meanwhile; the server's version stands");
             if error.code == ErrorCode::Exists
-                && let Some(again) = renamed_create(&record.op, 0)
+                && let Some(again) = renamed_create(&record.op.op, 0)
             {
                 tracing::warn!(
                     "the name was created elsewhere too: this mount's node is kept as a conflict copy"

@@ -224,7 +224,22 @@ impl Replica {
 
     /// A node as this mount's own change left it.
     pub fn set_node(&mut self, node: &Node, ticket: Ticket) {
-        if self.is_pinned(node.ino) {
+        if let Some(r) = self.nodes.get_mut(&node.ino).filter(|r| r.pin > 0) {
+            // Attributes changed here and not synced stay; the content is
+            // the server's to say (an upload committed it).
+            r.value.take_content_of(node);
+            return;
+        }
+        if let Some(held) = self.nodes.get(&node.ino)
+            && held.value.ctime > node.ctime
+            && held.value.content != node.content
+        {
+            // An answer that left the server before a newer commit of the
+            // content (a batch racing an upload): the newer content stays.
+            let mut merged = node.clone();
+            merged.take_content_of(&held.value);
+            let record = self.record(merged, ticket);
+            self.nodes.insert(node.ino, record);
             return;
         }
         let record = self.record(node.clone(), ticket);

@@ -17,6 +17,14 @@ mod inos;
 
 pub use inos::InoPool;
 
+/// A change as the journal keeps it: the operation and when it was made
+/// (ns since the epoch), which the server takes as the times it sets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Journaled {
+    pub at: i64,
+    pub op: BatchOp,
+}
+
 /// What `panfs status` shows of the syncer.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct SyncStatus {
@@ -45,7 +53,7 @@ struct Progress {
 }
 
 pub struct Syncer {
-    journal: Journal<BatchOp>,
+    journal: Journal<Journaled>,
     progress: Mutex<Progress>,
     /// Signalled when records are added (for the loop) and acknowledged (for waiters).
     changed: Condvar,
@@ -83,7 +91,7 @@ impl Syncer {
     }
 
     /// Changes a previous panfs journaled and the server may not have.
-    pub fn left_over(&self) -> Vec<Record<BatchOp>> {
+    pub fn left_over(&self) -> Vec<Record<Journaled>> {
         self.journal.pending(usize::MAX)
     }
 
@@ -93,8 +101,10 @@ impl Syncer {
 
     /// Writes a change to the journal (not yet durable: see `durable`) and
     /// returns its number. Called in the order changes are applied.
-    pub fn record(&self, op: BatchOp) -> JournalResult<u64> {
-        let seq = self.journal.write(op)?;
+    pub fn record(&self, change: Journaled) -> JournalResult<u64> {
+        let seq = self.journal.write(change)?;
+        // Under the lock the loop checks for records with: no wakeup is lost.
+        let _held = lock(&self.progress);
         self.changed.notify_all();
         Ok(seq)
     }
@@ -110,12 +120,12 @@ impl Syncer {
     }
 
     /// Up to `max` changes to send, waiting up to `wait` for one.
-    pub fn next_batch(&self, max: usize, wait: Duration) -> Vec<Record<BatchOp>> {
+    pub fn next_batch(&self, max: usize, wait: Duration) -> Vec<Record<Journaled>> {
+        let p = lock(&self.progress);
         let batch = self.journal.pending(max);
         if !batch.is_empty() {
             return batch;
         }
-        let p = lock(&self.progress);
         let _ = self.changed.wait_timeout(p, wait);
         self.journal.pending(max)
     }

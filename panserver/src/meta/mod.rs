@@ -414,11 +414,12 @@ pub trait BatchStore: Send + Sync {
     /// with the node it made or changed (None for a remove or a rename), or
     /// the error it would have given on its own. Each change is its own entry
     /// in the feed. Err only when the whole batch failed and nothing changed.
+    /// `times`: when each operation happens (one per operation).
     async fn apply_batch(
         &self,
         by: Actor,
         ops: &[TreeOp],
-        now: i64,
+        times: &[i64],
     ) -> MetaResult<Vec<MetaResult<Option<Node>>>>;
 }
 

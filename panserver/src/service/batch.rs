@@ -145,6 +145,15 @@ impl App {
         if req.ops.len() > BATCH_OPS_MAX {
             return Err(ServiceError::TooLarge);
         }
+        if !req.at.is_empty() && req.at.len() != req.ops.len() {
+            return Err(ServiceError::BadRequest(
+                "`at` needs one time per operation".into(),
+            ));
+        }
+        let now = now_ns();
+        let times: Vec<i64> = (0..req.ops.len())
+            .map(|i| req.at.get(i).map_or(now, |&at| at.min(now)))
+            .collect();
         let (checked, inline): (Vec<Checked>, Vec<Option<Vec<u8>>>) = req
             .ops
             .into_iter()
@@ -155,12 +164,12 @@ impl App {
             .unzip();
         let checked = self.stage_inline(by.user, checked, inline).await?;
         let checked = self.check_chunks(by.user, checked).await?;
-        let ops: Vec<TreeOp> = checked
+        let (ops, times): (Vec<TreeOp>, Vec<i64>) = checked
             .iter()
-            .filter_map(|c| c.as_ref().ok())
-            .cloned()
-            .collect();
-        let mut applied = self.meta.apply_batch(by, &ops, now_ns()).await?.into_iter();
+            .zip(times)
+            .filter_map(|(c, at)| c.as_ref().ok().map(|op| (op.clone(), at)))
+            .unzip();
+        let mut applied = self.meta.apply_batch(by, &ops, &times).await?.into_iter();
         let results = checked
             .into_iter()
             .map(|c| {

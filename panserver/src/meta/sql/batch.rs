@@ -98,12 +98,14 @@ impl SqlMeta {
         by: Actor,
         ops: &[TreeOp],
         server_inos: &[Option<i64>],
-        now: i64,
+        times: &[i64],
         careful: bool,
     ) -> MetaResult<Option<Vec<MetaResult<Option<Node>>>>> {
-        let mut w = self.begin_edit(by, now).await?;
+        let first = times.first().copied().unwrap_or_default();
+        let mut w = self.begin_edit(by, first).await?;
         let mut outcomes = Vec::with_capacity(ops.len());
-        for (op, &server_ino) in ops.iter().zip(server_inos) {
+        for ((op, &server_ino), &at) in ops.iter().zip(server_inos).zip(times) {
+            w.now = at;
             let recorded = w.recorded();
             if careful {
                 w.savepoint("SAVEPOINT batch_op").await?;
@@ -140,7 +142,7 @@ impl BatchStore for SqlMeta {
         &self,
         by: Actor,
         ops: &[TreeOp],
-        now: i64,
+        times: &[i64],
     ) -> MetaResult<Vec<MetaResult<Option<Node>>>> {
         let unnumbered = ops
             .iter()
@@ -157,10 +159,10 @@ impl BatchStore for SqlMeta {
         self.retry(|| async {
             // Most batches have nothing refused: they run without savepoints, and
             // only one that meets a refusal runs again, each operation in its own.
-            match self.run_batch(by, ops, &server_inos, now, false).await? {
+            match self.run_batch(by, ops, &server_inos, times, false).await? {
                 Some(outcomes) => Ok(outcomes),
                 None => Ok(self
-                    .run_batch(by, ops, &server_inos, now, true)
+                    .run_batch(by, ops, &server_inos, times, true)
                     .await?
                     .unwrap_or_default()),
             }
