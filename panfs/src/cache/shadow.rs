@@ -238,11 +238,22 @@ impl Shadow {
 
     /// Makes the bytes and the record durable: after this a crash loses nothing written.
     pub fn persist(&self) -> std::io::Result<()> {
-        self.file.sync_data()?;
+        self.save(true)
+    }
+
+    /// Writes the record beside the bytes. `durable`: synced, so even a crash
+    /// of the machine keeps them; else they survive a crash of panfs (the
+    /// kernel has them), and the upload or an fsync makes them durable.
+    pub fn save(&self, durable: bool) -> std::io::Result<()> {
+        if durable {
+            self.file.sync_data()?;
+        }
         let tmp = self.record_path.with_extension("json.tmp");
         let mut f = File::create(&tmp)?;
         f.write_all(&serde_json::to_vec(&self.record).map_err(std::io::Error::other)?)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         std::fs::rename(&tmp, &self.record_path)?;
         Ok(())
     }

@@ -54,7 +54,7 @@ impl PanFs {
                 shadow.touch(now);
             }
             if shadow.is_dirty() {
-                shadow.persist().map_err(local)?;
+                shadow.save(self.copies_synced()).map_err(local)?;
             }
             Ok(())
         })

@@ -17,17 +17,22 @@ use crate::sync::{InoPool, Journaled, Syncer};
 const RESERVE_BLOCK: i64 = 4096;
 
 impl PanFs {
-    /// Applies `op` to the replica and journals it, in one order for both;
-    /// returns once the journal has it on disk.
+    /// Applies `op` to the replica and journals it, in one order for both.
+    /// It is on local disk when this returns (a crash of panfs keeps it); the
+    /// syncer makes the journal durable before each batch, so a call costs no
+    /// fsync, and `fsync` makes it durable on the server.
     pub(super) fn journal(&self, s: &Syncer, op: BatchOp) -> FsResult<()> {
         let at = now_ns();
-        let seq = {
-            let mut t = lock(&self.tables);
-            let seq = s.record(Journaled { at, op: op.clone() })?;
-            t.replica.apply_local(&op, seq, at);
-            seq
-        };
-        Ok(s.durable(seq)?)
+        let mut t = lock(&self.tables);
+        let seq = s.record(Journaled { at, op: op.clone() })?;
+        t.replica.apply_local(&op, seq, at);
+        Ok(())
+    }
+
+    /// Whether working copies are synced to disk as they are journaled
+    /// (strict mode); local-first, the upload or an `fsync` makes them durable.
+    pub(super) fn copies_synced(&self) -> bool {
+        self.sync.is_none()
     }
 
     /// Waits until the server has every change journaled so far (up to the

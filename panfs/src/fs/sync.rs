@@ -114,6 +114,11 @@ impl PanFs {
 
     /// Sends one batch; true when the server committed it.
     fn send_batch(&self, s: &Syncer, batch: Vec<Record<Journaled>>) -> bool {
+        // The journal is synced once per batch, not once per change.
+        let last = batch.last().map_or(0, |r| r.seq);
+        if let Err(e) = s.durable(last) {
+            tracing::error!(error = %e, "could not sync the journal");
+        }
         let ticket = self.ticket();
         let req = BatchRequest {
             ops: batch.iter().map(|r| r.op.op.clone()).collect(),
@@ -132,7 +137,6 @@ impl PanFs {
             }
         };
         let (forget, redo, conflicts) = self.apply_answer(s, &batch, answer, ticket);
-        let last = batch.last().map_or(0, |r| r.seq);
         if let Err(e) = s.committed(last, batch.len(), conflicts) {
             tracing::error!(error = %e, "could not acknowledge a batch in the journal; it will be sent again");
         }

@@ -53,7 +53,7 @@ impl PanFs {
             if first_write {
                 // Journal the pending write so a restarted panfs knows about it.
                 shadow
-                    .persist()
+                    .save(self.copies_synced())
                     .map_err(|e| FsError::local("journaling a write", e))?;
             }
             Ok(data.len() as u32)
@@ -67,7 +67,7 @@ impl PanFs {
         }
         if let Body::Local { shadow, .. } = &lock(&handle.file.state).body {
             shadow
-                .persist()
+                .save(self.copies_synced())
                 .map_err(|e| FsError::local("journaling", e))?;
         }
         Ok(())
@@ -114,7 +114,7 @@ impl PanFs {
             return Ok(None);
         }
         let local = |e| FsError::local("journaling before an upload", e);
-        shadow.persist().map_err(local)?;
+        shadow.save(self.copies_synced()).map_err(local)?;
         let snap = shadow.snapshot().map_err(local)?;
         let generation = shadow.generation();
         f.upload = Upload::Running;

@@ -1,8 +1,10 @@
 //! The journal: every change a process makes on the mount, on local disk
 //! before the call returns, in order, until the server has it.
 //!
-//! Records are lines appended to `journal.log` in the state directory. A call
-//! returns once its record is durable; the fdatasync is group-committed: the
+//! Records are lines appended to `journal.log` in the state directory. A
+//! written record survives a crash of the process (the kernel has it); one
+//! made durable (`make_durable`, `append`) survives a crash of the machine.
+//! The fdatasync is group-committed: the
 //! first caller to need one makes it for every record written so far, and the
 //! callers that arrive meanwhile wait for it or for the next (leader and
 //! followers, as databases commit), so a burst of calls costs a few syncs, not
