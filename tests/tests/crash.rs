@@ -165,6 +165,8 @@ fn verify(src: &Sources, server: &Server, mount: &Mount, synced: bool, ok: &[Str
     server.assert_consistent(case);
     // Free the store for the next case (the test Ceph keeps objects in memory).
     mount.sh("rm -rf big.bin small");
+    // Local-first, the removal reaches the server in the background: before gc.
+    mount.sync();
     let out = server.command(&["gc", "--grace-secs", "0"], "");
     assert!(
         out.status.success(),
