@@ -3,6 +3,7 @@
 //! the local version is stored beside it under a name that says what it is:
 //! `report (conflict on HOST 2026-11-30 054512).txt`. No edit is lost.
 
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -69,6 +70,10 @@ pub(super) fn conflict_name(name: &str, host: &str, at: SystemTime, try_no: u32)
     format!("{}{mark}{ext}", &stem[..cut])
 }
 
+/// Versions up to this size are compared byte for byte before a conflict copy.
+const COMPARE_MAX: u64 = 64 << 20;
+const COMPARE_BLOCK: u64 = 1 << 20;
+
 impl PanFs {
     /// A new, empty file for a conflict copy of `name` in `parent`: its name,
     /// and its node.
@@ -96,6 +101,55 @@ impl PanFs {
         ))
     }
 
+    /// Whether the server's version holds exactly the snapshot's bytes (read
+    /// back block by block; files over `COMPARE_MAX` count as different).
+    fn server_has_these_bytes(&self, ino: i64, current: &Node, snap: &Snapshot) -> bool {
+        let size = snap.record.size;
+        if current.size != size as i64 || size > COMPARE_MAX {
+            return false;
+        }
+        let Some(content) = current.content.as_deref() else {
+            return size == 0;
+        };
+        let mut local = vec![0u8; COMPARE_BLOCK as usize];
+        (0..size).step_by(COMPARE_BLOCK as usize).all(|start| {
+            let end = (start + COMPARE_BLOCK).min(size);
+            let buf = &mut local[..(end - start) as usize];
+            snap.file.read_exact_at(buf, start).is_ok()
+                && self
+                    .block_on(self.remote.read(ino, content, start, end))
+                    .is_ok_and(|theirs| theirs[..] == buf[..])
+        })
+    }
+
+    /// The copy matches the server's `current` version: clean against it.
+    fn already_committed(
+        &self,
+        file: &Arc<OpenFile>,
+        current: &Node,
+        generation: u64,
+    ) -> FsResult<()> {
+        let chunks = self.block_on(self.remote.manifest(current.ino))?.chunks;
+        let mut f = lock(&file.state);
+        if let Body::Local {
+            shadow,
+            synced_ctime,
+        } = &mut f.body
+        {
+            *synced_ctime = current.ctime;
+            if shadow.generation() == generation {
+                shadow.committed(current.content.clone(), chunks);
+            } else {
+                shadow
+                    .rebase(current.content.clone(), chunks)
+                    .map_err(|e| FsError::local("journaling a commit", e))?;
+            }
+        }
+        drop(f);
+        self.remember(current);
+        Ok(())
+    }
+
     /// Stores the snapshot as a new file beside `ino`, and lets the file show the
     /// version the server has.
     pub(super) fn keep_conflict_copy(
@@ -111,6 +165,11 @@ impl PanFs {
             .unwrap_or_else(|| (self.root, format!("file {ino}")));
         // The version that won: the copy takes its mode, and the file shows it after.
         let current = self.block_on(self.remote.node(ino))?;
+        if self.server_has_these_bytes(ino, &current, snap) {
+            // Sent before a crash, its commit not recorded here: no conflict.
+            tracing::info!(ino, name, "the server has this version already");
+            return self.already_committed(file, &current, generation);
+        }
         let mode = current.mode;
         let (parent, (copy_name, node)) = match self.new_copy(parent, &name, mode) {
             // The directory went away meanwhile: the copy goes to the top.

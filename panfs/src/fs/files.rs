@@ -5,7 +5,7 @@
 //! wait for its upload. Lock order: `PanFs::tables` before a file's state, never
 //! the other way round.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use panproto::wire::{Node, NodeKind};
@@ -76,6 +76,9 @@ pub(super) struct OpenFile {
     pub state: Mutex<FileState>,
     /// Signalled when an upload of the file ends.
     pub upload_done: Condvar,
+    /// Sent by the write-back worker only, never inline in a batch (recovered
+    /// after a restart, or refused inline once: a conflict to resolve).
+    pub no_inline: AtomicBool,
 }
 
 impl OpenFile {
@@ -88,6 +91,7 @@ impl OpenFile {
                 upload: Upload::Idle,
             }),
             upload_done: Condvar::new(),
+            no_inline: AtomicBool::new(false),
         })
     }
 }
@@ -226,8 +230,15 @@ impl PanFs {
         self.closed_everywhere(handle.ino);
         let f = lock(&handle.file.state);
         if f.life == Life::Linked && f.body.is_dirty() {
-            // Written but not sent (write-back mode, or a failed upload): the worker sends it.
-            let _ = self.writeback_tx.send(handle.ino);
+            drop(f);
+            match &self.sync {
+                // Local-first, a small file rides in the syncer's next batch.
+                Some(s) if super::inline::eligible(&handle.file) => s.contents_waiting(),
+                // Written but not sent (write-back mode, or a failed upload): the worker sends it.
+                _ => {
+                    let _ = self.writeback_tx.send(handle.ino);
+                }
+            }
             return;
         }
         drop(f);

@@ -10,11 +10,19 @@ use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode};
 
 use super::attr::now_ns;
 use super::{FsError, FsResult, PanFs, lock};
-use crate::replica::Lookup;
+use crate::replica::{Lookup, Replica};
 use crate::sync::{InoPool, Journaled, Syncer};
 
 /// Numbers reserved from the server at a time.
 const RESERVE_BLOCK: i64 = 4096;
+
+/// Journals `op` and applies it to `replica`, whose lock the caller holds.
+pub(super) fn journal_in(replica: &mut Replica, s: &Syncer, op: BatchOp) -> FsResult<()> {
+    let at = now_ns();
+    let seq = s.record(Journaled { at, op: op.clone() })?;
+    replica.apply_local(&op, seq, at);
+    Ok(())
+}
 
 impl PanFs {
     /// Applies `op` to the replica and journals it, in one order for both.
@@ -22,11 +30,7 @@ impl PanFs {
     /// syncer makes the journal durable before each batch, so a call costs no
     /// fsync, and `fsync` makes it durable on the server.
     pub(super) fn journal(&self, s: &Syncer, op: BatchOp) -> FsResult<()> {
-        let at = now_ns();
-        let mut t = lock(&self.tables);
-        let seq = s.record(Journaled { at, op: op.clone() })?;
-        t.replica.apply_local(&op, seq, at);
-        Ok(())
+        journal_in(&mut lock(&self.tables).replica, s, op)
     }
 
     /// Whether working copies are synced to disk as they are journaled

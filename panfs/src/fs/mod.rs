@@ -27,6 +27,7 @@ mod dirs;
 mod error;
 mod files;
 mod follow;
+mod inline;
 mod local;
 mod names;
 mod read;

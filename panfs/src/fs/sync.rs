@@ -20,7 +20,9 @@ use std::time::{Duration, SystemTime};
 use panproto::batch::{BATCH_OPS_MAX, BatchOp, BatchRequest, BatchResponse};
 use panproto::wire::ErrorCode;
 
+use super::attr::now_ns;
 use super::conflict::{conflict_name, host_name};
+use super::local::journal_in;
 use super::{PanFs, lock};
 use crate::journal::Record;
 use crate::replica::Invalidations;
@@ -95,11 +97,8 @@ impl PanFs {
             .spawn(move || {
                 let mut pause = FIRST_PAUSE;
                 loop {
-                    let batch = s.next_batch(BATCH_OPS_MAX, Duration::from_secs(1));
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    if fs.send_batch(&s, batch) {
+                    let (batch, acked) = s.next_batch(BATCH_OPS_MAX, Duration::from_secs(1));
+                    if fs.send_batch(&s, batch, acked) {
                         pause = FIRST_PAUSE;
                     } else {
                         std::thread::sleep(pause);
@@ -112,54 +111,74 @@ impl PanFs {
         }
     }
 
-    /// Sends one batch; true when the server committed it.
-    fn send_batch(&self, s: &Syncer, batch: Vec<Record<Journaled>>) -> bool {
+    /// Sends one batch of journaled changes (`acked`: the last record the
+    /// server has) and of small files' contents; true when the server
+    /// committed it, or there was nothing to send.
+    fn send_batch(&self, s: &Syncer, batch: Vec<Record<Journaled>>, acked: u64) -> bool {
         // The journal is synced once per batch, not once per change.
-        let last = batch.last().map_or(0, |r| r.seq);
+        let last = batch.last().map_or(acked, |r| r.seq);
         if let Err(e) = s.durable(last) {
             tracing::error!(error = %e, "could not sync the journal");
         }
         let ticket = self.ticket();
+        let (contents, inline) = self.inline_contents(last, BATCH_OPS_MAX - batch.len());
+        if batch.is_empty() && inline.is_empty() {
+            return true;
+        }
+        if !inline.is_empty() {
+            // More may wait than one batch carries: look again after this one.
+            s.contents_waiting();
+        }
+        let now = now_ns();
         let req = BatchRequest {
-            ops: batch.iter().map(|r| r.op.op.clone()).collect(),
-            at: batch.iter().map(|r| r.op.at).collect(),
+            ops: batch
+                .iter()
+                .map(|r| r.op.op.clone())
+                .chain(contents)
+                .collect(),
+            at: batch
+                .iter()
+                .map(|r| r.op.at)
+                .chain(inline.iter().map(|_| now))
+                .collect(),
         };
-        let answer = match self.block_on(self.remote.batch(&req)) {
-            Ok(answer) if answer.results.len() == batch.len() => answer,
+        let mut answer = match self.block_on(self.remote.batch(&req)) {
+            Ok(answer) if answer.results.len() == req.ops.len() => answer,
             Ok(_) => {
                 s.failed("the server answered a batch partly".into(), true);
+                self.inline_answered(inline, None);
                 return false;
             }
             Err(e) => {
                 tracing::warn!(error = %e, ops = batch.len(), "a batch was not sent; will retry");
                 s.failed(e.to_string(), e.code().is_some());
+                self.inline_answered(inline, None);
                 return false;
             }
         };
-        let (forget, redo, conflicts) = self.apply_answer(s, &batch, answer, ticket);
-        if let Err(e) = s.committed(last, batch.len(), conflicts) {
+        let stored = answer.results.split_off(batch.len());
+        let (forget, conflicts) = self.apply_answer(s, &batch, answer, ticket);
+        // Before anyone waiting for this batch goes on.
+        self.inline_answered(inline, Some(stored));
+        if let Err(e) = s.committed(last, req.ops.len(), conflicts) {
             tracing::error!(error = %e, "could not acknowledge a batch in the journal; it will be sent again");
         }
         self.tell_kernel(forget);
-        for op in redo {
-            if let Err(e) = self.journal(s, op) {
-                tracing::error!(error = e.chain(), "could not journal a conflict copy");
-            }
-        }
         true
     }
 
     /// Lays a committed batch's answers over the replica: what the kernel must
-    /// forget, the changes to make again, and how many conflicts were met.
+    /// forget, and how many conflicts were met. A node made again under a
+    /// conflict name is journaled under the same lock, so no upload ever sees
+    /// its node missing from both the server and the journal.
     fn apply_answer(
         &self,
         s: &Syncer,
         batch: &[Record<Journaled>],
         answer: BatchResponse,
         ticket: crate::replica::Ticket,
-    ) -> (Invalidations, Vec<BatchOp>, u64) {
+    ) -> (Invalidations, u64) {
         let mut forget = Invalidations::default();
-        let mut redo = Vec::new();
         let mut conflicts = 0;
         let mut t = lock(&self.tables);
         let last = batch.last().map_or(0, |r| r.seq);
@@ -193,9 +212,11 @@ impl PanFs {
                 tracing::warn!(
                     "the name was created elsewhere too: this mount's node is kept as a conflict copy"
                 );
-                redo.push(again);
+                if let Err(e) = journal_in(&mut t.replica, s, again) {
+                    tracing::error!(error = e.chain(), "could not journal a conflict copy");
+                }
             }
         }
-        (forget, redo, conflicts)
+        (forget, conflicts)
     }
 }

@@ -11,7 +11,7 @@ use panproto::wire::ErrorCode;
 use super::attr::now_ns;
 use super::files::{Body, Life, OpenFile, Upload};
 use super::{FsError, FsResult, PanFs, lock};
-use crate::upload::{Snapshot, Source, Target, UploadError, UploadResult, upload};
+use crate::upload::{Committed, Snapshot, Source, Target, UploadError, UploadResult, upload};
 
 /// The live working copy of a file, as an upload's `Source`: it locks the file
 /// only for the moment it looks at or fills the copy.
@@ -36,9 +36,9 @@ impl Source for LiveCopy<'_> {
 }
 
 /// A send to make: the snapshot, and the copy's generation when it was taken.
-struct Pending {
-    snap: Snapshot,
-    generation: u64,
+pub(super) struct Pending {
+    pub snap: Snapshot,
+    pub generation: u64,
 }
 
 impl PanFs {
@@ -96,7 +96,7 @@ impl PanFs {
 
     /// Takes a snapshot to send, after any upload already running ends (its
     /// snapshot may predate writes this send must include).
-    fn prepare(&self, file: &OpenFile) -> FsResult<Option<Pending>> {
+    pub(super) fn prepare(&self, file: &OpenFile) -> FsResult<Option<Pending>> {
         let mut f = lock(&file.state);
         while f.upload == Upload::Running {
             f = file
@@ -127,21 +127,33 @@ impl PanFs {
         if lock(&self.tables).replica.is_pinned(ino) {
             self.settle()?;
         }
-        let Some(Pending { snap, generation }) = self.prepare(file)? else {
+        let Some(pending) = self.prepare(file)? else {
             return Ok(());
         };
         let target = Target {
             ino,
-            if_content: Some(snap.record.base.as_deref()),
+            if_content: Some(pending.snap.record.base.as_deref()),
         };
         let live = LiveCopy { file };
         let sent = self.block_on(upload(
             self.remote.as_ref(),
-            &snap,
+            &pending.snap,
             &live,
             target,
             &self.stats,
         ));
+        self.finish_send(ino, file, pending, sent)
+    }
+
+    /// Ends a send: the copy is clean (or rebased on what was committed), the
+    /// file was removed meanwhile, or another version won (a conflict copy).
+    pub(super) fn finish_send(
+        &self,
+        ino: i64,
+        file: &Arc<OpenFile>,
+        Pending { snap, generation }: Pending,
+        sent: UploadResult<Committed>,
+    ) -> FsResult<()> {
         let mut f = lock(&file.state);
         f.upload = Upload::Idle;
         file.upload_done.notify_all();

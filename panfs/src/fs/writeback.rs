@@ -120,6 +120,11 @@ impl PanFs {
                         shadow: Box::new(shadow),
                         synced_ctime: 0,
                     });
+                    // It may have been committed before the restart: the
+                    // worker's upload finds out (and keeps a conflict copy
+                    // only if the server's bytes differ).
+                    file.no_inline
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     lock(&self.tables).files.insert(ino, file);
                     let _ = self.writeback_tx.send(ino);
                 }

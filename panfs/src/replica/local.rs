@@ -286,6 +286,11 @@ impl Replica {
         self.entries.get(key).is_some_and(|r| r.pin > 0)
     }
 
+    /// The last journaled change to the node not on the server yet (0: none).
+    pub fn pin_of(&self, ino: i64) -> u64 {
+        self.nodes.get(&ino).map_or(0, |r| r.pin)
+    }
+
     /// Whether a local change to the node or the name is not on the server yet.
     pub fn is_pinned(&self, ino: i64) -> bool {
         self.nodes.get(&ino).is_some_and(|r| r.pin > 0)

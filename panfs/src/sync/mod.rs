@@ -49,6 +49,8 @@ pub struct SyncStatus {
 struct Progress {
     /// Every record up to here is on the server.
     acked: u64,
+    /// Small files were closed with content for the next batch to carry.
+    contents: bool,
     status: SyncStatus,
 }
 
@@ -79,6 +81,7 @@ impl Syncer {
             journal,
             progress: Mutex::new(Progress {
                 acked,
+                contents: false,
                 status: SyncStatus {
                     online: true,
                     ..SyncStatus::default()
@@ -119,15 +122,27 @@ impl Syncer {
         self.journal.last()
     }
 
-    /// Up to `max` changes to send, waiting up to `wait` for one.
-    pub fn next_batch(&self, max: usize, wait: Duration) -> Vec<Record<Journaled>> {
-        let p = lock(&self.progress);
+    /// Up to `max` changes to send, waiting up to `wait` for one or for a
+    /// file's content (`contents_waiting`); with the number of the last
+    /// record the server has.
+    pub fn next_batch(&self, max: usize, wait: Duration) -> (Vec<Record<Journaled>>, u64) {
+        let mut p = lock(&self.progress);
         let batch = self.journal.pending(max);
-        if !batch.is_empty() {
-            return batch;
+        if batch.is_empty() && !p.contents {
+            p = self
+                .changed
+                .wait_timeout(p, wait)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
-        let _ = self.changed.wait_timeout(p, wait);
-        self.journal.pending(max)
+        p.contents = false;
+        (self.journal.pending(max), p.acked)
+    }
+
+    /// A closed file's content waits for the next batch.
+    pub fn contents_waiting(&self) {
+        lock(&self.progress).contents = true;
+        self.changed.notify_all();
     }
 
     /// The server committed every change through `seq`.

@@ -23,6 +23,23 @@ fn local_rig(server: Arc<MemoryRemote>, home: &std::path::Path) -> Rig {
     rig
 }
 
+/// A local-first rig that reserved its inode numbers and synced once, then
+/// lost the server.
+fn offline_after_warming_up() -> (tempfile::TempDir, Arc<MemoryRemote>, Rig) {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = warm_then_offline(&server, home.path());
+    (home, server, rig)
+}
+
+fn warm_then_offline(server: &Arc<MemoryRemote>, home: &std::path::Path) -> Rig {
+    let rig = local_rig(server.clone(), home);
+    rig.fs.mkdir(ROOT, "warm", 0o755, OWNER).expect("mkdir");
+    rig.fs.sync_all().expect("sync");
+    rig.faults.set_offline(true);
+    rig
+}
+
 /// The names under `dir` on the server, sorted.
 fn server_names(server: &MemoryRemote, dir: i64) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().expect("rt");
@@ -93,11 +110,8 @@ fn a_panfs_stopped_before_syncing_sends_its_journal_at_the_next_mount() {
     let home = tempfile::tempdir().expect("home");
     let server = Arc::new(MemoryRemote::default());
     {
-        let rig = local_rig(server.clone(), home.path());
         // Reachable for the numbers, then gone: nothing is sent.
-        rig.fs.mkdir(ROOT, "warm", 0o755, OWNER).expect("mkdir");
-        rig.fs.sync_all().expect("sync");
-        rig.faults.set_offline(true);
+        let rig = warm_then_offline(&server, home.path());
         make_tree(&rig.fs);
         // Dropped without syncing, as after a SIGKILL.
     }
@@ -117,12 +131,7 @@ fn a_panfs_stopped_before_syncing_sends_its_journal_at_the_next_mount() {
 
 #[test]
 fn a_name_created_elsewhere_meanwhile_keeps_both_files() {
-    let home = tempfile::tempdir().expect("home");
-    let server = Arc::new(MemoryRemote::default());
-    let rig = local_rig(server.clone(), home.path());
-    rig.fs.mkdir(ROOT, "warm", 0o755, OWNER).expect("mkdir");
-    rig.fs.sync_all().expect("sync");
-    rig.faults.set_offline(true);
+    let (_home, server, rig) = offline_after_warming_up();
     let (_, fh) = rig
         .fs
         .create(ROOT, "same", 0o644, OWNER, 0)
@@ -164,4 +173,32 @@ fn a_name_created_elsewhere_meanwhile_keeps_both_files() {
         server.bytes(copy_ino).as_deref() == Some(&b"mine"[..])
     });
     assert_eq!(rig.fs.sync_status().expect("status").conflicts, 1);
+}
+
+#[test]
+fn small_files_go_to_the_server_inside_the_batches() {
+    // Written while the server is away, so the syncer meets them all at once.
+    let (_home, server, rig) = offline_after_warming_up();
+    let mut files = Vec::new();
+    for i in 0..50u32 {
+        let data = format!("small file {i}").repeat(i as usize + 1);
+        let (attr, fh) = rig
+            .fs
+            .create(ROOT, &format!("f{i}"), 0o644, OWNER, 0)
+            .expect("create");
+        rig.fs.write(fh, 0, data.as_bytes()).expect("write");
+        rig.fs.release(fh);
+        files.push((attr.ino as i64, data));
+    }
+    let before = rig.faults.requests();
+    rig.faults.set_offline(false);
+    rig.fs.sync_all().expect("sync");
+    for (ino, data) in &files {
+        assert_eq!(server.bytes(*ino).as_deref(), Some(data.as_bytes()));
+    }
+    let requests = rig.faults.requests() - before;
+    assert!(
+        requests < 10,
+        "50 files and their contents took {requests} requests"
+    );
 }

@@ -2,6 +2,8 @@
 //! runs as its own request would (one lock each, so unlike the real server a
 //! batch is not one transaction; the tests that need that run the real one).
 
+use base64::Engine;
+use bytes::Bytes;
 use panproto::batch::{BatchOp, BatchRequest, BatchResponse, OpResult, Reserved};
 use panproto::wire::{
     ChangeKind, CreateRequest, ErrorBody, ErrorCode, Node, NodeKind, RenameRequest,
@@ -107,9 +109,29 @@ impl MemoryRemote {
                 let (ino, req) = set.as_set_attr().ok_or(refused(ErrorCode::BadRequest))?;
                 self.set_attr(ino, &req).await.map(Some)
             }
+            BatchOp::SetContent {
+                ino,
+                data: Some(data),
+                chunks: None,
+                mtime,
+                if_content,
+            } => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(data)
+                    .map_err(|_| refused(ErrorCode::BadRequest))?;
+                let if_content = if_content.as_ref().map(|c| c.as_deref());
+                self.put_content(
+                    ino,
+                    Bytes::from(bytes),
+                    mtime.unwrap_or_default(),
+                    if_content,
+                )
+                .await
+                .map(Some)
+            }
+            // panfs sends these on their own routes; the in-memory server
+            // keeps to what panfs batches.
             BatchOp::SetXattr { .. } | BatchOp::RemoveXattr { .. } | BatchOp::SetContent { .. } => {
-                // panfs sends these on their own routes; the in-memory server
-                // keeps to what panfs batches.
                 Err(refused(ErrorCode::BadRequest))
             }
         }
