@@ -186,7 +186,7 @@ impl PanFs {
         for (record, result) in batch.iter().zip(answer.results) {
             let Some(error) = result.error else {
                 if let Some(node) = &result.node {
-                    t.replica.set_node(node, ticket);
+                    t.replica.batch_answered(node, ticket);
                 }
                 continue;
             };

@@ -249,6 +249,20 @@ impl Replica {
         }
     }
 
+    /// A node as a committed batch left it. An answer that left the server
+    /// before a newer commit of the content (a batch racing an upload) keeps
+    /// the newer content.
+    pub fn batch_answered(&mut self, node: &Node, ticket: Ticket) {
+        match self.nodes.get(&node.ino) {
+            Some(held) if held.value.ctime > node.ctime && held.value.content != node.content => {
+                let mut merged = node.clone();
+                merged.take_content_of(&held.value);
+                self.set_node(&merged, ticket);
+            }
+            _ => self.set_node(node, ticket),
+        }
+    }
+
     /// A listing fetched from the server, with the names this mount changed
     /// and the server does not have yet laid over it.
     pub fn with_local_changes(

@@ -230,18 +230,6 @@ impl Replica {
             r.value.take_content_of(node);
             return;
         }
-        if let Some(held) = self.nodes.get(&node.ino)
-            && held.value.ctime > node.ctime
-            && held.value.content != node.content
-        {
-            // An answer that left the server before a newer commit of the
-            // content (a batch racing an upload): the newer content stays.
-            let mut merged = node.clone();
-            merged.take_content_of(&held.value);
-            let record = self.record(merged, ticket);
-            self.nodes.insert(node.ino, record);
-            return;
-        }
         let record = self.record(node.clone(), ticket);
         self.nodes.insert(node.ino, record);
     }
