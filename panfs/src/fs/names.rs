@@ -400,7 +400,9 @@ impl PanFs {
             && req.mtime.is_none()
             && req.size.is_none();
         let node = if only_size {
-            self.node(ino, false)?
+            let node = self.node(ino, false)?;
+            self.remember(&node);
+            node
         } else if let Some(s) = self.sync.as_ref().filter(|_| req.size.is_none()) {
             self.node(ino, false)?;
             let op = BatchOp::SetAttr {
