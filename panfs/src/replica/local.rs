@@ -22,33 +22,23 @@ pub(super) enum Pin {
 
 /// A node made by `op`, a `Create`, as the server will make it.
 fn new_node(op: &BatchOp, now: i64) -> Option<Node> {
-    let BatchOp::Create {
-        kind,
-        mode,
-        uid,
-        gid,
-        target,
-        rdev,
-        ino: Some(ino),
-        ..
-    } = op
-    else {
+    let (_, req, Some(ino)) = op.as_create()? else {
         return None;
     };
     Some(Node {
-        ino: *ino,
-        kind: *kind,
-        mode: *mode & 0o7777,
-        uid: *uid,
-        gid: *gid,
-        size: target.as_ref().map_or(0, |t| t.len() as i64),
+        ino,
+        kind: req.kind,
+        mode: req.mode & 0o7777,
+        uid: req.uid,
+        gid: req.gid,
+        size: req.target.as_ref().map_or(0, |t| t.len() as i64),
         atime: now,
         mtime: now,
         ctime: now,
-        nlink: if *kind == NodeKind::Dir { 2 } else { 1 },
+        nlink: if req.kind == NodeKind::Dir { 2 } else { 1 },
         content: None,
-        target: target.clone(),
-        rdev: *rdev,
+        target: req.target,
+        rdev: req.rdev,
         xattrs: 0,
         stored_bytes: 0,
     })

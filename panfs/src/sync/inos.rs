@@ -24,11 +24,6 @@ impl InoPool {
     pub fn refill(&self, first: i64, count: i64) {
         *self.range.lock().unwrap_or_else(|p| p.into_inner()) = (first, first + count);
     }
-
-    pub fn left(&self) -> i64 {
-        let r = self.range.lock().unwrap_or_else(|p| p.into_inner());
-        r.1 - r.0
-    }
 }
 
 #[cfg(test)]
@@ -44,6 +39,5 @@ mod tests {
             (pool.take(), pool.take(), pool.take()),
             (Some(100), Some(101), None)
         );
-        assert_eq!(pool.left(), 0);
     }
 }
