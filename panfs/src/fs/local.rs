@@ -110,6 +110,20 @@ impl PanFs {
         Ok(self.list_dir(dir)?.entries.is_empty())
     }
 
+    /// Whether a directory (`dir`) or another node may take `victim`'s name
+    /// away from it, as rmdir/unlink and rename-over check: ENOTDIR, EISDIR,
+    /// or ENOTEMPTY for a directory that is not empty.
+    fn may_replace(&self, dir: bool, victim: &Node) -> FsResult<()> {
+        match (dir, victim.kind == NodeKind::Dir) {
+            (true, false) => Err(FsError::new(libc::ENOTDIR, "not a directory")),
+            (false, true) => Err(FsError::new(libc::EISDIR, "is a directory")),
+            (true, true) if !self.is_empty_dir(victim.ino)? => {
+                Err(FsError::new(libc::ENOTEMPTY, "directory not empty"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub(super) fn make_local(&self, s: &Syncer, parent: i64, req: CreateRequest) -> FsResult<Node> {
         self.dir_node(parent)?;
         if self.entry_now(parent, &req.name)?.is_some() {
@@ -155,15 +169,7 @@ impl PanFs {
         let victim = self
             .entry_now(parent, name)?
             .ok_or_else(|| FsError::new(libc::ENOENT, "no such entry"))?;
-        let is_dir = victim.kind == NodeKind::Dir;
-        match (dir, is_dir) {
-            (true, false) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
-            (false, true) => return Err(FsError::new(libc::EISDIR, "is a directory")),
-            (true, true) if !self.is_empty_dir(victim.ino)? => {
-                return Err(FsError::new(libc::ENOTEMPTY, "directory not empty"));
-            }
-            _ => {}
-        }
+        self.may_replace(dir, &victim)?;
         let op = BatchOp::Remove {
             parent,
             name: name.to_string(),
@@ -205,14 +211,7 @@ impl PanFs {
                 return Err(FsError::new(libc::ENOENT, "nothing to exchange with"));
             }
             (Some(_), RenameMode::Exchange) | (None, _) => {}
-            (Some(o), RenameMode::Replace) => match (moved_dir, other_dir) {
-                (true, false) => return Err(FsError::new(libc::ENOTDIR, "not a directory")),
-                (false, true) => return Err(FsError::new(libc::EISDIR, "is a directory")),
-                (true, true) if !self.is_empty_dir(o.ino)? => {
-                    return Err(FsError::new(libc::ENOTEMPTY, "directory not empty"));
-                }
-                _ => {}
-            },
+            (Some(o), RenameMode::Replace) => self.may_replace(moved_dir, o)?,
         }
         let op = BatchOp::Rename {
             parent,
