@@ -13,7 +13,7 @@ use panproto::batch::{BATCH_OPS_MAX, BatchOp, OpResult};
 use panproto::wire::Node;
 
 use super::files::{Body, Life, OpenFile, Upload};
-use super::write::Pending;
+use super::write::{Pending, upload_ended};
 use super::{PanFs, lock};
 use crate::remote::RemoteError;
 use crate::upload::{Committed, UploadError};
@@ -73,7 +73,7 @@ impl PanFs {
             if !eligible(&file) {
                 continue;
             }
-            let Ok(Some(pending)) = self.prepare(&file) else {
+            let Ok(Some(pending)) = self.prepare_if_idle(&file) else {
                 continue;
             };
             let record = &pending.snap.record;
@@ -141,10 +141,7 @@ impl PanFs {
 
     /// Ends a send that did not happen; the write-back worker takes the file.
     fn give_back(&self, ino: i64, file: &Arc<OpenFile>) {
-        let mut f = lock(&file.state);
-        f.upload = Upload::Idle;
-        file.upload_done.notify_all();
-        drop(f);
+        upload_ended(&mut lock(&file.state), file);
         let _ = self.writeback_tx.send(ino);
     }
 }

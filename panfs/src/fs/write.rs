@@ -9,7 +9,7 @@ use std::sync::Arc;
 use panproto::wire::ErrorCode;
 
 use super::attr::now_ns;
-use super::files::{Body, Life, OpenFile, Upload};
+use super::files::{Body, FileState, Life, OpenFile, Upload};
 use super::{FsError, FsResult, PanFs, lock};
 use crate::upload::{Committed, Snapshot, Source, Target, UploadError, UploadResult, upload};
 
@@ -104,6 +104,20 @@ impl PanFs {
                 .wait(f)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
+        self.take_snapshot(&mut f)
+    }
+
+    /// As `prepare`, but `None` at once while the file is being sent: the
+    /// syncer never waits for an upload, which may itself wait for the syncer.
+    pub(super) fn prepare_if_idle(&self, file: &OpenFile) -> FsResult<Option<Pending>> {
+        let mut f = lock(&file.state);
+        if f.upload == Upload::Running {
+            return Ok(None);
+        }
+        self.take_snapshot(&mut f)
+    }
+
+    fn take_snapshot(&self, f: &mut FileState) -> FsResult<Option<Pending>> {
         if f.life == Life::Orphaned {
             return Ok(None);
         }
@@ -154,9 +168,17 @@ impl PanFs {
         Pending { snap, generation }: Pending,
         sent: UploadResult<Committed>,
     ) -> FsResult<()> {
+        if let Err(UploadError::Remote(e)) = &sent
+            && e.is(ErrorCode::Conflict)
+        {
+            // Other sends of this file wait until the copy is made: each would
+            // meet the same conflict and make a copy of its own.
+            let kept = self.keep_conflict_copy(ino, file, &snap, generation);
+            upload_ended(&mut lock(&file.state), file);
+            return kept;
+        }
         let mut f = lock(&file.state);
-        f.upload = Upload::Idle;
-        file.upload_done.notify_all();
+        upload_ended(&mut f, file);
         match sent {
             Ok(done) => {
                 if let (
@@ -189,10 +211,6 @@ impl PanFs {
                 }
                 Ok(())
             }
-            Err(UploadError::Remote(e)) if e.is(ErrorCode::Conflict) => {
-                drop(f);
-                self.keep_conflict_copy(ino, file, &snap, generation)
-            }
             Err(UploadError::Dropped) => Ok(()),
             Err(e) => {
                 drop(f);
@@ -201,4 +219,10 @@ impl PanFs {
             }
         }
     }
+}
+
+/// Lets the next send of the file begin.
+pub(super) fn upload_ended(f: &mut FileState, file: &OpenFile) {
+    f.upload = Upload::Idle;
+    file.upload_done.notify_all();
 }

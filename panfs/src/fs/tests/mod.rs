@@ -314,6 +314,36 @@ fn a_replayed_write_never_overwrites_a_newer_version() {
     assert_eq!(r.fs.pending(), (0, 0), "nothing is left to send");
 }
 
+/// Several sends of one file meet the same conflict (an fsync, a close and
+/// the write-back worker at once): one conflict copy, not one per send.
+#[test]
+fn sends_that_meet_one_conflict_make_one_copy() {
+    let home = tempfile::tempdir().expect("tmp");
+    let r = rig(Arc::default(), home.path(), false);
+    let (ino, fh) = written(&r.fs, "todo.txt", b"first");
+    r.fs.fsync(fh).expect("fsync");
+    r.fs.write(fh, 0, b"ours!").expect("write");
+    other_client_writes(&r.server, ino as i64, b"theirs");
+    r.faults.hold_uploads(true);
+    std::thread::scope(|s| {
+        let first = s.spawn(|| r.fs.fsync(fh));
+        wait_until("the first send to start", || {
+            r.faults.upload_attempts(ino as i64) >= 2
+        });
+        let others: Vec<_> = (0..4).map(|_| s.spawn(|| r.fs.fsync(fh))).collect();
+        std::thread::sleep(Duration::from_millis(50));
+        r.faults.hold_uploads(false);
+        for sent in std::iter::once(first).chain(others) {
+            sent.join().expect("thread").expect("fsync succeeds");
+        }
+    });
+    r.fs.release(fh);
+    let (copies, names) = conflict_copies(&r.server, "todo", ".txt");
+    assert_eq!(copies.len(), 1, "{names:?}");
+    assert_eq!(r.server.bytes(copies[0]).as_deref(), Some(&b"ours!"[..]));
+    assert_eq!(r.server.bytes(ino as i64).as_deref(), Some(&b"theirs"[..]));
+}
+
 #[test]
 fn a_close_after_another_client_wrote_keeps_both_versions() {
     let home = tempfile::tempdir().expect("tmp");
