@@ -7,6 +7,9 @@
 //! Refusals are resolved by fixed rules, never by dropping data silently:
 //! - a name this mount created that was created elsewhere meanwhile: the local
 //!   node is made again under a conflict-copy name beside it, so both stay;
+//! - a node this mount created in a directory removed elsewhere meanwhile: it
+//!   is made again at the top under a conflict-copy name, and what this mount
+//!   made inside it follows it there;
 //! - any other refusal (the node or name changed elsewhere): the server's
 //!   version stands, the names and nodes involved are fetched again, and the
 //!   refusal is logged and counted in `panfs status`.
@@ -69,16 +72,33 @@ fn touched(op: &BatchOp) -> (Vec<(i64, String)>, Vec<i64>) {
     }
 }
 
-/// The same creation under a conflict-copy name (the name was taken elsewhere).
-fn renamed_create(op: &BatchOp, try_no: u32) -> Option<BatchOp> {
-    let BatchOp::Create { name, .. } = op else {
+/// The same creation under a conflict-copy name, in `parent`: beside the
+/// name taken elsewhere, or at the top when its directory was removed elsewhere.
+fn create_again(op: &BatchOp, in_parent: i64) -> Option<BatchOp> {
+    let mut again = op.clone();
+    let BatchOp::Create { parent, name, .. } = &mut again else {
         return None;
     };
-    let mut again = op.clone();
-    if let BatchOp::Create { name: new, .. } = &mut again {
-        *new = conflict_name(name, &host_name(), SystemTime::now(), try_no);
-    }
+    *parent = in_parent;
+    *name = conflict_name(name, &host_name(), SystemTime::now(), 0);
     Some(again)
+}
+
+/// What becomes of a refused creation of this mount's: made again somewhere,
+/// or nothing (the server's version stands).
+fn creation_kept(op: &BatchOp, code: ErrorCode, root: i64, s: &Syncer) -> Option<BatchOp> {
+    let BatchOp::Create { parent, .. } = op else {
+        return None;
+    };
+    match code {
+        ErrorCode::Exists => create_again(op, *parent),
+        // Its directory was made again at the top: in it again.
+        ErrorCode::NotFound if s.was_made_again(*parent) => Some(op.clone()),
+        // Its directory was removed elsewhere: kept at the top, with everything
+        // made inside it on this mount.
+        ErrorCode::NotFound => create_again(op, root),
+        _ => None,
+    }
 }
 
 impl PanFs {
@@ -199,19 +219,25 @@ impl PanFs {
                 t.replica.mark_stale(ino);
                 forget.attrs.push(ino);
             }
-            if s.was_replayed(record.seq) {
+            // A replayed change may have reached the server before the crash;
+            // a creation whose directory is gone did not.
+            let lost_directory = matches!(&record.op.op, BatchOp::Create { .. })
+                && error.code == ErrorCode::NotFound;
+            if s.was_replayed(record.seq) && !lost_directory {
                 tracing::info!(seq = record.seq, code = %error.code, "a change from before the restart was on the server already");
                 continue;
             }
             conflicts += 1;
             tracing::warn!(seq = record.seq, op = ?record.op.op, code = %error.code, message = %error.message,
                 "the server refused a journaled change: it changed elsewhere meanwhile; the server's version stands");
-            if error.code == ErrorCode::Exists
-                && let Some(again) = renamed_create(&record.op.op, 0)
-            {
+            if let Some(again) = creation_kept(&record.op.op, error.code, self.root, s) {
                 tracing::warn!(
-                    "the name was created elsewhere too: this mount's node is kept as a conflict copy"
+                    op = ?again,
+                    "the name was taken or its directory removed elsewhere: this mount's node is made again"
                 );
+                if let BatchOp::Create { ino: Some(ino), .. } = &again {
+                    s.made_again(*ino);
+                }
                 if let Err(e) = journal_in(&mut t.replica, s, again) {
                     tracing::error!(error = e.chain(), "could not journal a conflict copy");
                 }

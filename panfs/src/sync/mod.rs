@@ -4,6 +4,7 @@
 //! waits here for durability (`fsync`, `panfs sync`, unmount); its syncer
 //! loop (`fs::sync`) sends what is pending.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -63,6 +64,10 @@ pub struct Syncer {
     /// already (the acknowledgement had not reached the disk), so a refusal
     /// of one is expected, not a conflict.
     replayed_through: u64,
+    /// This mount's nodes the server refused and that were made again
+    /// elsewhere (their directory was removed): what was made inside them
+    /// follows them. Lost at a restart, when such a node goes to the top too.
+    made_again: Mutex<HashSet<i64>>,
     pub inos: InoPool,
 }
 
@@ -89,6 +94,7 @@ impl Syncer {
             }),
             changed: Condvar::new(),
             replayed_through,
+            made_again: Mutex::default(),
             inos: InoPool::default(),
         })
     }
@@ -100,6 +106,14 @@ impl Syncer {
 
     pub fn was_replayed(&self, seq: u64) -> bool {
         seq <= self.replayed_through
+    }
+
+    pub fn made_again(&self, ino: i64) {
+        lock(&self.made_again).insert(ino);
+    }
+
+    pub fn was_made_again(&self, ino: i64) -> bool {
+        lock(&self.made_again).contains(&ino)
     }
 
     /// Writes a change to the journal (not yet durable: see `durable`) and

@@ -202,3 +202,57 @@ fn small_files_go_to_the_server_inside_the_batches() {
         "50 files and their contents took {requests} requests"
     );
 }
+
+/// Files and directories made here inside a directory that another client
+/// removed meanwhile are kept: at the top, under a conflict-copy name, with
+/// what was made inside them.
+#[test]
+fn what_was_made_in_a_directory_removed_elsewhere_is_kept() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = local_rig(server.clone(), home.path());
+    let d = rig.fs.mkdir(ROOT, "d", 0o755, OWNER).expect("mkdir").ino;
+    rig.fs.sync_all().expect("sync");
+    rig.faults.set_offline(true);
+    let sub = rig.fs.mkdir(d, "sub", 0o755, OWNER).expect("mkdir").ino;
+    for (dir, name, data) in [(d, "top.txt", &b"top"[..]), (sub, "deep.txt", b"deep")] {
+        let (_, fh) = rig.fs.create(dir, name, 0o644, OWNER, 0).expect("create");
+        rig.fs.write(fh, 0, data).expect("write");
+        rig.fs.release(fh);
+    }
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(server.another_client().remove(server.root(), "d", true))
+        .expect("their rmdir");
+    rig.faults.set_offline(false);
+    rig.fs.sync_all().expect("sync");
+    rig.fs.sync_all().expect("sync what was made again");
+    // "sub" and "top.txt" under conflict names; "d" stays removed.
+    let names = server_names(&server, server.root());
+    assert_eq!(names.len(), 2, "{names:?}");
+    let sub_copy = names
+        .iter()
+        .find(|n| n.starts_with("sub (conflict on "))
+        .unwrap_or_else(|| panic!("sub kept at the top: {names:?}"));
+    let sub_ino = rt
+        .block_on(server.lookup(server.root(), sub_copy))
+        .expect("sub")
+        .ino;
+    assert_eq!(sub_ino, sub as i64, "the same node, made again");
+    assert_eq!(server_names(&server, sub_ino), ["deep.txt"]);
+    let deep = rt
+        .block_on(server.lookup(sub_ino, "deep.txt"))
+        .expect("deep")
+        .ino;
+    let top = names
+        .iter()
+        .find(|n| n.starts_with("top (conflict on "))
+        .unwrap_or_else(|| panic!("top.txt kept at the top: {names:?}"));
+    let top = rt
+        .block_on(server.lookup(server.root(), top))
+        .expect("top")
+        .ino;
+    wait_until("the kept files' bytes", || {
+        server.bytes(deep).as_deref() == Some(&b"deep"[..])
+            && server.bytes(top).as_deref() == Some(&b"top"[..])
+    });
+}
