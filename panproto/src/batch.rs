@@ -39,7 +39,7 @@ pub struct BatchRequest {
 }
 
 /// One operation; each answers as its own request would.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum BatchOp {
     /// `ino`: a number reserved for this user; absent, the server numbers it.
@@ -83,6 +83,11 @@ pub enum BatchOp {
         mode: RenameMode,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         if_ino: Option<i64>,
+        /// What `new_name` led to when the client renamed: a node's number,
+        /// or 0 for a free name. A rename over anything else (a node made or
+        /// moved there elsewhere) is refused with `exists`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        if_target: Option<i64>,
     },
     /// The size is set with `set_content`.
     SetAttr {

@@ -37,15 +37,25 @@ fn b64(data: &[u8]) -> String {
     BASE64.encode(data)
 }
 
-fn names(api: &Api, dir: i64) -> Vec<String> {
+fn entries(api: &Api, dir: i64) -> Vec<Value> {
     let (status, body) = api.get(&format!("/api/v1/nodes/{dir}/children"));
     assert_eq!(status, 200, "{body}");
-    body["entries"]
-        .as_array()
-        .expect("entries")
+    body["entries"].as_array().expect("entries").clone()
+}
+
+fn names(api: &Api, dir: i64) -> Vec<String> {
+    entries(api, dir)
         .iter()
         .map(|e| e["name"].as_str().expect("name").to_string())
         .collect()
+}
+
+fn ino_of(api: &Api, dir: i64, name: &str) -> i64 {
+    entries(api, dir)
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["node"]["ino"].as_i64())
+        .unwrap_or_else(|| panic!("no {name} in {dir}"))
 }
 
 #[test]
@@ -175,6 +185,33 @@ fn a_refused_operation_changes_nothing_and_the_others_go_on() {
     );
     assert_eq!(names(&api, root), ["a", "new"]);
     assert_eq!(api.content(a), b"");
+}
+
+/// `if_target`: a rename replaces only what its client saw at the new name
+/// (0: nothing); a node made there elsewhere meanwhile is never replaced.
+#[test]
+fn a_rename_never_replaces_a_node_its_client_did_not_see() {
+    let server = Server::start();
+    let api = Api::user(&server.url(), "alice", PASSWORD);
+    let root = api.root();
+    let mine = api.create(root, "mine", "file");
+    let theirs = api.create(root, "taken", "file");
+    let old = api.create(root, "old", "file");
+    let body = batch(
+        &api,
+        json!([
+            // The client saw "taken" free: refused, both stay.
+            {"op": "rename", "parent": root, "name": "mine", "new_parent": root, "new_name": "taken", "if_target": 0},
+            // The client saw "old" lead to another node: refused.
+            {"op": "rename", "parent": root, "name": "mine", "new_parent": root, "new_name": "old", "if_target": theirs},
+            // What it saw: the rename replaces it.
+            {"op": "rename", "parent": root, "name": "mine", "new_parent": root, "new_name": "old", "if_target": old},
+        ]),
+    );
+    assert_eq!(outcomes(&body), ["exists", "exists", "ok"]);
+    assert_eq!(names(&api, root), ["old", "taken"]);
+    assert_eq!(ino_of(&api, root, "taken"), theirs);
+    assert_eq!(ino_of(&api, root, "old"), mine);
 }
 
 #[test]

@@ -179,7 +179,7 @@ impl PanFs {
             made => (parent, made?),
         };
         // Local-first, the copy's node reaches the server through the journal.
-        self.settle()?;
+        self.settle_node(node.ino)?;
         let target = Target {
             ino: node.ino,
             if_content: Some(None),
@@ -196,7 +196,15 @@ impl PanFs {
             Ok(stored) => stored,
             Err(e) => {
                 // No empty copy is left behind: the next try makes a new one.
-                let _ = self.unlink(self.to_fuse(parent), &copy_name, false);
+                // The name may lead to another node by now (the copy was made
+                // again under another name): only the copy goes.
+                let fuse_parent = self.to_fuse(parent);
+                if self
+                    .lookup(fuse_parent, &copy_name)
+                    .is_ok_and(|a| a.ino == self.to_fuse(node.ino))
+                {
+                    let _ = self.unlink(fuse_parent, &copy_name, false);
+                }
                 return Err(e.into());
             }
         };

@@ -17,6 +17,9 @@ use crate::sync::{InoPool, Journaled, Syncer};
 const RESERVE_BLOCK: i64 = 4096;
 
 /// Journals `op` and applies it to `replica`, whose lock the caller holds.
+/// How many times `settle_node` waits for a node journaled again and again.
+const SETTLE_ROUNDS: usize = 4;
+
 pub(super) fn journal_in(replica: &mut Replica, s: &Syncer, op: BatchOp) -> FsResult<()> {
     let at = now_ns();
     let seq = s.record(Journaled { at, op: op.clone() })?;
@@ -31,6 +34,19 @@ impl PanFs {
     /// fsync, and `fsync` makes it durable on the server.
     pub(super) fn journal(&self, s: &Syncer, op: BatchOp) -> FsResult<()> {
         journal_in(&mut lock(&self.tables).replica, s, op)
+    }
+
+    /// Waits until the server has the node's journaled changes. A refused
+    /// creation is journaled again (under another name) while the first wait
+    /// ends, so this looks again after each wait.
+    pub(super) fn settle_node(&self, ino: i64) -> FsResult<()> {
+        for _ in 0..SETTLE_ROUNDS {
+            if !lock(&self.tables).replica.is_pinned(ino) {
+                break;
+            }
+            self.settle()?;
+        }
+        Ok(())
     }
 
     /// Whether working copies are synced to disk as they are journaled
@@ -220,6 +236,8 @@ impl PanFs {
             new_name: new_name.to_string(),
             mode,
             if_ino: Some(moved.ino),
+            // An exchange needs its other node whichever it is now.
+            if_target: (mode != RenameMode::Exchange).then(|| other.as_ref().map_or(0, |o| o.ino)),
         };
         self.journal(s, op)?;
         Ok(Some(other))

@@ -10,6 +10,9 @@
 //! - a node this mount created in a directory removed elsewhere meanwhile: it
 //!   is made again at the top under a conflict-copy name, and what this mount
 //!   made inside it follows it there;
+//! - a rename onto a name another client took meanwhile (the server checks
+//!   the name still leads where this mount saw it lead): the rename goes to a
+//!   conflict-copy name beside it, so neither node is replaced unseen;
 //! - any other refusal (the node or name changed elsewhere): the server's
 //!   version stands, the names and nodes involved are fetched again, and the
 //!   refusal is logged and counted in `panfs status`.
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use panproto::batch::{BATCH_OPS_MAX, BatchOp, BatchRequest, BatchResponse};
-use panproto::wire::ErrorCode;
+use panproto::wire::{ErrorCode, RenameMode};
 
 use super::attr::now_ns;
 use super::conflict::{conflict_name, host_name};
@@ -84,19 +87,67 @@ fn create_again(op: &BatchOp, in_parent: i64) -> Option<BatchOp> {
     Some(again)
 }
 
-/// What becomes of a refused creation of this mount's: made again somewhere,
-/// or nothing (the server's version stands).
-fn creation_kept(op: &BatchOp, code: ErrorCode, root: i64, s: &Syncer) -> Option<BatchOp> {
-    let BatchOp::Create { parent, .. } = op else {
+/// The same rename onto a conflict-copy name beside the name it meant.
+fn rename_again(op: &BatchOp) -> Option<BatchOp> {
+    let mut again = op.clone();
+    let BatchOp::Rename {
+        new_name,
+        if_target,
+        ..
+    } = &mut again
+    else {
         return None;
     };
-    match code {
-        ErrorCode::Exists => create_again(op, *parent),
-        // Its directory was made again at the top: in it again.
-        ErrorCode::NotFound if s.was_made_again(*parent) => Some(op.clone()),
+    *new_name = conflict_name(new_name, &host_name(), SystemTime::now(), 0);
+    *if_target = Some(0);
+    Some(again)
+}
+
+/// The same rename or removal from where the server has the node now.
+fn from_where_it_is(op: &BatchOp, (at_parent, at_name): (i64, String)) -> BatchOp {
+    let mut again = op.clone();
+    if let BatchOp::Rename { parent, name, .. } | BatchOp::Remove { parent, name, .. } = &mut again
+    {
+        (*parent, *name) = (at_parent, at_name);
+    }
+    again
+}
+
+/// What becomes of a refused change of this mount's that would otherwise
+/// lose what it made: the change made again, or nothing (the server's
+/// version stands, and nothing of this mount's is lost by that).
+fn kept_again(op: &BatchOp, code: ErrorCode, root: i64, s: &Syncer) -> Option<BatchOp> {
+    let moved_node = match op {
+        BatchOp::Rename { if_ino, .. } | BatchOp::Remove { if_ino, .. } => *if_ino,
+        _ => None,
+    };
+    match (op, code) {
+        (BatchOp::Create { parent, .. }, ErrorCode::Exists) => create_again(op, *parent),
+        // Its directory was made again under another name: in it again.
+        (BatchOp::Create { parent, .. }, ErrorCode::NotFound)
+            if s.made_again_at(*parent).is_some() =>
+        {
+            Some(op.clone())
+        }
         // Its directory was removed elsewhere: kept at the top, with everything
         // made inside it on this mount.
-        ErrorCode::NotFound => create_again(op, root),
+        (BatchOp::Create { .. }, ErrorCode::NotFound) => create_again(op, root),
+        // A node of this mount's made again under another name: renamed or
+        // removed from there, as this mount meant.
+        // (Once: from there, a refusal stands.)
+        (
+            BatchOp::Rename { .. } | BatchOp::Remove { .. },
+            ErrorCode::Conflict | ErrorCode::NotFound,
+        ) => {
+            let at = moved_node.and_then(|n| s.made_again_at(n))?;
+            let again = from_where_it_is(op, at);
+            (again != *op).then_some(again)
+        }
+        // A rename onto a name another client took meanwhile would replace
+        // a node this mount never saw: it goes beside it instead.
+        (BatchOp::Rename { mode, .. }, ErrorCode::Exists) if *mode != RenameMode::Exchange => {
+            rename_again(op)
+        }
         _ => None,
     }
 }
@@ -230,13 +281,28 @@ impl PanFs {
             conflicts += 1;
             tracing::warn!(seq = record.seq, op = ?record.op.op, code = %error.code, message = %error.message,
                 "the server refused a journaled change: it changed elsewhere meanwhile; the server's version stands");
-            if let Some(again) = creation_kept(&record.op.op, error.code, self.root, s) {
+            if let Some(again) = kept_again(&record.op.op, error.code, self.root, s) {
                 tracing::warn!(
                     op = ?again,
-                    "the name was taken or its directory removed elsewhere: this mount's node is made again"
+                    "the name was taken or its directory removed elsewhere: this mount's change is made again under a conflict-copy name"
                 );
-                if let BatchOp::Create { ino: Some(ino), .. } = &again {
-                    s.made_again(*ino);
+                match &again {
+                    BatchOp::Create {
+                        ino: Some(ino),
+                        parent,
+                        name,
+                        ..
+                    } => s.made_again(*ino, (*parent, name.clone())),
+                    // Where the node goes now, for its next journaled move.
+                    BatchOp::Rename {
+                        if_ino: Some(ino),
+                        new_parent,
+                        new_name,
+                        ..
+                    } if s.made_again_at(*ino).is_some() => {
+                        s.made_again(*ino, (*new_parent, new_name.clone()))
+                    }
+                    _ => {}
                 }
                 if let Err(e) = journal_in(&mut t.replica, s, again) {
                     tracing::error!(error = e.chain(), "could not journal a conflict copy");

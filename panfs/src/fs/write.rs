@@ -138,9 +138,7 @@ impl PanFs {
     /// Sends the file's pending writes and waits for the server's commit.
     pub(super) fn sync_file(&self, ino: i64, file: &Arc<OpenFile>) -> FsResult<()> {
         // A file made here is sent once the server has the node.
-        if lock(&self.tables).replica.is_pinned(ino) {
-            self.settle()?;
-        }
+        self.settle_node(ino)?;
         let Some(pending) = self.prepare(file)? else {
             return Ok(());
         };

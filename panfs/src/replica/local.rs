@@ -141,9 +141,10 @@ impl Replica {
                 new_parent,
                 new_name,
                 mode,
+                if_ino,
                 ..
             } => {
-                let moved = self.last_seen_entry(*parent, name);
+                let moved = if_ino.or_else(|| self.last_seen_entry(*parent, name));
                 let other = self.last_seen_entry(*new_parent, new_name);
                 let exchange = *mode == RenameMode::Exchange;
                 self.pin_entry(*parent, name, if exchange { other } else { None }, seq);

@@ -4,7 +4,7 @@
 //! waits here for durability (`fsync`, `panfs sync`, unmount); its syncer
 //! loop (`fs::sync`) sends what is pending.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,10 +64,12 @@ pub struct Syncer {
     /// already (the acknowledgement had not reached the disk), so a refusal
     /// of one is expected, not a conflict.
     replayed_through: u64,
-    /// This mount's nodes the server refused and that were made again
-    /// elsewhere (their directory was removed): what was made inside them
-    /// follows them. Lost at a restart, when such a node goes to the top too.
-    made_again: Mutex<HashSet<i64>>,
+    /// This mount's nodes whose creation the server refused and that were
+    /// made again under another name: where the server has them (parent,
+    /// name). What was made inside them follows them there, and journaled
+    /// renames and removals of them are made again from there. Lost at a
+    /// restart (those changes are then refused, and the server's version stands).
+    made_again: Mutex<HashMap<i64, (i64, String)>>,
     pub inos: InoPool,
 }
 
@@ -108,12 +110,13 @@ impl Syncer {
         seq <= self.replayed_through
     }
 
-    pub fn made_again(&self, ino: i64) {
-        lock(&self.made_again).insert(ino);
+    pub fn made_again(&self, ino: i64, at: (i64, String)) {
+        lock(&self.made_again).insert(ino, at);
     }
 
-    pub fn was_made_again(&self, ino: i64) -> bool {
-        lock(&self.made_again).contains(&ino)
+    /// Where the server has a node of this mount's made again, if it was.
+    pub fn made_again_at(&self, ino: i64) -> Option<(i64, String)> {
+        lock(&self.made_again).get(&ino).cloned()
     }
 
     /// Writes a change to the journal (not yet durable: see `durable`) and

@@ -378,10 +378,12 @@ pub enum TreeOp {
         dir: bool,
         if_ino: Option<i64>,
     },
-    /// `if_ino`: only while the source name still leads to that node.
+    /// `if_ino`: only while the source name still leads to that node;
+    /// `if_target`: only while the new name leads to that node (0: to none).
     Rename {
         req: RenameRequest,
         if_ino: Option<i64>,
+        if_target: Option<i64>,
     },
     SetAttr {
         ino: i64,

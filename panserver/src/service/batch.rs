@@ -60,6 +60,7 @@ fn check(op: BatchOp) -> ServiceResult<(TreeOp, Option<Vec<u8>>)> {
             new_name,
             mode,
             if_ino,
+            if_target,
         } => {
             validate_name(&name)?;
             validate_name(&new_name)?;
@@ -70,7 +71,11 @@ fn check(op: BatchOp) -> ServiceResult<(TreeOp, Option<Vec<u8>>)> {
                 new_name,
                 mode,
             };
-            TreeOp::Rename { req, if_ino }
+            TreeOp::Rename {
+                req,
+                if_ino,
+                if_target,
+            }
         }
         set @ BatchOp::SetAttr { .. } => {
             let (ino, req) = set

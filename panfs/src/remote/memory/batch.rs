@@ -92,8 +92,19 @@ impl MemoryRemote {
                 new_name,
                 mode,
                 if_ino,
+                if_target,
             } => {
                 self.leads_to(parent, &name, if_ino)?;
+                if let Some(expected) = if_target {
+                    let found = self
+                        .lock()
+                        .entries
+                        .get(&(new_parent, new_name.clone()))
+                        .copied();
+                    if found.unwrap_or(0) != expected {
+                        return Err(refused(ErrorCode::Exists));
+                    }
+                }
                 let moved = self.lookup(parent, &name).await?.ino;
                 let req = RenameRequest {
                     parent,

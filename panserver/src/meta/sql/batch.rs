@@ -32,6 +32,24 @@ impl Write {
         }
     }
 
+    /// Refuses (`Exists`) unless `name` in `parent` leads to `expected`
+    /// (0: to nothing): a rename never replaces a node its client did not see.
+    async fn check_target(
+        &mut self,
+        parent: i64,
+        name: &str,
+        expected: Option<i64>,
+    ) -> MetaResult<()> {
+        let Some(expected) = expected else {
+            return Ok(());
+        };
+        let found = entry_ino(&mut self.tx, parent, name).await?;
+        if found.unwrap_or(0) != expected {
+            return Err(MetaError::Exists);
+        }
+        Ok(())
+    }
+
     async fn apply(&mut self, op: &TreeOp, server_ino: Option<i64>) -> MetaResult<Option<Node>> {
         Ok(match op {
             TreeOp::Create { parent, req, ino } => {
@@ -56,8 +74,14 @@ impl Write {
                 self.remove(*parent, name, *dir).await?;
                 None
             }
-            TreeOp::Rename { req, if_ino } => {
+            TreeOp::Rename {
+                req,
+                if_ino,
+                if_target,
+            } => {
                 self.check_entry(req.parent, &req.name, *if_ino).await?;
+                self.check_target(req.new_parent, &req.new_name, *if_target)
+                    .await?;
                 self.rename(req).await?;
                 None
             }
