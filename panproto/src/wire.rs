@@ -146,6 +146,22 @@ pub struct CreateRequest {
     pub rdev: u32,
 }
 
+impl CreateRequest {
+    /// A node owned by root (uid and gid 0), mode 0644, with no symlink
+    /// target or device number: what tests make most.
+    pub fn plain(name: &str, kind: NodeKind) -> Self {
+        CreateRequest {
+            name: name.to_string(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            target: None,
+            rdev: 0,
+        }
+    }
+}
+
 fn default_mode() -> u32 {
     0o644
 }

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use panproto::batch::{BATCH_OPS_MAX, BatchOp, BatchRequest, BatchResponse};
+use panproto::batch::{BATCH_OPS_MAX, BatchOp, BatchRequest, OpResult};
 use panproto::wire::{ErrorCode, RenameMode};
 
 use super::attr::now_ns;
@@ -32,7 +32,7 @@ use super::local::journal_in;
 use super::{PanFs, lock};
 use crate::journal::Record;
 use crate::replica::Invalidations;
-use crate::sync::{Journaled, SyncStatus, Syncer};
+use crate::sync::{Journaled, SyncStatus, Syncer, worth_sending};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
@@ -192,8 +192,21 @@ impl PanFs {
             tracing::error!(error = %e, "could not sync the journal");
         }
         let ticket = self.ticket();
+        let journaled = batch.len();
+        let send = worth_sending(batch.iter().map(|r| &r.op.op));
+        let batch: Vec<_> = batch
+            .into_iter()
+            .zip(send)
+            .filter_map(|(r, send)| send.then_some(r))
+            .collect();
         let (contents, inline) = self.inline_contents(last, BATCH_OPS_MAX - batch.len());
         if batch.is_empty() && inline.is_empty() {
+            if journaled > 0 {
+                // Everything cancelled out: done without the server.
+                let (forget, _) = self.apply_answer(s, last, &[], Vec::new(), ticket);
+                self.acknowledge(s, last, 0, 0);
+                self.tell_kernel(forget);
+            }
             return true;
         }
         if !inline.is_empty() {
@@ -228,14 +241,18 @@ impl PanFs {
             }
         };
         let stored = answer.results.split_off(batch.len());
-        let (forget, conflicts) = self.apply_answer(s, &batch, answer, ticket);
+        let (forget, conflicts) = self.apply_answer(s, last, &batch, answer.results, ticket);
         // Before anyone waiting for this batch goes on.
         self.inline_answered(inline, Some(stored));
-        if let Err(e) = s.committed(last, req.ops.len(), conflicts) {
-            tracing::error!(error = %e, "could not acknowledge a batch in the journal; it will be sent again");
-        }
+        self.acknowledge(s, last, req.ops.len(), conflicts);
         self.tell_kernel(forget);
         true
+    }
+
+    fn acknowledge(&self, s: &Syncer, last: u64, sent: usize, conflicts: u64) {
+        if let Err(e) = s.committed(last, sent, conflicts) {
+            tracing::error!(error = %e, "could not acknowledge a batch in the journal; it will be sent again");
+        }
     }
 
     /// Lays a committed batch's answers over the replica: what the kernel must
@@ -245,16 +262,16 @@ impl PanFs {
     fn apply_answer(
         &self,
         s: &Syncer,
+        last: u64,
         batch: &[Record<Journaled>],
-        answer: BatchResponse,
+        results: Vec<OpResult>,
         ticket: crate::replica::Ticket,
     ) -> (Invalidations, u64) {
         let mut forget = Invalidations::default();
         let mut conflicts = 0;
         let mut t = lock(&self.tables);
-        let last = batch.last().map_or(0, |r| r.seq);
         t.replica.unpin_through(last, ticket);
-        for (record, result) in batch.iter().zip(answer.results) {
+        for (record, result) in batch.iter().zip(results) {
             let Some(error) = result.error else {
                 if let Some(node) = &result.node {
                     t.replica.batch_answered(node, ticket);

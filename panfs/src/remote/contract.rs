@@ -20,15 +20,7 @@ fn refused_with<T: std::fmt::Debug>(result: RemoteResult<T>, code: ErrorCode, wh
 }
 
 fn create(name: &str, kind: NodeKind) -> CreateRequest {
-    CreateRequest {
-        name: name.to_string(),
-        kind,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        target: None,
-        rdev: 0,
-    }
+    CreateRequest::plain(name, kind)
 }
 
 fn rename(

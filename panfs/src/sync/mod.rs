@@ -14,8 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::journal::{Journal, JournalError, JournalResult, Record};
 
+mod coalesce;
 mod inos;
 
+pub use coalesce::worth_sending;
 pub use inos::InoPool;
 
 /// A change as the journal keeps it: the operation and when it was made

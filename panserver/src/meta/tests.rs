@@ -24,15 +24,7 @@ async fn store() -> (SqlMeta, tempfile::TempDir) {
 }
 
 fn req(name: &str, kind: NodeKind) -> CreateRequest {
-    CreateRequest {
-        name: name.into(),
-        kind,
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        target: None,
-        rdev: 0,
-    }
+    CreateRequest::plain(name, kind)
 }
 
 fn chunk(sha: &str, size: u64) -> ChunkRef {
