@@ -71,6 +71,8 @@ if [[ " $profiles " == *" full "* ]]; then
     export PAN_TEST_PROFILE=full PAN_TEST_SERVICES_DIR="$SERVICES_DIR" PAN_TEST_CEPH_CONF="$SERVICES_DIR/ceph/ceph.conf"
     # Tiny files cost several MariaDB commits and a confirmed publish each: fewer here.
     export PAN_SMALL_FILES="${PAN_SMALL_FILES:-500}"
+    # The embedded run stops its server for 60 s under a working mount; 15 s here.
+    export PAN_OFFLINE_SECS="${PAN_OFFLINE_SECS:-15}"
     cargo test -p pantests --no-fail-fast \
         --test http --test http_posix --test pango --test hostile --test api_fuzz --test full_disk \
         --test mount_tools --test mount_lifecycle --test mount_differential \

@@ -186,7 +186,7 @@ fn panserver_killed_while_batches_commit_loses_nothing() {
 
 #[test]
 fn a_script_works_on_while_the_server_is_stopped_and_everything_arrives() {
-    let offline_secs: u64 = setting("PAN_OFFLINE_SECS", || 15);
+    let offline_secs: u64 = setting("PAN_OFFLINE_SECS", || 60);
     let mut server = Server::start();
     let local = Mount::with_args(&server, "offline-user", LOCAL);
     local.sh("mkdir work && echo before > work/before.txt");
