@@ -11,7 +11,7 @@ use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode};
 use super::attr::now_ns;
 use super::{FsError, FsResult, PanFs, lock};
 use crate::replica::{Lookup, Replica};
-use crate::sync::{InoPool, Journaled, Syncer};
+use crate::sync::{CHANGE_BYTES, InoPool, Journaled, Syncer};
 
 /// Numbers reserved from the server at a time.
 const RESERVE_BLOCK: i64 = 4096;
@@ -33,7 +33,24 @@ impl PanFs {
     /// syncer makes the journal durable before each batch, so a call costs no
     /// fsync, and `fsync` makes it durable on the server.
     pub(super) fn journal(&self, s: &Syncer, op: BatchOp) -> FsResult<()> {
+        // A removal frees room, as on a full disk.
+        if !matches!(op, BatchOp::Remove { .. }) {
+            self.offline_room(CHANGE_BYTES)?;
+        }
         journal_in(&mut lock(&self.tables).replica, s, op)
+    }
+
+    /// While the server is unreachable, local work (journaled changes and
+    /// written bytes) is bounded by `--cache-size`: ENOSPC beyond it, as a
+    /// full disk answers, until the server is back and the journal drains.
+    pub(super) fn offline_room(&self, bytes: u64) -> FsResult<()> {
+        match &self.sync {
+            Some(s) if !s.charge(bytes, self.opts.disk_cache_bytes) => Err(FsError::new(
+                libc::ENOSPC,
+                "offline: local changes reached --cache-size; they are sent once the server is back",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Waits until the server has the node's journaled changes. A refused

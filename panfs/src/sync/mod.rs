@@ -54,8 +54,14 @@ struct Progress {
     acked: u64,
     /// Small files were closed with content for the next batch to carry.
     contents: bool,
+    /// Bytes written and changes journaled (at `CHANGE_BYTES` each) since the
+    /// server was last reachable: bounded while it is not.
+    offline_bytes: u64,
     status: SyncStatus,
 }
+
+/// What one journaled change counts for against the offline bound.
+pub const CHANGE_BYTES: u64 = 512;
 
 pub struct Syncer {
     journal: Journal<Journaled>,
@@ -91,6 +97,7 @@ impl Syncer {
             progress: Mutex::new(Progress {
                 acked,
                 contents: false,
+                offline_bytes: 0,
                 status: SyncStatus {
                     online: true,
                     ..SyncStatus::default()
@@ -191,6 +198,22 @@ impl Syncer {
         p.status.problem = Some(why);
         drop(p);
         self.changed.notify_all();
+    }
+
+    /// Counts `bytes` more of local work while the server is unreachable;
+    /// false when that would exceed `limit` (the caller answers ENOSPC).
+    /// Online, nothing is counted: the syncer drains the journal as it grows.
+    pub fn charge(&self, bytes: u64, limit: u64) -> bool {
+        let mut p = lock(&self.progress);
+        if p.status.online {
+            p.offline_bytes = 0;
+            return true;
+        }
+        if p.offline_bytes + bytes > limit {
+            return false;
+        }
+        p.offline_bytes += bytes;
+        true
     }
 
     /// Waits until the server has every change through `seq`, up to `timeout`.

@@ -12,7 +12,11 @@ use crate::remote::Remote;
 use crate::remote::memory::MemoryRemote;
 
 fn local_rig(server: Arc<MemoryRemote>, home: &std::path::Path) -> Rig {
-    let mut opts = options(&home.join("cache"), &home.join("state"), true);
+    let opts = options(&home.join("cache"), &home.join("state"), true);
+    local_rig_with(server, opts)
+}
+
+fn local_rig_with(server: Arc<MemoryRemote>, mut opts: crate::fs::FsOptions) -> Rig {
     opts.local_first = true;
     let rig = rig_with(server, opts);
     rig.fs.recover_journal();
@@ -277,4 +281,49 @@ fn files_made_and_removed_before_a_sync_are_never_sent() {
     let status = rig.fs.sync_status().expect("status");
     assert_eq!(status.ops_sent, sent_before, "nothing was sent");
     assert_eq!(status.pending_ops, 0);
+}
+
+/// While the server is away, local work is bounded by the cache size:
+/// ENOSPC beyond it, removals still work, and once the server is back the
+/// journal drains and writes go on.
+#[test]
+fn offline_work_is_bounded_by_the_cache_size() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let mut opts = options(&home.path().join("cache"), &home.path().join("state"), true);
+    opts.disk_cache_bytes = 256 << 10;
+    let rig = local_rig_with(server.clone(), opts);
+    rig.fs.mkdir(ROOT, "warm", 0o755, OWNER).expect("mkdir");
+    rig.fs.sync_all().expect("sync");
+    rig.faults.set_offline(true);
+    let (_, fh) = rig.fs.create(ROOT, "big", 0o644, OWNER, 0).expect("create");
+    wait_until("the syncer to find the server gone", || {
+        !rig.fs.sync_status().expect("status").online
+    });
+    let block = vec![7u8; 64 << 10];
+    let mut written = 0u64;
+    let full = loop {
+        match rig.fs.write(fh, written, &block) {
+            Ok(n) => written += u64::from(n),
+            Err(e) => break e.errno(),
+        }
+        assert!(
+            written <= 1 << 20,
+            "wrote {written} bytes offline past the bound"
+        );
+    };
+    assert_eq!(full, libc::ENOSPC);
+    assert!(written >= 128 << 10, "only {written} bytes before ENOSPC");
+    rig.fs.release(fh);
+    rig.fs
+        .unlink(ROOT, "big", false)
+        .expect("a removal still works");
+    rig.faults.set_offline(false);
+    rig.fs.sync_all().expect("sync once the server is back");
+    let (_, fh) = rig
+        .fs
+        .create(ROOT, "after", 0o644, OWNER, 0)
+        .expect("create");
+    rig.fs.write(fh, 0, &block).expect("writes go on");
+    rig.fs.release(fh);
 }
