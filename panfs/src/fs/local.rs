@@ -11,7 +11,7 @@ use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode};
 use super::attr::now_ns;
 use super::{FsError, FsResult, PanFs, lock};
 use crate::replica::{Lookup, Replica};
-use crate::sync::{CHANGE_BYTES, InoPool, Journaled, Syncer};
+use crate::sync::{CHANGE_BYTES, Journaled, Syncer};
 
 /// Numbers reserved from the server at a time.
 const RESERVE_BLOCK: i64 = 4096;
@@ -87,15 +87,24 @@ impl PanFs {
         ))
     }
 
-    /// A number for a new node, from the range the server reserved for this mount.
-    fn new_ino(&self, pool: &InoPool) -> FsResult<i64> {
-        if let Some(ino) = pool.take() {
-            return Ok(ino);
+    /// A number for a new node, from the range the server reserved for this
+    /// mount; the next range is reserved ahead while the server answers.
+    fn new_ino(&self, s: &Syncer) -> FsResult<i64> {
+        let pool = &s.inos;
+        // Offline, a create waits for the server only when no number is left.
+        if pool.running_low(RESERVE_BLOCK) && (s.is_online() || pool.is_empty()) {
+            match self.block_on(self.remote.reserve_inos(RESERVE_BLOCK)) {
+                Ok(reserved) => pool.refill(reserved.first, reserved.count),
+                // Offline: the numbers left are used first.
+                Err(e) => tracing::debug!(error = %e, "could not reserve inode numbers ahead"),
+            }
         }
-        let reserved = self.block_on(self.remote.reserve_inos(RESERVE_BLOCK))?;
-        pool.refill(reserved.first, reserved.count);
-        pool.take()
-            .ok_or_else(|| FsError::new(libc::EIO, "the server reserved no inode numbers"))
+        pool.take().ok_or_else(|| {
+            FsError::new(
+                libc::EIO,
+                "no reserved inode numbers left, and the server cannot reserve more now",
+            )
+        })
     }
 
     /// What a name leads to now: the replica's answer, or the server's.
@@ -162,7 +171,7 @@ impl PanFs {
         if self.entry_now(parent, &req.name)?.is_some() {
             return Err(FsError::new(libc::EEXIST, "name exists"));
         }
-        let ino = self.new_ino(&s.inos)?;
+        let ino = self.new_ino(s)?;
         let op = BatchOp::create(parent, req, Some(ino));
         self.journal(s, op)?;
         self.held(ino)

@@ -200,6 +200,11 @@ impl Syncer {
         self.changed.notify_all();
     }
 
+    /// Whether the server answered the last batch.
+    pub fn is_online(&self) -> bool {
+        lock(&self.progress).status.online
+    }
+
     /// Counts `bytes` more of local work while the server is unreachable;
     /// false when that would exceed `limit` (the caller answers ENOSPC).
     /// Online, nothing is counted: the syncer drains the journal as it grows.
