@@ -36,8 +36,12 @@ fn schemathesis_finds_no_server_error() {
         .args([
             "--checks",
             "not_a_server_error",
+            // One worker: with two threads, Python 3.11's `ast` (which
+            // hypothesis uses to describe its strategies) once crashed the run
+            // with "AST constructor recursion depth mismatch" after every
+            // generated case had passed.
             "--workers",
-            "2",
+            "1",
             "--max-examples",
             &examples,
             "--seed",
