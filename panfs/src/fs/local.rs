@@ -16,10 +16,10 @@ use crate::sync::{CHANGE_BYTES, Journaled, Syncer};
 /// Numbers reserved from the server at a time.
 const RESERVE_BLOCK: i64 = 4096;
 
-/// Journals `op` and applies it to `replica`, whose lock the caller holds.
 /// How many times `settle_node` waits for a node journaled again and again.
 const SETTLE_ROUNDS: usize = 4;
 
+/// Journals `op` and applies it to `replica`, whose lock the caller holds.
 pub(super) fn journal_in(replica: &mut Replica, s: &Syncer, op: BatchOp) -> FsResult<()> {
     let at = now_ns();
     let seq = s.record(Journaled { at, op: op.clone() })?;

@@ -32,48 +32,10 @@ use super::local::journal_in;
 use super::{PanFs, lock};
 use crate::journal::Record;
 use crate::replica::Invalidations;
-use crate::sync::{Journaled, SyncStatus, Syncer, worth_sending};
+use crate::sync::{Journaled, SyncStatus, Syncer, touched, worth_sending};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
-
-/// The names and nodes an operation touches.
-fn touched(op: &BatchOp) -> (Vec<(i64, String)>, Vec<i64>) {
-    match op {
-        BatchOp::Create {
-            parent, name, ino, ..
-        } => (vec![(*parent, name.clone())], ino.iter().copied().collect()),
-        BatchOp::Link { ino, parent, name } => (vec![(*parent, name.clone())], vec![*ino]),
-        BatchOp::Remove {
-            parent,
-            name,
-            if_ino,
-            ..
-        } => (
-            vec![(*parent, name.clone())],
-            if_ino.iter().copied().collect(),
-        ),
-        BatchOp::Rename {
-            parent,
-            name,
-            new_parent,
-            new_name,
-            if_ino,
-            ..
-        } => (
-            vec![(*parent, name.clone()), (*new_parent, new_name.clone())],
-            if_ino
-                .iter()
-                .copied()
-                .chain([*parent, *new_parent])
-                .collect(),
-        ),
-        BatchOp::SetAttr { ino, .. }
-        | BatchOp::SetXattr { ino, .. }
-        | BatchOp::RemoveXattr { ino, .. }
-        | BatchOp::SetContent { ino, .. } => (Vec::new(), vec![*ino]),
-    }
-}
 
 /// The same creation under a conflict-copy name, in `parent`: beside the
 /// name taken elsewhere, or at the top when its directory was removed elsewhere.

@@ -2,37 +2,64 @@
 //! node created and removed again within one batch, which nothing else in
 //! the batch names (a temporary file, `touch x; rm x`), never reaches the
 //! server. Its content is never sent either: an unlinked file is not uploaded.
+//! Which names and nodes an operation touches is worked out here once, for
+//! this and for what the syncer invalidates when the server refuses one.
 
 use std::collections::HashMap;
 
 use panproto::batch::BatchOp;
 
-/// Every node number an operation names: what it makes, changes, moves or
-/// removes, and the directories it changes.
-fn inos_named(op: &BatchOp) -> Vec<i64> {
+/// The names and nodes an operation touches.
+pub fn touched(op: &BatchOp) -> (Vec<(i64, String)>, Vec<i64>) {
     match op {
-        BatchOp::Create { parent, ino, .. } => {
-            [Some(*parent), *ino].into_iter().flatten().collect()
-        }
-        BatchOp::Link { ino, parent, .. } => vec![*ino, *parent],
-        BatchOp::Remove { parent, if_ino, .. } => {
-            [Some(*parent), *if_ino].into_iter().flatten().collect()
-        }
+        BatchOp::Create {
+            parent, name, ino, ..
+        } => (vec![(*parent, name.clone())], ino.iter().copied().collect()),
+        BatchOp::Link { ino, parent, name } => (vec![(*parent, name.clone())], vec![*ino]),
+        BatchOp::Remove {
+            parent,
+            name,
+            if_ino,
+            ..
+        } => (
+            vec![(*parent, name.clone())],
+            if_ino.iter().copied().collect(),
+        ),
         BatchOp::Rename {
             parent,
+            name,
             new_parent,
+            new_name,
             if_ino,
-            if_target,
             ..
-        } => [Some(*parent), Some(*new_parent), *if_ino, *if_target]
-            .into_iter()
-            .flatten()
-            .collect(),
+        } => (
+            vec![(*parent, name.clone()), (*new_parent, new_name.clone())],
+            if_ino
+                .iter()
+                .copied()
+                .chain([*parent, *new_parent])
+                .collect(),
+        ),
         BatchOp::SetAttr { ino, .. }
         | BatchOp::SetXattr { ino, .. }
         | BatchOp::RemoveXattr { ino, .. }
-        | BatchOp::SetContent { ino, .. } => vec![*ino],
+        | BatchOp::SetContent { ino, .. } => (Vec::new(), vec![*ino]),
     }
+}
+
+/// Every node number an operation names: what it makes, changes, moves or
+/// removes (a rename also the node it replaces), and the directories it changes.
+fn inos_named(op: &BatchOp) -> Vec<i64> {
+    let (names, mut nodes) = touched(op);
+    nodes.extend(names.into_iter().map(|(parent, _)| parent));
+    if let BatchOp::Rename {
+        if_target: Some(replaced),
+        ..
+    } = op
+    {
+        nodes.push(*replaced);
+    }
+    nodes
 }
 
 /// Which of `ops` to send: false for a creation and the removal that undoes
