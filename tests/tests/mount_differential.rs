@@ -365,10 +365,10 @@ fn random_operations_match_a_local_directory() {
     let mut rng = StdRng::seed_from_u64(seed);
     for step in 0..steps {
         let op = random_op(&mut rng, local.handles.len());
-        if std::env::var_os("PAN_DIFF_TRACE").is_some() {
-            println!("{step}: {op:?}");
-        }
         let want = apply(&mut local, &op);
+        if std::env::var_os("PAN_DIFF_TRACE").is_some() {
+            println!("{step}: {op:?} -> {:?}", want.0);
+        }
         let got = apply(&mut mount, &op);
         assert_eq!(
             got.0, want.0,

@@ -120,6 +120,42 @@ fn open_handle_reads_on_after_another_client_replaces_the_file() {
     });
 }
 
+/// A file removed while open here, by this mount or by another client: the
+/// open handle reads on from its version, as on a local disk, though its bytes
+/// were never on this machine.
+#[test]
+fn open_handle_reads_on_after_the_file_is_removed() {
+    use std::io::Read;
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let api = pantests::Api::user(&server.url(), "alice", pantests::PASSWORD);
+    // Larger than the read-ahead, so most of it is fetched after the removal.
+    let data = Noise::bytes(53, 40 << 20);
+    for by_this_mount in [true, false] {
+        assert_eq!(api.put_bytes("/api/v1/files/gone.bin", data.clone()).0, 201);
+        let mut f = std::fs::File::open(m.p("gone.bin")).expect("open");
+        let mut head = vec![0u8; 64 << 10];
+        f.read_exact(&mut head).expect("first read");
+        if by_this_mount {
+            std::fs::remove_file(m.p("gone.bin")).expect("unlink");
+            // The removal reaches the server before the rest is read.
+            m.sh("sync");
+        } else {
+            let (status, body) = api.delete("/api/v1/files/gone.bin");
+            assert_eq!(status, 204, "{body}");
+        }
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest)
+            .expect("reading on after the removal");
+        head.extend_from_slice(&rest);
+        assert_eq!(
+            panproto::sha256_hex(&head),
+            panproto::sha256_hex(&data),
+            "removed by this mount: {by_this_mount}"
+        );
+    }
+}
+
 #[test]
 fn remount_keeps_everything_with_the_same_inodes() {
     let server = Server::start();

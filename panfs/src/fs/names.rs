@@ -118,10 +118,22 @@ impl PanFs {
             }
             Err(e) => {
                 let e = FsError::from(e);
-                // Unreachable server: what was seen last is still readable.
-                let cached = lock(&self.tables).replica.last_seen(ino).cloned();
+                let t = lock(&self.tables);
+                let cached = t.replica.last_seen(ino).cloned();
+                let held_open = t
+                    .files
+                    .get(&ino)
+                    .is_some_and(|f| f.opens.load(Ordering::SeqCst) > 0);
                 match cached {
+                    // Unreachable server: what was seen last is still readable.
                     Some(node) if e.errno() == libc::EIO => Ok(node),
+                    // Unlinked while open here: the server may have dropped it, or
+                    // never had it (made and removed before a sync), but the open
+                    // handles still use it, as on a local disk.
+                    Some(mut node) if e.errno() == libc::ENOENT && held_open => {
+                        node.nlink = 0;
+                        Ok(node)
+                    }
                     _ => Err(e),
                 }
             }

@@ -32,7 +32,7 @@ use super::local::journal_in;
 use super::{PanFs, lock};
 use crate::journal::Record;
 use crate::replica::Invalidations;
-use crate::sync::{Journaled, SyncStatus, Syncer, touched, worth_sending};
+use crate::sync::{Journaled, SyncStatus, Syncer, last_naming, touched, worth_sending};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
@@ -233,9 +233,14 @@ impl PanFs {
         let mut conflicts = 0;
         let mut t = lock(&self.tables);
         t.replica.unpin_through(last, ticket);
-        for (record, result) in batch.iter().zip(results) {
+        // A node a later operation of the batch names keeps what the replica
+        // made of that operation (the server answers no removal or rename).
+        let last_named = last_naming(batch.iter().map(|r| &r.op.op));
+        for (i, (record, result)) in batch.iter().zip(results).enumerate() {
             let Some(error) = result.error else {
-                if let Some(node) = &result.node {
+                if let Some(node) = &result.node
+                    && last_named.get(&node.ino).is_none_or(|&j| j <= i)
+                {
                     t.replica.batch_answered(node, ticket);
                 }
                 continue;

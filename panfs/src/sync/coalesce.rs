@@ -92,6 +92,21 @@ pub fn worth_sending<'a>(ops: impl Iterator<Item = &'a BatchOp> + Clone) -> Vec<
     send
 }
 
+/// For each node the operations of a batch name, the index of the last one
+/// that names it. The server answers an operation with the node as that
+/// operation left it, so a later operation that names the node makes that
+/// answer stale: a link answered with two links, then a removal of one of
+/// them, answered with nothing.
+pub fn last_naming<'a>(ops: impl Iterator<Item = &'a BatchOp>) -> HashMap<i64, usize> {
+    let mut last = HashMap::new();
+    for (i, op) in ops.enumerate() {
+        for ino in inos_named(op) {
+            last.insert(ino, i);
+        }
+    }
+    last
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +153,22 @@ mod tests {
             remove(1, "moved", 12),
         ];
         assert_eq!(worth_sending(ops.iter()), [true; 6]);
+    }
+
+    #[test]
+    fn a_later_operation_on_a_node_outdates_an_earlier_answer() {
+        let ops = [
+            create(1, "a", 10, NodeKind::File),
+            BatchOp::Link {
+                ino: 10,
+                parent: 1,
+                name: "b".into(),
+            },
+            remove(1, "a", 10),
+        ];
+        let last = last_naming(ops.iter());
+        assert_eq!(last.get(&10), Some(&2));
+        assert_eq!(last.get(&1), Some(&2));
+        assert_eq!(last.get(&99), None);
     }
 }

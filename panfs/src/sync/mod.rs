@@ -17,7 +17,7 @@ use crate::journal::{Journal, JournalError, JournalResult, Record};
 mod coalesce;
 mod inos;
 
-pub use coalesce::{touched, worth_sending};
+pub use coalesce::{last_naming, touched, worth_sending};
 pub use inos::InoPool;
 
 /// A change as the journal keeps it: the operation and when it was made
