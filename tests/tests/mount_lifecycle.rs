@@ -87,6 +87,49 @@ fn a_close_after_another_clients_write_keeps_both_versions() {
     );
 }
 
+/// A version written here goes to a conflict copy while another handle here
+/// reads the file: that handle reads on from the version it opened, never a
+/// mix of the two (the load test once read a version cut short), and the
+/// next open shows the other client's version.
+#[test]
+fn a_reader_of_a_version_kept_as_a_conflict_copy_reads_it_whole() {
+    use std::io::{Read, Write};
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    let api = pantests::Api::user(&server.url(), "alice", pantests::PASSWORD);
+    std::fs::write(m.p("w.bin"), b"first").expect("write");
+    let ours = Noise::bytes(54, 6 << 20);
+    let theirs = Noise::bytes(55, 5 << 20);
+    let mut w = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(m.p("w.bin"))
+        .expect("open for writing");
+    w.write_all(&ours).expect("write");
+    let mut r = std::fs::File::open(m.p("w.bin")).expect("open for reading");
+    let mut read = vec![0u8; 64 << 10];
+    r.read_exact(&mut read).expect("first read");
+    assert_eq!(api.put_bytes("/api/v1/files/w.bin", theirs.clone()).0, 201);
+    w.sync_all()
+        .expect("fsync keeps our version as a copy and succeeds");
+    drop(w);
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).expect("reading on");
+    read.extend_from_slice(&rest);
+    assert_eq!(
+        panproto::sha256_hex(&read),
+        panproto::sha256_hex(&ours),
+        "the reader got {} bytes, not the version it opened",
+        read.len()
+    );
+    drop(r);
+    wait_until(
+        "the other client's version",
+        Duration::from_secs(10),
+        || std::fs::read(m.p("w.bin")).is_ok_and(|d| d == theirs),
+    );
+}
+
 /// A file replaced by another client while open here: the open handle reads on
 /// from the version it opened, as on a local disk (not a mix, not ESTALE).
 #[test]

@@ -5,6 +5,7 @@
 
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use panproto::wire::{CreateRequest, Node, NodeKind};
@@ -219,6 +220,9 @@ impl PanFs {
         // while the copy was made: then its next upload meets the same newer
         // version and is kept as a conflict copy too, with those writes.
         self.remember(&current);
+        if file.opens.load(Ordering::SeqCst) > 0 {
+            return self.show_after_last_close(ino, file, &current, &stored.node, generation);
+        }
         let mut f = lock(&file.state);
         if let Body::Local { shadow, .. } = &f.body
             && shadow.generation() != generation
@@ -232,6 +236,42 @@ impl PanFs {
         if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, server) {
             shadow.discard();
         }
+        Ok(())
+    }
+
+    /// A file still open here after its version went to a conflict copy: its
+    /// handles read on from that version to their close, never a mix of two,
+    /// as when another client's version arrives while a file is open
+    /// (follow.rs). The working copy counts as the copy's content, clean; the
+    /// next open takes the server's version, and the kernel forgets the old
+    /// pages at the last close.
+    fn show_after_last_close(
+        &self,
+        ino: i64,
+        file: &Arc<OpenFile>,
+        current: &Node,
+        copy: &Node,
+        generation: u64,
+    ) -> FsResult<()> {
+        let chunks = self.block_on(self.remote.manifest(copy.ino))?.chunks;
+        let mut t = lock(&self.tables);
+        let mut f = lock(&file.state);
+        let Body::Local {
+            shadow,
+            synced_ctime,
+        } = &mut f.body
+        else {
+            return Ok(());
+        };
+        if shadow.generation() != generation {
+            return Ok(());
+        }
+        shadow.committed(copy.content.clone(), chunks);
+        *synced_ctime = 0;
+        // What the kernel holds: this version, not the server's.
+        let mut held = current.clone();
+        held.take_content_of(copy);
+        t.deferred.insert(ino, held);
         Ok(())
     }
 }

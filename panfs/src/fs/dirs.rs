@@ -50,7 +50,7 @@ impl PanFs {
                     // With what this mount changed meanwhile, when it is whole.
                     entries: match t.replica.listing(dir) {
                         Some(entries) => entries,
-                        None => t.replica.with_local_changes(dir, fetched),
+                        None => t.replica.with_local_changes(dir, fetched, ticket),
                     },
                     settled: t.replica.settled(ticket),
                 }

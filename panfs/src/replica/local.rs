@@ -50,6 +50,7 @@ impl Replica {
             value,
             seen: Some(Instant::now()),
             pin: seq,
+            synced: 0,
         }
     }
 
@@ -203,6 +204,7 @@ impl Replica {
                     && r.pin <= acked
                 {
                     r.pin = 0;
+                    r.synced = acked;
                     r.seen = r.seen.and(seen);
                 }
             }
@@ -214,6 +216,7 @@ impl Replica {
                 Pin::Listing(dir) => release(self.complete.get_mut(&dir), acked, seen),
             }
         }
+        self.acked = self.acked.max(acked);
         self.dirty = true;
     }
 
@@ -240,12 +243,15 @@ impl Replica {
         }
     }
 
-    /// A node as a committed batch left it. An answer that left the server
-    /// before a newer commit of the content (a batch racing an upload) keeps
-    /// the newer content.
+    /// A node as a committed batch left it. The batch's operations never set
+    /// content (inline contents are answered apart), so a current replica
+    /// keeps the content it holds: an answer that left the server before an
+    /// upload of this mount committed (a batch racing an upload) would take
+    /// it back, and nothing would bring it again. Its ctime cannot tell: a
+    /// node pinned by a local change carries this machine's time.
     pub fn batch_answered(&mut self, node: &Node, ticket: Ticket) {
         match self.nodes.get(&node.ino) {
-            Some(held) if held.value.ctime > node.ctime && held.value.content != node.content => {
+            Some(held) if self.current(held) && held.value.content != node.content => {
                 let mut merged = node.clone();
                 merged.take_content_of(&held.value);
                 self.set_node(&merged, ticket);
@@ -254,15 +260,16 @@ impl Replica {
         }
     }
 
-    /// A listing fetched from the server, with the names this mount changed
-    /// and the server does not have yet laid over it.
+    /// A listing fetched from the server with `ticket`, with the names this
+    /// mount changed that it may not show yet laid over it.
     pub fn with_local_changes(
         &self,
         dir: i64,
         fetched: Vec<(String, Node)>,
+        ticket: Ticket,
     ) -> Vec<(String, Node)> {
         let mut out: BTreeMap<String, Node> = fetched.into_iter().collect();
-        for ((_, name), r) in self.names_in(dir).filter(|(_, r)| r.pin > 0) {
+        for ((_, name), r) in self.names_in(dir).filter(|(_, r)| r.newer_than(ticket)) {
             match r.value.and_then(|ino| self.last_seen(ino)) {
                 Some(node) => out.insert(name.clone(), node.clone()),
                 None => out.remove(name),
@@ -289,6 +296,13 @@ impl Replica {
     /// Whether a local change not on the server yet set this name.
     pub(super) fn entry_pinned(&self, key: &(i64, String)) -> bool {
         self.entries.get(key).is_some_and(|r| r.pin > 0)
+    }
+
+    /// Whether an answer got with `ticket` may predate what this mount set
+    /// the name to: a local change not on the server yet, or one the server
+    /// committed after the request began.
+    pub(super) fn entry_newer_than(&self, key: &(i64, String), ticket: Ticket) -> bool {
+        self.entries.get(key).is_some_and(|r| r.newer_than(ticket))
     }
 
     /// The last journaled change to the node not on the server yet (0: none).

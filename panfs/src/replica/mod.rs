@@ -34,6 +34,18 @@ struct Record<T> {
     value: T,
     seen: Option<Instant>,
     pin: u64,
+    /// The journaled change that set the value, once the server committed
+    /// it (0: none or long ago).
+    synced: u64,
+}
+
+impl<T> Record<T> {
+    /// Whether the value is newer than an answer got with `ticket`: its
+    /// change is not on the server yet, or was committed after the request
+    /// began (the answer may not show it).
+    fn newer_than(&self, ticket: Ticket) -> bool {
+        self.pin > 0 || self.synced > ticket.acked
+    }
 }
 
 /// When a request began: what it fetches is trusted only if no change from
@@ -41,6 +53,8 @@ struct Record<T> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ticket {
     epoch: u64,
+    /// The last journaled change the server had committed.
+    acked: u64,
 }
 
 /// What the replica knows of a name.
@@ -76,6 +90,8 @@ pub struct Replica {
     dirty: bool,
     /// Values pinned by local changes, in journal order (see `local`).
     pins: VecDeque<(u64, local::Pin)>,
+    /// The last journaled change the server committed.
+    acked: u64,
 }
 
 impl Replica {
@@ -90,6 +106,7 @@ impl Replica {
             fallback_ttl,
             dirty: false,
             pins: VecDeque::new(),
+            acked: 0,
         }
     }
 
@@ -111,12 +128,16 @@ impl Replica {
             value,
             seen: self.seen_if(ticket),
             pin: 0,
+            synced: 0,
         }
     }
 
     /// Taken before a request whose answer goes into the replica.
     pub fn ticket(&self) -> Ticket {
-        Ticket { epoch: self.epoch }
+        Ticket {
+            epoch: self.epoch,
+            acked: self.acked,
+        }
     }
 
     /// Whether no change from elsewhere arrived since the ticket was taken.
@@ -211,7 +232,7 @@ impl Replica {
     /// now, which is the one it had when that is current and newer.
     pub fn put_node(&mut self, node: &Node, ticket: Ticket) -> Node {
         match self.nodes.get(&node.ino) {
-            Some(r) if r.pin > 0 || (self.current(r) && r.value.ctime > node.ctime) => {
+            Some(r) if r.newer_than(ticket) || (self.current(r) && r.value.ctime > node.ctime) => {
                 r.value.clone()
             }
             _ => {
@@ -237,7 +258,7 @@ impl Replica {
     /// A name now leads to `ino` (None: it is missing).
     pub fn put_entry(&mut self, parent: i64, name: &str, ino: Option<i64>, ticket: Ticket) {
         let key = (parent, name.to_string());
-        if self.entry_pinned(&key) {
+        if self.entry_newer_than(&key, ticket) {
             return;
         }
         let record = self.record(ino, ticket);
@@ -246,10 +267,10 @@ impl Replica {
 
     /// A directory's whole listing, replacing what was known of it.
     pub fn put_listing(&mut self, dir: i64, listing: &[(String, Node)], ticket: Ticket) {
-        // Names this mount changed and the server does not have yet stay.
+        // Names this mount changed that the listing may not show yet stay.
         let known: Vec<(i64, String)> = self
             .names_in(dir)
-            .filter(|(_, r)| r.pin == 0)
+            .filter(|(_, r)| !r.newer_than(ticket))
             .map(|(key, _)| key.clone())
             .collect();
         for key in known {
@@ -258,7 +279,7 @@ impl Replica {
         for (name, node) in listing {
             self.put_node(node, ticket);
             let key = (dir, name.clone());
-            if !self.entry_pinned(&key) {
+            if !self.entry_newer_than(&key, ticket) {
                 let record = self.record(Some(node.ino), ticket);
                 self.entries.insert(key, record);
             }

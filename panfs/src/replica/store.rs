@@ -102,6 +102,7 @@ impl Replica {
                     value: node,
                     seen,
                     pin: 0,
+                    synced: 0,
                 },
             );
         }
@@ -113,6 +114,7 @@ impl Replica {
                     value: ino,
                     seen,
                     pin: 0,
+                    synced: 0,
                 },
             );
         }
@@ -124,6 +126,7 @@ impl Replica {
                     value: (),
                     seen,
                     pin: 0,
+                    synced: 0,
                 },
             );
         }

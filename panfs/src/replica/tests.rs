@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use panproto::wire::{Change, ChangeKind, Node, NodeKind};
+use panproto::batch::BatchOp;
+use panproto::wire::{Change, ChangeKind, CreateRequest, Node, NodeKind};
 
 use super::{Invalidations, Lookup, Replica};
 
@@ -125,6 +126,61 @@ fn an_answer_older_than_what_the_replica_holds_yields() {
     // Invalidated (a change from elsewhere): whatever comes next is taken.
     r.mark_stale(2);
     assert_eq!(r.put_node(&version(2, 1, 5), r.ticket()).size, 1);
+}
+
+#[test]
+fn a_batch_answer_never_takes_back_content_an_upload_committed() {
+    let mut r = listed();
+    r.set_following(true, Some(1));
+    let link = BatchOp::Link {
+        ino: 2,
+        parent: 1,
+        name: "again".into(),
+    };
+    r.set_node(&version(2, 0, 10), r.ticket());
+    r.apply_local(&link, 1, 50);
+    // The upload commits after the batch did, and answers first.
+    let uploaded = Node {
+        content: Some("new".into()),
+        ..version(2, 4096, 40)
+    };
+    r.set_node(&uploaded, r.ticket());
+    r.unpin_through(1, r.ticket());
+    // The batch's answer: the link, with the content from before the upload.
+    let answered = Node {
+        nlink: 2,
+        ..version(2, 0, 50)
+    };
+    r.batch_answered(&answered, r.ticket());
+    let held = r.node(2).expect("current");
+    assert_eq!((held.size, held.content.as_deref()), (4096, Some("new")));
+    assert_eq!(held.nlink, 2);
+    // Changed elsewhere since: the answer is the better guess.
+    r.mark_stale(2);
+    r.batch_answered(&answered, r.ticket());
+    assert_eq!(r.node(2).map(|n| n.size), Some(0));
+}
+
+#[test]
+fn a_listing_fetched_before_a_local_change_committed_keeps_it() {
+    let mut r = listed();
+    let create = BatchOp::create(1, CreateRequest::plain("new", NodeKind::File), Some(7));
+    r.apply_local(&create, 1, 10);
+    // A readdir asks the server; the batch commits and is acknowledged; the
+    // listing, from before the commit, answers last.
+    let readdir = r.ticket();
+    r.unpin_through(1, r.ticket());
+    let before_commit = [
+        ("a".to_string(), node(2, NodeKind::File)),
+        ("b".to_string(), node(3, NodeKind::File)),
+    ];
+    r.put_listing(1, &before_commit, readdir);
+    assert!(matches!(r.lookup(1, "new"), Lookup::Found(n) if n.ino == 7));
+    let shown = r.with_local_changes(1, before_commit.to_vec(), readdir);
+    assert!(shown.iter().any(|(name, _)| name == "new"), "{shown:?}");
+    // A listing asked for after the commit is the server's word.
+    r.put_listing(1, &before_commit, r.ticket());
+    assert_eq!(r.lookup(1, "new"), Lookup::Missing);
 }
 
 #[test]
