@@ -10,10 +10,10 @@ use std::time::SystemTime;
 
 use panproto::wire::{CreateRequest, Node, NodeKind};
 
-use super::files::{Body, OpenFile};
+use super::files::{Body, Life, OpenFile};
 use super::write::LiveCopy;
 use super::{FsError, FsResult, PanFs, lock};
-use crate::upload::{Snapshot, Target, upload};
+use crate::upload::{Committed, Snapshot, Target, upload};
 
 /// How many numbered names to try when the conflict name is taken.
 const NAME_TRIES: u32 = 20;
@@ -151,31 +151,27 @@ impl PanFs {
         Ok(())
     }
 
-    /// Stores the snapshot as a new file beside `ino`, and lets the file show the
-    /// version the server has.
-    pub(super) fn keep_conflict_copy(
+    /// Where the file is, or was when the snapshot was taken.
+    fn copy_place(&self, ino: i64, snap: &Snapshot) -> (i64, String) {
+        self.place_of(ino)
+            .or_else(|| snap.record.place.clone())
+            .unwrap_or_else(|| (self.root, format!("file {ino}")))
+    }
+
+    /// Stores the snapshot as a new file beside `name` in `parent` (at the
+    /// top when that directory went away): its name, and what was stored.
+    fn store_copy(
         &self,
-        ino: i64,
+        parent: i64,
+        name: &str,
+        mode: u32,
         file: &Arc<OpenFile>,
         snap: &Snapshot,
-        generation: u64,
-    ) -> FsResult<()> {
-        let (parent, name) = self
-            .place_of(ino)
-            .or_else(|| snap.record.place.clone())
-            .unwrap_or_else(|| (self.root, format!("file {ino}")));
-        // The version that won: the copy takes its mode, and the file shows it after.
-        let current = self.block_on(self.remote.node(ino))?;
-        if self.server_has_these_bytes(ino, &current, snap) {
-            // Sent before a crash, its commit not recorded here: no conflict.
-            tracing::info!(ino, name, "the server has this version already");
-            return self.already_committed(file, &current, generation);
-        }
-        let mode = current.mode;
-        let (parent, (copy_name, node)) = match self.new_copy(parent, &name, mode) {
+    ) -> FsResult<(String, Committed)> {
+        let (parent, (copy_name, node)) = match self.new_copy(parent, name, mode) {
             // The directory went away meanwhile: the copy goes to the top.
             Err(e) if parent != self.root && matches!(e.errno(), libc::ENOENT | libc::ENOTDIR) => {
-                (self.root, self.new_copy(self.root, &name, mode)?)
+                (self.root, self.new_copy(self.root, name, mode)?)
             }
             made => (parent, made?),
         };
@@ -193,8 +189,11 @@ impl PanFs {
             target,
             &self.stats,
         ));
-        let stored = match sent {
-            Ok(stored) => stored,
+        match sent {
+            Ok(stored) => {
+                self.remember(&stored.node);
+                Ok((copy_name, stored))
+            }
             Err(e) => {
                 // No empty copy is left behind: the next try makes a new one.
                 // The name may lead to another node by now (the copy was made
@@ -206,10 +205,59 @@ impl PanFs {
                 {
                     let _ = self.unlink(fuse_parent, &copy_name, false);
                 }
-                return Err(e.into());
+                Err(e.into())
             }
-        };
-        self.remember(&stored.node);
+        }
+    }
+
+    /// A file another client removed while it was edited here: the edit is
+    /// stored as a conflict copy where the file was (at the top if its
+    /// directory went too), and the file is gone here as well, as that client
+    /// asked. Open handles keep reading and writing it until their close.
+    pub(super) fn keep_removed_edit(
+        &self,
+        ino: i64,
+        file: &Arc<OpenFile>,
+        snap: &Snapshot,
+    ) -> FsResult<()> {
+        let (parent, name) = self.copy_place(ino, snap);
+        let mode = lock(&self.tables)
+            .replica
+            .last_seen(ino)
+            .map_or(0o644, |n| n.mode);
+        let (copy_name, _) = self.store_copy(parent, &name, mode, file, snap)?;
+        tracing::warn!(
+            ino,
+            name,
+            copy = copy_name,
+            "another client removed the file while it was edited here; the edit is kept as a conflict copy"
+        );
+        let mut f = lock(&file.state);
+        f.life = Life::Orphaned;
+        if let Body::Local { shadow, .. } = &mut f.body {
+            shadow.forget_journal();
+        }
+        Ok(())
+    }
+
+    /// Stores the snapshot as a new file beside `ino`, and lets the file show the
+    /// version the server has.
+    pub(super) fn keep_conflict_copy(
+        &self,
+        ino: i64,
+        file: &Arc<OpenFile>,
+        snap: &Snapshot,
+        generation: u64,
+    ) -> FsResult<()> {
+        let (parent, name) = self.copy_place(ino, snap);
+        // The version that won: the copy takes its mode, and the file shows it after.
+        let current = self.block_on(self.remote.node(ino))?;
+        if self.server_has_these_bytes(ino, &current, snap) {
+            // Sent before a crash, its commit not recorded here: no conflict.
+            tracing::info!(ino, name, "the server has this version already");
+            return self.already_committed(file, &current, generation);
+        }
+        let (copy_name, stored) = self.store_copy(parent, &name, current.mode, file, snap)?;
         tracing::warn!(
             ino,
             name,

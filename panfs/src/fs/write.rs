@@ -159,7 +159,8 @@ impl PanFs {
     }
 
     /// Ends a send: the copy is clean (or rebased on what was committed), the
-    /// file was removed meanwhile, or another version won (a conflict copy).
+    /// file was removed here meanwhile, or the local version goes to a
+    /// conflict copy (another version won, or the file was removed elsewhere).
     pub(super) fn finish_send(
         &self,
         ino: i64,
@@ -167,12 +168,22 @@ impl PanFs {
         Pending { snap, generation }: Pending,
         sent: UploadResult<Committed>,
     ) -> FsResult<()> {
-        if let Err(UploadError::Remote(e)) = &sent
-            && e.is(ErrorCode::Conflict)
-        {
+        let refused = match &sent {
+            Err(UploadError::Remote(e)) => e.code(),
+            _ => None,
+        };
+        // Removed here meanwhile, the file's writes die with it; removed
+        // elsewhere, they are kept.
+        let removed_elsewhere =
+            refused == Some(ErrorCode::NotFound) && lock(&file.state).life == Life::Linked;
+        if refused == Some(ErrorCode::Conflict) || removed_elsewhere {
             // Other sends of this file wait until the copy is made: each would
-            // meet the same conflict and make a copy of its own.
-            let kept = self.keep_conflict_copy(ino, file, &snap, generation);
+            // meet the same refusal and make a copy of its own.
+            let kept = if removed_elsewhere {
+                self.keep_removed_edit(ino, file, &snap)
+            } else {
+                self.keep_conflict_copy(ino, file, &snap, generation)
+            };
             upload_ended(&mut lock(&file.state), file);
             return kept;
         }
@@ -201,8 +212,8 @@ impl PanFs {
                 self.remember(&done.node);
                 Ok(())
             }
-            // The file was removed meanwhile: its open handles keep the local copy,
-            // and nothing is sent (as on a local disk, the data dies with the last close).
+            // Removed here meanwhile: its open handles keep the local copy, and
+            // nothing is sent (as on a local disk, the data dies with the last close).
             Err(UploadError::Remote(e)) if e.is(ErrorCode::NotFound) => {
                 f.life = Life::Orphaned;
                 if let Body::Local { shadow, .. } = &mut f.body {

@@ -181,6 +181,44 @@ fn a_name_created_elsewhere_meanwhile_keeps_both_files() {
 }
 
 #[test]
+fn an_edit_of_a_file_removed_elsewhere_is_kept() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = local_rig(server.clone(), home.path());
+    let (attr, fh) = rig
+        .fs
+        .create(ROOT, "notes", 0o644, OWNER, 0)
+        .expect("create");
+    rig.fs.write(fh, 0, b"first").expect("write");
+    rig.fs.release(fh);
+    rig.fs.sync_all().expect("sync");
+    let (fh, _) = rig.fs.open(attr.ino, libc::O_RDWR).expect("open");
+    rig.fs.write(fh, 0, b"edited").expect("write");
+    // Removed elsewhere before this edit is sent.
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(
+        server
+            .another_client()
+            .remove(server.root(), "notes", false),
+    )
+    .expect("their removal");
+    rig.fs.release(fh);
+    wait_until("the edit kept as a conflict copy", || {
+        let _ = rig.fs.sync_all();
+        let names = server_names(&server, server.root());
+        names.iter().any(|n| {
+            n.starts_with("notes (conflict on ")
+                && rt
+                    .block_on(server.lookup(server.root(), n))
+                    .is_ok_and(|copy| server.bytes(copy.ino).as_deref() == Some(&b"edited"[..]))
+        })
+    });
+    let names = server_names(&server, server.root());
+    assert!(!names.contains(&"notes".to_string()), "{names:?}");
+    assert_eq!(names.len(), 1, "one copy: {names:?}");
+}
+
+#[test]
 fn small_files_go_to_the_server_inside_the_batches() {
     // Written while the server is away, so the syncer meets them all at once.
     let (_home, server, rig) = offline_after_warming_up();
