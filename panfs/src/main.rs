@@ -197,7 +197,7 @@ async fn status() -> anyhow::Result<()> {
             "stale (daemon gone)"
         };
         println!(
-            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} MiB in memory + {} MiB on disk, {} bytes sent",
+            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} MiB in memory + {} MiB on disk, {} bytes sent, {} conflict copies",
             r.mountpoint.display(),
             r.pid,
             r.pending_files,
@@ -205,6 +205,7 @@ async fn status() -> anyhow::Result<()> {
             r.memory_cache_bytes >> 20,
             r.disk_cache_bytes >> 20,
             r.bytes_sent,
+            r.conflict_copies,
         );
         println!(
             "  unsent writes in {}, cache in {}",

@@ -54,6 +54,8 @@ pub struct MountRecord {
     pub memory_cache_bytes: u64,
     pub disk_cache_bytes: u64,
     pub bytes_sent: u64,
+    #[serde(default)]
+    pub conflict_copies: u64,
     /// The change feed: followed or not (and why), the replica's size.
     #[serde(default)]
     pub feed: FeedStatus,
@@ -270,6 +272,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 record.pending_bytes = bytes;
                 (record.memory_cache_bytes, record.disk_cache_bytes) = fs.cache_bytes();
                 record.bytes_sent = fs.stats.bytes_sent.load(Ordering::Relaxed);
+                record.conflict_copies = fs.stats.conflict_copies.load(Ordering::Relaxed);
                 record.feed = fs.feed_status();
                 record.sync = fs.sync_status();
                 write_record(&record);

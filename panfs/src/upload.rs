@@ -36,6 +36,9 @@ const SESSION_TRIES: u32 = 3;
 pub struct UploadStats {
     pub bytes_sent: AtomicU64,
     pub commits: AtomicU64,
+    /// Local versions stored as conflict copies (another client changed or
+    /// removed the file first).
+    pub conflict_copies: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]

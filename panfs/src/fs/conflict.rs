@@ -192,6 +192,7 @@ impl PanFs {
         match sent {
             Ok(stored) => {
                 self.remember(&stored.node);
+                self.stats.conflict_copies.fetch_add(1, Ordering::Relaxed);
                 Ok((copy_name, stored))
             }
             Err(e) => {

@@ -3,6 +3,7 @@
 //! `fsync` waits for the server (EIO after the timeout while it is away).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use panproto::wire::RenameMode;
 
@@ -216,6 +217,7 @@ fn an_edit_of_a_file_removed_elsewhere_is_kept() {
     let names = server_names(&server, server.root());
     assert!(!names.contains(&"notes".to_string()), "{names:?}");
     assert_eq!(names.len(), 1, "one copy: {names:?}");
+    assert_eq!(rig.fs.stats.conflict_copies.load(Ordering::Relaxed), 1);
 }
 
 #[test]
