@@ -90,7 +90,7 @@ struct MountArgs {
     /// remove and attribute change on the mount at once, journals it on local
     /// disk and syncs in batches (fsync, `panfs sync` and umount wait for the
     /// server); `strict` waits for the server on every call and on close
-    #[arg(long, value_enum, env = "PAN_SYNC_MODE", default_value_t = SyncMode::Local)]
+    #[arg(long, value_enum, env = "PAN_SYNC_MODE", default_value_t = SyncMode::Strict)]
     sync_mode: SyncMode,
     /// Seconds to wait for the server before failing an operation with EIO
     #[arg(long, default_value_t = 30)]
