@@ -13,6 +13,7 @@ use panproto::wire::{CreateRequest, Node, NodeKind};
 use super::files::{Body, Life, OpenFile};
 use super::write::LiveCopy;
 use super::{FsError, FsResult, PanFs, lock};
+use crate::replica::Invalidations;
 use crate::upload::{Committed, Snapshot, Target, upload};
 
 /// How many numbered names to try when the conflict name is taken.
@@ -269,22 +270,37 @@ impl PanFs {
         // while the copy was made: then its next upload meets the same newer
         // version and is kept as a conflict copy too, with those writes.
         self.remember(&current);
-        if file.opens.load(Ordering::SeqCst) > 0 {
+        let switched = {
+            // Under the tables' lock, no open comes between the look at the
+            // handles and the switch.
+            let _tables = lock(&self.tables);
+            let mut f = lock(&file.state);
+            if let Body::Local { shadow, .. } = &f.body
+                && shadow.generation() != generation
+            {
+                return Ok(());
+            }
+            let unopened = file.opens.load(Ordering::SeqCst) == 0;
+            if unopened {
+                let server = Body::Remote {
+                    content: current.content.clone(),
+                    size: current.size.max(0) as u64,
+                };
+                if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, server) {
+                    shadow.discard();
+                }
+            }
+            unopened
+        };
+        if !switched {
             return self.show_after_last_close(ino, file, &current, &stored.node, generation);
         }
-        let mut f = lock(&file.state);
-        if let Body::Local { shadow, .. } = &f.body
-            && shadow.generation() != generation
-        {
-            return Ok(());
-        }
-        let server = Body::Remote {
-            content: current.content.clone(),
-            size: current.size.max(0) as u64,
-        };
-        if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, server) {
-            shadow.discard();
-        }
+        // The kernel still holds this mount's version (its pages, and its size
+        // for the attribute TTL, which would cut reads of the other one short).
+        self.tell_kernel(Invalidations {
+            data: vec![ino],
+            ..Invalidations::default()
+        });
         Ok(())
     }
 

@@ -5,28 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::{PanFs, ROOT};
-use super::{OWNER, Rig, other_client_writes, rig, wait_until, written};
+use super::{KernelLog, OWNER, Rig, other_client_writes, rig, wait_until, written};
 use crate::remote::Remote;
 use crate::remote::memory::MemoryRemote;
-
-/// What the kernel was told to forget.
-#[derive(Default)]
-struct KernelLog(std::sync::Mutex<Vec<String>>);
-
-impl super::super::KernelCache for KernelLog {
-    fn forget_entry(&self, parent: u64, name: &str) {
-        self.0
-            .lock()
-            .expect("log")
-            .push(format!("entry {parent}/{name}"));
-    }
-    fn forget_attrs(&self, ino: u64) {
-        self.0.lock().expect("log").push(format!("attrs {ino}"));
-    }
-    fn forget_data(&self, ino: u64) {
-        self.0.lock().expect("log").push(format!("data {ino}"));
-    }
-}
 
 fn following(rig: &Rig) -> Arc<KernelLog> {
     let log = Arc::new(KernelLog::default());

@@ -283,6 +283,49 @@ fn unsent_writes_survive_losing_the_cache() {
     );
 }
 
+/// What the kernel was told to forget.
+#[derive(Default)]
+pub(super) struct KernelLog(pub(super) std::sync::Mutex<Vec<String>>);
+
+impl super::KernelCache for KernelLog {
+    fn forget_entry(&self, parent: u64, name: &str) {
+        self.0
+            .lock()
+            .expect("log")
+            .push(format!("entry {parent}/{name}"));
+    }
+    fn forget_attrs(&self, ino: u64) {
+        self.0.lock().expect("log").push(format!("attrs {ino}"));
+    }
+    fn forget_data(&self, ino: u64) {
+        self.0.lock().expect("log").push(format!("data {ino}"));
+    }
+}
+
+/// A version sent in the background meets a newer one: the file shows the
+/// other version, and the kernel forgets the pages and size it held of this
+/// mount's (its size would cut reads of the other version short).
+#[test]
+fn a_conflict_met_with_no_handle_open_reaches_the_kernel() {
+    let home = tempfile::tempdir().expect("tmp");
+    let server = Arc::new(MemoryRemote::default());
+    let r = rig(server.clone(), home.path(), true);
+    let log = Arc::new(KernelLog::default());
+    r.fs.set_kernel(log.clone());
+    let (ino, fh) = written(&r.fs, "short.txt", b"ours");
+    r.fs.release(fh);
+    other_client_writes(&server, ino as i64, b"their longer version");
+    assert_eq!(r.fs.flush_all(), 0);
+    assert_eq!(
+        server.bytes(ino as i64).as_deref(),
+        Some(&b"their longer version"[..])
+    );
+    let forgotten = format!("data {ino}");
+    wait_until("the kernel told", || {
+        log.0.lock().expect("log").contains(&forgotten)
+    });
+}
+
 /// Latent bug 4, second part: a replayed journal entry committed with no base,
 /// overwriting what another client stored meanwhile. Now the other version
 /// stays, and the local one is kept beside it as a conflict copy.
