@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use panproto::wire::RenameMode;
 
-use super::{OWNER, Rig, options, rig_with, wait_until};
+use super::{OWNER, Rig, options, rig_with, wait_until, written};
 use crate::fs::{PanFs, ROOT};
 use crate::remote::Remote;
 use crate::remote::memory::MemoryRemote;
@@ -138,11 +138,7 @@ fn a_panfs_stopped_before_syncing_sends_its_journal_at_the_next_mount() {
 #[test]
 fn a_name_created_elsewhere_meanwhile_keeps_both_files() {
     let (_home, server, rig) = offline_after_warming_up();
-    let (_, fh) = rig
-        .fs
-        .create(ROOT, "same", 0o644, OWNER, 0)
-        .expect("create");
-    rig.fs.write(fh, 0, b"mine").expect("write");
+    let (_, fh) = written(&rig.fs, "same", b"mine");
     rig.fs.release(fh);
     let other = server.another_client();
     let rt = tokio::runtime::Runtime::new().expect("rt");
@@ -186,14 +182,10 @@ fn an_edit_of_a_file_removed_elsewhere_is_kept() {
     let home = tempfile::tempdir().expect("home");
     let server = Arc::new(MemoryRemote::default());
     let rig = local_rig(server.clone(), home.path());
-    let (attr, fh) = rig
-        .fs
-        .create(ROOT, "notes", 0o644, OWNER, 0)
-        .expect("create");
-    rig.fs.write(fh, 0, b"first").expect("write");
+    let (ino, fh) = written(&rig.fs, "notes", b"first");
     rig.fs.release(fh);
     rig.fs.sync_all().expect("sync");
-    let (fh, _) = rig.fs.open(attr.ino, libc::O_RDWR).expect("open");
+    let (fh, _) = rig.fs.open(ino, libc::O_RDWR).expect("open");
     rig.fs.write(fh, 0, b"edited").expect("write");
     // Removed elsewhere before this edit is sent.
     let rt = tokio::runtime::Runtime::new().expect("rt");
