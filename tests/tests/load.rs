@@ -65,9 +65,18 @@ impl Tally {
         }
     }
 
-    fn check_content(&self, op: &str, data: &[u8]) {
+    /// `what`: the operation and the name, for the report (with the time,
+    /// to find it in the panfs logs).
+    fn check_content(&self, what: &str, data: &[u8]) {
         if !self.written.lock().expect("lock").contains(&sha(data)) {
-            self.fail(format!("{op}: {} bytes that no client wrote", data.len()));
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            self.fail(format!(
+                "{what}: {} bytes that no client wrote (at {:.3} s since the epoch)",
+                data.len(),
+                at.as_secs_f64()
+            ));
         }
     }
 }
@@ -100,7 +109,7 @@ fn api_client(apis: Vec<Api>, seed: u64, tally: Arc<Tally>, stop: Arc<AtomicBool
                 let body = resp.bytes().map(|b| b.to_vec()).unwrap_or_default();
                 if status == 200 {
                     tally.ops.fetch_add(1, Ordering::Relaxed);
-                    tally.check_content("download", &body);
+                    tally.check_content(&format!("download {path}"), &body);
                 } else {
                     let json = serde_json::from_slice(&body).unwrap_or_default();
                     tally.check_http("download", status, &json);
@@ -148,7 +157,8 @@ fn mount_client(mount: &Mount, seed: u64, tally: Arc<Tally>, stop: Arc<AtomicBoo
                 tally.written.lock().expect("lock").insert(sha(&data));
                 std::fs::write(&path, &data)
             }
-            4..=6 => std::fs::read(&path).map(|data| tally.check_content("read", &data)),
+            4..=6 => std::fs::read(&path)
+                .map(|data| tally.check_content(&format!("read {}", path.display()), &data)),
             7..=8 => std::fs::rename(&path, mount.p(&name(&mut rng))),
             _ => std::fs::remove_file(&path),
         };

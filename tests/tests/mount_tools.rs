@@ -1,6 +1,7 @@
 //! Ordinary tools on a real mount: the bytes and metadata they leave must be
 //! what a local disk would give.
 
+use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -16,6 +17,18 @@ fn tree_digest(root: &Path) -> String {
         .expect("find");
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Fails with the lines (kind, mode, size, name, hash) that differ between two trees.
+fn assert_same_tree(want: &Path, got: &Path, what: &str) {
+    let (want, got) = (tree_digest(want), tree_digest(got));
+    if want != got {
+        let (want, got): (HashSet<&str>, HashSet<&str>) =
+            (want.lines().collect(), got.lines().collect());
+        let missing: Vec<&&str> = want.difference(&got).take(20).collect();
+        let extra: Vec<&&str> = got.difference(&want).take(20).collect();
+        panic!("{what} differs: missing {missing:?}, instead {extra:?}");
+    }
 }
 
 #[test]
@@ -60,35 +73,87 @@ fn ten_thousand_small_files() {
         .status()
         .expect("cp");
     assert!(status.success());
-    assert!(
-        tree_digest(&src) == tree_digest(&m.p("many")),
-        "the copied tree differs"
-    );
+    assert_same_tree(&src, &m.p("many"), "the copied tree");
+}
+
+/// A tree as a build leaves it: panproto's sources, and beside them binaries of
+/// several MiB that are hard-linked under a second name (as cargo's `deps/`
+/// and its uplifted binaries are), an executable script and a symlink.
+fn build_tree(root: &Path) {
+    let sources = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .join("panproto");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(sources.join("src"))
+        .arg(sources.join("Cargo.toml"))
+        .arg(root)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    let deps = root.join("target/deps");
+    std::fs::create_dir_all(&deps).expect("mkdir deps");
+    for (i, mib) in [1u64, 3, 9, 17].into_iter().enumerate() {
+        let bin = deps.join(format!("tool{i}-0123abcd"));
+        write_noise_file(&bin, 40 + i as u64, (mib << 20) + 77);
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::hard_link(&bin, root.join(format!("target/tool{i}"))).expect("ln");
+    }
+    std::fs::write(
+        root.join("target/run.sh"),
+        "#!/bin/sh\nexec ./tool0 \"$@\"\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(
+        root.join("target/run.sh"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .expect("chmod");
+    std::os::unix::fs::symlink("deps/tool3-0123abcd", root.join("target/latest")).expect("symlink");
 }
 
 #[test]
 fn rsync_and_tar_round_trips() {
     let server = Server::start();
     let m = Mount::new(&server, "alice");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .join("panproto");
     let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).expect("mkdir");
+    build_tree(&src);
     let back = dir.path().join("back");
-    m.sh(&format!("rsync -a {}/ synced/", src.display()));
-    m.sh(&format!("rsync -a synced/ {}/", back.display()));
-    assert!(
-        tree_digest(&src) == tree_digest(&back),
-        "the rsync round trip differs"
-    );
+    m.sh(&format!("rsync -aH {}/ synced/", src.display()));
+    assert_same_tree(&src, &m.p("synced"), "the tree rsync wrote");
+    m.sh(&format!("rsync -aH synced/ {}/", back.display()));
+    assert_same_tree(&src, &back, "the rsync round trip");
     m.sh(&format!(
         "tar -C {} -cf archive.tar . && mkdir extracted && tar -C extracted -xf archive.tar",
         src.display()
     ));
-    assert!(
-        tree_digest(&src) == tree_digest(&m.p("extracted")),
-        "the tar round trip differs"
+    assert_same_tree(&src, &m.p("extracted"), "the tar round trip");
+    // The hard links are links on the mount too, and stay so on the server.
+    let links = |m: &Mount| {
+        (0..4)
+            .map(|i| {
+                let a = std::fs::metadata(m.p(&format!("extracted/target/tool{i}"))).expect("stat");
+                let b = std::fs::metadata(m.p(&format!("extracted/target/deps/tool{i}-0123abcd")))
+                    .expect("stat");
+                (a.ino() == b.ino(), a.nlink())
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(links(&m), vec![(true, 2); 4], "tar's hard links");
+    m.sync();
+    let other = Mount::new(&server, "alice");
+    assert_same_tree(
+        &src,
+        &other.p("extracted"),
+        "the extracted tree seen from another mount",
+    );
+    assert_eq!(
+        links(&other),
+        vec![(true, 2); 4],
+        "tar's hard links seen from another mount"
     );
 }
 

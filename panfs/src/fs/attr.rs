@@ -1,6 +1,7 @@
 //! Attributes as the kernel sees them: the server's node, with the local truth
 //! of a file being written (its size, times and blocks) laid over it.
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use panproto::wire::{Node, NodeKind};
@@ -51,6 +52,23 @@ pub(super) fn now_ns() -> i64 {
 
 impl PanFs {
     pub(super) fn attr_of(&self, node: &Node) -> Attr {
+        let (open, known) = {
+            let t = lock(&self.tables);
+            let open = t.files.get(&node.ino).cloned();
+            // A file changed elsewhere while open here keeps the version its
+            // handles read until the last close: a newer size would make the
+            // kernel cut those reads short. Otherwise `node` may have been
+            // read before a working copy was dropped (its commit went to the
+            // replica first): the replica's current node is what this mount
+            // knows now.
+            let known = match (t.deferred.get(&node.ino), &open) {
+                (Some(held), _) => Some(held.clone()),
+                (None, Some(_)) => None,
+                (None, None) => t.replica.node(node.ino).cloned(),
+            };
+            (open, known)
+        };
+        let node = known.as_ref().unwrap_or(node);
         let mut attr = Attr {
             ino: self.to_fuse(node.ino),
             kind: node.kind,
@@ -74,19 +92,40 @@ impl PanFs {
             attr.uid = self.opts.uid;
             attr.gid = self.opts.gid;
         }
+        let Some(file) = open else {
+            return attr;
+        };
         // While a working copy exists it is the truth (it may hold unsent writes).
         // Its lock is only ever held briefly, never across a request.
-        let open = lock(&self.tables).files.get(&node.ino).cloned();
-        if let Some(file) = open
-            && let Body::Local { shadow, .. } = &lock(&file.state).body
+        let read_version = match &lock(&file.state).body {
+            Body::Local { shadow, .. } => {
+                attr.size = shadow.size();
+                attr.mtime = to_time(shadow.record.mtime);
+                attr.ctime = to_time(node.ctime.max(shadow.record.ctime));
+                attr.blocks = shadow
+                    .size()
+                    .saturating_sub(shadow.record.zeros.total())
+                    .div_ceil(512);
+                None
+            }
+            Body::Remote { content, size } if *content != node.content => {
+                Some((content.clone(), *size))
+            }
+            Body::Remote { .. } => None,
+        };
+        // The server has a newer version than the open handles read (fetched
+        // by a stat before the change feed told this mount): the kernel gets
+        // the size of the version read, or it would cut those reads short, and
+        // learns of the new one at the last close, as for a change the feed
+        // brought.
+        if let Some((content, size)) = read_version
+            && file.opens.load(Ordering::SeqCst) > 0
         {
-            attr.size = shadow.size();
-            attr.mtime = to_time(shadow.record.mtime);
-            attr.ctime = to_time(node.ctime.max(shadow.record.ctime));
-            attr.blocks = shadow
-                .size()
-                .saturating_sub(shadow.record.zeros.total())
-                .div_ceil(512);
+            attr.size = size;
+            let mut held = node.clone();
+            held.content = content;
+            held.size = size as i64;
+            lock(&self.tables).deferred.entry(node.ino).or_insert(held);
         }
         attr
     }

@@ -72,6 +72,27 @@ pub(super) fn conflict_name(name: &str, host: &str, at: SystemTime, try_no: u32)
     format!("{}{mark}{ext}", &stem[..cut])
 }
 
+/// A conflict-copy name for `name`, which may be one of this machine's
+/// conflict names taken meanwhile (two mounts here in the same second): the
+/// next number of the same mark, rather than a second mark.
+pub(super) fn next_conflict_name(name: &str, host: &str, at: SystemTime) -> String {
+    let opening = format!(" (conflict on {host} ");
+    let marked = name.rfind(&opening).and_then(|start| {
+        let close = start + name[start..].find(')')?;
+        let words: Vec<&str> = name[start + opening.len()..close].split(' ').collect();
+        let taken = match words[..] {
+            [_day, _time] => 1,
+            [_day, _time, number] => number.parse().ok()?,
+            _ => return None,
+        };
+        Some((format!("{}{}", &name[..start], &name[close + 1..]), taken))
+    });
+    match marked {
+        Some((original, taken)) => conflict_name(&original, host, at, taken),
+        None => conflict_name(name, host, at, 0),
+    }
+}
+
 /// Versions up to this size are compared byte for byte before a conflict copy.
 const COMPARE_MAX: u64 = 64 << 20;
 const COMPARE_BLOCK: u64 = 1 << 20;
@@ -365,5 +386,23 @@ mod tests {
         let name = conflict_name(&long, "box", at, 0);
         assert!(name.len() <= panproto::NAME_MAX, "{}", name.len());
         assert!(name.ends_with("054512).gz"));
+    }
+
+    #[test]
+    fn a_conflict_name_taken_meanwhile_is_numbered_not_marked_twice() {
+        let at = UNIX_EPOCH + Duration::from_secs(1_796_017_512);
+        let first = next_conflict_name("report.txt", "box", at);
+        assert_eq!(first, "report (conflict on box 2026-11-30 054512).txt");
+        let second = next_conflict_name(&first, "box", at);
+        assert_eq!(second, "report (conflict on box 2026-11-30 054512 2).txt");
+        assert_eq!(
+            next_conflict_name(&second, "box", at),
+            "report (conflict on box 2026-11-30 054512 3).txt"
+        );
+        // Another machine's mark is part of the name this machine keeps.
+        assert_eq!(
+            next_conflict_name("a (conflict on other 2026-11-30 054512)", "box", at),
+            "a (conflict on other 2026-11-30 054512) (conflict on box 2026-11-30 054512)"
+        );
     }
 }

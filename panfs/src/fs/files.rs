@@ -73,6 +73,10 @@ pub(super) struct FileState {
 pub(super) struct OpenFile {
     /// Open handles, outside the lock so opening and closing never wait.
     pub opens: AtomicU32,
+    /// Of those, the handles open for writing. Counted before the handle's
+    /// first write, whose state lock a snapshot holds: a background upload
+    /// that sees none under that lock never takes a file half rewritten.
+    pub writers: AtomicU32,
     pub state: Mutex<FileState>,
     /// Signalled when an upload of the file ends.
     pub upload_done: Condvar,
@@ -85,6 +89,7 @@ impl OpenFile {
     pub(super) fn new(body: Body) -> Arc<Self> {
         Arc::new(Self {
             opens: AtomicU32::new(0),
+            writers: AtomicU32::new(0),
             state: Mutex::new(FileState {
                 body,
                 life: Life::Linked,
@@ -100,9 +105,16 @@ impl OpenFile {
 pub(super) struct Handle {
     pub ino: i64,
     pub append: bool,
+    /// Open for writing (counted in `OpenFile::writers`).
+    pub writes: bool,
     pub file: Arc<OpenFile>,
     /// Where a sequential reader of this handle reads next (for readahead).
     pub next_sequential: AtomicU64,
+}
+
+/// Whether open flags let the handle write.
+fn writes(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY
 }
 
 impl PanFs {
@@ -110,6 +122,7 @@ impl PanFs {
         if node.kind == NodeKind::Dir {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
+        let writes = writes(flags);
         let file = {
             let mut t = lock(&self.tables);
             let file = t
@@ -123,6 +136,9 @@ impl PanFs {
                 })
                 .clone();
             file.opens.fetch_add(1, Ordering::SeqCst);
+            if writes {
+                file.writers.fetch_add(1, Ordering::SeqCst);
+            }
             file
         };
         {
@@ -148,6 +164,7 @@ impl PanFs {
         let handle = Handle {
             ino: node.ino,
             append: flags & libc::O_APPEND != 0,
+            writes,
             file,
             next_sequential: AtomicU64::new(0),
         };
@@ -174,6 +191,7 @@ impl PanFs {
         let node = self.node(ino, changed_while_open || !self.following())?;
         let stale =
             known.is_some_and(|(content, size)| content != node.content || size != node.size);
+        tracing::debug!(ino, size = node.size, content = ?node.content, stale, "open");
         Ok((self.open_node(&node, flags)?, stale))
     }
 
@@ -224,10 +242,14 @@ impl PanFs {
         let Some(handle) = lock(&self.tables).handles.remove(&fh) else {
             return;
         };
-        if handle.file.opens.fetch_sub(1, Ordering::SeqCst) > 1 {
+        let last_writer = handle.writes && handle.file.writers.fetch_sub(1, Ordering::SeqCst) == 1;
+        let last = handle.file.opens.fetch_sub(1, Ordering::SeqCst) == 1;
+        if last {
+            self.closed_everywhere(handle.ino);
+        } else if !last_writer {
             return;
         }
-        self.closed_everywhere(handle.ino);
+        // The last writer's close sends the file, even while readers hold it.
         let f = lock(&handle.file.state);
         if f.life == Life::Linked && f.body.is_dirty() {
             drop(f);
@@ -242,7 +264,9 @@ impl PanFs {
             return;
         }
         drop(f);
-        self.retire_if_idle(handle.ino, &handle.file);
+        if last {
+            self.retire_if_idle(handle.ino, &handle.file);
+        }
     }
 
     /// Drops a file nobody holds open and with nothing left to send, and its copy.

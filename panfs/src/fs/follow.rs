@@ -145,6 +145,7 @@ impl PanFs {
         {
             let mut t = lock(&self.tables);
             for change in page.changes.iter().filter(|c| c.origin != Some(mine)) {
+                tracing::debug!(change = ?change, "change from elsewhere");
                 t.replica.apply_foreign(change, &mut forget);
                 applied += 1;
             }

@@ -31,10 +31,10 @@ pub(super) struct Inline {
     pending: Pending,
 }
 
-/// Whether a file's content can go inline now: closed, written, small, whole
-/// on local disk, and not being sent already.
+/// Whether a file's content can go inline now: closed for writing, written,
+/// small, whole on local disk, and not being sent already.
 pub(super) fn eligible(file: &OpenFile) -> bool {
-    if file.opens.load(Ordering::SeqCst) > 0 || file.no_inline.load(Ordering::SeqCst) {
+    if file.writers.load(Ordering::SeqCst) > 0 || file.no_inline.load(Ordering::SeqCst) {
         return false;
     }
     let f = lock(&file.state);

@@ -27,7 +27,7 @@ use panproto::batch::{BATCH_OPS_MAX, BatchOp, BatchRequest, OpResult};
 use panproto::wire::{ErrorCode, RenameMode};
 
 use super::attr::now_ns;
-use super::conflict::{conflict_name, host_name};
+use super::conflict::{host_name, next_conflict_name};
 use super::local::journal_in;
 use super::{PanFs, lock};
 use crate::journal::Record;
@@ -45,7 +45,7 @@ fn create_again(op: &BatchOp, in_parent: i64) -> Option<BatchOp> {
         return None;
     };
     *parent = in_parent;
-    *name = conflict_name(name, &host_name(), SystemTime::now(), 0);
+    *name = next_conflict_name(name, &host_name(), SystemTime::now());
     Some(again)
 }
 
@@ -60,7 +60,7 @@ fn rename_again(op: &BatchOp) -> Option<BatchOp> {
     else {
         return None;
     };
-    *new_name = conflict_name(new_name, &host_name(), SystemTime::now(), 0);
+    *new_name = next_conflict_name(new_name, &host_name(), SystemTime::now());
     *if_target = Some(0);
     Some(again)
 }
@@ -241,6 +241,7 @@ impl PanFs {
                 if let Some(node) = &result.node
                     && last_named.get(&node.ino).is_none_or(|&j| j <= i)
                 {
+                    tracing::debug!(ino = node.ino, size = node.size, "batch answer");
                     t.replica.batch_answered(node, ticket);
                 }
                 continue;

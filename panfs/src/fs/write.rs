@@ -11,6 +11,7 @@ use panproto::wire::ErrorCode;
 use super::attr::now_ns;
 use super::files::{Body, FileState, Life, OpenFile, Upload};
 use super::{FsError, FsResult, PanFs, lock};
+use crate::replica::Ticket;
 use crate::upload::{Committed, Snapshot, Source, Target, UploadError, UploadResult, upload};
 
 /// The live working copy of a file, as an upload's `Source`: it locks the file
@@ -35,10 +36,24 @@ impl Source for LiveCopy<'_> {
     }
 }
 
+/// When a send may take a file's copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SendWhen {
+    /// A sync point (flush, fsync, sync, unmount): the copy as it is now.
+    Now,
+    /// In the background: only while no handle may be writing, so another
+    /// client never gets a file half rewritten; the last writer's close
+    /// queues it again.
+    NoWriter,
+}
+
 /// A send to make: the snapshot, and the copy's generation when it was taken.
 pub(super) struct Pending {
     pub snap: Snapshot,
     pub generation: u64,
+    /// Taken before the snapshot: what this mount changed on the node since
+    /// then is newer than the commit's attributes.
+    pub ticket: Ticket,
 }
 
 impl PanFs {
@@ -64,7 +79,7 @@ impl PanFs {
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
         if !self.opts.writeback {
-            return self.sync_file(handle.ino, &handle.file);
+            return self.sync_file(handle.ino, &handle.file, SendWhen::Now);
         }
         if let Body::Local { shadow, .. } = &lock(&handle.file.state).body {
             shadow
@@ -79,7 +94,7 @@ impl PanFs {
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
         self.settle()?;
-        self.sync_file(handle.ino, &handle.file)
+        self.sync_file(handle.ino, &handle.file, SendWhen::Now)
     }
 
     /// `fsync` of a directory, and `panfs sync`: returns once every change
@@ -97,7 +112,8 @@ impl PanFs {
 
     /// Takes a snapshot to send, after any upload already running ends (its
     /// snapshot may predate writes this send must include).
-    pub(super) fn prepare(&self, file: &OpenFile) -> FsResult<Option<Pending>> {
+    pub(super) fn prepare(&self, file: &OpenFile, when: SendWhen) -> FsResult<Option<Pending>> {
+        let ticket = self.ticket();
         let mut f = lock(&file.state);
         while f.upload == Upload::Running {
             f = file
@@ -105,21 +121,30 @@ impl PanFs {
                 .wait(f)
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
-        self.take_snapshot(&mut f)
+        self.take_snapshot(file, &mut f, when, ticket)
     }
 
     /// As `prepare`, but `None` at once while the file is being sent: the
     /// syncer never waits for an upload, which may itself wait for the syncer.
     pub(super) fn prepare_if_idle(&self, file: &OpenFile) -> FsResult<Option<Pending>> {
+        let ticket = self.ticket();
         let mut f = lock(&file.state);
         if f.upload == Upload::Running {
             return Ok(None);
         }
-        self.take_snapshot(&mut f)
+        self.take_snapshot(file, &mut f, SendWhen::NoWriter, ticket)
     }
 
-    fn take_snapshot(&self, f: &mut FileState) -> FsResult<Option<Pending>> {
-        if f.life == Life::Orphaned {
+    /// Under the file's state lock (`f`), which every write holds.
+    fn take_snapshot(
+        &self,
+        file: &OpenFile,
+        f: &mut FileState,
+        when: SendWhen,
+        ticket: Ticket,
+    ) -> FsResult<Option<Pending>> {
+        let writing = file.writers.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        if f.life == Life::Orphaned || (when == SendWhen::NoWriter && writing) {
             return Ok(None);
         }
         let Body::Local { shadow, .. } = &mut f.body else {
@@ -133,14 +158,18 @@ impl PanFs {
         let snap = shadow.snapshot().map_err(local)?;
         let generation = shadow.generation();
         f.upload = Upload::Running;
-        Ok(Some(Pending { snap, generation }))
+        Ok(Some(Pending {
+            snap,
+            generation,
+            ticket,
+        }))
     }
 
     /// Sends the file's pending writes and waits for the server's commit.
-    pub(super) fn sync_file(&self, ino: i64, file: &Arc<OpenFile>) -> FsResult<()> {
+    pub(super) fn sync_file(&self, ino: i64, file: &Arc<OpenFile>, when: SendWhen) -> FsResult<()> {
         // A file made here is sent once the server has the node.
         self.settle_node(ino)?;
-        let Some(pending) = self.prepare(file)? else {
+        let Some(pending) = self.prepare(file, when)? else {
             return Ok(());
         };
         let target = Target {
@@ -165,7 +194,11 @@ impl PanFs {
         &self,
         ino: i64,
         file: &Arc<OpenFile>,
-        Pending { snap, generation }: Pending,
+        Pending {
+            snap,
+            generation,
+            ticket,
+        }: Pending,
         sent: UploadResult<Committed>,
     ) -> FsResult<()> {
         let refused = match &sent {
@@ -187,10 +220,27 @@ impl PanFs {
             upload_ended(&mut lock(&file.state), file);
             return kept;
         }
+        let recorded = self.record_send(ino, file, generation, ticket, sent);
+        // Only now may a waiting fsync go on: the replica has the commit, so
+        // the file's next open (after its copy is dropped) reads the version
+        // just sent, not the one before it.
+        upload_ended(&mut lock(&file.state), file);
+        recorded
+    }
+
+    /// Records the outcome of a send that met no conflict.
+    fn record_send(
+        &self,
+        ino: i64,
+        file: &Arc<OpenFile>,
+        generation: u64,
+        ticket: Ticket,
+        sent: UploadResult<Committed>,
+    ) -> FsResult<()> {
         let mut f = lock(&file.state);
-        upload_ended(&mut f, file);
         match sent {
             Ok(done) => {
+                tracing::debug!(ino, size = done.node.size, "content committed");
                 if let (
                     Life::Linked,
                     Body::Local {
@@ -209,7 +259,7 @@ impl PanFs {
                     }
                 }
                 drop(f);
-                self.remember(&done.node);
+                lock(&self.tables).replica.set_node(&done.node, ticket);
                 Ok(())
             }
             // Removed here meanwhile: its open handles keep the local copy, and

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::files::{Body, OpenFile};
+use super::write::SendWhen;
 use super::{PanFs, lock};
 use crate::cache::shadow::Shadow;
 
@@ -90,12 +91,13 @@ impl PanFs {
         (count, bytes)
     }
 
-    /// Uploads one file that has pending writes; true when it is clean afterwards.
-    fn write_back(&self, ino: i64) -> bool {
+    /// Uploads one file that has pending writes; true when it is clean
+    /// afterwards, or left to its last writer's close.
+    pub(super) fn write_back(&self, ino: i64, when: SendWhen) -> bool {
         let Some(file) = lock(&self.tables).files.get(&ino).cloned() else {
             return true;
         };
-        match self.sync_file(ino, &file) {
+        match self.sync_file(ino, &file, when) {
             Ok(()) => {
                 self.retire_if_idle(ino, &file);
                 true
@@ -159,7 +161,7 @@ impl PanFs {
                     }
                     let due = lock(&fs.retries).take_due(now);
                     for ino in due {
-                        let sent = fs.write_back(ino);
+                        let sent = fs.write_back(ino, SendWhen::NoWriter);
                         let mut retries = lock(&fs.retries);
                         if sent {
                             retries.sent(ino);
@@ -184,7 +186,7 @@ impl PanFs {
         }
         let failed = inos
             .into_iter()
-            .filter(|&ino| !self.write_back(ino))
+            .filter(|&ino| !self.write_back(ino, SendWhen::Now))
             .count();
         self.save_replica();
         failed

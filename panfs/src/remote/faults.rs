@@ -28,10 +28,18 @@ pub struct FaultyRemote {
     requests: AtomicU64,
     /// Commits still to answer as if the server had lost the session.
     lost_sessions: AtomicU64,
+    /// Batches still to apply on the server whose answers are then lost.
+    lost_batch_answers: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counts one off `left`: whether there was one left to inject.
+fn take_one(left: &AtomicU64) -> bool {
+    left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
 }
 
 impl FaultyRemote {
@@ -44,6 +52,7 @@ impl FaultyRemote {
             upload_attempts: Mutex::default(),
             requests: AtomicU64::new(0),
             lost_sessions: AtomicU64::new(0),
+            lost_batch_answers: AtomicU64::new(0),
         }
     }
 
@@ -71,6 +80,12 @@ impl FaultyRemote {
     /// server that kept sessions in memory.
     pub fn lose_sessions(&self, n: u64) {
         self.lost_sessions.store(n, Ordering::SeqCst);
+    }
+
+    /// The next `n` batches are applied on the server, but their answers
+    /// never reach the client, as when the server dies right after a commit.
+    pub fn lose_batch_answers(&self, n: u64) {
+        self.lost_batch_answers.store(n, Ordering::SeqCst);
     }
 
     /// How many uploads of this file were started (held or failed ones included).
@@ -204,10 +219,7 @@ impl Remote for FaultyRemote {
 
     async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node> {
         self.call()?;
-        let lost = self
-            .lost_sessions
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        if lost.is_ok() {
+        if take_one(&self.lost_sessions) {
             return Err(RemoteError::Refused {
                 status: 404,
                 code: ErrorCode::UploadGone,
@@ -245,7 +257,11 @@ impl Remote for FaultyRemote {
 
     async fn batch(&self, req: &BatchRequest) -> RemoteResult<BatchResponse> {
         self.call()?;
-        self.inner.batch(req).await
+        let answer = self.inner.batch(req).await?;
+        if take_one(&self.lost_batch_answers) {
+            return Err(RemoteError::Unreachable("injected: answer lost".into()));
+        }
+        Ok(answer)
     }
 
     async fn reserve_inos(&self, count: i64) -> RemoteResult<Reserved> {

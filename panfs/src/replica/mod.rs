@@ -243,11 +243,17 @@ impl Replica {
         }
     }
 
-    /// A node as this mount's own change left it.
+    /// A node as this mount's own change left it, in the server's answer to
+    /// a request that began with `ticket`.
     pub fn set_node(&mut self, node: &Node, ticket: Ticket) {
-        if let Some(r) = self.nodes.get_mut(&node.ino).filter(|r| r.pin > 0) {
-            // Attributes changed here and not synced stay; the content is
-            // the server's to say (an upload committed it).
+        if let Some(r) = self
+            .nodes
+            .get_mut(&node.ino)
+            .filter(|r| r.newer_than(ticket))
+        {
+            // Attributes changed here since the request began (not synced
+            // yet, or committed after the answer was made: an upload that
+            // ran beside a chmod) stay; the content is the server's to say.
             r.value.take_content_of(node);
             return;
         }

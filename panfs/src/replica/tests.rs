@@ -161,6 +161,41 @@ fn a_batch_answer_never_takes_back_content_an_upload_committed() {
     assert_eq!(r.node(2).map(|n| n.size), Some(0));
 }
 
+/// rsync's temporary file: it is closed (its upload starts), chmodded and
+/// renamed; the batch with the chmod commits and is acknowledged before the
+/// upload answers, with the mode from before the chmod. The mode stays.
+#[test]
+fn an_upload_answered_after_a_chmod_committed_keeps_the_chmod() {
+    let mut r = listed();
+    r.set_node(
+        &Node {
+            mode: 0o600,
+            ..version(2, 0, 10)
+        },
+        r.ticket(),
+    );
+    let upload = r.ticket();
+    let chmod = BatchOp::SetAttr {
+        ino: 2,
+        mode: Some(0o644),
+        uid: None,
+        gid: None,
+        atime: None,
+        mtime: None,
+    };
+    r.apply_local(&chmod, 1, 20);
+    r.unpin_through(1, r.ticket());
+    let committed = Node {
+        mode: 0o600,
+        content: Some("new".into()),
+        ..version(2, 4096, 15)
+    };
+    r.set_node(&committed, upload);
+    let held = r.node(2).expect("current");
+    assert_eq!(held.mode & 0o7777, 0o644, "the chmod stays");
+    assert_eq!((held.size, held.content.as_deref()), (4096, Some("new")));
+}
+
 #[test]
 fn a_listing_fetched_before_a_local_change_committed_keeps_it() {
     let mut r = listed();

@@ -221,11 +221,19 @@ impl Syncer {
         true
     }
 
-    /// Waits until the server has every change through `seq`, up to `timeout`.
+    /// Waits until the server has every change through `seq`. It gives up
+    /// only when the server took nothing for `timeout`: a long journal (a
+    /// `tar xf` made offline) drains at the server's pace, batch by batch,
+    /// while a server that is away fails the wait after `timeout`.
     pub fn wait_synced(&self, seq: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
         let mut p = lock(&self.progress);
+        let mut seen = p.acked;
+        let mut deadline = Instant::now() + timeout;
         while p.acked < seq {
+            if p.acked > seen {
+                seen = p.acked;
+                deadline = Instant::now() + timeout;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
@@ -254,5 +262,51 @@ impl From<JournalError> for crate::fs::FsError {
             JournalError::Io(io) => crate::fs::FsError::local("the journal", io),
             corrupt => crate::fs::FsError::new(libc::EIO, corrupt.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    fn syncer_with(changes: usize) -> (tempfile::TempDir, Arc<Syncer>) {
+        let dir = tempfile::tempdir().expect("state dir");
+        let s = Syncer::open(dir.path()).expect("journal");
+        for i in 0..changes {
+            let op = BatchOp::Remove {
+                parent: 1,
+                name: format!("f{i}"),
+                dir: false,
+                if_ino: None,
+            };
+            s.record(Journaled { at: 0, op }).expect("journaled");
+        }
+        (dir, Arc::new(s))
+    }
+
+    #[test]
+    fn a_wait_for_a_server_that_takes_nothing_ends_after_the_timeout() {
+        let (_dir, s) = syncer_with(1);
+        assert!(!s.wait_synced(s.last(), Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn a_wait_goes_on_while_the_server_takes_batches_slower_than_the_timeout() {
+        let (_dir, s) = syncer_with(20);
+        let last = s.last();
+        let server = {
+            let s = Arc::clone(&s);
+            thread::spawn(move || {
+                for seq in 1..=last {
+                    thread::sleep(Duration::from_millis(40));
+                    s.committed(seq, 1, 0).expect("acknowledged");
+                }
+            })
+        };
+        // Twenty batches 40 ms apart: 800 ms in all, each within 300 ms.
+        assert!(s.wait_synced(last, Duration::from_millis(300)));
+        server.join().expect("server thread");
     }
 }

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::super::{PanFs, ROOT};
-use super::{KernelLog, OWNER, Rig, other_client_writes, rig, wait_until, written};
+use super::{
+    KernelLog, OWNER, READ_VERSION, Rig, open_then_replaced_elsewhere, other_client_writes,
+    read_whole_then_close, rig, wait_until, written,
+};
 use crate::remote::Remote;
 use crate::remote::memory::MemoryRemote;
 
@@ -210,4 +213,45 @@ fn without_the_feed_the_mount_falls_back_to_short_cache_times_and_says_why() {
 
 fn rig_mkdir(fs: &PanFs, name: &str) {
     fs.mkdir(ROOT, name, 0o755, OWNER).expect("mkdir");
+}
+
+/// The load test's short read: a mount held a file open, another client
+/// replaced its content with a shorter version, and a lookup gave the kernel
+/// the new size; the kernel then cut the open reader's version short. While
+/// a handle is open, every answer gives the version the handles read.
+#[test]
+fn a_file_replaced_elsewhere_while_open_keeps_its_size_for_the_reader() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = rig(server.clone(), home.path(), false);
+    let _log = following(&rig);
+    let (ino, reader) = open_then_replaced_elsewhere(&rig);
+    wait_until("the change to reach the mount", || {
+        super::super::lock(&rig.fs.tables)
+            .deferred
+            .contains_key(&(ino as i64))
+    });
+    let size = |what: &str| {
+        let by_name = rig.fs.lookup(ROOT, "a").expect("lookup").size;
+        let fh = rig.fs.opendir(ROOT).expect("opendir");
+        let listed = rig.fs.readdir(ROOT, fh, 2).expect("readdir");
+        rig.fs.releasedir(fh);
+        let in_listing = listed
+            .iter()
+            .find(|(_, name, _)| name == "a")
+            .map(|(_, _, attr)| attr.size);
+        assert_eq!(
+            Some(by_name),
+            in_listing,
+            "{what}: lookup and listing agree"
+        );
+        by_name
+    };
+    assert_eq!(
+        size("open") as usize,
+        READ_VERSION.len(),
+        "the open version"
+    );
+    read_whole_then_close(&rig.fs, reader);
+    assert_eq!(size("closed"), b"shorter".len() as u64, "then the new one");
 }

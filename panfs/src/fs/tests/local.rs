@@ -359,3 +359,23 @@ fn offline_work_is_bounded_by_the_cache_size() {
     rig.fs.write(fh, 0, &block).expect("writes go on");
     rig.fs.release(fh);
 }
+
+/// The server commits a batch and dies before it answers: the resend finds
+/// every node it made already made, and nothing is made twice or copied.
+#[test]
+fn a_batch_whose_answer_was_lost_is_sent_again_and_makes_nothing_twice() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = local_rig(server.clone(), home.path());
+    rig.faults.lose_batch_answers(1);
+    let d = make_tree(&rig.fs);
+    rig.fs.sync_all().expect("sync, through the resend");
+    assert_eq!(server_names(&server, server.root()), ["d", "f"]);
+    assert_eq!(server_names(&server, d as i64), ["c"]);
+    let f = rig.fs.lookup(ROOT, "f").expect("f").ino;
+    wait_until("f's content", || {
+        server.bytes(f as i64).as_deref() == Some(&b"local first"[..])
+    });
+    let status = rig.fs.sync_status().expect("status");
+    assert_eq!((status.pending_ops, status.conflicts), (0, 0));
+}

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::{FsOptions, Owner, PanFs, ROOT};
+use super::write::SendWhen;
+use super::{FsOptions, Owner, PanFs, ROOT, lock};
 use crate::remote::Remote;
 use crate::remote::faults::FaultyRemote;
 use crate::remote::memory::MemoryRemote;
@@ -326,6 +327,40 @@ fn a_conflict_met_with_no_handle_open_reaches_the_kernel() {
     });
 }
 
+/// The load test's "read: 61440 bytes that no client wrote": a file queued for
+/// sending in the background was snapshot while a program was rewriting it,
+/// and another client read that half. A background send now waits for the
+/// file's last writer to close, which queues it again (readers may stay).
+#[test]
+fn a_background_send_never_takes_a_file_half_rewritten() {
+    let home = tempfile::tempdir().expect("tmp");
+    let server = Arc::new(MemoryRemote::default());
+    let r = rig(server.clone(), home.path(), true);
+    let (ino, fh) = written(&r.fs, "f", b"first version");
+    r.fs.release(fh);
+    let before = server.bytes(ino as i64);
+    let (writer, _) = r.fs.open(ino, libc::O_RDWR).expect("open to write");
+    let (reader, _) = r.fs.open(ino, libc::O_RDONLY).expect("open to read");
+    r.fs.write(writer, 0, b"HALF").expect("write");
+    assert!(r.fs.write_back(ino as i64, SendWhen::NoWriter));
+    assert_eq!(server.bytes(ino as i64), before, "a half rewrite was sent");
+    r.fs.write(writer, 4, b"-second").expect("write");
+    let mut queue = lock(&r.fs.writeback_rx).take().expect("the worker's queue");
+    while queue.try_recv().is_ok() {}
+    r.fs.release(writer);
+    assert_eq!(
+        queue.try_recv().ok(),
+        Some(ino as i64),
+        "the last writer's close queues it"
+    );
+    assert!(r.fs.write_back(ino as i64, SendWhen::NoWriter));
+    assert_eq!(
+        server.bytes(ino as i64).as_deref(),
+        Some(&b"HALF-secondon"[..])
+    );
+    r.fs.release(reader);
+}
+
 /// Latent bug 4, second part: a replayed journal entry committed with no base,
 /// overwriting what another client stored meanwhile. Now the other version
 /// stays, and the local one is kept beside it as a conflict copy.
@@ -490,4 +525,53 @@ fn errors_from_the_server_become_the_errno_a_local_disk_gives() {
         r.fs.getxattr(ROOT, "user.none").map_err(errno).err(),
         Some(libc::ENODATA)
     );
+}
+
+/// The load test's other short read: a stat fetched a version newer than the
+/// one an open handle reads (before any feed said so), and the kernel cut
+/// the handle's reads at the new size. The open version's size stands until
+/// the last close.
+#[test]
+fn a_stat_that_meets_a_newer_version_keeps_the_open_readers_size() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let mut opts = options(
+        &home.path().join("cache"),
+        &home.path().join("state"),
+        false,
+    );
+    opts.fallback_ttl = Duration::ZERO;
+    let r = rig_with(server.clone(), opts);
+    let (ino, reader) = open_then_replaced_elsewhere(&r);
+    assert_eq!(
+        r.fs.getattr(ino).expect("stat").size as usize,
+        READ_VERSION.len()
+    );
+    read_whole_then_close(&r.fs, reader);
+    assert_eq!(r.fs.getattr(ino).expect("stat").size, 7, "then the new one");
+}
+
+/// What a reader opened in the tests of a file replaced while open.
+const READ_VERSION: &[u8] = b"the version a reader opened, longer than the next one";
+
+/// "a" in the root, sent, open for reading (ino, fh); then another client
+/// writes a shorter version ("shorter").
+fn open_then_replaced_elsewhere(r: &Rig) -> (u64, u64) {
+    let (ino, fh) = written(&r.fs, "a", READ_VERSION);
+    r.fs.release(fh);
+    assert_eq!(r.fs.flush_all(), 0);
+    let (reader, _) = r.fs.open(ino, libc::O_RDONLY).expect("open");
+    other_client_writes(&r.server.another_client(), ino as i64, b"shorter");
+    (ino, reader)
+}
+
+/// The reader reads its version whole, and closes.
+fn read_whole_then_close(fs: &PanFs, reader: u64) {
+    let read = fs.read(reader, 0, 4096).expect("read");
+    assert_eq!(
+        &read[..],
+        READ_VERSION,
+        "the reader reads its version whole"
+    );
+    fs.release(reader);
 }

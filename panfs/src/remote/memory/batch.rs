@@ -23,13 +23,18 @@ impl MemoryRemote {
     ) -> RemoteResult<Node> {
         check_name(&req.name)?;
         let mut state = self.lock();
+        if ino.is_some_and(|i| i >= state.next_ino) {
+            return Err(refused(ErrorCode::BadRequest));
+        }
+        // A reserved number is used once: a create that finds it taken is a
+        // resend whose first answer was lost, answered as the first time.
+        if let Some(made_before) = ino.and_then(|i| state.nodes.get(&i)) {
+            return Ok(made_before.clone());
+        }
         state.dir(parent)?;
         let key = (parent, req.name.clone());
         if state.entries.contains_key(&key) {
             return Err(refused(ErrorCode::Exists));
-        }
-        if ino.is_some_and(|i| i >= state.next_ino || state.nodes.contains_key(&i)) {
-            return Err(refused(ErrorCode::BadRequest));
         }
         let now = state.tick();
         let ino = ino.unwrap_or_else(|| {

@@ -54,10 +54,10 @@ impl Write {
         Ok(match op {
             TreeOp::Create { parent, req, ino } => {
                 let ino = match (*ino, server_ino) {
-                    (Some(reserved), _) => {
-                        self.check_reserved(reserved).await?;
-                        reserved
-                    }
+                    (Some(reserved), _) => match self.check_reserved(reserved).await? {
+                        Some(made_before) => return Ok(Some(made_before)),
+                        None => reserved,
+                    },
                     (None, Some(ino)) => ino,
                     (None, None) => return Err(MetaError::Invalid("no inode number to use")),
                 };

@@ -5,9 +5,11 @@
 //! number for good, on every mount.
 
 use async_trait::async_trait;
+use panproto::wire::Node;
 use sqlx::{AssertSqlSafe, Row};
 
 use super::changes::Write;
+use super::tree::{NODE_SELECT, node_from_row};
 use super::{SqlMeta, for_update};
 use crate::meta::{InoStore, MetaError, MetaResult};
 
@@ -80,8 +82,13 @@ impl InoStore for SqlMeta {
 }
 
 impl Write {
-    /// Refuses a number that was not reserved for this user, or is used already.
-    pub async fn check_reserved(&mut self, ino: i64) -> MetaResult<()> {
+    /// Checks a reserved number for a create. None: the number is this
+    /// user's and unused, so the create may take it. Some: this user's node
+    /// holds it already, so the create is a resend of one that reached the
+    /// server while its answer was lost (a client uses a reserved number
+    /// once), and it answers with that node as it is now. Refuses a number
+    /// that was not reserved for this user, or that another user's node holds.
+    pub async fn check_reserved(&mut self, ino: i64) -> MetaResult<Option<Node>> {
         let reserved = sqlx::query(
             "SELECT 1 FROM tbl_ino_range WHERE user_id = ? AND first_ino <= ? AND ? < first_ino + count",
         )
@@ -95,13 +102,21 @@ impl Write {
                 "not an inode number reserved for this user",
             ));
         }
-        let used = sqlx::query("SELECT 1 FROM tbl_inode WHERE id = ?")
+        let used = sqlx::query("SELECT user_id FROM tbl_inode WHERE id = ?")
             .bind(ino)
             .fetch_optional(&mut *self.tx)
             .await?;
-        if used.is_some() {
+        let Some(used) = used else {
+            return Ok(None);
+        };
+        if used.try_get::<i64, _>(0)? != self.user() {
             return Err(MetaError::Exists);
         }
-        Ok(())
+        let sql = format!("{NODE_SELECT} WHERE i.id = ?");
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(ino)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        Ok(Some(node_from_row(&row)?))
     }
 }
