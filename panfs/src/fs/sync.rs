@@ -17,8 +17,11 @@
 //!   version stands, the names and nodes involved are fetched again, and the
 //!   refusal is logged and counted in `panfs status`.
 //!
-//! A change a previous panfs journaled may have reached the server before
-//! its acknowledgement reached the disk; a refusal of one is expected.
+//! A change may have reached the server with no answer seen here: one a
+//! previous panfs journaled (its acknowledgement had not reached the disk),
+//! or one of a batch whose answer was lost. A resent create finds its node
+//! (the server knows it by its reserved number); other refusals of a resend
+//! may be the first send's own effect and are not counted as conflicts.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -114,6 +117,19 @@ fn kept_again(op: &BatchOp, code: ErrorCode, root: i64, s: &Syncer) -> Option<Ba
     }
 }
 
+/// Whether a refusal of a change the server may have committed before (a
+/// resend) can be that first commit's own effect. Not for a create with a
+/// reserved number (the server answers a resend of one with its node) nor
+/// for a rename onto a taken name (a resend of one finds its source gone
+/// first): their refusals are always news from elsewhere.
+fn may_be_its_own_effect(op: &BatchOp, code: ErrorCode) -> bool {
+    match op {
+        BatchOp::Create { ino, .. } => ino.is_none() && code != ErrorCode::NotFound,
+        BatchOp::Rename { .. } => code != ErrorCode::Exists,
+        _ => true,
+    }
+}
+
 impl PanFs {
     pub fn sync_status(&self) -> Option<SyncStatus> {
         self.sync.as_ref().map(|s| s.status())
@@ -197,6 +213,9 @@ impl PanFs {
             }
             Err(e) => {
                 tracing::warn!(error = %e, ops = batch.len(), "a batch was not sent; will retry");
+                if e.code().is_none() {
+                    s.unanswered(last);
+                }
                 s.failed(e.to_string(), e.code().is_some());
                 self.inline_answered(inline, None);
                 return false;
@@ -255,12 +274,9 @@ impl PanFs {
                 t.replica.mark_stale(ino);
                 forget.attrs.push(ino);
             }
-            // A replayed change may have reached the server before the crash;
-            // a creation whose directory is gone did not.
-            let lost_directory = matches!(&record.op.op, BatchOp::Create { .. })
-                && error.code == ErrorCode::NotFound;
-            if s.was_replayed(record.seq) && !lost_directory {
-                tracing::info!(seq = record.seq, code = %error.code, "a change from before the restart was on the server already");
+            if s.maybe_sent(record.seq) && may_be_its_own_effect(&record.op.op, error.code) {
+                tracing::info!(seq = record.seq, code = %error.code,
+                    "a change sent before with no answer was refused: the server had it already");
                 continue;
             }
             conflicts += 1;

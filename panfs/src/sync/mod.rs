@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -68,10 +69,11 @@ pub struct Syncer {
     progress: Mutex<Progress>,
     /// Signalled when records are added (for the loop) and acknowledged (for waiters).
     changed: Condvar,
-    /// Records a previous panfs left: the server may have committed them
-    /// already (the acknowledgement had not reached the disk), so a refusal
-    /// of one is expected, not a conflict.
-    replayed_through: u64,
+    /// Records the server may have committed already although this mount
+    /// never saw it answer: those a previous panfs left (the acknowledgement
+    /// had not reached the disk), and those of a batch whose answer was lost.
+    /// A refusal of one of them may be its own first send's effect.
+    maybe_sent_through: AtomicU64,
     /// This mount's nodes whose creation the server refused and that were
     /// made again under another name: where the server has them (parent,
     /// name). What was made inside them follows them there, and journaled
@@ -90,8 +92,8 @@ impl Syncer {
     pub fn open(state_dir: &Path) -> JournalResult<Self> {
         let journal = Journal::open(&state_dir.join("changes"))?;
         let left = journal.pending(usize::MAX);
-        let replayed_through = left.last().map_or(0, |r| r.seq);
-        let acked = left.first().map_or(replayed_through, |r| r.seq - 1);
+        let left_through = left.last().map_or(0, |r| r.seq);
+        let acked = left.first().map_or(left_through, |r| r.seq - 1);
         Ok(Syncer {
             journal,
             progress: Mutex::new(Progress {
@@ -104,7 +106,7 @@ impl Syncer {
                 },
             }),
             changed: Condvar::new(),
-            replayed_through,
+            maybe_sent_through: AtomicU64::new(left_through),
             made_again: Mutex::default(),
             inos: InoPool::default(),
         })
@@ -115,8 +117,15 @@ impl Syncer {
         self.journal.pending(usize::MAX)
     }
 
-    pub fn was_replayed(&self, seq: u64) -> bool {
-        seq <= self.replayed_through
+    /// Whether the server may have the record already (see `maybe_sent_through`).
+    pub fn maybe_sent(&self, seq: u64) -> bool {
+        seq <= self.maybe_sent_through.load(Ordering::SeqCst)
+    }
+
+    /// A batch through `last` was sent and no answer came back: the server
+    /// may have committed it.
+    pub fn unanswered(&self, last: u64) {
+        self.maybe_sent_through.fetch_max(last, Ordering::SeqCst);
     }
 
     pub fn made_again(&self, ino: i64, at: (i64, String)) {

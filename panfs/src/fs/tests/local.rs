@@ -137,7 +137,19 @@ fn a_panfs_stopped_before_syncing_sends_its_journal_at_the_next_mount() {
 
 #[test]
 fn a_name_created_elsewhere_meanwhile_keeps_both_files() {
+    name_created_elsewhere_keeps_both_files(0);
+}
+
+/// A resend is no excuse: a refusal that is news from elsewhere is still
+/// resolved when the first answer was lost.
+#[test]
+fn a_name_created_elsewhere_keeps_both_files_when_an_answer_was_lost() {
+    name_created_elsewhere_keeps_both_files(1);
+}
+
+fn name_created_elsewhere_keeps_both_files(lost_answers: u64) {
     let (_home, server, rig) = offline_after_warming_up();
+    rig.faults.lose_batch_answers(lost_answers);
     let (_, fh) = written(&rig.fs, "same", b"mine");
     rig.fs.release(fh);
     let other = server.another_client();
