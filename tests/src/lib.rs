@@ -333,6 +333,18 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A failing test's report says whether the server was still running
+        // (a refused connection to one that exited, or one that never did).
+        if std::thread::panicking()
+            && let Some(child) = self.child.as_mut()
+        {
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    eprintln!("panserver on port {} had exited: {status}", self.port)
+                }
+                _ => eprintln!("panserver on port {} was still running", self.port),
+            }
+        }
         self.kill();
         if self.owns_deployment {
             profile::drop_deployment(&self.env);
