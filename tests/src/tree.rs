@@ -2,7 +2,7 @@
 //! device number, bytes (by SHA-256) and extended attributes, or the errno that
 //! reading it gave. Equal maps mean `diff -r` plus `getfattr -d` would agree.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -65,4 +65,29 @@ pub fn tree(root: &Path) -> BTreeMap<String, String> {
         }
     }
     out
+}
+
+/// Panics unless the trees under `want` and `got`, their roots included, are
+/// the same, naming the paths that differ (the first 20) and how.
+pub fn assert_same(want: &Path, got: &Path, what: &str) {
+    let view = |root: &Path| {
+        let mut paths = tree(root);
+        paths.insert(".".into(), describe(root));
+        paths
+    };
+    let (want, got) = (view(want), view(got));
+    let differing: Vec<String> = want
+        .keys()
+        .chain(got.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|path| want.get(*path) != got.get(*path))
+        .take(20)
+        .map(|path| format!("{path}: {:?}, got {:?}", want.get(path), got.get(path)))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{what} differs:\n{}",
+        differing.join("\n")
+    );
 }

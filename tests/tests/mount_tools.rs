@@ -1,35 +1,11 @@
 //! Ordinary tools on a real mount: the bytes and metadata they leave must be
 //! what a local disk would give.
 
-use std::collections::HashSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use pantests::tree::assert_same;
 use pantests::{Mount, Server, sha256_file, write_noise_file};
-
-/// Kinds, modes, sizes (directories' aside), link targets and content hashes of a tree.
-fn tree_digest(root: &Path) -> String {
-    let out = std::process::Command::new("bash")
-        .arg("-c")
-        .arg("find . \\( -type d -printf '%y %m %p\\n' \\) -o -printf '%y %m %s %p %l\\n' | LC_ALL=C sort; find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum")
-        .current_dir(root)
-        .output()
-        .expect("find");
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Fails with the lines (kind, mode, size, name, hash) that differ between two trees.
-fn assert_same_tree(want: &Path, got: &Path, what: &str) {
-    let (want, got) = (tree_digest(want), tree_digest(got));
-    if want != got {
-        let (want, got): (HashSet<&str>, HashSet<&str>) =
-            (want.lines().collect(), got.lines().collect());
-        let missing: Vec<&&str> = want.difference(&got).take(20).collect();
-        let extra: Vec<&&str> = got.difference(&want).take(20).collect();
-        panic!("{what} differs: missing {missing:?}, instead {extra:?}");
-    }
-}
 
 #[test]
 fn copy_one_gib_and_back() {
@@ -73,7 +49,7 @@ fn ten_thousand_small_files() {
         .status()
         .expect("cp");
     assert!(status.success());
-    assert_same_tree(&src, &m.p("many"), "the copied tree");
+    assert_same(&src, &m.p("many"), "the copied tree");
 }
 
 /// A tree as a build leaves it: panproto's sources, and beside them binaries of
@@ -123,14 +99,14 @@ fn rsync_and_tar_round_trips() {
     build_tree(&src);
     let back = dir.path().join("back");
     m.sh(&format!("rsync -aH {}/ synced/", src.display()));
-    assert_same_tree(&src, &m.p("synced"), "the tree rsync wrote");
+    assert_same(&src, &m.p("synced"), "the tree rsync wrote");
     m.sh(&format!("rsync -aH synced/ {}/", back.display()));
-    assert_same_tree(&src, &back, "the rsync round trip");
+    assert_same(&src, &back, "the rsync round trip");
     m.sh(&format!(
         "tar -C {} -cf archive.tar . && mkdir extracted && tar -C extracted -xf archive.tar",
         src.display()
     ));
-    assert_same_tree(&src, &m.p("extracted"), "the tar round trip");
+    assert_same(&src, &m.p("extracted"), "the tar round trip");
     // The hard links are links on the mount too, and stay so on the server.
     let links = |m: &Mount| {
         (0..4)
@@ -145,7 +121,7 @@ fn rsync_and_tar_round_trips() {
     assert_eq!(links(&m), vec![(true, 2); 4], "tar's hard links");
     m.sync();
     let other = Mount::new(&server, "alice");
-    assert_same_tree(
+    assert_same(
         &src,
         &other.p("extracted"),
         "the extracted tree seen from another mount",
