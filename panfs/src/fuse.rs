@@ -14,7 +14,7 @@ use fuser::{
 };
 use panproto::wire::{NodeKind, RenameMode};
 
-use crate::fs::{Attr, AttrChange, Fallocate, FsError, KernelCache, Owner, PanFs};
+use crate::fs::{Attr, AttrChange, Fallocate, FsError, KernelCache, Owner, PageCache, PanFs};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
@@ -300,11 +300,11 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
-            Ok((fh, stale)) => {
-                let flags = if stale {
-                    FopenFlags::FOPEN_DIRECT_IO
-                } else {
-                    FopenFlags::empty()
+            Ok((fh, pages)) => {
+                let flags = match pages {
+                    PageCache::Keep => FopenFlags::FOPEN_KEEP_CACHE,
+                    PageCache::Drop => FopenFlags::empty(),
+                    PageCache::Bypass => FopenFlags::FOPEN_DIRECT_IO,
                 };
                 reply.opened(FileHandle(fh), flags)
             }

@@ -1,14 +1,25 @@
 //! Recently read blocks on local disk, within a size limit, evicting the least
 //! recently used. It outlives the mount, so files read recently stay local
 //! across remounts and while the server is unreachable.
+//!
+//! Besides blocks fetched from the server, it keeps whole contents: the
+//! working copy of a file written here becomes clean cached content once its
+//! upload commits (moved in, not copied), so the file is read back from local
+//! disk until it is evicted. Everything is keyed by content hash, so a cached
+//! byte can never be another version's.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use lru::LruCache;
 
-use super::blocks::BlockKey;
+use super::blocks::{BLOCK, BlockKey};
+
+/// The index under which a whole content is kept (blocks have their number).
+const WHOLE: u64 = u64::MAX;
 
 pub struct DiskCache {
     dir: PathBuf,
@@ -18,7 +29,10 @@ pub struct DiskCache {
 }
 
 fn file_name(key: &BlockKey) -> String {
-    format!("{}.{}", key.0, key.1)
+    match key.1 {
+        WHOLE => format!("{}.all", key.0),
+        index => format!("{}.{index}", key.0),
+    }
 }
 
 fn parse_name(name: &str) -> Option<BlockKey> {
@@ -26,7 +40,11 @@ fn parse_name(name: &str) -> Option<BlockKey> {
     if !panproto::is_sha256_hex(content) {
         return None;
     }
-    Some((content.to_string(), index.parse().ok()?))
+    let index = match index {
+        "all" => WHOLE,
+        n => n.parse().ok().filter(|&n| n != WHOLE)?,
+    };
+    Some((content.to_string(), index))
 }
 
 impl DiskCache {
@@ -62,17 +80,48 @@ impl DiskCache {
     }
 
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
-        let known = self.index.lock().ok()?.0.get(key).is_some();
-        if !known {
-            return None;
+        let whole = (key.0.clone(), WHOLE);
+        let (block_known, whole_size) = {
+            let mut index = self.index.lock().ok()?;
+            let block_known = index.0.get(key).is_some();
+            (block_known, index.0.get(&whole).copied())
+        };
+        if block_known {
+            match std::fs::read(self.dir.join(file_name(key))) {
+                Ok(data) => return Some(Bytes::from(data)),
+                Err(_) => self.forget(key),
+            }
         }
-        match std::fs::read(self.dir.join(file_name(key))) {
-            Ok(data) => Some(Bytes::from(data)),
+        let size = whole_size?;
+        match read_block(&self.dir.join(file_name(&whole)), key.1, size) {
+            Ok(data) => Some(data),
             Err(_) => {
-                self.forget(key);
+                self.forget(&whole);
                 None
             }
         }
+    }
+
+    /// Takes the file at `path`, which holds all of `content` (`size` bytes),
+    /// as that content's cached copy: moved in, not copied. False when it was
+    /// not taken (larger than the cache, or on another file system); the
+    /// caller then removes it.
+    pub fn adopt(&self, content: &str, path: &Path, size: u64) -> bool {
+        if size > self.limit {
+            return false;
+        }
+        let key = (content.to_string(), WHOLE);
+        if std::fs::rename(path, self.dir.join(file_name(&key))).is_err() {
+            return false;
+        }
+        if let Ok(mut index) = self.index.lock() {
+            if let Some(old) = index.0.put(key, size) {
+                index.1 -= old;
+            }
+            index.1 += size;
+        }
+        self.evict();
+        true
     }
 
     /// Keeps a block; failures (a full disk) only mean it is not cached.
@@ -122,6 +171,16 @@ impl DiskCache {
     }
 }
 
+/// Block `index` of a whole content of `size` bytes kept in `path` (empty
+/// past its end, as the server answers).
+fn read_block(path: &Path, index: u64, size: u64) -> std::io::Result<Bytes> {
+    let start = index.saturating_mul(BLOCK).min(size);
+    let end = (start + BLOCK).min(size);
+    let mut data = vec![0u8; (end - start) as usize];
+    File::open(path)?.read_exact_at(&mut data, start)?;
+    Ok(Bytes::from(data))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +203,37 @@ mod tests {
         let again = DiskCache::open(dir.path(), 3000).expect("reopen");
         assert_eq!(again.used_bytes(), 3000);
         assert_eq!(again.get(&key(3)).as_deref(), Some(&[3u8; 1000][..]));
+    }
+
+    #[test]
+    fn an_adopted_content_serves_its_blocks_and_outlives_a_reopen() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = DiskCache::open(&dir.path().join("cache"), 8 << 20).expect("open");
+        let size = BLOCK + 5;
+        let bytes: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, &bytes).expect("write");
+        let content = "b".repeat(64);
+        assert!(cache.adopt(&content, &copy, size));
+        assert!(!copy.exists(), "moved, not copied");
+        let block = |c: &DiskCache, i| c.get(&(content.clone(), i)).expect("cached");
+        assert_eq!(block(&cache, 0), bytes[..BLOCK as usize]);
+        assert_eq!(block(&cache, 1), bytes[BLOCK as usize..]);
+        assert!(block(&cache, 2).is_empty(), "past the end");
+        assert!(cache.get(&key(0)).is_none(), "another content is not served");
+        drop(cache);
+        let again = DiskCache::open(&dir.path().join("cache"), 8 << 20).expect("reopen");
+        assert_eq!(again.used_bytes(), size);
+        assert_eq!(block(&again, 1), bytes[BLOCK as usize..]);
+    }
+
+    #[test]
+    fn a_content_larger_than_the_cache_is_not_adopted() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let cache = DiskCache::open(&dir.path().join("cache"), 100).expect("open");
+        let copy = dir.path().join("copy");
+        std::fs::write(&copy, [1u8; 200]).expect("write");
+        assert!(!cache.adopt(&"c".repeat(64), &copy, 200));
+        assert_eq!(cache.used_bytes(), 0);
     }
 }

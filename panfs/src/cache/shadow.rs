@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use panproto::wire::ChunkRef;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::disk::DiskCache;
 use crate::ranges::RangeSet;
 use crate::upload::Snapshot;
 
@@ -45,6 +46,10 @@ pub struct Shadow {
     /// Counts changes of the bytes, size or mtime, so an upload knows whether
     /// the copy changed while it was being sent.
     generation: u64,
+    /// The generation whose record is on disk, if one is: a save with
+    /// nothing changed since (a close after the write that journaled the
+    /// copy) costs nothing.
+    saved: Option<u64>,
     file: File,
     data_path: PathBuf,
     record_path: PathBuf,
@@ -91,6 +96,7 @@ impl Shadow {
                 place: None,
             },
             generation: 0,
+            saved: None,
             file,
             data_path,
             record_path,
@@ -106,6 +112,7 @@ impl Shadow {
         Ok(Self {
             record,
             generation: 0,
+            saved: None,
             file,
             data_path,
             record_path,
@@ -237,14 +244,17 @@ impl Shadow {
     }
 
     /// Makes the bytes and the record durable: after this a crash loses nothing written.
-    pub fn persist(&self) -> std::io::Result<()> {
+    pub fn persist(&mut self) -> std::io::Result<()> {
         self.save(true)
     }
 
     /// Writes the record beside the bytes. `durable`: synced, so even a crash
     /// of the machine keeps them; else they survive a crash of panfs (the
     /// kernel has them), and the upload or an fsync makes them durable.
-    pub fn save(&self, durable: bool) -> std::io::Result<()> {
+    pub fn save(&mut self, durable: bool) -> std::io::Result<()> {
+        if !durable && self.saved == Some(self.generation) {
+            return Ok(());
+        }
         if durable {
             self.file.sync_data()?;
         }
@@ -255,10 +265,26 @@ impl Shadow {
             f.sync_all()?;
         }
         std::fs::rename(&tmp, &self.record_path)?;
+        self.saved = Some(self.generation);
         Ok(())
     }
 
-    /// Forgets the working copy (after its upload committed, or when clean).
+    /// Forgets the working copy. When it holds exactly a committed content
+    /// (clean, every byte present), its bytes stay as that content's cached
+    /// copy, so the file is read back from local disk until evicted.
+    pub fn retire(self, cache: &DiskCache) {
+        let _ = std::fs::remove_file(&self.record_path);
+        let size = self.record.size;
+        let whole = !self.is_dirty() && size > 0 && self.record.present.gaps(0, size).is_empty();
+        if let (true, Some(content)) = (whole, &self.record.base)
+            && cache.adopt(content, &self.data_path, size)
+        {
+            return;
+        }
+        let _ = std::fs::remove_file(&self.data_path);
+    }
+
+    /// Forgets the working copy and its bytes.
     pub fn discard(self) {
         let _ = std::fs::remove_file(&self.record_path);
         let _ = std::fs::remove_file(&self.data_path);
@@ -266,6 +292,7 @@ impl Shadow {
 
     /// Stops journaling the copy (its file is gone) but keeps its bytes for open handles.
     pub fn forget_journal(&mut self) {
+        self.saved = None;
         let _ = std::fs::remove_file(&self.record_path);
     }
 

@@ -101,6 +101,24 @@ impl OpenFile {
     }
 }
 
+/// What the kernel may do with the pages it cached of a file it opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageCache {
+    /// Keep them: local-first while the change feed is followed, every change
+    /// made elsewhere reaches the kernel as an invalidation (`follow`), and
+    /// this mount's own writes went through those pages. A file read again
+    /// is then read from memory, as on a local disk.
+    Keep,
+    /// Drop them: without the feed, nothing would tell the kernel of a change
+    /// made elsewhere, and the strict mode promises close-to-open at once.
+    Drop,
+    /// Bypass them (direct I/O): another client changed the file since the
+    /// kernel last got its attributes; its cached size stays wrong for up to
+    /// the attribute TTL and would cut reads short, so reads end where the
+    /// version read really ends.
+    Bypass,
+}
+
 /// An open file handle.
 pub(super) struct Handle {
     pub ino: i64,
@@ -156,7 +174,7 @@ impl PanFs {
                     size: node.size as u64,
                 };
                 if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, current) {
-                    shadow.discard();
+                    shadow.retire(&self.disk);
                 }
             }
         }
@@ -172,12 +190,9 @@ impl PanFs {
         Ok(fh)
     }
 
-    /// Opens a file: its handle, and whether the kernel's view of it is stale.
-    /// When another client changed the file since the kernel last got its
-    /// attributes, the kernel's cached size stays wrong for up to the attribute
-    /// TTL and would cut reads short; such a handle bypasses the page cache
-    /// (direct I/O), so reads end where the version read really ends.
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, bool)> {
+    /// Opens a file: its handle, and what the kernel may do with the pages it
+    /// cached of it (see `PageCache`).
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, PageCache)> {
         let ino = self.to_server(ino);
         let (known, changed_while_open) = {
             let t = lock(&self.tables);
@@ -192,7 +207,14 @@ impl PanFs {
         let stale =
             known.is_some_and(|(content, size)| content != node.content || size != node.size);
         tracing::debug!(ino, size = node.size, content = ?node.content, stale, "open");
-        Ok((self.open_node(&node, flags)?, stale))
+        let pages = if stale {
+            PageCache::Bypass
+        } else if self.sync.is_some() && self.following() {
+            PageCache::Keep
+        } else {
+            PageCache::Drop
+        };
+        Ok((self.open_node(&node, flags)?, pages))
     }
 
     pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
@@ -278,7 +300,7 @@ impl PanFs {
             return;
         }
         if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, Body::empty()) {
-            shadow.discard();
+            shadow.retire(&self.disk);
         }
         drop(f);
         if t.files

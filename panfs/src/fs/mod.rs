@@ -44,6 +44,7 @@ pub use error::{FsError, FsResult};
 pub use follow::{FeedStatus, KernelCache};
 pub use names::AttrChange;
 
+pub use files::PageCache;
 use files::{Handle as FileHandle, OpenFile};
 use writeback::RetryQueue;
 

@@ -23,8 +23,9 @@
 //! (the server knows it by its reserved number); other refusals of a resend
 //! may be the first send's own effect and are not counted as conflicts.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use panproto::batch::{BATCH_OPS_MAX, BatchOp, BatchRequest, OpResult};
 use panproto::wire::{ErrorCode, RenameMode};
@@ -39,6 +40,8 @@ use crate::sync::{Journaled, SyncStatus, Syncer, last_naming, touched, worth_sen
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
+/// A batch slower than this is logged: a waiting `fsync` may give up meanwhile.
+const SLOW_BATCH: Duration = Duration::from_secs(5);
 
 /// The same creation under a conflict-copy name, in `parent`: beside the
 /// name taken elsewhere, or at the top when its directory was removed elsewhere.
@@ -147,7 +150,23 @@ impl PanFs {
                 let mut pause = FIRST_PAUSE;
                 loop {
                     let (batch, acked) = s.next_batch(BATCH_OPS_MAX, Duration::from_secs(1));
-                    if fs.send_batch(&s, batch, acked) {
+                    let ops = batch.len();
+                    let started = Instant::now();
+                    // A bug in one batch must not stop every later sync unseen:
+                    // the batch stays journaled and is tried again.
+                    let sent = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        fs.send_batch(&s, batch, acked)
+                    }))
+                    .unwrap_or_else(|_| {
+                        tracing::error!(ops, "the syncer panicked on a batch; it stays journaled and is tried again");
+                        s.failed("the syncer met a bug; see the log".into(), true);
+                        false
+                    });
+                    if started.elapsed() > SLOW_BATCH {
+                        tracing::warn!(ops, secs = started.elapsed().as_secs_f64(), sent,
+                            "a batch took long; fsync and panfs sync wait for it");
+                    }
+                    if sent {
                         pause = FIRST_PAUSE;
                     } else {
                         std::thread::sleep(pause);

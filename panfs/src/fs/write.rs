@@ -81,7 +81,7 @@ impl PanFs {
         if !self.opts.writeback {
             return self.sync_file(handle.ino, &handle.file, SendWhen::Now);
         }
-        if let Body::Local { shadow, .. } = &lock(&handle.file.state).body {
+        if let Body::Local { shadow, .. } = &mut lock(&handle.file.state).body {
             shadow
                 .save(self.copies_synced())
                 .map_err(|e| FsError::local("journaling", e))?;

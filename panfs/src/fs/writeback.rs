@@ -161,7 +161,14 @@ impl PanFs {
                     }
                     let due = lock(&fs.retries).take_due(now);
                     for ino in due {
-                        let sent = fs.write_back(ino, SendWhen::NoWriter);
+                        // A bug in one file's send must not stop every later one.
+                        let sent = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            fs.write_back(ino, SendWhen::NoWriter)
+                        }))
+                        .unwrap_or_else(|_| {
+                            tracing::error!(ino, "the write-back worker panicked on a file; it is tried again");
+                            false
+                        });
                         let mut retries = lock(&fs.retries);
                         if sent {
                             retries.sent(ino);

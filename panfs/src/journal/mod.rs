@@ -9,8 +9,11 @@
 //! callers that arrive meanwhile wait for it or for the next (leader and
 //! followers, as databases commit), so a burst of calls costs a few syncs, not
 //! one each. The syncer reads the records not yet acknowledged, sends them,
-//! and acknowledges them once the server committed; when every record is
-//! acknowledged the log starts afresh.
+//! and acknowledges them once the server committed, with a line of its own
+//! (never synced: a lost one only makes the records go again, and the server
+//! knows a resend). When every record is acknowledged and the log has grown
+//! past `COMPACT_BYTES`, it starts afresh; that rewrite costs two syncs under
+//! the log's lock, which every change waits on, so it is rare, not once a batch.
 //!
 //! A crash can tear only the last line, whose caller never returned: it is
 //! dropped when the log is opened again. Any other unreadable line is an
@@ -36,6 +39,10 @@ pub enum JournalError {
 
 pub type JournalResult<T> = Result<T, JournalError>;
 
+/// How long the log grows before an acknowledgement of everything in it
+/// starts it afresh.
+const COMPACT_BYTES: u64 = 4 << 20;
+
 /// One line of the log.
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
@@ -59,6 +66,8 @@ pub struct Record<T> {
 
 struct State<T> {
     file: File,
+    /// The log's length in bytes.
+    len: u64,
     /// The last record written (durable or not).
     written: u64,
     /// The last record known durable.
@@ -127,10 +136,12 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
         let (pending, last, acked) = replay::<T>(&path)?;
         // Rewritten whole: a torn last line must not stay before new ones.
         let file = rewrite(&path, &pending, acked)?;
+        let len = file.metadata()?.len();
         Ok(Journal {
             path,
             state: Mutex::new(State {
                 file,
+                len,
                 written: last,
                 durable: last,
                 acked,
@@ -163,12 +174,7 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
             line: 0,
             why: e.to_string(),
         })?;
-        let before = s.file.metadata()?.len();
-        if let Err(e) = s.file.write_all(format!("{line}\n").as_bytes()) {
-            // A part written (a full disk) must not stay before later records.
-            let _ = s.file.set_len(before);
-            return Err(e.into());
-        }
+        s.append_line(&line)?;
         s.written = seq;
         s.pending.push_back(Record { seq, op });
         Ok(seq)
@@ -239,12 +245,26 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
         while s.pending.front().is_some_and(|r| r.seq <= seq) {
             s.pending.pop_front();
         }
-        if s.pending.is_empty() && !s.syncing {
+        if s.pending.is_empty() && !s.syncing && s.len > COMPACT_BYTES {
             s.file = rewrite(&self.path, &s.pending, seq)?;
+            s.len = s.file.metadata()?.len();
         } else {
-            let line = format!("{{\"ack\":{seq}}}\n");
-            s.file.write_all(line.as_bytes())?;
+            s.append_line(&format!("{{\"ack\":{seq}}}"))?;
         }
+        Ok(())
+    }
+}
+
+impl<T> State<T> {
+    /// Appends one line; a part written (a full disk) never stays before
+    /// later lines.
+    fn append_line(&mut self, line: &str) -> std::io::Result<()> {
+        let text = format!("{line}\n");
+        if let Err(e) = self.file.write_all(text.as_bytes()) {
+            let _ = self.file.set_len(self.len);
+            return Err(e);
+        }
+        self.len += text.len() as u64;
         Ok(())
     }
 }

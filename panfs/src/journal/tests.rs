@@ -102,11 +102,31 @@ fn callers_at_once_share_syncs() {
 }
 
 #[test]
+fn an_acknowledgement_of_a_short_log_only_appends_a_line() {
+    let dir = tempfile::tempdir().expect("dir");
+    let j = Journal::open(dir.path()).expect("open");
+    for i in 0..100 {
+        j.append(format!("op {i}")).expect("append");
+    }
+    let log = dir.path().join("journal.log");
+    let before = std::fs::metadata(&log).expect("log").len();
+    j.acknowledge(100).expect("ack");
+    let after = std::fs::metadata(&log).expect("log").len();
+    assert_eq!(after, before + "{\"ack\":100}\n".len() as u64);
+    drop(j);
+    let j: Journal<String> = Journal::open(dir.path()).expect("reopen");
+    assert_eq!(j.backlog(), 0, "the acknowledged records are not sent again");
+    assert_eq!(j.append("after".into()).expect("append"), 101);
+}
+
+#[test]
 fn when_all_is_acknowledged_the_log_starts_afresh() {
     let dir = tempfile::tempdir().expect("dir");
     let j = Journal::open(dir.path()).expect("open");
+    // Past the size at which an acknowledgement of everything compacts it.
+    let body = "x".repeat(8 << 10);
     for i in 0..1000 {
-        j.append(format!("op {i}")).expect("append");
+        j.append(format!("op {i} {body}")).expect("append");
     }
     j.acknowledge(600).expect("ack");
     assert_eq!(j.backlog(), 400);
