@@ -220,7 +220,10 @@ mod tests {
         assert_eq!(block(&cache, 0), bytes[..BLOCK as usize]);
         assert_eq!(block(&cache, 1), bytes[BLOCK as usize..]);
         assert!(block(&cache, 2).is_empty(), "past the end");
-        assert!(cache.get(&key(0)).is_none(), "another content is not served");
+        assert!(
+            cache.get(&key(0)).is_none(),
+            "another content is not served"
+        );
         drop(cache);
         let again = DiskCache::open(&dir.path().join("cache"), 8 << 20).expect("reopen");
         assert_eq!(again.used_bytes(), size);

@@ -48,7 +48,7 @@ pub struct Shadow {
     generation: u64,
     /// The generation whose record is on disk, if one is: a save with
     /// nothing changed since (a close after the write that journaled the
-    /// copy) costs nothing.
+    /// copy) costs nothing, and a copy never journaled has no record to remove.
     saved: Option<u64>,
     file: File,
     data_path: PathBuf,
@@ -72,15 +72,26 @@ impl Shadow {
         size: u64,
         mtime: i64,
     ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
         let (data_path, record_path) = Self::paths(dir, ino);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&data_path)?;
-        file.set_len(size)?;
+        let open = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&data_path)
+        };
+        // The directory is made once, not looked for at every new copy.
+        let file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(dir)?;
+                open()?
+            }
+            other => other?,
+        };
+        if size > 0 {
+            file.set_len(size)?;
+        }
         Ok(Self {
             record: ShadowRecord {
                 ino,
@@ -112,7 +123,7 @@ impl Shadow {
         Ok(Self {
             record,
             generation: 0,
-            saved: None,
+            saved: Some(0),
             file,
             data_path,
             record_path,
@@ -258,22 +269,41 @@ impl Shadow {
         if durable {
             self.file.sync_data()?;
         }
-        let tmp = self.record_path.with_extension("json.tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&self.record).map_err(std::io::Error::other)?)?;
+        let text = serde_json::to_vec(&self.record).map_err(std::io::Error::other)?;
+        // The first record is written in place: a crash can tear it only
+        // before the call that journals the copy returns (as the journal's
+        // last line). A record that replaces one goes through a rename, so
+        // a crash leaves the old one or the new one whole.
+        let replaces = self.saved.is_some();
+        let path = if replaces {
+            self.record_path.with_extension("json.tmp")
+        } else {
+            self.record_path.clone()
+        };
+        let mut f = File::create(&path)?;
+        f.write_all(&text)?;
         if durable {
             f.sync_all()?;
         }
-        std::fs::rename(&tmp, &self.record_path)?;
+        if replaces {
+            std::fs::rename(&path, &self.record_path)?;
+        }
         self.saved = Some(self.generation);
         Ok(())
+    }
+
+    /// Removes the record, if one was written.
+    fn remove_record(&mut self) {
+        if self.saved.take().is_some() {
+            let _ = std::fs::remove_file(&self.record_path);
+        }
     }
 
     /// Forgets the working copy. When it holds exactly a committed content
     /// (clean, every byte present), its bytes stay as that content's cached
     /// copy, so the file is read back from local disk until evicted.
-    pub fn retire(self, cache: &DiskCache) {
-        let _ = std::fs::remove_file(&self.record_path);
+    pub fn retire(mut self, cache: &DiskCache) {
+        self.remove_record();
         let size = self.record.size;
         let whole = !self.is_dirty() && size > 0 && self.record.present.gaps(0, size).is_empty();
         if let (true, Some(content)) = (whole, &self.record.base)
@@ -285,15 +315,14 @@ impl Shadow {
     }
 
     /// Forgets the working copy and its bytes.
-    pub fn discard(self) {
-        let _ = std::fs::remove_file(&self.record_path);
+    pub fn discard(mut self) {
+        self.remove_record();
         let _ = std::fs::remove_file(&self.data_path);
     }
 
     /// Stops journaling the copy (its file is gone) but keeps its bytes for open handles.
     pub fn forget_journal(&mut self) {
-        self.saved = None;
-        let _ = std::fs::remove_file(&self.record_path);
+        self.remove_record();
     }
 
     /// Marks the copy clean against the content just committed.

@@ -158,13 +158,20 @@ impl PanFs {
                         fs.send_batch(&s, batch, acked)
                     }))
                     .unwrap_or_else(|_| {
-                        tracing::error!(ops, "the syncer panicked on a batch; it stays journaled and is tried again");
+                        tracing::error!(
+                            ops,
+                            "the syncer panicked on a batch; it stays journaled and is tried again"
+                        );
                         s.failed("the syncer met a bug; see the log".into(), true);
                         false
                     });
                     if started.elapsed() > SLOW_BATCH {
-                        tracing::warn!(ops, secs = started.elapsed().as_secs_f64(), sent,
-                            "a batch took long; fsync and panfs sync wait for it");
+                        tracing::warn!(
+                            ops,
+                            secs = started.elapsed().as_secs_f64(),
+                            sent,
+                            "a batch took long; fsync and panfs sync wait for it"
+                        );
                     }
                     if sent {
                         pause = FIRST_PAUSE;
@@ -190,7 +197,9 @@ impl PanFs {
         }
         let ticket = self.ticket();
         let journaled = batch.len();
-        let send = worth_sending(batch.iter().map(|r| &r.op.op));
+        let send = worth_sending(batch.iter().map(|r| &r.op.op), |i| {
+            s.maybe_sent(batch[i].seq)
+        });
         let batch: Vec<_> = batch
             .into_iter()
             .zip(send)
@@ -232,7 +241,7 @@ impl PanFs {
             }
             Err(e) => {
                 tracing::warn!(error = %e, ops = batch.len(), "a batch was not sent; will retry");
-                if e.code().is_none() {
+                if e.maybe_done() {
                     s.unanswered(last);
                 }
                 s.failed(e.to_string(), e.code().is_some());

@@ -166,7 +166,10 @@ impl PanFs {
                             fs.write_back(ino, SendWhen::NoWriter)
                         }))
                         .unwrap_or_else(|_| {
-                            tracing::error!(ino, "the write-back worker panicked on a file; it is tried again");
+                            tracing::error!(
+                                ino,
+                                "the write-back worker panicked on a file; it is tried again"
+                            );
                             false
                         });
                         let mut retries = lock(&fs.retries);

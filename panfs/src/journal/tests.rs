@@ -115,7 +115,11 @@ fn an_acknowledgement_of_a_short_log_only_appends_a_line() {
     assert_eq!(after, before + "{\"ack\":100}\n".len() as u64);
     drop(j);
     let j: Journal<String> = Journal::open(dir.path()).expect("reopen");
-    assert_eq!(j.backlog(), 0, "the acknowledged records are not sent again");
+    assert_eq!(
+        j.backlog(),
+        0,
+        "the acknowledged records are not sent again"
+    );
     assert_eq!(j.append("after".into()).expect("append"), 101);
 }
 

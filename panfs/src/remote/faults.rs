@@ -101,7 +101,7 @@ impl FaultyRemote {
     fn call(&self) -> RemoteResult<()> {
         self.requests.fetch_add(1, Ordering::SeqCst);
         if self.offline.load(Ordering::SeqCst) {
-            return Err(RemoteError::Unreachable("injected: offline".into()));
+            return Err(RemoteError::NotSent("injected: offline".into()));
         }
         Ok(())
     }
@@ -131,7 +131,7 @@ impl Remote for FaultyRemote {
         if self.offline.load(Ordering::SeqCst) {
             // As a real long poll against a dead server would, take a moment to fail.
             tokio::time::sleep(wait.min(Duration::from_millis(50))).await;
-            return Err(RemoteError::Unreachable("injected: offline".into()));
+            return Err(RemoteError::NotSent("injected: offline".into()));
         }
         self.inner.changes(since, wait).await
     }

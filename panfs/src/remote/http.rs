@@ -48,10 +48,13 @@ impl HttpRemote {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> RemoteResult<reqwest::Response> {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() {
+                RemoteError::NotSent(e.to_string())
+            } else {
+                RemoteError::Unreachable(e.to_string())
+            }
+        })?;
         self.checked(resp).await
     }
 

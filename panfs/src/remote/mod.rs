@@ -28,9 +28,13 @@ pub enum RemoteError {
         code: ErrorCode,
         message: String,
     },
-    /// The server could not be reached, timed out, or lost a backing service.
+    /// The server could not be reached, timed out, or lost a backing service:
+    /// what was asked may have been done or not.
     #[error("server unreachable: {0}")]
     Unreachable(String),
+    /// No connection to the server could be made: nothing was asked of it.
+    #[error("server unreachable (not connected): {0}")]
+    NotSent(String),
 }
 
 impl RemoteError {
@@ -38,8 +42,13 @@ impl RemoteError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             RemoteError::Refused { code, .. } => Some(*code),
-            RemoteError::Unreachable(_) => None,
+            RemoteError::Unreachable(_) | RemoteError::NotSent(_) => None,
         }
+    }
+
+    /// Whether the server may have done what was asked although no answer came.
+    pub fn maybe_done(&self) -> bool {
+        matches!(self, RemoteError::Unreachable(_))
     }
 
     pub fn is(&self, code: ErrorCode) -> bool {

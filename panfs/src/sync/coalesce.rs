@@ -63,8 +63,13 @@ fn inos_named(op: &BatchOp) -> Vec<i64> {
 }
 
 /// Which of `ops` to send: false for a creation and the removal that undoes
-/// it when no other operation names the node.
-pub fn worth_sending<'a>(ops: impl Iterator<Item = &'a BatchOp> + Clone) -> Vec<bool> {
+/// it when no other operation names the node, unless the creation may have
+/// reached the server already (`sent_before`: a resend after a lost answer,
+/// or a journal a previous panfs left), where only the removal undoes it.
+pub fn worth_sending<'a>(
+    ops: impl Iterator<Item = &'a BatchOp> + Clone,
+    sent_before: impl Fn(usize) -> bool,
+) -> Vec<bool> {
     let mut named: HashMap<i64, usize> = HashMap::new();
     for ino in ops.clone().flat_map(inos_named) {
         *named.entry(ino).or_default() += 1;
@@ -78,7 +83,7 @@ pub fn worth_sending<'a>(ops: impl Iterator<Item = &'a BatchOp> + Clone) -> Vec<
         else {
             continue;
         };
-        if named.get(made) != Some(&2) {
+        if named.get(made) != Some(&2) || sent_before(i) {
             continue;
         }
         let undone = ops[i + 1..].iter().position(
@@ -132,7 +137,13 @@ mod tests {
             create(1, "kept", 11, NodeKind::File),
             remove(1, "tmp", 10),
         ];
-        assert_eq!(worth_sending(ops.iter()), [false, true, false]);
+        assert_eq!(worth_sending(ops.iter(), |_| false), [false, true, false]);
+    }
+
+    #[test]
+    fn a_node_whose_creation_may_have_been_sent_is_removed_on_the_server() {
+        let ops = [create(1, "tmp", 10, NodeKind::File), remove(1, "tmp", 10)];
+        assert_eq!(worth_sending(ops.iter(), |i| i == 0), [true, true]);
     }
 
     #[test]
@@ -152,7 +163,7 @@ mod tests {
             },
             remove(1, "moved", 12),
         ];
-        assert_eq!(worth_sending(ops.iter()), [true; 6]);
+        assert_eq!(worth_sending(ops.iter(), |_| false), [true; 6]);
     }
 
     #[test]

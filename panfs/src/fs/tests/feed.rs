@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::{PanFs, ROOT};
+use super::super::{PageCache, PanFs, ROOT};
 use super::{
     KernelLog, OWNER, READ_VERSION, Rig, open_then_replaced_elsewhere, other_client_writes,
     read_whole_then_close, rig, wait_until, written,
@@ -254,4 +254,46 @@ fn a_file_replaced_elsewhere_while_open_keeps_its_size_for_the_reader() {
     );
     read_whole_then_close(&rig.fs, reader);
     assert_eq!(size("closed"), b"shorter".len() as u64, "then the new one");
+}
+
+/// The kernel keeps a file's pages across opens only where every change made
+/// elsewhere reaches it: local-first while the feed is followed. A file
+/// changed elsewhere since the kernel last saw it bypasses them once.
+#[test]
+fn the_kernel_keeps_pages_only_while_the_feed_tells_it_of_changes() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let open = |fs: &PanFs, ino| {
+        let (fh, pages) = fs.open(ino, libc::O_RDONLY).expect("open");
+        fs.release(fh);
+        pages
+    };
+    let local = super::local::local_rig(server.clone(), &home.path().join("local"));
+    let (ino, fh) = written(&local.fs, "a", b"first");
+    local.fs.release(fh);
+    local.fs.sync_all().expect("sync");
+    assert_eq!(open(&local.fs, ino), PageCache::Drop, "not following yet");
+    let _log = following(&local);
+    assert_eq!(open(&local.fs, ino), PageCache::Keep);
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let other = server.another_client();
+    let second = bytes::Bytes::from_static(b"second, from elsewhere");
+    rt.block_on(other.put_content(ino as i64, second, 1, None))
+        .expect("the other client's write");
+    wait_until("the change from elsewhere", || {
+        open(&local.fs, ino) == PageCache::Bypass
+    });
+    assert_eq!(
+        open(&local.fs, ino),
+        PageCache::Keep,
+        "once the kernel knows"
+    );
+
+    let strict = rig(server.clone(), &home.path().join("strict"), false);
+    let _log = following(&strict);
+    assert_eq!(
+        open(&strict.fs, ino),
+        PageCache::Drop,
+        "strict: close-to-open"
+    );
 }

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 
 use panproto::wire::RenameMode;
 
-use super::{OWNER, Rig, options, rig_with, wait_until, written};
-use crate::fs::{PanFs, ROOT};
+use super::{OWNER, Rig, noise, options, rig_with, wait_until, written};
+use crate::fs::{PanFs, ROOT, lock};
 use crate::remote::Remote;
 use crate::remote::memory::MemoryRemote;
 
-fn local_rig(server: Arc<MemoryRemote>, home: &std::path::Path) -> Rig {
+pub(super) fn local_rig(server: Arc<MemoryRemote>, home: &std::path::Path) -> Rig {
     let opts = options(&home.join("cache"), &home.join("state"), true);
     local_rig_with(server, opts)
 }
@@ -390,4 +390,48 @@ fn a_batch_whose_answer_was_lost_is_sent_again_and_makes_nothing_twice() {
     });
     let status = rig.fs.sync_status().expect("status");
     assert_eq!((status.pending_ops, status.conflicts), (0, 0));
+}
+
+/// A file written here stays on local disk once uploaded, as clean cached
+/// content: it reads back whole with the server gone. One file rides inline
+/// in a batch, the other goes up as chunks through the write-back worker.
+#[test]
+fn a_file_written_here_reads_back_from_local_disk_after_its_upload() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = local_rig(server.clone(), home.path());
+    let files = [("small", noise(4 << 10, 7)), ("large", noise(3 << 20, 8))];
+    let mut inos = Vec::new();
+    for (name, data) in &files {
+        let (ino, fh) = written(&rig.fs, name, data);
+        rig.fs.release(fh);
+        inos.push(ino);
+    }
+    rig.fs.sync_all().expect("sync");
+    for (ino, (_, data)) in inos.iter().zip(&files) {
+        assert_eq!(server.bytes(*ino as i64).as_ref(), Some(data), "uploaded");
+        wait_until("the working copy to retire", || {
+            !lock(&rig.fs.tables).files.contains_key(&(*ino as i64))
+        });
+    }
+    let cached = rig.fs.cache_bytes().1;
+    assert!(
+        cached >= (3 << 20) + (4 << 10),
+        "the disk cache holds {cached} bytes"
+    );
+    rig.faults.set_offline(true);
+    for (ino, (name, data)) in inos.iter().zip(&files) {
+        let (fh, _) = rig.fs.open(*ino, libc::O_RDONLY).expect("open offline");
+        let mut back = Vec::new();
+        while back.len() < data.len() {
+            let part = rig
+                .fs
+                .read(fh, back.len() as u64, 1 << 20)
+                .expect("read offline");
+            assert!(!part.is_empty(), "{name} ends early");
+            back.extend_from_slice(&part);
+        }
+        rig.fs.release(fh);
+        assert!(back == *data, "{name} reads back other bytes");
+    }
 }
