@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use pantests::{Mount, Server, setting, wait_until, write_noise_file};
+use pantests::{Mount, Server, setting, sha256_file, wait_until, write_noise_file};
 
 const LOCAL: &[&str] = &["--sync-mode", "local", "--timeout", "10"];
 /// The reference: a mount that reads through to the server on every open.
@@ -216,6 +216,28 @@ fn a_script_works_on_while_the_server_is_stopped_and_everything_arrives() {
     let strict = Mount::with_args(&server, "offline-user", STRICT);
     assert_same_tree(&local.p("work"), &strict.p("work"));
     server.assert_consistent("after the server came back");
+}
+
+/// A file written on this mount stays on local disk once uploaded, as clean
+/// cached content: after a remount (the kernel's pages and panfs's memory
+/// are gone) and with the server stopped, it reads back whole.
+#[test]
+fn files_written_here_read_back_from_local_disk_with_the_server_stopped() {
+    let work = tempfile::tempdir().expect("work");
+    let mut server = Server::start();
+    let mut local = Mount::with_args(&server, "cache-user", LOCAL);
+    let small = work.path().join("small.bin");
+    let big = work.path().join("big.bin");
+    let small_sha = write_noise_file(&small, 1, 20 << 10);
+    let big_sha = write_noise_file(&big, 2, 9 << 20);
+    local.sh(&format!("cp {} {} .", small.display(), big.display()));
+    local.sync();
+    local.umount();
+    local.mount();
+    server.kill();
+    assert_eq!(sha256_file(&local.p("small.bin")), small_sha, "small.bin");
+    assert_eq!(sha256_file(&local.p("big.bin")), big_sha, "big.bin");
+    server.restart();
 }
 
 /// Entries under `root` (files, directories and links), counted by `find`.
