@@ -52,21 +52,22 @@ pub(super) fn now_ns() -> i64 {
 
 impl PanFs {
     pub(super) fn attr_of(&self, node: &Node) -> Attr {
-        let (open, known) = {
-            let t = lock(&self.tables);
-            let open = t.files.get(&node.ino).cloned();
-            // A file changed elsewhere while open here keeps the version its
-            // handles read until the last close: a newer size would make the
-            // kernel cut those reads short. Otherwise `node` may have been
-            // read before a working copy was dropped (its commit went to the
-            // replica first): the replica's current node is what this mount
-            // knows now.
-            let known = match (t.deferred.get(&node.ino), &open) {
-                (Some(held), _) => Some(held.clone()),
-                (None, Some(_)) => None,
-                (None, None) => t.replica.node(node.ino).cloned(),
-            };
-            (open, known)
+        // The tables stay locked until the file's state is read (the lock
+        // order allows it): a working copy retired in between would leave an
+        // empty body that agrees with a `node` read before its commit, and
+        // the kernel would cache size 0 for a file just written.
+        let mut t = lock(&self.tables);
+        let open = t.files.get(&node.ino).cloned();
+        // A file changed elsewhere while open here keeps the version its
+        // handles read until the last close: a newer size would make the
+        // kernel cut those reads short. Otherwise `node` may have been
+        // read before a working copy was dropped (its commit went to the
+        // replica first): the replica's current node is what this mount
+        // knows now.
+        let known = match (t.deferred.get(&node.ino), &open) {
+            (Some(held), _) => Some(held.clone()),
+            (None, Some(_)) => None,
+            (None, None) => t.replica.node(node.ino).cloned(),
         };
         let node = known.as_ref().unwrap_or(node);
         let mut attr = Attr {
@@ -125,7 +126,7 @@ impl PanFs {
             let mut held = node.clone();
             held.content = content;
             held.size = size as i64;
-            lock(&self.tables).deferred.entry(node.ino).or_insert(held);
+            t.deferred.entry(node.ino).or_insert(held);
         }
         attr
     }

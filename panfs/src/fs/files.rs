@@ -143,13 +143,21 @@ impl PanFs {
         let writes = writes(flags);
         let file = {
             let mut t = lock(&self.tables);
+            // A working copy retired since `node` was read (its commit went to
+            // the replica first) must not come back as that older, maybe
+            // empty, version: a new entry takes what the replica holds now.
+            let current = t.replica.node(node.ino).cloned();
+            let newest = match current {
+                Some(held) if held.ctime > node.ctime => held,
+                _ => node.clone(),
+            };
             let file = t
                 .files
                 .entry(node.ino)
                 .or_insert_with(|| {
                     OpenFile::new(Body::Remote {
-                        content: node.content.clone(),
-                        size: node.size as u64,
+                        content: newest.content.clone(),
+                        size: newest.size as u64,
                     })
                 })
                 .clone();
