@@ -114,13 +114,7 @@ impl DiskCache {
         if std::fs::rename(path, self.dir.join(file_name(&key))).is_err() {
             return false;
         }
-        if let Ok(mut index) = self.index.lock() {
-            if let Some(old) = index.0.put(key, size) {
-                index.1 -= old;
-            }
-            index.1 += size;
-        }
-        self.evict();
+        self.record(key, size);
         true
     }
 
@@ -140,11 +134,16 @@ impl DiskCache {
             let _ = std::fs::remove_file(&tmp);
             return;
         }
+        self.record(key.clone(), data.len() as u64);
+    }
+
+    /// Counts a file just stored under `key`, then evicts down to the limit.
+    fn record(&self, key: BlockKey, size: u64) {
         if let Ok(mut index) = self.index.lock() {
-            if let Some(old) = index.0.put(key.clone(), data.len() as u64) {
+            if let Some(old) = index.0.put(key, size) {
                 index.1 -= old;
             }
-            index.1 += data.len() as u64;
+            index.1 += size;
         }
         self.evict();
     }
