@@ -9,7 +9,6 @@ pub mod posix;
 pub mod profile;
 pub mod tree;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -86,7 +85,9 @@ impl Drop for LatencyProxy {
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port nothing uses, from a range below the ephemeral ports (so no
+/// outgoing connection takes it meanwhile).
+pub fn free_port() -> u16 {
     const FIRST: u32 = 27_000;
     const COUNT: u32 = 5_700;
     static NEXT: AtomicU32 = AtomicU32::new(0);
@@ -94,7 +95,7 @@ fn free_port() -> u16 {
     for _ in 0..COUNT {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let port = (FIRST + (start + n) % COUNT) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if port_is_free(port) {
             return port;
         }
     }
@@ -102,6 +103,32 @@ fn free_port() -> u16 {
         "no free loopback port between {FIRST} and {}",
         FIRST + COUNT
     );
+}
+
+/// Whether a loopback TCP port can be bound. The probe binds without
+/// listening: a listening probe, inherited by a child that another test thread
+/// forks at that moment, would accept connections until the child's exec
+/// closes it, and a server's readiness check could take it for the server.
+fn port_is_free(port: u16) -> bool {
+    // SAFETY: a socket of our own, closed before returning; the address is a
+    // zeroed sockaddr_in filled in field by field.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return false;
+        }
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_port = port.to_be();
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let bound = libc::bind(
+            fd,
+            (&raw const addr).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ) == 0;
+        libc::close(fd);
+        bound
+    }
 }
 
 /// Whether something listens on the loopback port. A connection from the port to

@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pantests::api::client;
-use pantests::{Api, Server, bin, is_listening, wait_until};
+use pantests::{Api, Server, bin, free_port, is_listening, wait_until};
 use serde_json::json;
 
 const PW: &str = "a good password";
@@ -243,11 +243,7 @@ fn https_with_tls_cert_and_key() {
 fn tokens_stay_out_of_logs() {
     let dir = tempfile::tempdir().expect("dir");
     let log_path = dir.path().join("server.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     // The embedded profile whatever the test profile: this is about logging.
     let mut cmd = Command::new(bin("panserver"));
     for var in [
