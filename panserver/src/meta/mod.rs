@@ -2,6 +2,8 @@
 //! chunks. One trait per concern, one SQL implementation over sqlx's `Any`
 //! driver serving SQLite and MySQL/MariaDB.
 
+#[cfg(test)]
+mod batch_tests;
 mod schema;
 mod sql;
 #[cfg(test)]

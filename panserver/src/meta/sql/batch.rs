@@ -1,11 +1,15 @@
-//! Batches: many operations in one transaction, one commit. Each operation
-//! runs inside a savepoint, so a refused one is undone alone and the batch
-//! goes on; a database failure undoes the whole batch, to be retried.
+//! Batches: many operations in one transaction, one commit. A run of
+//! operations that only make new nodes goes through the fast path (`bulk`);
+//! the others go one by one. A batch runs first without savepoints; one that
+//! meets a refusal runs again with each operation in its own savepoint, so a
+//! refused one is undone alone and the batch goes on. A database failure
+//! undoes the whole batch, to be retried.
 
 use async_trait::async_trait;
 use panproto::wire::Node;
 
 use super::SqlMeta;
+use super::bulk::Fast;
 use super::changes::Write;
 use super::tree::entry_ino;
 use crate::meta::{Actor, BatchStore, MetaError, MetaResult, TreeOp};
@@ -128,13 +132,32 @@ impl SqlMeta {
         let first = times.first().copied().unwrap_or_default();
         let mut w = self.begin_edit(by, first).await?;
         let mut outcomes = Vec::with_capacity(ops.len());
-        for ((op, &server_ino), &at) in ops.iter().zip(server_inos).zip(times) {
-            w.now = at;
+        // Operations left to go one by one before the fast path is tried
+        // again: a run it declined goes one by one as a whole.
+        let mut slow = 0;
+        while outcomes.len() < ops.len() {
+            let i = outcomes.len();
+            if slow == 0 {
+                w.now = times[i];
+                match w
+                    .apply_new_nodes(&ops[i..], &server_inos[i..], &times[i..])
+                    .await?
+                {
+                    Fast::Applied(nodes) => {
+                        outcomes.extend(nodes.into_iter().map(|n| Ok(Some(n))));
+                        continue;
+                    }
+                    Fast::Declined(n) => slow = n,
+                    Fast::NoRun => slow = 1,
+                }
+            }
+            slow -= 1;
+            w.now = times[i];
             let recorded = w.recorded();
             if careful {
                 w.savepoint("SAVEPOINT batch_op").await?;
             }
-            match w.apply(op, server_ino).await {
+            match w.apply(&ops[i], server_inos[i]).await {
                 Ok(node) => {
                     if careful {
                         w.savepoint("RELEASE SAVEPOINT batch_op").await?;

@@ -27,7 +27,7 @@ pub(super) async fn release_content_of(tx: &mut Tx, ino: i64, now: i64) -> MetaR
 }
 
 /// The bytes of a chunk list that are not holes.
-fn data_bytes(chunks: &[ChunkRef]) -> i64 {
+pub(super) fn data_bytes(chunks: &[ChunkRef]) -> i64 {
     chunks
         .iter()
         .filter(|c| c.sha256.is_some())

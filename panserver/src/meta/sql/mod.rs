@@ -4,6 +4,8 @@
 //! renames), extended attributes, contents and chunks, upkeep.
 
 mod batch;
+mod bulk;
+mod bulk_sql;
 mod changes;
 mod contents;
 mod inos;
