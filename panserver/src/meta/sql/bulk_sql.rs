@@ -20,7 +20,10 @@ fn values(rows: usize, width: usize) -> String {
 impl Write {
     /// The checks each operation makes on its own, for the whole run. Some:
     /// the contents the run uses, as the database has them (None: a new one).
-    pub(super) async fn check_run(&mut self, s: &Scan) -> MetaResult<Option<HashMap<String, Content>>> {
+    pub(super) async fn check_run(
+        &mut self,
+        s: &Scan,
+    ) -> MetaResult<Option<HashMap<String, Content>>> {
         let user = self.user();
         let lock = for_update(&self.tx);
         if let (Some(&low), Some(&high)) = (s.reserved.iter().min(), s.reserved.iter().max()) {
