@@ -143,7 +143,6 @@ impl SqlMeta {
         while outcomes.len() < ops.len() {
             let i = outcomes.len();
             if fast && slow == 0 {
-                w.now = times[i];
                 match w
                     .apply_new_nodes(&ops[i..], &server_inos[i..], &times[i..])
                     .await?

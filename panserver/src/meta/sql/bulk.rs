@@ -14,6 +14,7 @@ use std::collections::{HashMap, HashSet};
 use panproto::wire::{ChangeKind, ChunkRef, Node, NodeKind};
 
 use super::changes::{Edit, Write};
+use super::contents::content_size;
 use crate::meta::{MetaResult, TreeOp};
 
 /// Runs shorter than this go the slow way: nothing to win.
@@ -85,7 +86,7 @@ fn scan(ops: &[TreeOp], server_inos: &[Option<i64>]) -> Scan {
             } => match made.get_mut(ino) {
                 Some((NodeKind::File, set @ false)) => {
                     *set = true;
-                    s.bytes += chunks.iter().map(|c| c.size as i64).sum::<i64>();
+                    s.bytes += content_size(chunks);
                     if !chunks.is_empty() {
                         s.contents
                             .insert(panproto::manifest_id(chunks), chunks.clone());
@@ -206,7 +207,7 @@ fn play(
                 ino, chunks, mtime, ..
             } => {
                 let n = &mut p.made[index[ino]].node;
-                n.size = chunks.iter().map(|c| c.size as i64).sum();
+                n.size = content_size(chunks);
                 (n.mtime, n.ctime) = (*mtime, now);
                 n.content = (!chunks.is_empty()).then(|| panproto::manifest_id(chunks));
                 n.stored_bytes = 0;

@@ -8,6 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::bulk::{Content, Made, Played, Scan};
 use super::changes::Write;
+use super::contents::content_size;
 use super::{BATCH, for_update, placeholders};
 use crate::meta::{MetaError, MetaResult};
 
@@ -188,7 +189,7 @@ impl Write {
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
             for (id, stored, uses, last_use) in rows {
-                let size: i64 = s.contents[id].iter().map(|c| c.size as i64).sum();
+                let size = content_size(&s.contents[id]);
                 q = q.bind(id.clone()).bind(size).bind(*stored);
                 q = q.bind(*uses).bind(*last_use);
             }
@@ -239,50 +240,21 @@ impl Write {
             }
             q.execute(&mut *self.tx).await?;
         }
-        let uses: Vec<(&str, (i64, i64))> = chunk_uses.into_iter().collect();
-        for uses in uses.chunks(BATCH) {
-            let sql = format!(
-                "UPDATE tbl_chunk SET refcount = refcount + CASE sha256 {0} END, \
-                 updated_at = CASE sha256 {0} END WHERE sha256 IN ({1})",
-                vec!["WHEN ? THEN ?"; uses.len()].join(" "),
-                placeholders(uses.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (sha, (n, _)) in uses {
-                q = q.bind(sha.to_string()).bind(*n);
-            }
-            for (sha, (_, at)) in uses {
-                q = q.bind(sha.to_string()).bind(*at);
-            }
-            for (sha, _) in uses {
-                q = q.bind(sha.to_string());
-            }
-            if q.execute(&mut *self.tx).await?.rows_affected() != uses.len() as u64 {
-                // Checked present above, with the rows locked: not a refusal.
-                return Err(MetaError::Unavailable(
-                    "a chunk went missing during a batch".into(),
-                ));
-            }
+        let uses: Vec<(String, i64, i64)> = chunk_uses
+            .into_iter()
+            .map(|(sha, (n, at))| (sha.to_string(), n, at))
+            .collect();
+        let changed = self
+            .add_references("tbl_chunk", "sha256", "", &uses)
+            .await?;
+        if changed != uses.len() as u64 {
+            // Checked present above, with the rows locked: not a refusal.
+            return Err(MetaError::Unavailable(
+                "a chunk went missing during a batch".into(),
+            ));
         }
-        for rows in reused.chunks(BATCH) {
-            let sql = format!(
-                "UPDATE tbl_file SET refcount = refcount + CASE id {0} END, status = 0, \
-                 updated_at = CASE id {0} END WHERE id IN ({1})",
-                vec!["WHEN ? THEN ?"; rows.len()].join(" "),
-                placeholders(rows.len())
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for (id, uses, _) in rows {
-                q = q.bind(*id).bind(*uses);
-            }
-            for (id, _, at) in rows {
-                q = q.bind(*id).bind(*at);
-            }
-            for (id, ..) in rows {
-                q = q.bind(*id);
-            }
-            q.execute(&mut *self.tx).await?;
-        }
+        self.add_references("tbl_file", "id", ", status = 0", &reused)
+            .await?;
         Ok(())
     }
 
@@ -340,5 +312,41 @@ impl Write {
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    /// Adds `uses` references to each row of `table` whose `key` is given,
+    /// and sets its `updated_at` to `at`, with one statement per `BATCH` rows
+    /// (`also`: more to set, as SQL). Answers how many rows changed.
+    async fn add_references<K>(
+        &mut self,
+        table: &'static str,
+        key: &'static str,
+        also: &'static str,
+        rows: &[(K, i64, i64)],
+    ) -> MetaResult<u64>
+    where
+        K: for<'q> sqlx::Encode<'q, sqlx::Any> + sqlx::Type<sqlx::Any> + Clone + Send + 'static,
+    {
+        let mut changed = 0;
+        for rows in rows.chunks(BATCH) {
+            let sql = format!(
+                "UPDATE {table} SET refcount = refcount + CASE {key} {0} END, \
+                 updated_at = CASE {key} {0} END{also} WHERE {key} IN ({1})",
+                vec!["WHEN ? THEN ?"; rows.len()].join(" "),
+                placeholders(rows.len())
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (k, uses, _) in rows {
+                q = q.bind(k.clone()).bind(*uses);
+            }
+            for (k, _, at) in rows {
+                q = q.bind(k.clone()).bind(*at);
+            }
+            for (k, ..) in rows {
+                q = q.bind(k.clone());
+            }
+            changed += q.execute(&mut *self.tx).await?.rows_affected();
+        }
+        Ok(changed)
     }
 }

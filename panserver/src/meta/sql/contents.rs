@@ -26,6 +26,11 @@ pub(super) async fn release_content_of(tx: &mut Tx, ino: i64, now: i64) -> MetaR
     Ok(())
 }
 
+/// The size of the content a chunk list makes, holes included.
+pub(super) fn content_size(chunks: &[ChunkRef]) -> i64 {
+    chunks.iter().map(|c| c.size as i64).sum()
+}
+
 /// The bytes of a chunk list that are not holes.
 pub(super) fn data_bytes(chunks: &[ChunkRef]) -> i64 {
     chunks
@@ -66,7 +71,7 @@ impl Write {
             }
             return Err(MetaError::Conflict);
         }
-        let size: i64 = chunks.iter().map(|c| c.size as i64).sum();
+        let size = content_size(chunks);
         let quota = sqlx::query("SELECT used_bytes, quota_bytes FROM tbl_user WHERE id = ?")
             .bind(user)
             .fetch_one(&mut *self.tx)
