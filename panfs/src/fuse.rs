@@ -7,14 +7,16 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, Errno as FuseErrno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, Errno as FuseErrno, FileAttr, FileHandle, FileType,
+    Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use panproto::wire::{NodeKind, RenameMode};
 
-use crate::fs::{Attr, AttrChange, Fallocate, FsError, KernelCache, Owner, PageCache, PanFs};
+use crate::fs::{
+    Attr, AttrChange, Fallocate, FsError, KernelCache, Owner, PageCache, PanFs, StatFs,
+};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
@@ -465,34 +467,18 @@ impl Filesystem for FuseAdapter {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        const BSIZE: u64 = 4096;
+        const BSIZE: u32 = StatFs::BLOCK as u32;
         match self.fs.statfs() {
-            Ok(s) => {
-                // No quota: report a large drive.
-                let total = if s.quota_bytes > 0 {
-                    s.quota_bytes
-                } else {
-                    1 << 50
-                };
-                let files = if s.quota_files > 0 {
-                    s.quota_files
-                } else {
-                    1 << 32
-                };
-                let blocks = total / BSIZE;
-                let free = blocks.saturating_sub(s.used_bytes.div_ceil(BSIZE));
-                let ffree = files.saturating_sub(s.used_files);
-                reply.statfs(
-                    blocks,
-                    free,
-                    free,
-                    files,
-                    ffree,
-                    BSIZE as u32,
-                    255,
-                    BSIZE as u32,
-                );
-            }
+            Ok(s) => reply.statfs(
+                s.blocks,
+                s.free_blocks,
+                s.free_blocks,
+                s.files,
+                s.free_files,
+                BSIZE,
+                255,
+                BSIZE,
+            ),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -553,6 +539,29 @@ impl Filesystem for FuseAdapter {
         let result =
             Fallocate::from_mode(mode).and_then(|how| self.fs.fallocate(fh.0, offset, length, how));
         empty(reply, result);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self
+            .fs
+            .copy_range(fh_in.0, offset_in, fh_out.0, offset_out, len)
+        {
+            // `copy_range` copies at most what its answer can report.
+            Ok(copied) => reply.written(copied as u32),
+            Err(e) => reply.error(errno(e)),
+        }
     }
 
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {

@@ -198,7 +198,7 @@ async fn status() -> anyhow::Result<()> {
             "stale (daemon gone)"
         };
         println!(
-            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} MiB in memory + {} MiB on disk, {} bytes sent, {} conflict copies",
+            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} MiB in memory + {} MiB on disk, {} bytes sent, {} bytes copied on the server, {} conflict copies",
             r.mountpoint.display(),
             r.pid,
             r.pending_files,
@@ -206,6 +206,7 @@ async fn status() -> anyhow::Result<()> {
             r.memory_cache_bytes >> 20,
             r.disk_cache_bytes >> 20,
             r.bytes_sent,
+            r.bytes_copied_on_server,
             r.conflict_copies,
         );
         println!(

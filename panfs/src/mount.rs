@@ -56,6 +56,8 @@ pub struct MountRecord {
     pub bytes_sent: u64,
     #[serde(default)]
     pub conflict_copies: u64,
+    #[serde(default)]
+    pub bytes_copied_on_server: u64,
     /// The change feed: followed or not (and why), the replica's size.
     #[serde(default)]
     pub feed: FeedStatus,
@@ -273,6 +275,8 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 (record.memory_cache_bytes, record.disk_cache_bytes) = fs.cache_bytes();
                 record.bytes_sent = fs.stats.bytes_sent.load(Ordering::Relaxed);
                 record.conflict_copies = fs.stats.conflict_copies.load(Ordering::Relaxed);
+                record.bytes_copied_on_server =
+                    fs.stats.bytes_copied_on_server.load(Ordering::Relaxed);
                 record.feed = fs.feed_status();
                 record.sync = fs.sync_status();
                 write_record(&record);

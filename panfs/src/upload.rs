@@ -39,6 +39,9 @@ pub struct UploadStats {
     /// Local versions stored as conflict copies (another client changed or
     /// removed the file first).
     pub conflict_copies: AtomicU64,
+    /// Bytes of files copied inside the mount as a server-side operation
+    /// (`copy_file_range`), which sent none.
+    pub bytes_copied_on_server: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]

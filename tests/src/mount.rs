@@ -160,6 +160,13 @@ impl Mount {
         self.record()["bytes_sent"].as_u64().expect("bytes_sent")
     }
 
+    /// Bytes of files this mount copied as a server-side operation.
+    pub fn bytes_copied_on_server(&self) -> u64 {
+        self.record()["bytes_copied_on_server"]
+            .as_u64()
+            .expect("bytes_copied_on_server")
+    }
+
     /// SIGKILLs the daemon and clears the dead mount, as a crash would leave it.
     pub fn kill(&mut self) {
         let pid = self.pid();

@@ -20,6 +20,27 @@ fn copy_one_gib_and_back() {
     std::fs::copy(m.p("big"), &back).expect("cp out");
     assert_eq!(sha256_file(&back), want);
     assert_eq!(std::fs::metadata(m.p("big")).expect("stat").len(), 1 << 30);
+
+    // `cp` inside the mount (copy_file_range) copies on the server: the copy
+    // shares the source's chunks, and no data is sent.
+    m.sync();
+    let sent_before = m.bytes_sent();
+    let status = std::process::Command::new("cp")
+        .arg(m.p("big"))
+        .arg(m.p("copy"))
+        .status()
+        .expect("cp");
+    assert!(status.success());
+    m.sync();
+    let sent = m.bytes_sent() - sent_before;
+    assert!(sent < 1 << 20, "a copy inside the mount sent {sent} bytes");
+    assert_eq!(
+        m.bytes_copied_on_server(),
+        1 << 30,
+        "cp copied on the server"
+    );
+    assert_eq!(std::fs::metadata(m.p("copy")).expect("stat").len(), 1 << 30);
+    assert_eq!(sha256_file(&m.p("copy")), want);
 }
 
 /// 10,000 files in 10 folders; `PAN_SMALL_FILES` sets another count (scripts/test.sh

@@ -23,6 +23,7 @@ use crate::upload::UploadStats;
 mod alloc;
 mod attr;
 mod conflict;
+mod copy;
 mod dirs;
 mod error;
 mod files;
@@ -86,11 +87,16 @@ pub struct Owner {
     pub gid: u32,
 }
 
+/// The drive's size as `statfs` gives it, in blocks of `StatFs::BLOCK` bytes.
 pub struct StatFs {
-    pub used_bytes: u64,
-    pub quota_bytes: u64,
-    pub used_files: u64,
-    pub quota_files: u64,
+    pub blocks: u64,
+    pub free_blocks: u64,
+    pub files: u64,
+    pub free_files: u64,
+}
+
+impl StatFs {
+    pub const BLOCK: u64 = 4096;
 }
 
 struct Tables {

@@ -444,11 +444,16 @@ impl PanFs {
 
     pub fn statfs(&self) -> FsResult<StatFs> {
         let info = self.block_on(self.remote.user_info())?;
+        let count = |n: i64| n.max(0) as u64;
+        // Without a quota, the drive shows as a large one.
+        let or_large = |quota: u64, large: u64| if quota > 0 { quota } else { large };
+        let blocks = or_large(count(info.quota_bytes), 1 << 50) / StatFs::BLOCK;
+        let files = or_large(count(info.quota_files), 1 << 32);
         Ok(StatFs {
-            used_bytes: info.used_bytes.max(0) as u64,
-            quota_bytes: info.quota_bytes.max(0) as u64,
-            used_files: info.used_files.max(0) as u64,
-            quota_files: info.quota_files.max(0) as u64,
+            blocks,
+            free_blocks: blocks.saturating_sub(count(info.used_bytes).div_ceil(StatFs::BLOCK)),
+            files,
+            free_files: files.saturating_sub(count(info.used_files)),
         })
     }
 }

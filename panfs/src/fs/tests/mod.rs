@@ -2,6 +2,7 @@
 //! plain `cargo test`, no root, no FUSE, no panserver. The write path here; the
 //! change feed and the replica in `feed.rs`.
 
+mod copy;
 mod feed;
 mod local;
 
