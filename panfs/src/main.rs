@@ -86,12 +86,12 @@ struct MountArgs {
     /// Return from close before the upload; fsync still waits for the server
     #[arg(long)]
     writeback: bool,
-    /// How changes reach the server: `local` applies each create, rename,
-    /// remove and attribute change on the mount at once, journals it on local
-    /// disk and syncs in batches (fsync, `panfs sync` and umount wait for the
-    /// server); `strict` (the default) waits for the server on every call and
-    /// on close
-    #[arg(long, value_enum, env = "PAN_SYNC_MODE", default_value_t = SyncMode::Strict)]
+    /// How changes reach the server: `local` (the default) applies each
+    /// create, rename, remove and attribute change on the mount at once,
+    /// journals it on local disk and syncs in batches (fsync, `panfs sync` and
+    /// umount wait for the server); `strict` waits for the server on every
+    /// call and on close
+    #[arg(long, value_enum, env = "PAN_SYNC_MODE", default_value_t = SyncMode::Local)]
     sync_mode: SyncMode,
     /// Seconds to wait for the server before failing an operation with EIO
     #[arg(long, default_value_t = 30)]
