@@ -180,6 +180,20 @@ if [ "$what" = all ] || [ "$what" = mount ]; then
     RR=(--rw=randread --bs=4k --size=1G --io_size=32M --filename=seq)
     lrr=$(fio_bw "$LOCAL" "${RR[@]}"); prr=$(fio_bw "$MNT" "${RR[@]}"); jrr=$(fio_bw "$JFS" "${RR[@]}")
     rate3 "random 4 KiB reads, cold (MiB/s)" "$lrr" "$prr" "$jrr"
+    # From the server: each client's own cache emptied (panfs's blocks and
+    # whole contents; JuiceFS's block cache), the kernel's dropped.
+    cold_remount() {
+        "$BIN/panfs" umount "$MNT" >/dev/null 2>&1 || true
+        rm -rf "$XDG_CACHE_HOME/pan/bench"; "$BIN/panfs" mount "$MNT"
+        mountpoint -q "$JFS" && juicefs umount "$JFS" >/dev/null 2>&1
+        rm -rf "$WORK/jfs-cache"; jfs_remount; drop_caches
+    }
+    cold_remount
+    pr=$(fio_bw "$MNT" "${R[@]}"); jr=$(fio_bw "$JFS" "${R[@]}")
+    rate3 "sequential read from the server, caches emptied (MiB/s)" "$lr" "$pr" "$jr"
+    cold_remount
+    prr=$(fio_bw "$MNT" "${RR[@]}"); jrr=$(fio_bw "$JFS" "${RR[@]}")
+    rate3 "random 4 KiB reads from the server, caches emptied (MiB/s)" "$lrr" "$prr" "$jrr"
 
     small() { # dir -> "create stat read delete" seconds
         python3 - "$1" <<'PY'

@@ -198,14 +198,17 @@ async fn status() -> anyhow::Result<()> {
             "stale (daemon gone)"
         };
         println!(
-            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} MiB in memory + {} MiB on disk, {} bytes sent, {} bytes copied on the server, {} conflict copies",
+            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} of {} MiB in memory + {} of {} MiB on disk, {} bytes sent, {} bytes fetched, {} bytes copied on the server, {} conflict copies",
             r.mountpoint.display(),
             r.pid,
             r.pending_files,
             r.pending_bytes,
             r.memory_cache_bytes >> 20,
+            r.memory_cache_limit >> 20,
             r.disk_cache_bytes >> 20,
+            r.disk_cache_limit >> 20,
             r.bytes_sent,
+            r.bytes_fetched,
             r.bytes_copied_on_server,
             r.conflict_copies,
         );

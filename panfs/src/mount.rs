@@ -36,6 +36,9 @@ pub struct MountOptions {
     pub threads: usize,
 }
 
+/// The widest readahead window of one sequential reader.
+pub const READAHEAD_MAX: u64 = 32 << 20;
+
 /// What a running mount publishes about itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct MountRecord {
@@ -58,6 +61,13 @@ pub struct MountRecord {
     pub conflict_copies: u64,
     #[serde(default)]
     pub bytes_copied_on_server: u64,
+    #[serde(default)]
+    pub bytes_fetched: u64,
+    /// The bounds of the memory and disk caches, in bytes.
+    #[serde(default)]
+    pub memory_cache_limit: u64,
+    #[serde(default)]
+    pub disk_cache_limit: u64,
     /// The change feed: followed or not (and why), the replica's size.
     #[serde(default)]
     pub feed: FeedStatus,
@@ -185,7 +195,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
             state_dir: state_dir.clone(),
             memory_cache_bytes: opts.memory_cache,
             disk_cache_bytes: opts.cache_size,
-            readahead_blocks: 8,
+            readahead_max: READAHEAD_MAX,
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
@@ -230,6 +240,8 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         user: login.user.clone(),
         cache_dir,
         state_dir,
+        memory_cache_limit: opts.memory_cache,
+        disk_cache_limit: opts.cache_size,
         ..Default::default()
     };
     write_record(&record);
@@ -277,6 +289,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 record.conflict_copies = fs.stats.conflict_copies.load(Ordering::Relaxed);
                 record.bytes_copied_on_server =
                     fs.stats.bytes_copied_on_server.load(Ordering::Relaxed);
+                record.bytes_fetched = fs.stats.bytes_fetched.load(Ordering::Relaxed);
                 record.feed = fs.feed_status();
                 record.sync = fs.sync_status();
                 write_record(&record);

@@ -31,10 +31,13 @@ const PARALLEL_PUTS: usize = 4;
 /// Sessions one upload opens at most when the server loses them.
 const SESSION_TRIES: u32 = 3;
 
-/// Counters shown by `panfs status` and used by the benchmark.
+/// What this mount sent and fetched: shown by `panfs status`, used by the
+/// benchmark.
 #[derive(Debug, Default)]
-pub struct UploadStats {
+pub struct TransferStats {
     pub bytes_sent: AtomicU64,
+    /// Bytes of file contents fetched from the server (reads and readahead).
+    pub bytes_fetched: AtomicU64,
     pub commits: AtomicU64,
     /// Local versions stored as conflict copies (another client changed or
     /// removed the file first).
@@ -232,7 +235,7 @@ pub async fn upload(
     snap: &Snapshot,
     live: &dyn Source,
     target: Target<'_>,
-    stats: &UploadStats,
+    stats: &TransferStats,
 ) -> UploadResult<Committed> {
     let size = snap.record.size;
     // A small file goes up whole, unless it has holes, which cost nothing as chunks.
@@ -286,7 +289,7 @@ async fn send_plan(
     live: &dyn Source,
     target: &Target<'_>,
     plan: &Plan,
-    stats: &UploadStats,
+    stats: &TransferStats,
 ) -> UploadResult<Node> {
     let state = remote
         .begin_upload(&UploadInit {

@@ -59,6 +59,18 @@ impl Mount {
         self.home.path().join("cache")
     }
 
+    /// Empties panfs's caches (blocks, whole contents, the saved replica)
+    /// while unmounted; its logs and mount records stay.
+    pub fn empty_cache(&self) {
+        assert!(!self.mounted, "the cache is emptied while unmounted");
+        let pan = self.cache_dir().join("pan");
+        for e in std::fs::read_dir(&pan).expect("cache dir").flatten() {
+            if e.path().is_dir() && e.file_name() != "mounts" {
+                std::fs::remove_dir_all(e.path()).expect("empty the cache");
+            }
+        }
+    }
+
     /// `panfs sync` of the mount: every change made on it is on the server.
     pub fn sync(&self) {
         let out = self.panfs(&["sync", &self.path.to_string_lossy()], "");
@@ -158,6 +170,13 @@ impl Mount {
     pub fn bytes_sent(&self) -> u64 {
         std::thread::sleep(std::time::Duration::from_millis(1500));
         self.record()["bytes_sent"].as_u64().expect("bytes_sent")
+    }
+
+    /// Bytes of file contents this mount fetched from the server.
+    pub fn bytes_fetched(&self) -> u64 {
+        self.record()["bytes_fetched"]
+            .as_u64()
+            .expect("bytes_fetched")
     }
 
     /// Bytes of files this mount copied as a server-side operation.

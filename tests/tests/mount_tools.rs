@@ -1,7 +1,7 @@
 //! Ordinary tools on a real mount: the bytes and metadata they leave must be
 //! what a local disk would give.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use pantests::tree::assert_same;
@@ -10,7 +10,7 @@ use pantests::{Mount, Server, sha256_file, write_noise_file};
 #[test]
 fn copy_one_gib_and_back() {
     let server = Server::start();
-    let m = Mount::new(&server, "alice");
+    let mut m = Mount::new(&server, "alice");
     let dir = tempfile::tempdir().expect("tmp");
     let src = dir.path().join("big");
     let want = write_noise_file(&src, 11, 1 << 30);
@@ -41,6 +41,28 @@ fn copy_one_gib_and_back() {
     );
     assert_eq!(std::fs::metadata(m.p("copy")).expect("stat").len(), 1 << 30);
     assert_eq!(sha256_file(&m.p("copy")), want);
+
+    // Read cold from the server, panfs's caches emptied: a 4 KiB random read
+    // fetches one small block, not a readahead window.
+    m.umount();
+    m.empty_cache();
+    m.mount();
+    let at = 700 << 20;
+    let (mut here, mut there) = (vec![0u8; 4096], vec![0u8; 4096]);
+    std::fs::File::open(&src)
+        .and_then(|f| f.read_exact_at(&mut here, at))
+        .expect("read the local file");
+    std::fs::File::open(m.p("big"))
+        .and_then(|f| f.read_exact_at(&mut there, at))
+        .expect("read the mount");
+    assert!(here == there, "a cold random read gave other bytes");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let fetched = m.bytes_fetched();
+    assert!(
+        fetched <= 1 << 20,
+        "a 4 KiB cold read fetched {fetched} bytes"
+    );
+    assert_eq!(sha256_file(&m.p("big")), want, "a cold sequential read");
 }
 
 /// 10,000 files in 10 folders; `PAN_SMALL_FILES` sets another count (scripts/test.sh

@@ -1,25 +1,31 @@
 //! Recently read blocks of file contents, in memory (bounded LRU). A block is
 //! keyed by the content it belongs to, so a changed file never serves stale bytes.
-//! Concurrent readers of one block share a single fetch.
+//! A block being fetched is claimed: other readers of it wait for that fetch
+//! (a readahead's run of blocks, or another reader's single block) instead of
+//! asking the server again.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use lru::LruCache;
-use tokio::sync::OnceCell;
+use tokio::sync::Notify;
 
-/// Bytes per cached block; reads and readahead fetch whole blocks.
-pub const BLOCK: u64 = 1 << 20;
+/// Bytes per cached block: a random read fetches one (aligned), a sequential
+/// reader's readahead fetches runs of them in one request each.
+pub const BLOCK: u64 = 256 << 10;
 
 pub type BlockKey = (String, u64);
 
-type Fetch = Arc<OnceCell<Bytes>>;
-
 pub struct BlockCache {
     lru: Mutex<LruCache<BlockKey, Bytes>>,
-    inflight: Mutex<HashMap<BlockKey, Fetch>>,
+    /// Blocks being fetched, and how their waiters learn the fetch ended.
+    claimed: Mutex<HashMap<BlockKey, Arc<Notify>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl BlockCache {
@@ -29,49 +35,122 @@ impl BlockCache {
             lru: Mutex::new(LruCache::new(
                 NonZeroUsize::new(blocks).unwrap_or(NonZeroUsize::MIN),
             )),
-            inflight: Mutex::default(),
+            claimed: Mutex::default(),
         }
     }
 
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
-        self.lru.lock().ok()?.get(key).cloned()
-    }
-
-    pub fn contains(&self, key: &BlockKey) -> bool {
-        self.lru.lock().map(|l| l.contains(key)).unwrap_or(false)
+        lock(&self.lru).get(key).cloned()
     }
 
     pub fn used_bytes(&self) -> u64 {
-        self.lru
-            .lock()
-            .map(|l| l.iter().map(|(_, v)| v.len() as u64).sum())
-            .unwrap_or(0)
+        lock(&self.lru).iter().map(|(_, v)| v.len() as u64).sum()
     }
 
-    /// The block, from the cache or from `fetch` (run once however many callers wait).
+    /// Of `keys`, claims those neither cached nor being fetched, for the
+    /// caller to fetch; it ends each claim with `fulfil` or `abandon`.
+    pub fn claim(&self, keys: impl IntoIterator<Item = BlockKey>) -> Vec<BlockKey> {
+        let lru = lock(&self.lru);
+        let mut claimed = lock(&self.claimed);
+        let mut mine = Vec::new();
+        for key in keys {
+            if !lru.contains(&key) && !claimed.contains_key(&key) {
+                claimed.insert(key.clone(), Arc::default());
+                mine.push(key);
+            }
+        }
+        mine
+    }
+
+    /// A claimed block arrived: it is cached, and its waiters go on.
+    pub fn fulfil(&self, key: BlockKey, bytes: Bytes) {
+        lock(&self.lru).put(key.clone(), bytes);
+        self.abandon(&key);
+    }
+
+    /// A claimed block will not arrive: its waiters fetch it themselves.
+    pub fn abandon(&self, key: &BlockKey) {
+        if let Some(waiters) = lock(&self.claimed).remove(key) {
+            waiters.notify_waiters();
+        }
+    }
+
+    /// The block, from the cache, from a fetch already running, or from
+    /// `fetch` (run by this caller once it holds the claim).
     pub async fn get_or_fetch<F, Fut, E>(&self, key: BlockKey, fetch: F) -> Result<Bytes, E>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Bytes, E>>,
     {
-        if let Some(hit) = self.get(&key) {
-            return Ok(hit);
-        }
-        let cell = {
-            let Ok(mut inflight) = self.inflight.lock() else {
-                return fetch().await;
+        loop {
+            let running = {
+                if let Some(hit) = self.get(&key) {
+                    return Ok(hit);
+                }
+                let mut claimed = lock(&self.claimed);
+                match claimed.get(&key) {
+                    Some(waiters) => waiters.clone(),
+                    None => {
+                        claimed.insert(key.clone(), Arc::default());
+                        break;
+                    }
+                }
             };
-            inflight.entry(key.clone()).or_default().clone()
+            let ended = running.notified();
+            tokio::pin!(ended);
+            // Registered before looking again, so an end in between is not missed.
+            ended.as_mut().enable();
+            if self.get(&key).is_some() || !lock(&self.claimed).contains_key(&key) {
+                continue;
+            }
+            ended.await;
+        }
+        match fetch().await {
+            Ok(bytes) => {
+                self.fulfil(key, bytes.clone());
+                Ok(bytes)
+            }
+            Err(e) => {
+                self.abandon(&key);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> BlockKey {
+        ("c".repeat(64), i)
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_the_claimed_fetch_instead_of_fetching_again() {
+        let cache = Arc::new(BlockCache::new(8 << 20));
+        assert_eq!(cache.claim([key(0), key(1)]), [key(0), key(1)]);
+        assert!(cache.claim([key(1)]).is_empty(), "claimed once");
+        let reader = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_or_fetch(key(1), || async { Err::<Bytes, &str>("fetched again") })
+                    .await
+            })
         };
-        let result = cell.get_or_try_init(fetch).await.cloned();
-        if let Ok(mut inflight) = self.inflight.lock() {
-            inflight.remove(&key);
-        }
-        if let Ok(bytes) = &result
-            && let Ok(mut lru) = self.lru.lock()
-        {
-            lru.put(key, bytes.clone());
-        }
-        result
+        tokio::task::yield_now().await;
+        cache.fulfil(key(1), Bytes::from_static(b"one"));
+        let got = reader.await.expect("reader");
+        assert_eq!(got, Ok(Bytes::from_static(b"one")));
+        // An abandoned claim lets the next reader fetch it.
+        cache.abandon(&key(0));
+        let own = cache
+            .get_or_fetch(key(0), || async {
+                Ok::<_, ()>(Bytes::from_static(b"zero"))
+            })
+            .await;
+        assert_eq!(own, Ok(Bytes::from_static(b"zero")));
+        assert_eq!(cache.get(&key(0)), Some(Bytes::from_static(b"zero")));
     }
 }

@@ -28,10 +28,13 @@ pub struct DiskCache {
     index: Mutex<(LruCache<BlockKey, u64>, u64)>,
 }
 
+/// `CONTENT.all` for a whole content, `CONTENT.bINDEX` for a block. (Blocks
+/// of another size, which an older panfs named `CONTENT.INDEX`, do not parse
+/// and are removed at open.)
 fn file_name(key: &BlockKey) -> String {
     match key.1 {
         WHOLE => format!("{}.all", key.0),
-        index => format!("{}.{index}", key.0),
+        index => format!("{}.b{index}", key.0),
     }
 }
 
@@ -42,7 +45,7 @@ fn parse_name(name: &str) -> Option<BlockKey> {
     }
     let index = match index {
         "all" => WHOLE,
-        n => n.parse().ok().filter(|&n| n != WHOLE)?,
+        n => n.strip_prefix('b')?.parse().ok().filter(|&n| n != WHOLE)?,
     };
     Some((content.to_string(), index))
 }

@@ -5,12 +5,13 @@
 //! wait for its upload. Lock order: `PanFs::tables` before a file's state, never
 //! the other way round.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use panproto::wire::{Node, NodeKind};
 
 use super::attr::now_ns;
+use super::fetch::Window;
 use super::{FsError, FsResult, PanFs, lock};
 use crate::cache::shadow::Shadow;
 
@@ -126,8 +127,8 @@ pub(super) struct Handle {
     /// Open for writing (counted in `OpenFile::writers`).
     pub writes: bool,
     pub file: Arc<OpenFile>,
-    /// Where a sequential reader of this handle reads next (for readahead).
-    pub next_sequential: AtomicU64,
+    /// The readahead window of this handle's reader.
+    pub readahead: Mutex<Window>,
 }
 
 /// Whether open flags let the handle write.
@@ -192,7 +193,7 @@ impl PanFs {
             append: flags & libc::O_APPEND != 0,
             writes,
             file,
-            next_sequential: AtomicU64::new(0),
+            readahead: Mutex::default(),
         };
         lock(&self.tables).handles.insert(fh, Arc::new(handle));
         Ok(fh)

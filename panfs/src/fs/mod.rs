@@ -18,7 +18,7 @@ use crate::cache::disk::DiskCache;
 use crate::remote::Remote;
 use crate::replica::Replica;
 use crate::sync::Syncer;
-use crate::upload::UploadStats;
+use crate::upload::TransferStats;
 
 mod alloc;
 mod attr;
@@ -26,6 +26,7 @@ mod conflict;
 mod copy;
 mod dirs;
 mod error;
+mod fetch;
 mod files;
 mod follow;
 mod inline;
@@ -73,8 +74,8 @@ pub struct FsOptions {
     pub memory_cache_bytes: u64,
     /// Disk space for recently read blocks.
     pub disk_cache_bytes: u64,
-    /// Blocks fetched ahead of a sequential reader.
-    pub readahead_blocks: u64,
+    /// The widest readahead window of a sequential reader, in bytes.
+    pub readahead_max: u64,
     /// The mounting user, shown as the owner of the root.
     pub uid: u32,
     pub gid: u32,
@@ -119,8 +120,10 @@ pub struct PanFs {
     tables: Mutex<Tables>,
     blocks: Arc<BlockCache>,
     disk: Arc<DiskCache>,
+    /// Readahead bytes in flight for all readers, in blocks.
+    readahead_budget: Arc<tokio::sync::Semaphore>,
     next_fh: AtomicU64,
-    pub stats: Arc<UploadStats>,
+    pub stats: Arc<TransferStats>,
     writeback_tx: tokio::sync::mpsc::UnboundedSender<i64>,
     writeback_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<i64>>>,
     retries: Mutex<RetryQueue>,
@@ -183,6 +186,9 @@ impl PanFs {
             root,
             blocks: Arc::new(BlockCache::new(opts.memory_cache_bytes)),
             disk: Arc::new(disk),
+            readahead_budget: Arc::new(tokio::sync::Semaphore::new(
+                (fetch::IN_FLIGHT_MAX / crate::cache::blocks::BLOCK) as usize,
+            )),
             opts,
             tables: Mutex::new(Tables {
                 replica,

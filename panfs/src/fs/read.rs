@@ -1,35 +1,13 @@
 //! The read path: a working copy is read locally (bytes it lacks come from its
 //! base version first); a file without one is read through the memory and disk
-//! block caches, with readahead for a sequential reader.
-
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+//! block caches, with readahead for a sequential reader (`fetch`).
 
 use bytes::Bytes;
 use panproto::wire::ErrorCode;
 
 use super::files::Body;
 use super::{FsError, FsResult, PanFs, lock};
-use crate::cache::blocks::{BLOCK, BlockKey};
-use crate::cache::disk::DiskCache;
-use crate::remote::{Remote, RemoteError};
-
-/// One block of a content: from the disk cache, else from the server (then kept on disk).
-async fn fetch_block(
-    remote: Arc<dyn Remote>,
-    disk: Arc<DiskCache>,
-    ino: i64,
-    key: BlockKey,
-) -> Result<Bytes, RemoteError> {
-    if let Some(hit) = disk.get(&key) {
-        return Ok(hit);
-    }
-    let bytes = remote
-        .read(ino, &key.0, key.1 * BLOCK, (key.1 + 1) * BLOCK)
-        .await?;
-    disk.put(&key, &bytes);
-    Ok(bytes)
-}
+use crate::cache::blocks::BLOCK;
 
 impl PanFs {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -100,21 +78,23 @@ impl PanFs {
         let Some(content) = content else {
             return Ok(Bytes::from(vec![0u8; (end - offset) as usize]));
         };
-        let sequential = handle.next_sequential.swap(end, Ordering::Relaxed) == offset;
-        let bytes = self.read_blocks(handle.ino, &content, offset, end)?;
-        if sequential {
-            self.read_ahead(handle.ino, &content, end, file_size);
+        let ahead =
+            lock(&handle.readahead).advance(offset, end, file_size, self.opts.readahead_max);
+        // Asked for first, so the window's requests overlap this read's.
+        if let Some((from, to)) = ahead {
+            self.read_ahead(handle.ino, &content, from, to);
         }
-        Ok(bytes)
+        self.read_blocks(handle.ino, &content, offset, end)
     }
 
-    /// Bytes [start, end) of `content`, through the block cache.
+    /// Bytes [start, end) of `content`, through the block caches; the blocks
+    /// missing are fetched at once, a request each.
     fn read_blocks(&self, ino: i64, content: &str, start: u64, end: u64) -> FsResult<Bytes> {
-        let first = start / BLOCK;
-        let last = (end - 1) / BLOCK;
+        let (first, last) = (start / BLOCK, (end - 1) / BLOCK);
+        let fetches = (first..=last).map(|index| self.block(ino, content, index));
+        let blocks = self.block_on(futures::future::try_join_all(fetches))?;
         let mut out = Vec::with_capacity((end - start) as usize);
-        for index in first..=last {
-            let block = self.block(ino, content, index)?;
+        for (index, block) in (first..=last).zip(blocks) {
             let block_start = index * BLOCK;
             let from = start.max(block_start) - block_start;
             let to = (end.min(block_start + block.len() as u64)).saturating_sub(block_start);
@@ -126,36 +106,17 @@ impl PanFs {
         Ok(Bytes::from(out))
     }
 
-    fn block(&self, ino: i64, content: &str, index: u64) -> FsResult<Bytes> {
+    async fn block(&self, ino: i64, content: &str, index: u64) -> FsResult<Bytes> {
         let key = (content.to_string(), index);
-        let fetched = self.block_on(self.blocks.get_or_fetch(key.clone(), || {
-            fetch_block(self.remote.clone(), self.disk.clone(), ino, key)
-        }));
+        let fetcher = self.fetcher();
+        let fetched = self
+            .blocks
+            .get_or_fetch(key.clone(), || fetcher.fetch_block(ino, key))
+            .await;
         match fetched {
             Ok(b) => Ok(b),
             Err(e) if e.is(ErrorCode::RangeNotSatisfiable) => Ok(Bytes::new()),
             Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Fetches the next blocks of a sequential reader in the background.
-    fn read_ahead(&self, ino: i64, content: &str, from: u64, size: u64) {
-        let first = from.div_ceil(BLOCK);
-        for index in first..first + self.opts.readahead_blocks {
-            if index * BLOCK >= size {
-                break;
-            }
-            let key = (content.to_string(), index);
-            if self.blocks.contains(&key) {
-                continue;
-            }
-            let (blocks, remote, disk) =
-                (self.blocks.clone(), self.remote.clone(), self.disk.clone());
-            self.rt.spawn(async move {
-                let _ = blocks
-                    .get_or_fetch(key.clone(), || fetch_block(remote, disk, ino, key))
-                    .await;
-            });
         }
     }
 }

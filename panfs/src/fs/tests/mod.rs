@@ -5,6 +5,7 @@
 mod copy;
 mod feed;
 mod local;
+mod read;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ fn options(cache: &Path, state: &Path, writeback: bool) -> FsOptions {
         state_dir: state.to_path_buf(),
         memory_cache_bytes: 8 << 20,
         disk_cache_bytes: 64 << 20,
-        readahead_blocks: 2,
+        readahead_max: 2 << 20,
         uid: 0,
         gid: 0,
     }

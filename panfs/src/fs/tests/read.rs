@@ -1,0 +1,68 @@
+//! The read path from the server, with this mount's caches empty: a random
+//! read fetches one small block, a sequential reader's readahead fetches each
+//! block once, and the bytes are the file's.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Rig, noise, rig, written};
+use crate::cache::blocks::BLOCK;
+use crate::fs::ROOT;
+use crate::remote::memory::MemoryRemote;
+
+const SIZE: usize = 8 << 20;
+
+/// A file of `SIZE` bytes stored by another mount, and a mount with empty
+/// caches that opens it: (that mount, its handle, the bytes).
+fn stored_elsewhere(home: &std::path::Path) -> (Rig, u64, Vec<u8>) {
+    let server = Arc::new(MemoryRemote::default());
+    let data = noise(SIZE, 3);
+    let writer = rig(server.clone(), &home.join("writer"), false);
+    let (_, fh) = written(&writer.fs, "f", &data);
+    writer.fs.fsync(fh).expect("fsync");
+    writer.fs.release(fh);
+    let reader = rig(server, &home.join("reader"), false);
+    let ino = reader.fs.lookup(ROOT, "f").expect("lookup").ino;
+    let (fh, _) = reader.fs.open(ino, libc::O_RDONLY).expect("open");
+    (reader, fh, data)
+}
+
+fn fetched(r: &Rig) -> u64 {
+    r.fs.stats.bytes_fetched.load(Ordering::Relaxed)
+}
+
+#[test]
+fn a_random_read_fetches_one_small_block() {
+    let home = tempfile::tempdir().expect("tmp");
+    let (r, fh, data) = stored_elsewhere(home.path());
+    let at = (5 << 20) + 100;
+    let got = r.fs.read(fh, at, 4096).expect("read");
+    assert!(
+        got[..] == data[at as usize..at as usize + 4096],
+        "other bytes"
+    );
+    assert_eq!(
+        fetched(&r),
+        BLOCK,
+        "a 4 KiB random read fetched more than its block"
+    );
+    let at = (2 << 20) + 7;
+    r.fs.read(fh, at, 4096).expect("read");
+    assert_eq!(fetched(&r), 2 * BLOCK, "a second jump fetched ahead");
+}
+
+#[test]
+fn a_sequential_reader_gets_every_block_once() {
+    let home = tempfile::tempdir().expect("tmp");
+    let (r, fh, data) = stored_elsewhere(home.path());
+    let mut read = Vec::with_capacity(SIZE);
+    loop {
+        let piece = r.fs.read(fh, read.len() as u64, 128 << 10).expect("read");
+        if piece.is_empty() {
+            break;
+        }
+        read.extend_from_slice(&piece);
+    }
+    assert!(read == data, "a sequential read gave other bytes");
+    assert_eq!(fetched(&r), SIZE as u64, "blocks fetched more than once");
+}
