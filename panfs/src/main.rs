@@ -171,6 +171,13 @@ async fn logout() -> anyhow::Result<()> {
 }
 
 async fn status() -> anyhow::Result<()> {
+    // A reader that stops early (`panfs status | head -1`) ends this command
+    // as it ends any other; Rust's default would panic on the broken pipe.
+    // Only here: the daemon must outlive a peer that closed its socket.
+    // SAFETY: setting a signal's disposition to the default is always sound.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match config::load_login() {
         Ok(login) => {
             let reachable = http_client()?

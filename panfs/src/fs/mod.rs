@@ -124,8 +124,10 @@ pub struct PanFs {
     readahead_budget: Arc<tokio::sync::Semaphore>,
     next_fh: AtomicU64,
     pub stats: Arc<TransferStats>,
-    writeback_tx: tokio::sync::mpsc::UnboundedSender<i64>,
-    writeback_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<i64>>>,
+    /// Files for the write-back worker: a thread of its own, which waits
+    /// on this queue without the runtime (so it ends quietly as it shuts down).
+    writeback_tx: std::sync::mpsc::Sender<i64>,
+    writeback_rx: Mutex<Option<std::sync::mpsc::Receiver<i64>>>,
     retries: Mutex<RetryQueue>,
     /// Tells the kernel to forget what changed elsewhere (set once mounted).
     kernel: OnceLock<Arc<dyn KernelCache>>,
@@ -165,7 +167,7 @@ impl PanFs {
         root: i64,
         opts: FsOptions,
     ) -> std::io::Result<Arc<Self>> {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = std::sync::mpsc::channel();
         let disk = DiskCache::open(&opts.cache_dir.join("blocks"), opts.disk_cache_bytes)?;
         let saved = crate::replica::replica_path(&opts.cache_dir);
         let mut replica = Replica::load(&saved, root, opts.fallback_ttl)

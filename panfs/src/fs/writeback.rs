@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
 use super::files::{Body, OpenFile};
@@ -138,7 +139,7 @@ impl PanFs {
 
     /// Starts the write-back worker.
     pub fn start_writeback(self: &Arc<Self>) {
-        let Some(mut rx) = lock(&self.writeback_rx).take() else {
+        let Some(rx) = lock(&self.writeback_rx).take() else {
             return;
         };
         let fs = self.clone();
@@ -147,14 +148,12 @@ impl PanFs {
             .spawn(move || {
                 loop {
                     let wait = lock(&fs.retries).wait(Instant::now());
-                    let received = fs
-                        .rt
-                        .block_on(async { tokio::time::timeout(wait, rx.recv()).await });
+                    let received = rx.recv_timeout(wait);
                     let now = Instant::now();
                     match received {
-                        Ok(Some(ino)) => lock(&fs.retries).add(ino, now),
-                        Ok(None) => return,
-                        Err(_elapsed) => {}
+                        Ok(ino) => lock(&fs.retries).add(ino, now),
+                        Err(RecvTimeoutError::Disconnected) => return,
+                        Err(RecvTimeoutError::Timeout) => {}
                     }
                     while let Ok(ino) = rx.try_recv() {
                         lock(&fs.retries).add(ino, now);

@@ -93,7 +93,10 @@ impl Syncer {
         let journal = Journal::open(&state_dir.join("changes"))?;
         let left = journal.pending(usize::MAX);
         let left_through = left.last().map_or(0, |r| r.seq);
-        let acked = left.first().map_or(left_through, |r| r.seq - 1);
+        // With nothing left, the server has every record the journal ever
+        // numbered: a wait for the last one (an fsync, `panfs sync`, an
+        // unmount right after a remount) has nothing to wait for.
+        let acked = left.first().map_or(journal.last(), |r| r.seq - 1);
         Ok(Syncer {
             journal,
             progress: Mutex::new(Progress {
@@ -293,6 +296,16 @@ mod tests {
             s.record(Journaled { at: 0, op }).expect("journaled");
         }
         (dir, Arc::new(s))
+    }
+
+    #[test]
+    fn after_a_reopen_with_everything_sent_a_wait_ends_at_once() {
+        let (dir, s) = syncer_with(3);
+        s.committed(s.last(), 3, 0).expect("acknowledged");
+        drop(s);
+        let again = Syncer::open(dir.path()).expect("reopen");
+        assert!(again.last() >= 3, "numbers go on after a reopen");
+        assert!(again.wait_synced(again.last(), Duration::from_millis(50)));
     }
 
     #[test]

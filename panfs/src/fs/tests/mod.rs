@@ -347,7 +347,7 @@ fn a_background_send_never_takes_a_file_half_rewritten() {
     assert!(r.fs.write_back(ino as i64, SendWhen::NoWriter));
     assert_eq!(server.bytes(ino as i64), before, "a half rewrite was sent");
     r.fs.write(writer, 4, b"-second").expect("write");
-    let mut queue = lock(&r.fs.writeback_rx).take().expect("the worker's queue");
+    let queue = lock(&r.fs.writeback_rx).take().expect("the worker's queue");
     while queue.try_recv().is_ok() {}
     r.fs.release(writer);
     assert_eq!(
