@@ -82,6 +82,15 @@ impl DiskCache {
         self.index.lock().map(|i| i.1).unwrap_or(0)
     }
 
+    /// Whether the block is kept here (as a block, or in its whole content),
+    /// without reading it or counting it as used.
+    pub fn contains(&self, key: &BlockKey) -> bool {
+        let whole = (key.0.clone(), WHOLE);
+        self.index
+            .lock()
+            .is_ok_and(|index| index.0.contains(key) || index.0.contains(&whole))
+    }
+
     pub fn get(&self, key: &BlockKey) -> Option<Bytes> {
         let whole = (key.0.clone(), WHOLE);
         let (block_known, whole_size) = {

@@ -99,7 +99,11 @@ impl PanFs {
     pub(super) fn read_ahead(&self, ino: i64, content: &str, from: u64, to: u64) {
         let fetcher = self.fetcher();
         let (first, last) = (from / BLOCK, to.div_ceil(BLOCK));
-        let keys = (first..last).map(|i| (content.to_string(), i));
+        // What is on local disk (a file written here, blocks read before) is
+        // read from there when the reader gets to it, never fetched again.
+        let keys = (first..last)
+            .map(|i| (content.to_string(), i))
+            .filter(|key| !fetcher.disk.contains(key));
         let claimed = fetcher.blocks.claim(keys);
         for run in runs(claimed) {
             let permits = run.len() as u32;
@@ -149,7 +153,10 @@ impl Fetcher {
                 self.fetched(&bytes);
                 for key in run {
                     let at = ((key.1 * BLOCK - start) as usize).min(bytes.len());
-                    let block: Bytes = bytes.slice(at..(at + BLOCK as usize).min(bytes.len()));
+                    // A copy, not a slice: a slice cached on its own would keep
+                    // the whole run's buffer alive past the memory bound.
+                    let block =
+                        Bytes::copy_from_slice(&bytes[at..(at + BLOCK as usize).min(bytes.len())]);
                     self.disk.put(&key, &block);
                     self.blocks.fulfil(key, block);
                 }

@@ -66,3 +66,27 @@ fn a_sequential_reader_gets_every_block_once() {
     assert!(read == data, "a sequential read gave other bytes");
     assert_eq!(fetched(&r), SIZE as u64, "blocks fetched more than once");
 }
+
+/// A file written here is read back from local disk: readahead never asks
+/// the server for what the disk cache holds.
+#[test]
+fn a_file_written_here_is_read_back_without_fetching() {
+    let home = tempfile::tempdir().expect("tmp");
+    let r = rig(Arc::default(), home.path(), false);
+    let data = noise(SIZE, 5);
+    let (ino, fh) = written(&r.fs, "f", &data);
+    r.fs.fsync(fh).expect("fsync");
+    r.fs.release(fh);
+    let (fh, _) = r.fs.open(ino, libc::O_RDONLY).expect("open");
+    let mut read = Vec::with_capacity(SIZE);
+    while read.len() < SIZE {
+        let piece = r.fs.read(fh, read.len() as u64, 128 << 10).expect("read");
+        read.extend_from_slice(&piece);
+    }
+    assert!(read == data, "other bytes");
+    assert_eq!(
+        fetched(&r),
+        0,
+        "bytes fetched for a file held on local disk"
+    );
+}
