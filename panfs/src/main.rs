@@ -66,8 +66,9 @@ struct MountArgs {
     /// Disk space for recently read blocks, in MiB (working copies of files being written come on top)
     #[arg(long, default_value_t = 1024)]
     cache_size: u64,
-    /// Memory for recently read blocks, in MiB
-    #[arg(long, default_value_t = 64)]
+    /// Memory for recently read blocks, in MiB (a sequential reader's
+    /// readahead window is at most half of it)
+    #[arg(long, default_value_t = 32)]
     memory_cache: u64,
     /// Let other local users use the mount (needs user_allow_other in /etc/fuse.conf for non-root)
     #[arg(long)]

@@ -195,7 +195,9 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
             state_dir: state_dir.clone(),
             memory_cache_bytes: opts.memory_cache,
             disk_cache_bytes: opts.cache_size,
-            readahead_max: READAHEAD_MAX,
+            // Blocks fetched ahead wait in the memory cache: a window wider
+            // than half of it would evict them before the reader gets there.
+            readahead_max: READAHEAD_MAX.min(opts.memory_cache / 2),
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },

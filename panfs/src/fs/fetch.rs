@@ -29,7 +29,7 @@ const SLACK: u64 = 1 << 20;
 /// The most one range request of readahead asks for.
 const RUN: u64 = 4 << 20;
 /// Readahead bytes in flight for all readers together.
-pub(super) const IN_FLIGHT_MAX: u64 = 32 << 20;
+pub(super) const IN_FLIGHT_MAX: u64 = 16 << 20;
 
 /// One handle's readahead state.
 #[derive(Debug, Default)]
