@@ -105,15 +105,37 @@ impl BlockCache {
             }
             ended.await;
         }
-        match fetch().await {
-            Ok(bytes) => {
-                self.fulfil(key, bytes.clone());
-                Ok(bytes)
-            }
-            Err(e) => {
-                self.abandon(&key);
-                Err(e)
-            }
+        // Dropped unfulfilled (an error, or the caller gave up on this
+        // future, as `try_join_all` does with the rest when one block fails),
+        // the claim is abandoned: its waiters must never wait for ever.
+        let claim = Claim {
+            cache: self,
+            key: Some(key),
+        };
+        let bytes = fetch().await?;
+        claim.fulfil(bytes.clone());
+        Ok(bytes)
+    }
+}
+
+/// A claim held by `get_or_fetch` while its fetch runs.
+struct Claim<'a> {
+    cache: &'a BlockCache,
+    key: Option<BlockKey>,
+}
+
+impl Claim<'_> {
+    fn fulfil(mut self, bytes: Bytes) {
+        if let Some(key) = self.key.take() {
+            self.cache.fulfil(key, bytes);
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if let Some(key) = &self.key {
+            self.cache.abandon(key);
         }
     }
 }
@@ -152,5 +174,25 @@ mod tests {
             .await;
         assert_eq!(own, Ok(Bytes::from_static(b"zero")));
         assert_eq!(cache.get(&key(0)), Some(Bytes::from_static(b"zero")));
+    }
+
+    /// A fetch given up half way (its future dropped) leaves no claim behind
+    /// for the next reader to wait on for ever.
+    #[tokio::test]
+    async fn a_fetch_given_up_half_way_lets_the_next_reader_fetch() {
+        let cache = BlockCache::new(8 << 20);
+        let stalled = cache.get_or_fetch(key(2), std::future::pending::<Result<Bytes, ()>>);
+        let gave_up = tokio::time::timeout(std::time::Duration::from_millis(10), stalled).await;
+        assert!(gave_up.is_err(), "the stalled fetch never ends");
+        let next = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            cache.get_or_fetch(key(2), || async { Ok::<_, ()>(Bytes::from_static(b"two")) }),
+        )
+        .await;
+        assert_eq!(
+            next,
+            Ok(Ok(Bytes::from_static(b"two"))),
+            "the next reader waited on"
+        );
     }
 }
