@@ -245,13 +245,20 @@ async fn status() -> anyhow::Result<()> {
                 .map_or("never".to_string(), |t| format!("at {t} (unix time)"));
             println!(
                 "  sync: {}; {} changes pending; last sync {when}; {} batches, {} changes sent; \
-                 {} conflicts; {} journal syncs{}",
+                 {} conflicts; {} journal syncs{}{}",
                 if sync.online { "online" } else { "offline" },
                 sync.pending_ops,
                 sync.batches,
                 sync.ops_sent,
                 sync.conflicts,
                 sync.journal_syncs,
+                match sync.provisional_inos {
+                    0 => String::new(),
+                    n => format!(
+                        "; {n} new nodes hold provisional inode numbers (made offline past the \
+                         reserved ones) until the server takes them"
+                    ),
+                },
                 sync.problem
                     .as_ref()
                     .map_or(String::new(), |p| format!(" (last problem: {p})")),

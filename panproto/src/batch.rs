@@ -27,6 +27,32 @@ pub struct Reserved {
     pub count: i64,
 }
 
+/// Where minted inode numbers start. A client that has used up its reserved
+/// numbers while it cannot reach the server mints its own: each block it
+/// reserved (first number `first`) licenses `1 << MINT_BITS` more,
+/// `MINTED_FIRST + (first << MINT_BITS) + n`. The server never hands out
+/// numbers this high, takes a minted number at a create as it takes a
+/// reserved one (from the user who reserved its block), and so the node
+/// keeps it for good. Everything stays below 2^53, which JavaScript (the web
+/// page) still counts exactly.
+pub const MINTED_FIRST: i64 = 1 << 52;
+/// Numbers each reserved block licenses to mint.
+pub const MINT_BITS: u32 = 20;
+
+/// The `n`-th number minted from the block reserved at `first`, if there is one.
+pub fn mint(first: i64, n: i64) -> Option<i64> {
+    let fits = (0..1 << (52 - MINT_BITS)).contains(&first) && (0..1 << MINT_BITS).contains(&n);
+    fits.then(|| MINTED_FIRST + (first << MINT_BITS) + n)
+}
+
+/// The first number of the reserved block a minted number came from; None
+/// for a number that was not minted.
+pub fn minted_from(ino: i64) -> Option<i64> {
+    (MINTED_FIRST..MINTED_FIRST << 1)
+        .contains(&ino)
+        .then(|| (ino - MINTED_FIRST) >> MINT_BITS)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BatchRequest {
     pub ops: Vec<BatchOp>,
@@ -228,4 +254,22 @@ pub struct BatchResponse {
     pub seq: i64,
     /// One per operation, in order.
     pub results: Vec<OpResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_minted_number_names_its_block_and_stays_exact_in_javascript() {
+        let ino = mint(4097, 5).expect("mint");
+        assert_eq!(minted_from(ino), Some(4097));
+        assert!(ino < 1 << 53);
+        assert_eq!(mint(4097, 1 << MINT_BITS), None, "past the block's licence");
+        assert_eq!(mint(1 << 32, 0), None, "a block too high to mint from");
+        let highest = mint((1 << 32) - 1, (1 << MINT_BITS) - 1).expect("the highest");
+        assert_eq!(highest, (1 << 53) - 1);
+        assert_eq!(minted_from(4097), None, "a reserved number");
+        assert_eq!(minted_from(1 << 53), None);
+    }
 }

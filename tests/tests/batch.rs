@@ -158,6 +158,21 @@ fn reserved_numbers_belong_to_their_user_and_are_used_once() {
     // The number is the node's for good.
     let (_, node) = alice.get(&format!("/api/v1/nodes/{root}/children/one"));
     assert_eq!(node["ino"], first);
+    // Numbers minted from a block (offline, past the reserved ones) are the
+    // block's user's alone, and kept as well.
+    let minted = |block: i64, n: i64| panproto::batch::mint(block, n).expect("mintable");
+    let body = batch(&bob, json!([file(bob.root(), "minted", minted(first, 0))]));
+    assert_eq!(outcomes(&body), ["not_permitted"]);
+    let body = batch(
+        &alice,
+        json!([
+            file(root, "minted", minted(first, 0)),
+            file(root, "unlicensed", minted(first + 1, 0))
+        ]),
+    );
+    assert_eq!(outcomes(&body), ["ok", "not_permitted"]);
+    let (_, node) = alice.get(&format!("/api/v1/nodes/{root}/children/minted"));
+    assert_eq!(node["ino"], minted(first, 0));
     for count in [0, -1, 100_001] {
         let (status, body) = alice.post("/api/v1/inodes", &json!({"count": count}));
         assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")));

@@ -99,12 +99,22 @@ impl PanFs {
                 Err(e) => tracing::debug!(error = %e, "could not reserve inode numbers ahead"),
             }
         }
-        pool.take().ok_or_else(|| {
+        if let Some(ino) = pool.take() {
+            return Ok(ino);
+        }
+        let ino = pool.mint().ok_or_else(|| {
             FsError::new(
                 libc::EIO,
-                "no reserved inode numbers left, and the server cannot reserve more now",
+                "no inode numbers left to reserve or mint, and the server cannot reserve more now",
             )
-        })
+        })?;
+        if pool.provisional() == 1 {
+            tracing::warn!(
+                ino,
+                "reserved inode numbers ran out while the server cannot be reached: new nodes take provisional numbers until it can"
+            );
+        }
+        Ok(ino)
     }
 
     /// What a name leads to now: the replica's answer, or the server's.

@@ -36,7 +36,7 @@ use super::local::journal_in;
 use super::{PanFs, lock};
 use crate::journal::Record;
 use crate::replica::Invalidations;
-use crate::sync::{Journaled, SyncStatus, Syncer, last_naming, touched, worth_sending};
+use crate::sync::{Journaled, SyncStatus, Syncer, created, last_naming, touched, worth_sending};
 
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LAST_PAUSE: Duration = Duration::from_secs(5);
@@ -197,6 +197,9 @@ impl PanFs {
         }
         let ticket = self.ticket();
         let journaled = batch.len();
+        // Once the server answers, these creates are settled, sent or not.
+        let creates: Vec<i64> = batch.iter().filter_map(|r| created(&r.op.op)).collect();
+        let settle = || creates.iter().for_each(|&ino| s.inos.settled(ino));
         let send = worth_sending(batch.iter().map(|r| &r.op.op), |i| {
             s.maybe_sent(batch[i].seq)
         });
@@ -209,6 +212,7 @@ impl PanFs {
         if batch.is_empty() && inline.is_empty() {
             if journaled > 0 {
                 // Everything cancelled out: done without the server.
+                settle();
                 let (forget, _) = self.apply_answer(s, last, &[], Vec::new(), ticket);
                 self.acknowledge(s, last, 0, 0);
                 self.tell_kernel(forget);
@@ -250,6 +254,7 @@ impl PanFs {
             }
         };
         let stored = answer.results.split_off(batch.len());
+        settle();
         let (forget, conflicts) = self.apply_answer(s, last, &batch, answer.results, ticket);
         // Before anyone waiting for this batch goes on.
         self.inline_answered(inline, Some(stored));
@@ -321,7 +326,10 @@ impl PanFs {
                         parent,
                         name,
                         ..
-                    } => s.made_again(*ino, (*parent, name.clone())),
+                    } => {
+                        s.inos.waiting(*ino);
+                        s.made_again(*ino, (*parent, name.clone()))
+                    }
                     // Where the node goes now, for its next journaled move.
                     BatchOp::Rename {
                         if_ino: Some(ino),

@@ -2,9 +2,15 @@
 //! allocates inode ids in batches): a node made here takes its number at
 //! once, and keeps it on every mount and after a remount. The next block is
 //! reserved while the current one still has a quarter left, so a mount that
-//! goes offline has numbers for a while.
+//! goes offline has numbers for a while. One that runs out offline mints
+//! provisional numbers from a block it reserved (`panproto::batch::mint`):
+//! the server takes them at sync as it takes reserved ones, so they too are
+//! for good once there; until then `panfs status` counts them.
 
+use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
+
+use panproto::batch::{mint, minted_from};
 
 #[derive(Default)]
 struct Blocks {
@@ -12,6 +18,12 @@ struct Blocks {
     current: (i64, i64),
     /// A block reserved ahead, taken when the current one runs out.
     spare: Option<(i64, i64)>,
+    /// The first block this mount reserved, which licenses its minted
+    /// numbers, and how many it minted.
+    mint_block: Option<i64>,
+    minted: i64,
+    /// Minted numbers whose creates the server has not taken yet.
+    provisional: HashSet<i64>,
 }
 
 #[derive(Default)]
@@ -47,9 +59,39 @@ impl InoPool {
         b.spare.is_none() && b.current.0 >= b.current.1
     }
 
+    /// A provisional number, minted when no reserved one is left and the
+    /// server cannot reserve more; None when this mount reserved no block
+    /// yet or minted all its block allows.
+    pub fn mint(&self) -> Option<i64> {
+        let mut b = self.lock();
+        let ino = mint(b.mint_block?, b.minted)?;
+        b.minted += 1;
+        b.provisional.insert(ino);
+        Some(ino)
+    }
+
+    /// A journaled create still waits for the server to take its number (one
+    /// a previous panfs left, or one made again).
+    pub fn waiting(&self, ino: i64) {
+        if minted_from(ino).is_some() {
+            self.lock().provisional.insert(ino);
+        }
+    }
+
+    /// The server committed (or refused for good) the create of `ino`.
+    pub fn settled(&self, ino: i64) {
+        self.lock().provisional.remove(&ino);
+    }
+
+    /// Provisional numbers in use: nodes made offline past the reserved ones.
+    pub fn provisional(&self) -> usize {
+        self.lock().provisional.len()
+    }
+
     /// Numbers `first..first + count` were reserved.
     pub fn refill(&self, first: i64, count: i64) {
         let mut b = self.lock();
+        b.mint_block.get_or_insert(first);
         if b.current.0 >= b.current.1 {
             b.current = (first, first + count);
         } else {
@@ -78,5 +120,30 @@ mod tests {
         pool.refill(200, 8);
         assert!(!pool.running_low(8));
         assert_eq!((pool.take(), pool.take()), (Some(107), Some(200)));
+    }
+
+    #[test]
+    fn provisional_numbers_come_from_the_first_block_and_are_counted_until_settled() {
+        let pool = InoPool::default();
+        assert_eq!(
+            pool.mint(),
+            None,
+            "nothing reserved yet, nothing to mint from"
+        );
+        pool.refill(100, 2);
+        pool.refill(300, 2);
+        let (a, b) = (pool.mint().expect("mint"), pool.mint().expect("mint"));
+        assert_ne!(a, b);
+        assert_eq!((minted_from(a), minted_from(b)), (Some(100), Some(100)));
+        assert_eq!(pool.provisional(), 2);
+        pool.settled(a);
+        pool.waiting(150);
+        assert_eq!(
+            pool.provisional(),
+            1,
+            "a reserved number is never provisional"
+        );
+        // Reserved numbers still come first.
+        assert_eq!(pool.take(), Some(100));
     }
 }

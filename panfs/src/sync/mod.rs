@@ -46,6 +46,10 @@ pub struct SyncStatus {
     pub conflicts: u64,
     /// fdatasyncs of the journal (group-committed: far fewer than changes).
     pub journal_syncs: u64,
+    /// Nodes made offline past the reserved inode numbers, whose provisional
+    /// numbers the server has not taken yet.
+    #[serde(default)]
+    pub provisional_inos: usize,
     /// Why the last batch failed, while it does.
     pub problem: Option<String>,
 }
@@ -90,13 +94,17 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Syncer {
     /// Opens the journal in `state_dir`, with what a previous panfs left.
     pub fn open(state_dir: &Path) -> JournalResult<Self> {
-        let journal = Journal::open(&state_dir.join("changes"))?;
+        let journal: Journal<Journaled> = Journal::open(&state_dir.join("changes"))?;
         let left = journal.pending(usize::MAX);
         let left_through = left.last().map_or(0, |r| r.seq);
         // With nothing left, the server has every record the journal ever
         // numbered: a wait for the last one (an fsync, `panfs sync`, an
         // unmount right after a remount) has nothing to wait for.
         let acked = left.first().map_or(journal.last(), |r| r.seq - 1);
+        let inos = InoPool::default();
+        for ino in left.iter().filter_map(|r| created(&r.op.op)) {
+            inos.waiting(ino);
+        }
         Ok(Syncer {
             journal,
             progress: Mutex::new(Progress {
@@ -111,7 +119,7 @@ impl Syncer {
             changed: Condvar::new(),
             maybe_sent_through: AtomicU64::new(left_through),
             made_again: Mutex::default(),
-            inos: InoPool::default(),
+            inos,
         })
     }
 
@@ -263,7 +271,16 @@ impl Syncer {
         let mut s = lock(&self.progress).status.clone();
         s.pending_ops = self.journal.backlog();
         s.journal_syncs = self.journal.syncs();
+        s.provisional_inos = self.inos.provisional();
         s
+    }
+}
+
+/// The number a create gives its node, when the client chose it.
+pub fn created(op: &BatchOp) -> Option<i64> {
+    match op {
+        BatchOp::Create { ino, .. } => *ino,
+        _ => None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! statements). These tests apply the same operations to two stores, as one
 //! batch and one by one, and compare every row, outcome and change.
 
+use panproto::batch::mint;
 use panproto::wire::{ChunkRef, CreateRequest, NodeKind, SetAttrRequest};
 use sqlx::Row;
 
@@ -264,4 +265,41 @@ async fn a_run_past_the_quota_or_with_a_missing_chunk_is_refused_as_alone() {
         [true, true, true, false, false, true, false, true],
         "{outcomes:?}"
     );
+}
+
+#[tokio::test]
+async fn minted_numbers_are_taken_from_the_users_own_blocks_only() {
+    let at = |n: i64, k: i64| mint(n, k).expect("a block low enough to mint from");
+    let outcomes = both_ways("SELECT 1", |root, _old, n| {
+        vec![
+            create(root, "m1", NodeKind::File, at(n, 0)),
+            create(root, "m2", NodeKind::Dir, at(n, 1)),
+            // A number minted from no block's first number, and a resend.
+            create(root, "m3", NodeKind::File, at(n + 1, 0)),
+            create(root, "m1", NodeKind::File, at(n, 0)),
+            create(at(n, 1), "inside", NodeKind::File, n),
+            content(at(n, 0), &[3], 80),
+        ]
+    })
+    .await;
+    let ok: Vec<bool> = outcomes.iter().map(|o| o.starts_with("Ok")).collect();
+    assert_eq!(ok, [true, true, false, true, true, true], "{outcomes:?}");
+    assert_eq!(
+        outcomes[3], outcomes[0],
+        "a resent create answers with its node"
+    );
+
+    // Another user may not mint from ann's block.
+    let (m, _dir, _ann, _root, _old, first) = prepared().await;
+    assert!(
+        outcomes[0].contains(&format!("ino: {}", at(first, 0))),
+        "{outcomes:?}"
+    );
+    let bob = m.create_user("bob", "h", (0, 0), 1).await.expect("bob");
+    let theirs = create(bob.root_ino, "x", NodeKind::File, at(first, 0));
+    let refused = m
+        .apply_batch(Actor::user(bob.id), &[theirs], &[90])
+        .await
+        .expect("batch");
+    assert!(format!("{refused:?}").starts_with("[Err("), "{refused:?}");
 }

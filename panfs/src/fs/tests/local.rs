@@ -37,7 +37,7 @@ fn offline_after_warming_up() -> (tempfile::TempDir, Arc<MemoryRemote>, Rig) {
     (home, server, rig)
 }
 
-fn warm_then_offline(server: &Arc<MemoryRemote>, home: &std::path::Path) -> Rig {
+pub(super) fn warm_then_offline(server: &Arc<MemoryRemote>, home: &std::path::Path) -> Rig {
     let rig = local_rig(server.clone(), home);
     rig.fs.mkdir(ROOT, "warm", 0o755, OWNER).expect("mkdir");
     rig.fs.sync_all().expect("sync");
@@ -46,7 +46,7 @@ fn warm_then_offline(server: &Arc<MemoryRemote>, home: &std::path::Path) -> Rig 
 }
 
 /// The names under `dir` on the server, sorted.
-fn server_names(server: &MemoryRemote, dir: i64) -> Vec<String> {
+pub(super) fn server_names(server: &MemoryRemote, dir: i64) -> Vec<String> {
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let mut names: Vec<String> = rt
         .block_on(server.list(dir))

@@ -4,6 +4,7 @@
 
 mod copy;
 mod feed;
+mod inos;
 mod local;
 mod read;
 

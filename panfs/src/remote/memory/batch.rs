@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use bytes::Bytes;
-use panproto::batch::{BatchOp, BatchRequest, BatchResponse, OpResult, Reserved};
+use panproto::batch::{BatchOp, BatchRequest, BatchResponse, OpResult, Reserved, minted_from};
 use panproto::wire::{
     ChangeKind, CreateRequest, ErrorBody, ErrorCode, Node, NodeKind, RenameRequest,
 };
@@ -23,7 +23,9 @@ impl MemoryRemote {
     ) -> RemoteResult<Node> {
         check_name(&req.name)?;
         let mut state = self.lock();
-        if ino.is_some_and(|i| i >= state.next_ino) {
+        // Reserved numbers are below the counter; minted ones name a block below it.
+        let handed_out = |i: i64| minted_from(i).unwrap_or(i) < state.next_ino;
+        if ino.is_some_and(|i| !handed_out(i)) {
             return Err(refused(ErrorCode::BadRequest));
         }
         // A reserved number is used once: a create that finds it taken is a

@@ -40,6 +40,7 @@ impl Write {
             .iter()
             .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?)))
             .collect::<MetaResult<Vec<(i64, i64)>>>()?;
+            // Minted numbers (rare: made offline) take the checks one by one.
             let reserved = |n: i64| ranges.iter().any(|&(f, c)| f <= n && n < f + c);
             if !s.reserved.iter().all(|&n| reserved(n)) {
                 return Ok(None);

@@ -1,10 +1,12 @@
 //! Inode numbers. Every new node takes its number from one counter
 //! (`tbl_ino_alloc`), in blocks: a server takes a block at a time for the nodes
 //! it makes, and a client reserves one for the nodes it makes before the server
-//! hears of them (`tbl_ino_range` records whose it is). A node's number is its
-//! number for good, on every mount.
+//! hears of them (`tbl_ino_range` records whose it is), or mints one from a
+//! block it reserved (`panproto::batch::mint`). A node's number is its number
+//! for good, on every mount.
 
 use async_trait::async_trait;
+use panproto::batch::minted_from;
 use panproto::wire::Node;
 use sqlx::{AssertSqlSafe, Row};
 
@@ -89,12 +91,20 @@ impl Write {
     /// once), and it answers with that node as it is now. Refuses a number
     /// that was not reserved for this user, or that another user's node holds.
     pub async fn check_reserved(&mut self, ino: i64) -> MetaResult<Option<Node>> {
-        let reserved = sqlx::query(
-            "SELECT 1 FROM tbl_ino_range WHERE user_id = ? AND first_ino <= ? AND ? < first_ino + count",
-        )
-        .bind(self.user())
-        .bind(ino)
-        .bind(ino)
+        // A minted number is the user's when the block it names is.
+        let reserved = match minted_from(ino) {
+            Some(first) => sqlx::query(
+                "SELECT 1 FROM tbl_ino_range WHERE user_id = ? AND first_ino = ?",
+            )
+            .bind(self.user())
+            .bind(first),
+            None => sqlx::query(
+                "SELECT 1 FROM tbl_ino_range WHERE user_id = ? AND first_ino <= ? AND ? < first_ino + count",
+            )
+            .bind(self.user())
+            .bind(ino)
+            .bind(ino),
+        }
         .fetch_optional(&mut *self.tx)
         .await?;
         if reserved.is_none() {
