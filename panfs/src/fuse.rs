@@ -14,12 +14,12 @@ use fuser::{
 };
 use panproto::wire::{NodeKind, RenameMode};
 
-use crate::fs::{
-    Attr, AttrChange, Fallocate, FsError, KernelCache, Owner, PageCache, PanFs, StatFs,
-};
+use crate::backing::Backings;
+use crate::fs::{Attr, AttrChange, Fallocate, FsError, KernelCache, Owner, PanFs, StatFs};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
+    pub backings: Backings,
 }
 
 /// The kernel's caches through fuser's notifier. A notification about something
@@ -156,6 +156,14 @@ impl Filesystem for FuseAdapter {
         {
             tracing::info!("the kernel has no readdirplus: listings take a lookup per entry");
         }
+        // Passthrough backing files may sit on a stacked file system (an
+        // overlay): two levels, the most the kernel allows.
+        let passthrough = config
+            .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+            .is_ok()
+            && config.set_max_stack_depth(2).is_ok();
+        self.fs
+            .set_passthrough(passthrough, "the kernel has no FUSE passthrough");
         Ok(())
     }
 
@@ -302,14 +310,7 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
-            Ok((fh, pages)) => {
-                let flags = match pages {
-                    PageCache::Keep => FopenFlags::FOPEN_KEEP_CACHE,
-                    PageCache::Drop => FopenFlags::empty(),
-                    PageCache::Bypass => FopenFlags::FOPEN_DIRECT_IO,
-                };
-                reply.opened(FileHandle(fh), flags)
-            }
+            Ok((fh, io)) => self.backings.reply_open(&self.fs, ino.0, fh, io, reply),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -370,6 +371,7 @@ impl Filesystem for FuseAdapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.backings.release(fh.0);
         self.fs.release(fh.0);
         reply.ok();
     }
@@ -584,13 +586,12 @@ impl Filesystem for FuseAdapter {
             .fs
             .create(parent.0, name, mode & !umask, owner(req), flags)
         {
-            Ok((a, fh)) => reply.created(
-                &self.fs.ttls_for(&a).1,
-                &file_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((a, fh, io)) => {
+                let ttl = self.fs.ttls_for(&a).1;
+                let attr = file_attr(&a);
+                self.backings
+                    .reply_create(&self.fs, (&ttl, &attr), fh, io, reply)
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

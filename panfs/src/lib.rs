@@ -1,5 +1,6 @@
 //! panfs: mounts one pan account's drive with FUSE.
 
+pub mod backing;
 pub mod cache;
 pub mod config;
 pub mod fs;

@@ -94,6 +94,11 @@ struct MountArgs {
     /// call and on close
     #[arg(long, value_enum, env = "PAN_SYNC_MODE", default_value_t = SyncMode::Local)]
     sync_mode: SyncMode,
+    /// FUSE passthrough: `on` (the default) lets the kernel read and write a
+    /// file wholly on local disk directly, where the kernel can (Linux 6.9
+    /// and later, as root); `off` sends every read and write through panfs
+    #[arg(long, value_enum, env = "PAN_PASSTHROUGH", default_value_t = Switch::On)]
+    passthrough: Switch,
     /// Seconds to wait for the server before failing an operation with EIO
     #[arg(long, default_value_t = 30)]
     timeout: u64,
@@ -103,6 +108,12 @@ struct MountArgs {
     /// Allow plain HTTP to a host other than this machine
     #[arg(long)]
     insecure_http: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -239,6 +250,12 @@ async fn status() -> anyhow::Result<()> {
              replica: {nodes} nodes, {names} names, {dirs} complete directories",
             r.feed.applied, r.feed.restarts,
         );
+        if !r.passthrough.is_empty() {
+            println!(
+                "  passthrough: {}; {} handles opened with it",
+                r.passthrough, r.passthrough_opens
+            );
+        }
         if let Some(sync) = &r.sync {
             let when = sync
                 .last_sync
@@ -364,6 +381,7 @@ fn main() -> anyhow::Result<()> {
                 fallback_ttl: Duration::from_secs_f64(args.fallback_ttl.max(0.0)),
                 writeback: args.writeback,
                 local_first: args.sync_mode == SyncMode::Local,
+                passthrough: args.passthrough == Switch::On,
                 timeout: Duration::from_secs(args.timeout.max(1)),
                 threads: args.threads,
             };

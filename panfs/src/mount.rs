@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use fuser::{Config, MountOption, SessionACL};
 use serde::{Deserialize, Serialize};
 
+use crate::backing::Backings;
 use crate::config::{Login, cache_root, state_root};
 use crate::fs::{FeedStatus, FsOptions, PanFs};
 use crate::fuse::{FuseAdapter, Notifications};
@@ -32,6 +33,7 @@ pub struct MountOptions {
     pub writeback: bool,
     /// Journal namespace changes and sync them in batches (else strict).
     pub local_first: bool,
+    pub passthrough: bool,
     pub timeout: Duration,
     pub threads: usize,
 }
@@ -74,6 +76,11 @@ pub struct MountRecord {
     /// The syncer, in local-first mode.
     #[serde(default)]
     pub sync: Option<SyncStatus>,
+    /// FUSE passthrough: on, or off and why; and the handles opened with it.
+    #[serde(default)]
+    pub passthrough: String,
+    #[serde(default)]
+    pub passthrough_opens: u64,
 }
 
 fn records_dir() -> PathBuf {
@@ -198,6 +205,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
             // Blocks fetched ahead wait in the memory cache: a window wider
             // than half of it would evict them before the reader gets there.
             readahead_max: READAHEAD_MAX.min(opts.memory_cache / 2),
+            passthrough: opts.passthrough,
             // SAFETY: getuid/getgid cannot fail.
             uid: unsafe { libc::getuid() },
             gid: unsafe { libc::getgid() },
@@ -226,7 +234,10 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         config.acl = SessionACL::All;
     }
     config.n_threads = Some(opts.threads.max(1));
-    let adapter = FuseAdapter { fs: fs.clone() };
+    let adapter = FuseAdapter {
+        fs: fs.clone(),
+        backings: Backings::default(),
+    };
     let session = fuser::Session::new(adapter, &mountpoint, &config)
         .with_context(|| format!("mounting at {}", mountpoint.display()))?;
     fs.set_kernel(Arc::new(Notifications(session.notifier())));
@@ -294,6 +305,8 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 record.bytes_fetched = fs.stats.bytes_fetched.load(Ordering::Relaxed);
                 record.feed = fs.feed_status();
                 record.sync = fs.sync_status();
+                record.passthrough = fs.passthrough.describe();
+                record.passthrough_opens = fs.passthrough.opens.load(Ordering::Relaxed);
                 write_record(&record);
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,

@@ -130,6 +130,25 @@ impl DiskCache {
         true
     }
 
+    /// Moves the whole cached copy of `content` (`size` bytes) out to `to`,
+    /// for a file that becomes a working copy again: false when the cache
+    /// holds no whole copy of it (or it could not be moved).
+    pub fn take_whole(&self, content: &str, size: u64, to: &Path) -> bool {
+        let key = (content.to_string(), WHOLE);
+        let Ok(mut index) = self.index.lock() else {
+            return false;
+        };
+        if index.0.peek(&key) != Some(&size) {
+            return false;
+        }
+        if std::fs::rename(self.dir.join(file_name(&key)), to).is_err() {
+            return false;
+        }
+        index.0.pop(&key);
+        index.1 -= size;
+        true
+    }
+
     /// Keeps a block; failures (a full disk) only mean it is not cached.
     pub fn put(&self, key: &BlockKey, data: &[u8]) {
         if self.limit == 0 || data.len() as u64 > self.limit {

@@ -50,6 +50,9 @@ pub struct Shadow {
     /// nothing changed since (a close after the write that journaled the
     /// copy) costs nothing, and a copy never journaled has no record to remove.
     saved: Option<u64>,
+    /// The local file's mtime at panfs's last look while the kernel wrote it
+    /// directly (passthrough): a later one is a write's.
+    direct_mtime: Option<i64>,
     file: File,
     data_path: PathBuf,
     record_path: PathBuf,
@@ -108,10 +111,55 @@ impl Shadow {
             },
             generation: 0,
             saved: None,
+            direct_mtime: None,
             file,
             data_path,
             record_path,
         })
+    }
+
+    /// A clean working copy of a whole content, moved in from the disk cache
+    /// by `take` (which returns false when it could not): every byte
+    /// present, nothing dirty. Its base chunk list is left empty, so an
+    /// upload after a change chunks the whole file anew (the server still
+    /// has the unchanged chunks, which are not sent).
+    pub fn from_whole(
+        dir: &Path,
+        ino: i64,
+        content: String,
+        size: u64,
+        mtime: i64,
+        take: impl FnOnce(&Path) -> bool,
+    ) -> std::io::Result<Option<Self>> {
+        let (data_path, record_path) = Self::paths(dir, ino);
+        std::fs::create_dir_all(dir)?;
+        if !take(&data_path) {
+            return Ok(None);
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&data_path)?;
+        let mut present = RangeSet::default();
+        present.insert(0, size);
+        Ok(Some(Self {
+            record: ShadowRecord {
+                ino,
+                base: Some(content),
+                base_chunks: Vec::new(),
+                size,
+                present,
+                dirty: RangeSet::default(),
+                cut: None,
+                zeros: RangeSet::default(),
+                mtime,
+                ctime: mtime,
+                place: None,
+            },
+            generation: 0,
+            saved: None,
+            direct_mtime: None,
+            file,
+            data_path,
+            record_path,
+        }))
     }
 
     /// Reopens a journaled working copy.
@@ -124,6 +172,7 @@ impl Shadow {
             record,
             generation: 0,
             saved: Some(0),
+            direct_mtime: None,
             file,
             data_path,
             record_path,
@@ -246,6 +295,51 @@ impl Shadow {
         Ok(())
     }
 
+    /// Whether every byte of the file is in the copy: the kernel may then
+    /// read and write it directly (FUSE passthrough).
+    pub fn is_complete(&self) -> bool {
+        self.record.present.gaps(0, self.record.size).is_empty()
+    }
+
+    /// The kernel may have written the copy directly (FUSE passthrough):
+    /// its size is the file's, any byte may have changed (a write within one
+    /// clock tick leaves the mtime alone, so nothing tells), and the holes of
+    /// the local file are its zeros. The mtime moves when the local file's
+    /// did since the last look, so an mtime set explicitly (utimes) stays.
+    pub fn took_direct_writes(&mut self, now: i64) -> std::io::Result<()> {
+        let meta = self.file.metadata()?;
+        let size = meta.len();
+        let mtime = meta.modified().map_or(0, |t| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64)
+        });
+        let written = self.direct_mtime.is_some_and(|seen| seen != mtime);
+        if written {
+            self.record.mtime = mtime;
+        }
+        if written || size != self.record.size {
+            self.touch(now);
+        }
+        self.direct_mtime = Some(mtime);
+        if size < self.record.size {
+            self.record.cut = Some(self.record.cut.map_or(size, |c| c.min(size)));
+        }
+        self.record.size = size;
+        self.record.present = RangeSet::default();
+        self.record.present.insert(0, size);
+        self.record.dirty = self.record.present.clone();
+        self.record.zeros = holes(&self.file, size)?;
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// The local file itself, for the kernel to read and write directly, and
+    /// its identity (the same copy has the same number for as long as it lives).
+    pub fn backing(&self) -> std::io::Result<(File, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        Ok((self.file.try_clone()?, self.file.metadata()?.ino()))
+    }
+
     pub fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.file.read_exact_at(buf, offset)
     }
@@ -351,6 +445,34 @@ impl Shadow {
 
 /// Deallocates [start, end) of a local file, which then reads as zeros. A file
 /// system that cannot punch holes gets zeros written instead.
+/// The holes of `file` below `size`: they read as zeros, and go up as holes.
+fn holes(file: &File, size: u64) -> std::io::Result<RangeSet> {
+    use std::os::fd::AsRawFd;
+    // The offset lseek moves is never used: the copy is read and written at
+    // explicit offsets only.
+    let seek = |from: u64, whence: i32| -> std::io::Result<u64> {
+        // SAFETY: lseek on a descriptor this file owns; it moves no data.
+        let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, whence) };
+        match at {
+            at if at >= 0 => Ok((at as u64).min(size)),
+            // No data after `from`: the rest is a hole.
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) => Ok(size),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    };
+    let mut holes = RangeSet::default();
+    let mut at = 0;
+    while at < size {
+        let data = seek(at, libc::SEEK_DATA)?;
+        holes.insert(at, data);
+        if data >= size {
+            break;
+        }
+        at = seek(data, libc::SEEK_HOLE)?;
+    }
+    Ok(holes)
+}
+
 fn punch_hole(file: &File, start: u64, end: u64) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;

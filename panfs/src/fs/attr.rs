@@ -98,7 +98,14 @@ impl PanFs {
         };
         // While a working copy exists it is the truth (it may hold unsent writes).
         // Its lock is only ever held briefly, never across a request.
-        let read_version = match &lock(&file.state).body {
+        let mut f = lock(&file.state);
+        if let Err(e) = f.see_direct_writes() {
+            tracing::warn!(
+                error = e.chain(),
+                "a stat could not take in passthrough writes"
+            );
+        }
+        let read_version = match &f.body {
             Body::Local { shadow, .. } => {
                 attr.size = shadow.size();
                 attr.mtime = to_time(shadow.record.mtime);

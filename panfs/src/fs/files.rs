@@ -12,6 +12,7 @@ use panproto::wire::{Node, NodeKind};
 
 use super::attr::now_ns;
 use super::fetch::Window;
+use super::passthrough::{HandleIo, Io, Opens};
 use super::{FsError, FsResult, PanFs, lock};
 use crate::cache::shadow::Shadow;
 
@@ -68,6 +69,8 @@ pub(super) struct FileState {
     pub body: Body,
     pub life: Life,
     pub upload: Upload,
+    /// The handles, by how the kernel does their I/O (see `passthrough`).
+    pub opens: Opens,
 }
 
 /// A file that is open, or still has writes to send.
@@ -95,6 +98,7 @@ impl OpenFile {
                 body,
                 life: Life::Linked,
                 upload: Upload::Idle,
+                opens: Opens::default(),
             }),
             upload_done: Condvar::new(),
             no_inline: AtomicBool::new(false),
@@ -129,6 +133,8 @@ pub(super) struct Handle {
     pub file: Arc<OpenFile>,
     /// The readahead window of this handle's reader.
     pub readahead: Mutex<Window>,
+    /// How the kernel does this handle's I/O.
+    pub io: Mutex<HandleIo>,
 }
 
 /// Whether open flags let the handle write.
@@ -137,11 +143,20 @@ fn writes(flags: i32) -> bool {
 }
 
 impl PanFs {
-    pub(super) fn open_node(&self, node: &Node, flags: i32) -> FsResult<u64> {
+    /// Opens a file node: its handle, and how the kernel does the handle's
+    /// I/O (`pages`: what it may do with its cached pages if through them).
+    pub(super) fn open_node(
+        &self,
+        node: &Node,
+        flags: i32,
+        pages: PageCache,
+    ) -> FsResult<(u64, Io)> {
         if node.kind == NodeKind::Dir {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
         let writes = writes(flags);
+        // Looked up before the file's lock (the tables' lock is taken first).
+        let place = self.place_of(node.ino);
         let file = {
             let mut t = lock(&self.tables);
             // A working copy retired since `node` was read (its commit went to
@@ -168,16 +183,21 @@ impl PanFs {
             }
             file
         };
-        {
+        let (io, kernel_io) = {
             // Close-to-open: a file with no unsent writes here takes the server's
             // current version, unless this mount committed after that node was read.
             let mut f = lock(&file.state);
-            let synced = match &f.body {
-                Body::Local { synced_ctime, .. } => *synced_ctime,
-                Body::Remote { .. } => 0,
+            let (synced, same) = match &f.body {
+                Body::Local {
+                    synced_ctime,
+                    shadow,
+                } => (*synced_ctime, shadow.record.base == node.content),
+                Body::Remote { .. } => (0, false),
             };
             let settled = f.life == Life::Linked && f.upload == Upload::Idle && !f.body.is_dirty();
-            if settled && node.ctime >= synced {
+            // Passthrough handles read the copy: one that is that version stays.
+            let shared = same && f.opens.is_passthrough();
+            if settled && node.ctime >= synced && !shared {
                 let current = Body::Remote {
                     content: node.content.clone(),
                     size: node.size as u64,
@@ -186,7 +206,13 @@ impl PanFs {
                     shadow.retire(&self.disk);
                 }
             }
-        }
+            let picked = self.pick_io(node, &mut f, writes, pages, place);
+            if picked.is_err() {
+                drop(f);
+                self.open_failed(node.ino, &file, writes);
+            }
+            picked?
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         let handle = Handle {
             ino: node.ino,
@@ -194,14 +220,25 @@ impl PanFs {
             writes,
             file,
             readahead: Mutex::default(),
+            io: Mutex::new(io),
         };
         lock(&self.tables).handles.insert(fh, Arc::new(handle));
-        Ok(fh)
+        Ok((fh, kernel_io))
     }
 
-    /// Opens a file: its handle, and what the kernel may do with the pages it
-    /// cached of it (see `PageCache`).
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, PageCache)> {
+    /// Undoes an open's counts when it fails after them.
+    fn open_failed(&self, ino: i64, file: &Arc<OpenFile>, writes: bool) {
+        if writes {
+            file.writers.fetch_sub(1, Ordering::SeqCst);
+        }
+        if file.opens.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.retire_if_idle(ino, file);
+        }
+    }
+
+    /// Opens a file: its handle, and how the kernel does its I/O (see
+    /// `PageCache` and `passthrough`).
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<(u64, Io)> {
         let ino = self.to_server(ino);
         let (known, changed_while_open) = {
             let t = lock(&self.tables);
@@ -223,7 +260,7 @@ impl PanFs {
         } else {
             PageCache::Drop
         };
-        Ok((self.open_node(&node, flags)?, pages))
+        self.open_node(&node, flags, pages)
     }
 
     pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {
@@ -243,9 +280,13 @@ impl PanFs {
         change: impl FnOnce(&mut Shadow) -> FsResult<T>,
     ) -> FsResult<T> {
         loop {
-            let (content, size) = match &mut lock(&file.state).body {
-                Body::Local { shadow, .. } => return change(shadow),
-                Body::Remote { content, size } => (content.clone(), *size),
+            let (content, size) = {
+                let mut f = lock(&file.state);
+                f.see_direct_writes()?;
+                match &mut f.body {
+                    Body::Local { shadow, .. } => return change(shadow),
+                    Body::Remote { content, size } => (content.clone(), *size),
+                }
             };
             let chunks = match &content {
                 Some(_) => self.block_on(self.remote.manifest(ino))?.chunks,
@@ -273,6 +314,13 @@ impl PanFs {
         let Some(handle) = lock(&self.tables).handles.remove(&fh) else {
             return;
         };
+        let io = *lock(&handle.io);
+        if self.io_released(&mut lock(&handle.file.state), io, handle.writes) {
+            // It wrote past the pages the kernel may hold from earlier handles.
+            if let Some(kernel) = self.kernel.get() {
+                kernel.forget_data(self.to_fuse(handle.ino));
+            }
+        }
         let last_writer = handle.writes && handle.file.writers.fetch_sub(1, Ordering::SeqCst) == 1;
         let last = handle.file.opens.fetch_sub(1, Ordering::SeqCst) == 1;
         if last {

@@ -32,6 +32,7 @@ mod follow;
 mod inline;
 mod local;
 mod names;
+mod passthrough;
 mod read;
 mod sync;
 #[cfg(test)]
@@ -45,6 +46,7 @@ pub use attr::{Attr, from_time};
 pub use error::{FsError, FsResult};
 pub use follow::{FeedStatus, KernelCache};
 pub use names::AttrChange;
+pub use passthrough::{Io, PassthroughStatus};
 
 pub use files::PageCache;
 use files::{Handle as FileHandle, OpenFile};
@@ -76,6 +78,8 @@ pub struct FsOptions {
     pub disk_cache_bytes: u64,
     /// The widest readahead window of a sequential reader, in bytes.
     pub readahead_max: u64,
+    /// FUSE passthrough for files wholly on local disk, where the kernel can.
+    pub passthrough: bool,
     /// The mounting user, shown as the owner of the root.
     pub uid: u32,
     pub gid: u32,
@@ -124,6 +128,7 @@ pub struct PanFs {
     readahead_budget: Arc<tokio::sync::Semaphore>,
     next_fh: AtomicU64,
     pub stats: Arc<TransferStats>,
+    pub passthrough: PassthroughStatus,
     /// Files for the write-back worker: a thread of its own, which waits
     /// on this queue without the runtime (so it ends quietly as it shuts down).
     writeback_tx: std::sync::mpsc::Sender<i64>,
@@ -201,6 +206,7 @@ impl PanFs {
             }),
             next_fh: AtomicU64::new(1),
             stats: Arc::default(),
+            passthrough: PassthroughStatus::default(),
             writeback_tx: tx,
             writeback_rx: Mutex::new(Some(rx)),
             retries: Mutex::default(),

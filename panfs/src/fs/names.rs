@@ -9,7 +9,8 @@ use panproto::batch::BatchOp;
 use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode, RenameRequest, SetAttrRequest};
 
 use super::attr::{from_time, now_ns};
-use super::files::{Body, Life};
+use super::files::{Body, Life, PageCache};
+use super::passthrough::Io;
 use super::{Attr, FsError, FsResult, Owner, PanFs, StatFs, check_name, lock, mknod_kind};
 use crate::replica::{Lookup, Ticket};
 
@@ -234,11 +235,11 @@ impl PanFs {
         mode: u32,
         owner: Owner,
         flags: i32,
-    ) -> FsResult<(Attr, u64)> {
+    ) -> FsResult<(Attr, u64, Io)> {
         let req = owner.request(name, NodeKind::File, mode, None);
         let node = self.make(self.to_server(parent), req)?;
-        let fh = self.open_node(&node, flags)?;
-        Ok((self.attr_of(&node), fh))
+        let (fh, io) = self.open_node(&node, flags, PageCache::Drop)?;
+        Ok((self.attr_of(&node), fh, io))
     }
 
     pub fn link(&self, ino: u64, parent: u64, name: &str) -> FsResult<Attr> {

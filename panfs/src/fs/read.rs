@@ -15,7 +15,8 @@ impl PanFs {
         let ino = handle.ino;
         loop {
             let (base, gaps, end) = {
-                let f = lock(&handle.file.state);
+                let mut f = lock(&handle.file.state);
+                f.see_direct_writes()?;
                 let file_size = f.body.size();
                 if offset >= file_size {
                     return Ok(Bytes::new());

@@ -16,7 +16,7 @@ fn source_and_empty_copy(r: &Rig) -> (u64, i64, u64, Vec<u8>) {
     let data = noise(SIZE, 7);
     let (_, src) = written(&r.fs, "src", &data);
     r.fs.fsync(src).expect("fsync");
-    let (attr, dst) = r.fs.create(ROOT, "dst", 0o644, OWNER, 0).expect("create");
+    let (attr, dst, _) = r.fs.create(ROOT, "dst", 0o644, OWNER, 0).expect("create");
     (src, attr.ino as i64, dst, data)
 }
 
@@ -73,7 +73,7 @@ fn ranges_and_offline_copies_are_made_here() {
     assert!(read_all(&r, dst) == want, "the range reads other bytes");
 
     r.faults.set_offline(true);
-    let (attr, offline) =
+    let (attr, offline, _) =
         r.fs.create(ROOT, "offline", 0o644, OWNER, 0)
             .expect("create");
     let mut at = 0;

@@ -264,8 +264,11 @@ fn the_kernel_keeps_pages_only_while_the_feed_tells_it_of_changes() {
     let home = tempfile::tempdir().expect("home");
     let server = Arc::new(MemoryRemote::default());
     let open = |fs: &PanFs, ino| {
-        let (fh, pages) = fs.open(ino, libc::O_RDONLY).expect("open");
+        let (fh, io) = fs.open(ino, libc::O_RDONLY).expect("open");
         fs.release(fh);
+        let crate::fs::Io::Cached(pages) = io else {
+            panic!("passthrough is off in these tests");
+        };
         pages
     };
     let local = super::local::local_rig(server.clone(), &home.path().join("local"));

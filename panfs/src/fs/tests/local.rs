@@ -62,13 +62,13 @@ pub(super) fn server_names(server: &MemoryRemote, dir: i64) -> Vec<String> {
 fn make_tree(fs: &PanFs) -> u64 {
     let d = fs.mkdir(ROOT, "d", 0o755, OWNER).expect("mkdir").ino;
     for name in ["a", "b"] {
-        let (_, fh) = fs.create(d, name, 0o644, OWNER, 0).expect("create");
+        let (_, fh, _) = fs.create(d, name, 0o644, OWNER, 0).expect("create");
         fs.release(fh);
     }
     fs.rename(d, "a", d, "c", RenameMode::Replace)
         .expect("rename");
     fs.unlink(d, "b", false).expect("unlink");
-    let (_, fh) = fs.create(ROOT, "f", 0o644, OWNER, 0).expect("create f");
+    let (_, fh, _) = fs.create(ROOT, "f", 0o644, OWNER, 0).expect("create f");
     fs.write(fh, 0, b"local first").expect("write");
     fs.release(fh);
     d
@@ -83,7 +83,7 @@ fn changes_apply_at_once_and_reach_the_server_in_batches() {
     let d = rig.fs.mkdir(ROOT, "d", 0o755, OWNER).expect("mkdir").ino;
     rig.faults.set_offline(true);
     for name in ["a", "b"] {
-        let (_, fh) = rig
+        let (_, fh, _) = rig
             .fs
             .create(d, name, 0o644, OWNER, 0)
             .expect("create offline");
@@ -231,7 +231,7 @@ fn small_files_go_to_the_server_inside_the_batches() {
     let mut files = Vec::new();
     for i in 0..50u32 {
         let data = format!("small file {i}").repeat(i as usize + 1);
-        let (attr, fh) = rig
+        let (attr, fh, _) = rig
             .fs
             .create(ROOT, &format!("f{i}"), 0o644, OWNER, 0)
             .expect("create");
@@ -265,7 +265,7 @@ fn what_was_made_in_a_directory_removed_elsewhere_is_kept() {
     rig.faults.set_offline(true);
     let sub = rig.fs.mkdir(d, "sub", 0o755, OWNER).expect("mkdir").ino;
     for (dir, name, data) in [(d, "top.txt", &b"top"[..]), (sub, "deep.txt", b"deep")] {
-        let (_, fh) = rig.fs.create(dir, name, 0o644, OWNER, 0).expect("create");
+        let (_, fh, _) = rig.fs.create(dir, name, 0o644, OWNER, 0).expect("create");
         rig.fs.write(fh, 0, data).expect("write");
         rig.fs.release(fh);
     }
@@ -314,7 +314,7 @@ fn files_made_and_removed_before_a_sync_are_never_sent() {
     let sent_before = rig.fs.sync_status().expect("status").ops_sent;
     for i in 0..20 {
         let name = format!("tmp{i}");
-        let (_, fh) = rig.fs.create(ROOT, &name, 0o644, OWNER, 0).expect("create");
+        let (_, fh, _) = rig.fs.create(ROOT, &name, 0o644, OWNER, 0).expect("create");
         rig.fs.write(fh, 0, b"scratch").expect("write");
         rig.fs.release(fh);
         rig.fs.unlink(ROOT, &name, false).expect("unlink");
@@ -346,7 +346,7 @@ fn offline_work_is_bounded_by_the_cache_size() {
     rig.fs.mkdir(ROOT, "warm", 0o755, OWNER).expect("mkdir");
     rig.fs.sync_all().expect("sync");
     rig.faults.set_offline(true);
-    let (_, fh) = rig.fs.create(ROOT, "big", 0o644, OWNER, 0).expect("create");
+    let (_, fh, _) = rig.fs.create(ROOT, "big", 0o644, OWNER, 0).expect("create");
     wait_until("the syncer to find the server gone", || {
         !rig.fs.sync_status().expect("status").online
     });
@@ -370,7 +370,7 @@ fn offline_work_is_bounded_by_the_cache_size() {
         .expect("a removal still works");
     rig.faults.set_offline(false);
     rig.fs.sync_all().expect("sync once the server is back");
-    let (_, fh) = rig
+    let (_, fh, _) = rig
         .fs
         .create(ROOT, "after", 0o644, OWNER, 0)
         .expect("create");

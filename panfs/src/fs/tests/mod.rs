@@ -44,6 +44,7 @@ fn options(cache: &Path, state: &Path, writeback: bool) -> FsOptions {
         memory_cache_bytes: 8 << 20,
         disk_cache_bytes: 64 << 20,
         readahead_max: 2 << 20,
+        passthrough: true,
         uid: 0,
         gid: 0,
     }
@@ -73,7 +74,7 @@ fn rig_with(server: Arc<MemoryRemote>, opts: FsOptions) -> Rig {
 
 /// Creates `name` in the root with `data` written, still open: (ino, fh).
 fn written(fs: &PanFs, name: &str, data: &[u8]) -> (u64, u64) {
-    let (attr, fh) = fs.create(ROOT, name, 0o644, OWNER, 0).expect("create");
+    let (attr, fh, _) = fs.create(ROOT, name, 0o644, OWNER, 0).expect("create");
     assert_eq!(fs.write(fh, 0, data).expect("write") as usize, data.len());
     (attr.ino, fh)
 }

@@ -1,0 +1,103 @@
+//! FUSE passthrough, end to end: files wholly on local disk are read and
+//! written by the kernel directly, and what it writes still reaches the
+//! server. Every test runs twice: with passthrough on (and asserts that it
+//! was used) and forced off (`--passthrough off`), where the same bytes must
+//! come out of panfs's own read and write path.
+
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use pantests::{Mount, Server, sha256_file, wait_until, write_noise_file};
+
+const STRICT: &[&str] = &["--sync-mode", "strict"];
+
+/// Passthrough handles the mount opened, once its record caught up.
+fn passthrough_opens(m: &Mount) -> u64 {
+    std::thread::sleep(Duration::from_millis(1500));
+    m.record()["passthrough_opens"].as_u64().unwrap_or(0)
+}
+
+fn mount(server: &Server, passthrough: bool) -> Mount {
+    let switch = if passthrough { "on" } else { "off" };
+    Mount::with_args(
+        server,
+        "alice",
+        &["--passthrough", switch, "--timeout", "20"],
+    )
+}
+
+/// What the mount says of passthrough, and whether it was used as asked.
+fn assert_used(m: &Mount, passthrough: bool, since: u64) -> u64 {
+    let opens = passthrough_opens(m);
+    let said = m.record()["passthrough"].as_str().unwrap_or("").to_string();
+    if passthrough {
+        assert_eq!(said, "on", "{}", m.log_tail(30));
+        assert!(opens > since, "no handle was opened with passthrough");
+    } else {
+        assert_eq!(said, "off (--passthrough off)");
+        assert_eq!(opens, 0);
+    }
+    opens
+}
+
+fn written_here_reads_back_everywhere(passthrough: bool) {
+    let server = Server::start();
+    let mut m = mount(&server, passthrough);
+    let src = tempfile::tempdir().expect("tempdir");
+    let data = src.path().join("data");
+    let hash = write_noise_file(&data, 7, (5 << 20) + 123);
+    m.sh(&format!("cp {} data", data.display()));
+    assert_eq!(sha256_file(&m.p("data")), hash);
+    assert_used(&m, passthrough, 0);
+
+    // A reader holding the file open sees what another handle appends, and
+    // stat sees the new size.
+    let reader = std::fs::File::open(m.p("data")).expect("open for reading");
+    m.sh("printf more >> data");
+    let mut tail = [0u8; 4];
+    reader
+        .read_exact_at(&mut tail, (5 << 20) + 123)
+        .expect("read the appended bytes");
+    assert_eq!(&tail, b"more");
+    let size = std::fs::metadata(m.p("data")).expect("stat").len();
+    assert_eq!(size, (5 << 20) + 127);
+    drop(reader);
+    let appended = sha256_file(&m.p("data"));
+
+    // Another mount reads from the server what this one wrote.
+    m.sync();
+    let other = Mount::with_args(&server, "alice", STRICT);
+    assert_eq!(sha256_file(&other.p("data")), appended);
+
+    // After a remount the file is read from local disk, with nothing fetched.
+    m.umount();
+    m.mount();
+    assert_eq!(sha256_file(&m.p("data")), appended);
+    assert_eq!(m.bytes_fetched(), 0, "read again from the server");
+    let opened = assert_used(&m, passthrough, 0);
+
+    // A write in the middle, then fsync: the other mount sees it.
+    m.sh("printf CHANGED | dd of=data bs=1 seek=1000 conv=notrunc,fsync status=none");
+    wait_until(
+        "the other mount to see the change",
+        Duration::from_secs(20),
+        || {
+            let mut got = [0u8; 7];
+            std::fs::File::open(other.p("data"))
+                .and_then(|f| f.read_exact_at(&mut got, 1000))
+                .is_ok_and(|()| &got == b"CHANGED")
+        },
+    );
+    assert_eq!(sha256_file(&other.p("data")), sha256_file(&m.p("data")));
+    assert_used(&m, passthrough, opened);
+}
+
+#[test]
+fn a_file_written_with_passthrough_reads_back_everywhere() {
+    written_here_reads_back_everywhere(true);
+}
+
+#[test]
+fn a_file_written_without_passthrough_reads_back_everywhere() {
+    written_here_reads_back_everywhere(false);
+}
