@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use panproto::wire::Node;
 
 use super::attr::now_ns;
-use super::files::{Body, FileState, PageCache};
+use super::files::{Body, FileState, Life, PageCache};
 use super::{FsError, FsResult, PanFs};
 use crate::cache::shadow::Shadow;
 
@@ -200,7 +200,16 @@ impl PanFs {
             HandleIo::Direct => {}
             HandleIo::Passthrough => {
                 if writes {
-                    if let Err(e) = f.see_direct_writes() {
+                    // Journaled as it is at its close, as a write through panfs
+                    // journals the copy: a restarted panfs sends it.
+                    let linked = f.life == Life::Linked;
+                    let journaled = f.see_direct_writes().and_then(|()| match &mut f.body {
+                        Body::Local { shadow, .. } if linked => shadow
+                            .save(self.copies_synced())
+                            .map_err(|e| FsError::local("journaling a passthrough write", e)),
+                        _ => Ok(()),
+                    });
+                    if let Err(e) = journaled {
                         tracing::error!(
                             error = e.chain(),
                             "could not take in a passthrough handle's writes"

@@ -81,7 +81,9 @@ impl PanFs {
         if !self.opts.writeback {
             return self.sync_file(handle.ino, &handle.file, SendWhen::Now);
         }
-        if let Body::Local { shadow, .. } = &mut lock(&handle.file.state).body {
+        let mut f = lock(&handle.file.state);
+        f.see_direct_writes()?;
+        if let Body::Local { shadow, .. } = &mut f.body {
             shadow
                 .save(self.copies_synced())
                 .map_err(|e| FsError::local("journaling", e))?;
