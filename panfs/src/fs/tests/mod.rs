@@ -6,6 +6,7 @@ mod copy;
 mod feed;
 mod inos;
 mod local;
+mod passthrough;
 mod read;
 
 use std::path::Path;
