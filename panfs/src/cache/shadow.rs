@@ -324,12 +324,23 @@ impl Shadow {
         if size < self.record.size {
             self.record.cut = Some(self.record.cut.map_or(size, |c| c.min(size)));
         }
+        let mut whole = RangeSet::default();
+        whole.insert(0, size);
+        let zeros = holes(&self.file, size)?;
+        // A look that finds the record as it was (a close after a flush)
+        // leaves the generation, so the record is not written again.
+        let changed = written
+            || size != self.record.size
+            || self.record.dirty != whole
+            || self.record.present != whole
+            || self.record.zeros != zeros;
         self.record.size = size;
-        self.record.present = RangeSet::default();
-        self.record.present.insert(0, size);
-        self.record.dirty = self.record.present.clone();
-        self.record.zeros = holes(&self.file, size)?;
-        self.generation += 1;
+        self.record.present = whole.clone();
+        self.record.dirty = whole;
+        self.record.zeros = zeros;
+        if changed {
+            self.generation += 1;
+        }
         Ok(())
     }
 

@@ -112,7 +112,7 @@ impl PanFs {
                 size: node.size as u64,
             };
             if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, copy) {
-                shadow.retire(&self.disk);
+                shadow.retire(&self.fetcher.disk);
             }
         }
         drop(f);

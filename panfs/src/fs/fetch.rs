@@ -84,20 +84,10 @@ pub(super) struct Fetcher {
 }
 
 impl PanFs {
-    pub(super) fn fetcher(&self) -> Fetcher {
-        Fetcher {
-            remote: self.remote.clone(),
-            blocks: self.blocks.clone(),
-            disk: self.disk.clone(),
-            budget: self.readahead_budget.clone(),
-            stats: self.stats.clone(),
-        }
-    }
-
     /// Fetches [from, to) of `content` in the background, a run per request,
     /// skipping blocks cached or being fetched.
     pub(super) fn read_ahead(&self, ino: i64, content: &str, from: u64, to: u64) {
-        let fetcher = self.fetcher();
+        let fetcher = &self.fetcher;
         let (first, last) = (from / BLOCK, to.div_ceil(BLOCK));
         // What is on local disk (a file written here, blocks read before) is
         // read from there when the reader gets to it, never fetched again.

@@ -203,7 +203,7 @@ impl PanFs {
                     size: node.size as u64,
                 };
                 if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, current) {
-                    shadow.retire(&self.disk);
+                    shadow.retire(&self.fetcher.disk);
                 }
             }
             let picked = self.pick_io(node, &mut f, writes, pages, place);
@@ -357,7 +357,7 @@ impl PanFs {
             return;
         }
         if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, Body::empty()) {
-            shadow.retire(&self.disk);
+            shadow.retire(&self.fetcher.disk);
         }
         drop(f);
         if t.files

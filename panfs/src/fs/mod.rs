@@ -122,10 +122,8 @@ pub struct PanFs {
     root: i64,
     opts: FsOptions,
     tables: Mutex<Tables>,
-    blocks: Arc<BlockCache>,
-    disk: Arc<DiskCache>,
-    /// Readahead bytes in flight for all readers, in blocks.
-    readahead_budget: Arc<tokio::sync::Semaphore>,
+    /// The block caches and the readahead budget, for the read path.
+    fetcher: fetch::Fetcher,
     next_fh: AtomicU64,
     pub stats: Arc<TransferStats>,
     pub passthrough: PassthroughStatus,
@@ -187,15 +185,21 @@ impl PanFs {
         } else {
             None
         };
+        let stats: Arc<TransferStats> = Arc::default();
+        let fetcher = fetch::Fetcher {
+            remote: remote.clone(),
+            blocks: Arc::new(BlockCache::new(opts.memory_cache_bytes)),
+            disk: Arc::new(disk),
+            budget: Arc::new(tokio::sync::Semaphore::new(
+                (fetch::IN_FLIGHT_MAX / crate::cache::blocks::BLOCK) as usize,
+            )),
+            stats: stats.clone(),
+        };
         Ok(Arc::new(Self {
             rt,
             remote,
             root,
-            blocks: Arc::new(BlockCache::new(opts.memory_cache_bytes)),
-            disk: Arc::new(disk),
-            readahead_budget: Arc::new(tokio::sync::Semaphore::new(
-                (fetch::IN_FLIGHT_MAX / crate::cache::blocks::BLOCK) as usize,
-            )),
+            fetcher,
             opts,
             tables: Mutex::new(Tables {
                 replica,
@@ -205,7 +209,7 @@ impl PanFs {
                 dirs: HashMap::new(),
             }),
             next_fh: AtomicU64::new(1),
-            stats: Arc::default(),
+            stats,
             passthrough: PassthroughStatus::default(),
             writeback_tx: tx,
             writeback_rx: Mutex::new(Some(rx)),
@@ -234,6 +238,9 @@ impl PanFs {
 
     /// Bytes of blocks cached in memory and on disk.
     pub fn cache_bytes(&self) -> (u64, u64) {
-        (self.blocks.used_bytes(), self.disk.used_bytes())
+        (
+            self.fetcher.blocks.used_bytes(),
+            self.fetcher.disk.used_bytes(),
+        )
     }
 }

@@ -25,6 +25,9 @@ use super::files::{Body, FileState, Life, PageCache};
 use super::{FsError, FsResult, PanFs};
 use crate::cache::shadow::Shadow;
 
+/// The smallest cached content that a read is worth a passthrough open for.
+const PASSTHROUGH_CACHED_MIN: u64 = 1 << 20;
+
 /// How the kernel does a handle's reads and writes.
 pub enum Io {
     /// Through panfs, with the page cache used as `PageCache` says.
@@ -172,10 +175,13 @@ impl PanFs {
             None if *size == 0 => Shadow::create(&dir, ino, None, Vec::new(), 0, mtime)
                 .map(Some)
                 .map_err(local)?,
-            Some(content) if *size > 0 => {
+            // Smaller contents are read through panfs: the kernel keeps their
+            // pages, and moving a small file in and out of the cache at each
+            // open costs more than the reads it spares.
+            Some(content) if *size >= PASSTHROUGH_CACHED_MIN => {
                 let (content, size) = (content.clone(), *size);
                 Shadow::from_whole(&dir, ino, content.clone(), size, mtime, |to| {
-                    self.disk.take_whole(&content, size, to)
+                    self.fetcher.disk.take_whole(&content, size, to)
                 })
                 .map_err(local)?
             }

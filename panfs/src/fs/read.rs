@@ -109,8 +109,8 @@ impl PanFs {
 
     async fn block(&self, ino: i64, content: &str, index: u64) -> FsResult<Bytes> {
         let key = (content.to_string(), index);
-        let fetcher = self.fetcher();
-        let fetched = self
+        let fetcher = &self.fetcher;
+        let fetched = fetcher
             .blocks
             .get_or_fetch(key.clone(), || fetcher.fetch_block(ino, key))
             .await;

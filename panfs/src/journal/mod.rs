@@ -191,6 +191,11 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
         lock(&self.state).written
     }
 
+    /// The number of the last record acknowledged: every one up to it is done.
+    pub fn acked(&self) -> u64 {
+        lock(&self.state).acked
+    }
+
     /// Waits until `seq` is durable, syncing the log when nobody else is.
     fn wait_durable<'a>(&'a self, mut s: MutexGuard<'a, State<T>>, seq: u64) -> JournalResult<()> {
         while s.durable < seq {

@@ -100,7 +100,7 @@ impl Syncer {
         // With nothing left, the server has every record the journal ever
         // numbered: a wait for the last one (an fsync, `panfs sync`, an
         // unmount right after a remount) has nothing to wait for.
-        let acked = left.first().map_or(journal.last(), |r| r.seq - 1);
+        let acked = journal.acked();
         let inos = InoPool::default();
         for ino in left.iter().filter_map(|r| created(&r.op.op)) {
             inos.waiting(ino);
