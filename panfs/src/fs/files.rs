@@ -289,7 +289,17 @@ impl PanFs {
                 }
             };
             let chunks = match &content {
-                Some(_) => self.block_on(self.remote.manifest(ino))?.chunks,
+                Some(_) => match self.block_on(self.remote.manifest(ino)) {
+                    Ok(manifest) => manifest.chunks,
+                    // Offline, local-first: the copy starts without its base's
+                    // chunk list. Its upload then chunks the whole file anew
+                    // and fetches the base bytes it lacks, once the server is back.
+                    Err(e) if self.sync.is_some() && e.code().is_none() => {
+                        tracing::info!(ino, error = %e, "writing a file offline whose bytes are on the server");
+                        Vec::new()
+                    }
+                    Err(e) => return Err(e.into()),
+                },
                 None => Vec::new(),
             };
             // Looked up before the file's lock: the tables' lock is always taken first.

@@ -441,3 +441,31 @@ fn a_file_written_here_reads_back_from_local_disk_after_its_upload() {
         assert!(back == *data, "{name} reads back other bytes");
     }
 }
+
+#[test]
+fn a_file_whose_bytes_are_only_on_the_server_is_written_offline() {
+    let (_home, server, rig) = offline_after_warming_up();
+    rig.faults.set_offline(false);
+    // Another client's file: this mount learns of it, but holds none of its bytes.
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    let theirs = rt
+        .block_on(server.another_client().create(
+            server.root(),
+            &panproto::wire::CreateRequest::plain("theirs", panproto::wire::NodeKind::File),
+        ))
+        .expect("their create");
+    super::other_client_writes(&server, theirs.ino, b"0123456789 from elsewhere");
+    // Once what the mount saw of the root is older than the fallback TTL.
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let ino = rig.fs.lookup(ROOT, "theirs").expect("lookup").ino;
+    rig.faults.set_offline(true);
+    let (fh, _) = rig.fs.open(ino, libc::O_WRONLY).expect("open offline");
+    assert_eq!(rig.fs.write(fh, 2, b"AB").expect("write offline"), 2);
+    rig.fs.release(fh);
+    rig.faults.set_offline(false);
+    rig.fs.sync_all().expect("sync once the server is back");
+    assert_eq!(
+        server.bytes(ino as i64).as_deref(),
+        Some(&b"01AB456789 from elsewhere"[..])
+    );
+}
