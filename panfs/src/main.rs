@@ -332,7 +332,20 @@ fn umount(mountpoint: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// glibc gives threads that allocate their own malloc arenas (up to eight per
+/// core), and a freed block stays in the arena that held it: with a dozen
+/// threads passing 256 KiB blocks around, a 1 GiB read through panfs peaked
+/// at 275 MiB of RSS. Two arenas kept it at 92 MiB, reading no slower
+/// (measured on this machine). `MALLOC_ARENA_MAX` in the environment wins.
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first in main, before any other thread exists.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 2) };
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
