@@ -217,7 +217,7 @@ async fn status() -> anyhow::Result<()> {
             "stale (daemon gone)"
         };
         println!(
-            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} of {} MiB in memory + {} of {} MiB on disk, {} bytes sent, {} bytes fetched, {} bytes copied on the server, {} conflict copies",
+            "{}: {alive}, pid {}, {} files / {} bytes pending upload, cache {} of {} MiB in memory + {} of {} MiB on disk, {} bytes sent ({} of them while their files were written), {} bytes fetched, {} bytes copied on the server, {} conflict copies",
             r.mountpoint.display(),
             r.pid,
             r.pending_files,
@@ -227,6 +227,7 @@ async fn status() -> anyhow::Result<()> {
             r.disk_cache_bytes >> 20,
             r.disk_cache_limit >> 20,
             r.bytes_sent,
+            r.bytes_sent_ahead,
             r.bytes_fetched,
             r.bytes_copied_on_server,
             r.conflict_copies,

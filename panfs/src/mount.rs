@@ -63,6 +63,9 @@ pub struct MountRecord {
     pub conflict_copies: u64,
     #[serde(default)]
     pub bytes_copied_on_server: u64,
+    /// Of `bytes_sent`, those sent while their file was still being written.
+    #[serde(default)]
+    pub bytes_sent_ahead: u64,
     #[serde(default)]
     pub bytes_fetched: u64,
     /// The bounds of the memory and disk caches, in bytes.
@@ -218,6 +221,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
     }
     fs.start_writeback();
     fs.start_syncer();
+    fs.start_streamer();
 
     let mut config = Config::default();
     config.mount_options = vec![
@@ -302,6 +306,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 record.conflict_copies = fs.stats.conflict_copies.load(Ordering::Relaxed);
                 record.bytes_copied_on_server =
                     fs.stats.bytes_copied_on_server.load(Ordering::Relaxed);
+                record.bytes_sent_ahead = fs.stats.bytes_sent_ahead.load(Ordering::Relaxed);
                 record.bytes_fetched = fs.stats.bytes_fetched.load(Ordering::Relaxed);
                 record.feed = fs.feed_status();
                 record.sync = fs.sync_status();

@@ -45,6 +45,8 @@ pub struct TransferStats {
     /// Bytes of files copied inside the mount as a server-side operation
     /// (`copy_file_range`), which sent none.
     pub bytes_copied_on_server: AtomicU64,
+    /// Of `bytes_sent`, those sent while their file was still being written.
+    pub bytes_sent_ahead: AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +223,66 @@ fn read_local(file: &File, offset: u64, len: u64) -> UploadResult<Bytes> {
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, offset)?;
     Ok(Bytes::from(buf))
+}
+
+/// Sends the chunks of [from, to) of a file still being written, before its
+/// upload: those cut by content (all but the last, which ends where the file
+/// ends for now), in an upload session that is never committed. They are
+/// then this user's on the server, so the upload at the file's close or
+/// fsync, which chunks it as always, finds them there and sends the rest.
+/// Chunks that other users hold are left to that upload's proof of
+/// possession. Returns where the chunks sent end: `from` for the next call.
+pub async fn send_ahead(
+    remote: &dyn Remote,
+    file: &File,
+    ino: i64,
+    (from, to): (u64, u64),
+    stats: &TransferStats,
+) -> UploadResult<u64> {
+    let reader = RangeReader {
+        file,
+        pos: from,
+        end: to,
+    };
+    let mut cut = Vec::new();
+    for chunk in Chunker::new(reader) {
+        let chunk = chunk?;
+        let sha = panproto::sha256_hex(&chunk.data);
+        cut.push((from + chunk.offset, chunk.data.len() as u64, sha));
+    }
+    cut.pop();
+    let Some(&(last, len, _)) = cut.last() else {
+        return Ok(from);
+    };
+    let state = remote
+        .begin_upload(&UploadInit {
+            ino,
+            chunks: cut
+                .iter()
+                .map(|(_, size, sha)| ChunkRef {
+                    sha256: Some(sha.clone()),
+                    size: *size,
+                })
+                .collect(),
+            sha256: None,
+            sha1: None,
+        })
+        .await?;
+    futures::stream::iter(cut.iter().filter(|(_, _, sha)| state.missing.contains(sha)))
+        .map(|(offset, len, sha)| {
+            let session = state.id.clone();
+            async move {
+                let body = read_local(file, *offset, *len)?;
+                remote.put_chunk(&session, sha, body).await?;
+                stats.bytes_sent.fetch_add(*len, Ordering::Relaxed);
+                stats.bytes_sent_ahead.fetch_add(*len, Ordering::Relaxed);
+                Ok::<_, UploadError>(())
+            }
+        })
+        .buffer_unordered(PARALLEL_PUTS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(last + len)
 }
 
 /// A content committed by an upload, and the chunk list it was sent as.

@@ -71,6 +71,8 @@ pub(super) struct FileState {
     pub upload: Upload,
     /// The handles, by how the kernel does their I/O (see `passthrough`).
     pub opens: Opens,
+    /// Where the chunks sent while the file is written end (see `stream`).
+    pub sent_ahead: u64,
 }
 
 /// A file that is open, or still has writes to send.
@@ -99,6 +101,7 @@ impl OpenFile {
                 life: Life::Linked,
                 upload: Upload::Idle,
                 opens: Opens::default(),
+                sent_ahead: 0,
             }),
             upload_done: Condvar::new(),
             no_inline: AtomicBool::new(false),
@@ -205,6 +208,10 @@ impl PanFs {
                 if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, current) {
                     shadow.retire(&self.fetcher.disk);
                 }
+            }
+            if writes && file.writers.load(Ordering::SeqCst) == 1 {
+                // What a new writer adds is sent while it writes.
+                f.sent_ahead = f.body.size();
             }
             let picked = self.pick_io(node, &mut f, writes, pages, place);
             if picked.is_err() {

@@ -34,6 +34,7 @@ mod local;
 mod names;
 mod passthrough;
 mod read;
+mod stream;
 mod sync;
 #[cfg(test)]
 mod tests;

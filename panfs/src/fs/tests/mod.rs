@@ -8,6 +8,7 @@ mod inos;
 mod local;
 mod passthrough;
 mod read;
+mod stream;
 
 use std::path::Path;
 use std::sync::Arc;

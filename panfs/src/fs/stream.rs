@@ -1,0 +1,101 @@
+//! Uploads while writing: a file that grows as it is written has its chunks
+//! sent while it grows, not all at its close or `fsync`, which then wait for
+//! little more than the last chunks and the commit.
+//!
+//! A thread looks at the files open for writing every `EVERY`. One whose
+//! working copy (every byte of it on local disk) grew by `STEP` past what was
+//! sent has the new part chunked from where the last chunk sent ended, and the
+//! chunks the server lacks sent (`upload::send_ahead`). The upload at the
+//! close chunks the file as always and finds those chunks on the server, so
+//! the result never depends on them: bytes changed after they were sent are
+//! simply sent again. Deduplication, 秒传 and the transfer figures stay as
+//! they are.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::files::{Body, Life, OpenFile, Upload};
+use super::{FsError, FsResult, PanFs, lock};
+use crate::upload;
+
+/// How often the files being written are looked at.
+const EVERY: Duration = Duration::from_millis(500);
+/// How much a file must grow past what was sent before more is sent.
+const STEP: u64 = 32 << 20;
+
+impl PanFs {
+    /// Starts the thread that sends files' chunks while they are written; it
+    /// ends with the file system.
+    pub fn start_streamer(self: &Arc<Self>) {
+        let fs: Weak<Self> = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("panfs-streamer".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(EVERY);
+                    let Some(fs) = fs.upgrade() else {
+                        break;
+                    };
+                    fs.send_ahead_of_uploads();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "could not start sending files while they are written");
+        }
+    }
+
+    fn send_ahead_of_uploads(&self) {
+        let writing: Vec<(i64, Arc<OpenFile>)> = lock(&self.tables)
+            .files
+            .iter()
+            .filter(|(_, f)| f.writers.load(Ordering::SeqCst) > 0)
+            .map(|(&ino, f)| (ino, f.clone()))
+            .collect();
+        for (ino, file) in writing {
+            if let Err(e) = self.send_ahead(ino, &file) {
+                // The upload at the close sends whatever this did not.
+                tracing::debug!(
+                    ino,
+                    error = e.chain(),
+                    "sending a file while it is written failed"
+                );
+            }
+        }
+    }
+
+    fn send_ahead(&self, ino: i64, file: &OpenFile) -> FsResult<()> {
+        let (copy, from, to) = {
+            let mut f = lock(&file.state);
+            f.see_direct_writes()?;
+            let from = f.sent_ahead;
+            let (Body::Local { shadow, .. }, Life::Linked, Upload::Idle) =
+                (&f.body, f.life, f.upload)
+            else {
+                return Ok(());
+            };
+            let to = shadow.size();
+            if to < from + STEP || !shadow.is_complete() {
+                return Ok(());
+            }
+            let copy = shadow
+                .file()
+                .try_clone()
+                .map_err(|e| FsError::local("reading the working copy", e))?;
+            (copy, from, to)
+        };
+        let upto = self.block_on(upload::send_ahead(
+            &*self.remote,
+            &copy,
+            ino,
+            (from, to),
+            &self.stats,
+        ))?;
+        let mut f = lock(&file.state);
+        // Unless a new writer started over meanwhile.
+        if f.sent_ahead == from {
+            f.sent_ahead = upto;
+        }
+        Ok(())
+    }
+}

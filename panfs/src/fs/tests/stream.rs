@@ -1,0 +1,49 @@
+//! Uploads while writing: a file written sequentially is sent while it grows,
+//! and the upload at its close sends little more.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{OWNER, noise, rig, wait_until};
+use crate::fs::ROOT;
+
+const MIB: usize = 1 << 20;
+
+#[test]
+fn a_file_written_sequentially_is_sent_while_it_grows() {
+    let home = tempfile::tempdir().expect("tmp");
+    let r = rig(Arc::default(), home.path(), false);
+    r.fs.start_streamer();
+    let data = noise(96 * MIB, 9);
+    let (attr, fh, _) =
+        r.fs.create(ROOT, "big", 0o644, OWNER, libc::O_WRONLY)
+            .expect("create");
+    let write = |from: usize, to: usize| {
+        for at in (from..to).step_by(MIB) {
+            r.fs.write(fh, at as u64, &data[at..at + MIB])
+                .expect("write");
+        }
+    };
+    write(0, 80 * MIB);
+    let ahead = || r.fs.stats.bytes_sent_ahead.load(Ordering::Relaxed);
+    wait_until("chunks sent while the file is written", || ahead() > 0);
+    write(80 * MIB, 96 * MIB);
+    r.fs.flush(fh).expect("close");
+    r.fs.release(fh);
+    assert!(
+        r.server.bytes(attr.ino as i64) == Some(data.clone()),
+        "the server holds other bytes"
+    );
+    // What was sent ahead was not sent again at the close.
+    let sent = r.fs.stats.bytes_sent.load(Ordering::Relaxed);
+    assert!(
+        ahead() >= 16 * MIB as u64,
+        "only {} bytes sent ahead",
+        ahead()
+    );
+    assert!(
+        sent < (data.len() + 8 * MIB) as u64,
+        "{sent} bytes sent for a {} byte file",
+        data.len()
+    );
+}
