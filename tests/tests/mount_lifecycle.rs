@@ -346,9 +346,11 @@ fn panfs_killed_while_a_file_is_sent_as_it_is_written_loses_nothing_fsynced() {
     file.sync_all().expect("fsync");
     // More, sent while it is written, then panfs dies before any close.
     file.write_all(&data[synced..]).expect("write");
-    wait_until("chunks sent while the file is written", Duration::from_secs(30), || {
-        m.record()["bytes_sent_ahead"].as_u64().unwrap_or(0) > 0
-    });
+    wait_until(
+        "chunks sent while the file is written",
+        Duration::from_secs(30),
+        || m.record()["bytes_sent_ahead"].as_u64().unwrap_or(0) > 0,
+    );
     m.kill();
     drop(file);
     m.mount();
@@ -356,6 +358,13 @@ fn panfs_killed_while_a_file_is_sent_as_it_is_written_loses_nothing_fsynced() {
     // What fsync acknowledged is there, and nothing that was never written.
     let fresh = Mount::with_args(&server, "alice", &["--sync-mode", "strict"]);
     let got = std::fs::read(fresh.p("big")).expect("read");
-    assert!(got.len() >= synced, "{} bytes left of {synced} fsync'd", got.len());
-    assert!(got[..] == data[..got.len()], "bytes that were never written");
+    assert!(
+        got.len() >= synced,
+        "{} bytes left of {synced} fsync'd",
+        got.len()
+    );
+    assert!(
+        got[..] == data[..got.len()],
+        "bytes that were never written"
+    );
 }
