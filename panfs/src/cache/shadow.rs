@@ -95,7 +95,24 @@ impl Shadow {
         if size > 0 {
             file.set_len(size)?;
         }
-        Ok(Self {
+        Ok(Self::unsaved(
+            ino,
+            (base, base_chunks),
+            (size, mtime),
+            file,
+            (data_path, record_path),
+        ))
+    }
+
+    /// A copy with no byte present or dirty yet and no record on disk.
+    fn unsaved(
+        ino: i64,
+        (base, base_chunks): (Option<String>, Vec<ChunkRef>),
+        (size, mtime): (u64, i64),
+        file: File,
+        (data_path, record_path): (PathBuf, PathBuf),
+    ) -> Self {
+        Self {
             record: ShadowRecord {
                 ino,
                 base,
@@ -115,7 +132,7 @@ impl Shadow {
             file,
             data_path,
             record_path,
-        })
+        }
     }
 
     /// A clean working copy of a whole content, moved in from the disk cache
@@ -137,29 +154,15 @@ impl Shadow {
             return Ok(None);
         }
         let file = OpenOptions::new().read(true).write(true).open(&data_path)?;
-        let mut present = RangeSet::default();
-        present.insert(0, size);
-        Ok(Some(Self {
-            record: ShadowRecord {
-                ino,
-                base: Some(content),
-                base_chunks: Vec::new(),
-                size,
-                present,
-                dirty: RangeSet::default(),
-                cut: None,
-                zeros: RangeSet::default(),
-                mtime,
-                ctime: mtime,
-                place: None,
-            },
-            generation: 0,
-            saved: None,
-            direct_mtime: None,
+        let mut copy = Self::unsaved(
+            ino,
+            (Some(content), Vec::new()),
+            (size, mtime),
             file,
-            data_path,
-            record_path,
-        }))
+            (data_path, record_path),
+        );
+        copy.record.present.insert(0, size);
+        Ok(Some(copy))
     }
 
     /// Reopens a journaled working copy.
