@@ -263,6 +263,15 @@ CONF
         ceph-osd -c "$CEPH/ceph.conf" -i 0 --mkfs --osd-uuid "$uuid" --keyring "$CEPH/keyring" >/dev/null 2>&1
         start_bg ceph-osd ceph-osd -f -c "$CEPH/ceph.conf" -i 0
         wait_for ceph-osd 60 bash -c "timeout 30 ceph -c '$CEPH/ceph.conf' --connect-timeout 20 osd dump | grep -q '^osd.0 up'"
+        # memstore keeps its byte count unsigned, and some deletions take off
+        # a little more than was added: once the tests had purged their
+        # buckets it stood 1.2 MB below zero, wrapped round to 16 EiB, and the
+        # OSD took itself for full and blocked every write. An object that is
+        # never deleted keeps the count above zero.
+        ceph_cmd osd pool create pan-ballast 1 1 >/dev/null 2>&1
+        head -c 64M /dev/zero >"$CEPH/ballast"
+        timeout 60 rados -c "$CEPH/ceph.conf" -p pan-ballast put ballast "$CEPH/ballast"
+        rm -f "$CEPH/ballast"
     fi
     start_bg ceph-rgw radosgw -f -c "$CEPH/ceph.conf" -n client.rgw.a
     wait_for ceph-rgw 120 curl -fsS "http://127.0.0.1:$RGW_PORT/"

@@ -84,8 +84,8 @@ pub fn drop_deployment(env: &[(String, String)]) {
     {
         let bucket = bucket_of(store);
         if bucket.starts_with("pan-t") {
-            let _ = Command::new("radosgw-admin")
-                .args(["-c", &conf, "--client-mount-timeout=30", "bucket", "rm"])
+            let _ = radosgw_admin(&conf)
+                .args(["bucket", "rm"])
                 .args(["--bucket", &bucket, "--purge-objects", "--bypass-gc"])
                 .output();
         }
@@ -97,6 +97,21 @@ pub fn drop_deployment(env: &[(String, String)]) {
                 std::panic::catch_unwind(|| mysql(url, &format!("DROP DATABASE IF EXISTS `{db}`")));
         }
     }
+}
+
+/// The gateway's admin tool, bounded in time: it waits for ever on a cluster
+/// that blocks writes (an OSD that takes itself for full), and a test's
+/// teardown must never hang the run.
+fn radosgw_admin(conf: &str) -> Command {
+    let mut cmd = Command::new("timeout");
+    cmd.args([
+        "120",
+        "radosgw-admin",
+        "-c",
+        conf,
+        "--client-mount-timeout=30",
+    ]);
+    cmd
 }
 
 fn bucket_of(store: &str) -> String {
@@ -113,11 +128,8 @@ fn bucket_of(store: &str) -> String {
 pub fn bucket_objects(store: &str, prefix: &str) -> Vec<String> {
     let bucket = bucket_of(store);
     let conf = required("PAN_TEST_CEPH_CONF");
-    let out = Command::new("radosgw-admin")
+    let out = radosgw_admin(&conf)
         .args([
-            "-c",
-            &conf,
-            "--client-mount-timeout=30",
             "bucket",
             "list",
             "--bucket",
