@@ -224,31 +224,37 @@ impl Mount {
     pub fn root(&self) -> &Path {
         &self.path
     }
-}
 
-impl Drop for Mount {
-    fn drop(&mut self) {
-        // A failing test's report ends with what the daemon logged last.
-        if std::thread::panicking() {
-            eprintln!(
-                "panfs log of {} (last lines):\n{}",
-                self.path.display(),
-                self.log_tail(80)
-            );
-            if let Ok(dir) = std::env::var("PAN_KEEP_LOGS") {
-                let to = Path::new(&dir).join(format!(
-                    "panfs-{}.log",
-                    self.home
-                        .path()
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                ));
-                let _ = std::fs::write(to, self.log_tail(usize::MAX));
-            }
-        }
-        if self.mounted {
-            let _ = self.panfs(&["umount", &self.path.to_string_lossy()], "");
-        }
+    /// Writes `ours` to `name` through a handle opened here with `open`, while
+    /// another client stores a version of its own through the API; then
+    /// fsyncs and closes, which must succeed (the race a conflict copy settles).
+    pub fn write_while_another_client_stores(
+        &self,
+        api: &crate::Api,
+        name: &str,
+        open: &std::fs::OpenOptions,
+        ours: &[u8],
+    ) {
+        let mut f = open.open(self.p(name)).expect("open for writing");
+        f.write_all(ours).expect("write");
+        let theirs = format!("another client's version of {name}");
+        let path = format!("/api/v1/files/{name}");
+        assert_eq!(api.put_bytes(&path, theirs.into_bytes()).0, 201);
+        f.sync_all()
+            .expect("fsync keeps our version as a copy and succeeds");
+    }
+
+    /// Asserts that `stem.ext` at the top of the mount has one conflict copy,
+    /// which holds `ours`.
+    pub fn assert_one_conflict_copy(&self, stem: &str, ext: &str, ours: &[u8]) {
+        let copies: Vec<_> = std::fs::read_dir(&self.path)
+            .expect("readdir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&format!("{stem} (conflict on ")) && n.ends_with(ext))
+            .collect();
+        assert_eq!(copies.len(), 1, "{copies:?}\n{}", self.log_tail(20));
+        let kept = std::fs::read(self.p(&copies[0])).expect("read the copy");
+        assert_eq!(kept, ours);
     }
 }

@@ -60,31 +60,14 @@ fn a_close_after_another_clients_write_keeps_both_versions() {
     let m = Mount::new(&server, "alice");
     let api = pantests::Api::user(&server.url(), "alice", pantests::PASSWORD);
     std::fs::write(m.p("plan.md"), b"first").expect("write");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .truncate(true)
-        .open(m.p("plan.md"))
-        .expect("open");
-    f.write_all(b"ours").expect("write");
+    let mut truncating = std::fs::OpenOptions::new();
+    truncating.write(true).truncate(true);
+    m.write_while_another_client_stores(&api, "plan.md", &truncating, b"ours");
     assert_eq!(
-        api.put_bytes("/api/v1/files/plan.md", b"theirs".to_vec()).0,
-        201
+        api.content_at("/api/v1/files/plan.md"),
+        b"another client's version of plan.md"
     );
-    f.sync_all()
-        .expect("fsync keeps our version as a copy and succeeds");
-    drop(f);
-    assert_eq!(api.content_at("/api/v1/files/plan.md"), b"theirs");
-    let copies: Vec<_> = std::fs::read_dir(&m.path)
-        .expect("readdir")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("plan (conflict on ") && n.ends_with(").md"))
-        .collect();
-    assert_eq!(copies.len(), 1, "{copies:?}");
-    assert_eq!(
-        std::fs::read(m.p(&copies[0])).expect("read the copy"),
-        b"ours"
-    );
+    m.assert_one_conflict_copy("plan", ".md", b"ours");
 }
 
 /// A version written here goes to a conflict copy while another handle here

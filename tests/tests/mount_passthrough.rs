@@ -101,3 +101,38 @@ fn a_file_written_with_passthrough_reads_back_everywhere() {
 fn a_file_written_without_passthrough_reads_back_everywhere() {
     written_here_reads_back_everywhere(false);
 }
+
+/// Another client stores a version while a handle here writes the file:
+/// fsync keeps this mount's version as one conflict copy, and the close that
+/// follows makes no second one (panfs cannot see a passthrough writer's
+/// writes, so its close counts every byte as written again).
+fn a_conflict_while_open_keeps_one_copy(passthrough: bool) {
+    let server = Server::start();
+    let m = mount(&server, passthrough);
+    let api = pantests::Api::user(&server.url(), "alice", pantests::PASSWORD);
+    std::fs::File::create(m.p("plan.md")).expect("create");
+    m.sync();
+    m.write_while_another_client_stores(
+        &api,
+        "plan.md",
+        std::fs::OpenOptions::new().write(true),
+        b"ours",
+    );
+    m.sync();
+    assert_eq!(
+        api.content_at("/api/v1/files/plan.md"),
+        b"another client's version of plan.md"
+    );
+    m.assert_one_conflict_copy("plan", ".md", b"ours");
+    assert_used(&m, passthrough, 0);
+}
+
+#[test]
+fn a_conflict_while_open_with_passthrough_keeps_one_copy() {
+    a_conflict_while_open_keeps_one_copy(true);
+}
+
+#[test]
+fn a_conflict_while_open_without_passthrough_keeps_one_copy() {
+    a_conflict_while_open_keeps_one_copy(false);
+}

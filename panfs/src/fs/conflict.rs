@@ -263,6 +263,16 @@ impl PanFs {
         Ok(())
     }
 
+    /// The conflict copy that already holds exactly the snapshot's bytes:
+    /// the one made from this file while it stayed open, if nothing was
+    /// written since. (A passthrough writer's close marks the whole file
+    /// written, as panfs cannot see its writes.)
+    fn copy_kept_already(&self, file: &Arc<OpenFile>, snap: &Snapshot) -> Option<Node> {
+        let copy = lock(&file.state).kept_as.clone()?;
+        self.server_has_these_bytes(copy.ino, &copy, snap)
+            .then_some(copy)
+    }
+
     /// Stores the snapshot as a new file beside `ino`, and lets the file show the
     /// version the server has.
     pub(super) fn keep_conflict_copy(
@@ -280,13 +290,23 @@ impl PanFs {
             tracing::info!(ino, name, "the server has this version already");
             return self.already_committed(file, &current, generation);
         }
-        let (copy_name, stored) = self.store_copy(parent, &name, current.mode, file, snap)?;
-        tracing::warn!(
-            ino,
-            name,
-            copy = copy_name,
-            "another client changed the file first; the local version is kept as a conflict copy"
-        );
+        let copy = match self.copy_kept_already(file, snap) {
+            Some(copy) => {
+                tracing::info!(ino, name, "this version is kept as a conflict copy already");
+                copy
+            }
+            None => {
+                let (copy_name, stored) =
+                    self.store_copy(parent, &name, current.mode, file, snap)?;
+                tracing::warn!(
+                    ino,
+                    name,
+                    copy = copy_name,
+                    "another client changed the file first; the local version is kept as a conflict copy"
+                );
+                stored.node
+            }
+        };
         // The file shows the server's version now, unless it was written to
         // while the copy was made: then its next upload meets the same newer
         // version and is kept as a conflict copy too, with those writes.
@@ -314,7 +334,7 @@ impl PanFs {
             unopened
         };
         if !switched {
-            return self.show_after_last_close(ino, file, &current, &stored.node, generation);
+            return self.show_after_last_close(ino, file, &current, &copy, generation);
         }
         // The kernel still holds this mount's version (its pages, and its size
         // for the attribute TTL, which would cut reads of the other one short).
@@ -354,6 +374,7 @@ impl PanFs {
         }
         shadow.committed(copy.content.clone(), chunks);
         *synced_ctime = 0;
+        f.kept_as = Some(copy.clone());
         // What the kernel holds: this version, not the server's.
         let mut held = current.clone();
         held.take_content_of(copy);

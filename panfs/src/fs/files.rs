@@ -73,6 +73,10 @@ pub(super) struct FileState {
     pub opens: Opens,
     /// Where the chunks sent while the file is written end (see `stream`).
     pub sent_ahead: u64,
+    /// The conflict copy that this mount's version went to while the file
+    /// stayed open: a later send of the same bytes (a passthrough writer's
+    /// close marks every byte written) is that copy, not a new conflict.
+    pub kept_as: Option<Node>,
 }
 
 /// A file that is open, or still has writes to send.
@@ -102,6 +106,7 @@ impl OpenFile {
                 upload: Upload::Idle,
                 opens: Opens::default(),
                 sent_ahead: 0,
+                kept_as: None,
             }),
             upload_done: Condvar::new(),
             no_inline: AtomicBool::new(false),

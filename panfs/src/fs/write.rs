@@ -244,6 +244,7 @@ impl PanFs {
         match sent {
             Ok(done) => {
                 tracing::debug!(ino, size = done.node.size, "content committed");
+                f.kept_as = None;
                 if let (
                     Life::Linked,
                     Body::Local {
