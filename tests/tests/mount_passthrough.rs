@@ -7,7 +7,7 @@
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use pantests::{Mount, Server, sha256_file, wait_until, write_noise_file};
+use pantests::{Mount, Noise, Server, sha256_file, wait_until, write_noise_file};
 
 const STRICT: &[&str] = &["--sync-mode", "strict"];
 
@@ -135,4 +135,44 @@ fn a_conflict_while_open_with_passthrough_keeps_one_copy() {
 #[test]
 fn a_conflict_while_open_without_passthrough_keeps_one_copy() {
     a_conflict_while_open_keeps_one_copy(false);
+}
+
+/// A handle writes, fsyncs and closes: the fsync sends the file, and the close
+/// sends nothing again (with passthrough, panfs cannot see the handle's writes
+/// and must tell from the local file that there were none).
+fn a_close_after_fsync_sends_nothing_again(passthrough: bool) {
+    use std::io::Write;
+    let server = Server::start();
+    let m = mount(&server, passthrough);
+    std::fs::File::create(m.p("notes.txt")).expect("create");
+    m.sync();
+    let before = m.bytes_sent();
+    let text = Noise::bytes(61, 300 << 10);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(m.p("notes.txt"))
+        .expect("open for writing");
+    f.write_all(&text).expect("write");
+    f.sync_all().expect("fsync");
+    let fsynced = m.bytes_sent();
+    assert_eq!(
+        fsynced - before,
+        text.len() as u64,
+        "the fsync sent the file"
+    );
+    drop(f);
+    m.sync();
+    assert_eq!(m.bytes_sent(), fsynced, "the close sent the file again");
+    assert_eq!(std::fs::read(m.p("notes.txt")).expect("read"), text);
+    assert_used(&m, passthrough, 0);
+}
+
+#[test]
+fn a_close_after_fsync_with_passthrough_sends_nothing_again() {
+    a_close_after_fsync_sends_nothing_again(true);
+}
+
+#[test]
+fn a_close_after_fsync_without_passthrough_sends_nothing_again() {
+    a_close_after_fsync_sends_nothing_again(false);
 }

@@ -2,5 +2,6 @@
 //! files being written on local disk.
 
 pub mod blocks;
+pub mod direct;
 pub mod disk;
 pub mod shadow;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use panproto::wire::ChunkRef;
 use serde::{Deserialize, Serialize};
 
+use crate::cache::direct::{DirectWrites, Stamp};
 use crate::cache::disk::DiskCache;
 use crate::ranges::RangeSet;
 use crate::upload::Snapshot;
@@ -50,9 +51,9 @@ pub struct Shadow {
     /// nothing changed since (a close after the write that journaled the
     /// copy) costs nothing, and a copy never journaled has no record to remove.
     saved: Option<u64>,
-    /// The local file's mtime at panfs's last look while the kernel wrote it
-    /// directly (passthrough): a later one is a write's.
-    direct_mtime: Option<i64>,
+    /// panfs's looks at the local file while the kernel wrote it directly
+    /// (passthrough).
+    direct: DirectWrites,
     file: File,
     data_path: PathBuf,
     record_path: PathBuf,
@@ -128,7 +129,7 @@ impl Shadow {
             },
             generation: 0,
             saved: None,
-            direct_mtime: None,
+            direct: DirectWrites::default(),
             file,
             data_path,
             record_path,
@@ -175,7 +176,7 @@ impl Shadow {
             record,
             generation: 0,
             saved: Some(0),
-            direct_mtime: None,
+            direct: DirectWrites::default(),
             file,
             data_path,
             record_path,
@@ -305,25 +306,23 @@ impl Shadow {
     }
 
     /// The kernel may have written the copy directly (FUSE passthrough):
-    /// its size is the file's, any byte may have changed (a write within one
-    /// clock tick leaves the mtime alone, so nothing tells), and the holes of
-    /// the local file are its zeros. The mtime moves when the local file's
-    /// did since the last look, so an mtime set explicitly (utimes) stays.
-    pub fn took_direct_writes(&mut self, now: i64) -> std::io::Result<()> {
-        let meta = self.file.metadata()?;
-        let size = meta.len();
-        let mtime = meta.modified().map_or(0, |t| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as i64)
-        });
-        let written = self.direct_mtime.is_some_and(|seen| seen != mtime);
+    /// unless the local file's stamp proves otherwise (see `direct`), its size
+    /// is the file's, any byte may have changed, and the holes of the local
+    /// file are its zeros. A settling look (before an upload) lets the next
+    /// looks tell whether anything was written since.
+    pub fn took_direct_writes(&mut self, now: i64, settle: bool) -> std::io::Result<()> {
+        let stamp = Stamp::of(&self.file)?;
+        if self.direct.unchanged(&stamp) {
+            return Ok(());
+        }
+        let size = stamp.size;
+        let written = self.direct.look(&stamp).is_some();
         if written {
-            self.record.mtime = mtime;
+            self.record.mtime = stamp.mtime;
         }
         if written || size != self.record.size {
             self.touch(now);
         }
-        self.direct_mtime = Some(mtime);
         if size < self.record.size {
             self.record.cut = Some(self.record.cut.map_or(size, |c| c.min(size)));
         }
@@ -344,7 +343,17 @@ impl Shadow {
         if changed {
             self.generation += 1;
         }
+        if settle {
+            self.direct.settle(&self.file, stamp)?;
+        }
         Ok(())
+    }
+
+    /// Before the first passthrough writer opens: the record has every byte
+    /// panfs wrote, so this look only settles (see `direct`).
+    pub fn settle_direct_writes(&mut self) -> std::io::Result<()> {
+        let stamp = Stamp::of(&self.file)?;
+        self.direct.settle(&self.file, stamp)
     }
 
     /// The local file itself, for the kernel to read and write directly, and

@@ -13,7 +13,9 @@
 //! writing, every look panfs takes at the copy (a stat, a read through panfs,
 //! a change, an upload) first takes the local file's size and counts every
 //! byte changed, and so does that handle's close: an upload always sends what
-//! the kernel wrote.
+//! the kernel wrote. Only a look that finds the copy as an upload's settling
+//! look left it (`cache::direct`) counts nothing: the close after an fsync
+//! sends nothing again.
 
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -88,13 +90,23 @@ impl FileState {
     /// Takes in what passthrough handles may have written, before panfs
     /// reads or changes the copy.
     pub(super) fn see_direct_writes(&mut self) -> FsResult<()> {
+        self.take_in_direct_writes(false)
+    }
+
+    /// As `see_direct_writes`, before an upload: a later look can then tell
+    /// whether anything was written after it (see `cache::direct`).
+    pub(super) fn settle_direct_writes(&mut self) -> FsResult<()> {
+        self.take_in_direct_writes(true)
+    }
+
+    fn take_in_direct_writes(&mut self, settle: bool) -> FsResult<()> {
         if self.opens.writers == 0 {
             return Ok(());
         }
         match &mut self.body {
             Body::Local { shadow, .. } => shadow
-                .took_direct_writes(now_ns())
-                .map_err(|e| FsError::local("reading the working copy's size", e)),
+                .took_direct_writes(now_ns(), settle)
+                .map_err(|e| FsError::local("looking at the working copy", e)),
             Body::Remote { .. } => Ok(()),
         }
     }
@@ -140,7 +152,11 @@ impl PanFs {
                 let (file, backing) = shadow.backing().map_err(local)?;
                 if f.opens.passthrough == 0 || f.opens.backing == backing {
                     if writes {
-                        shadow.took_direct_writes(now_ns()).map_err(local)?;
+                        if f.opens.writers == 0 {
+                            shadow.settle_direct_writes().map_err(local)?;
+                        } else {
+                            shadow.took_direct_writes(now_ns(), false).map_err(local)?;
+                        }
                         f.opens.writers += 1;
                     }
                     f.opens.passthrough += 1;

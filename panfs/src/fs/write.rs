@@ -145,7 +145,7 @@ impl PanFs {
         when: SendWhen,
         ticket: Ticket,
     ) -> FsResult<Option<Pending>> {
-        f.see_direct_writes()?;
+        f.settle_direct_writes()?;
         let writing = file.writers.load(std::sync::atomic::Ordering::SeqCst) > 0;
         if f.life == Life::Orphaned || (when == SendWhen::NoWriter && writing) {
             return Ok(None);
