@@ -96,7 +96,8 @@ impl Staging {
         &self.root
     }
 
-    fn path(&self, sha256: &str) -> PathBuf {
+    /// Where a staged chunk's file is.
+    pub fn path(&self, sha256: &str) -> PathBuf {
         self.root.join(&sha256[..2]).join(sha256)
     }
 

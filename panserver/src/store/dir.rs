@@ -1,7 +1,8 @@
 //! An object store in a local directory: one file per object, written to a
-//! temporary name, fsync'd, then renamed into place.
+//! temporary name, fsync'd, then renamed into place, or a staged chunk's file
+//! linked into place.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -47,6 +48,35 @@ impl ObjectStore for DirStore {
             let _ = tokio::fs::remove_file(&tmp).await;
         }
         Ok(written?)
+    }
+
+    /// A hard link to the staged file, when staging is on the same file
+    /// system: no copy, no second fsync of the data, and no inode made and
+    /// another freed per chunk (on ext4 without a journal, each create scans
+    /// past every inode freed in the last minutes).
+    async fn adopt(&self, key: &str, staged: &Path) -> StoreResult<bool> {
+        let dest = self.path(key);
+        let Some(parent) = dest.parent() else {
+            return Ok(false);
+        };
+        tokio::fs::create_dir_all(parent).await?;
+        match tokio::fs::hard_link(staged, &dest).await {
+            // A try before a crash linked it: the name says what it holds.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            // Another file system, or no staged file: `put` says why.
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EXDEV | libc::ENOENT | libc::EPERM)
+                ) =>
+            {
+                return Ok(false);
+            }
+            linked => linked?,
+        }
+        // The new name is durable before the staging name goes.
+        tokio::fs::File::open(parent).await?.sync_all().await?;
+        Ok(true)
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {

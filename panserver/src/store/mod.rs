@@ -4,6 +4,8 @@
 mod dir;
 mod s3;
 
+use std::path::Path;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -27,6 +29,12 @@ pub trait ObjectStore: Send + Sync {
     /// The object's bytes, or None when there is no such object.
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
     async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Stores the durable file at `staged`, which nothing changes again, under
+    /// `key` by taking the file itself rather than a copy, where the store
+    /// can: whether it did. A store that cannot leaves it to `put`.
+    async fn adopt(&self, _key: &str, _staged: &Path) -> StoreResult<bool> {
+        Ok(false)
+    }
 }
 
 /// Where a chunk lives in a store.
