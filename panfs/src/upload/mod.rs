@@ -8,24 +8,21 @@
 //! own descriptor, and brings missing base bytes in through `Source`, which
 //! locks briefly. Writes that land meanwhile stay dirty for the next upload.
 
-mod ahead;
-mod plan;
-
+use std::collections::HashMap;
 use std::fs::File;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use panproto::CHUNK_MAX;
 use panproto::proof::ProofHasher;
 use panproto::wire::{ChunkRef, CommitRequest, ErrorCode, Node, UploadInit};
+use panproto::{CHUNK_MAX, Chunker};
 
 use crate::cache::shadow::ShadowRecord;
+use crate::ranges::RangeSet;
 use crate::remote::{Remote, RemoteError};
-
-pub use ahead::send_ahead;
-use plan::{Plan, changed_regions};
 
 /// Files up to this size go up in one request.
 const SMALL_FILE: u64 = 1 << 20;
@@ -90,6 +87,113 @@ pub struct Target<'a> {
     pub if_content: Option<Option<&'a str>>,
 }
 
+/// Reads [pos, end) of a file, for the chunker. A file that ends early (cut
+/// short while being sent) is an error, never a shorter chunk.
+struct RangeReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for RangeReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = buf.len().min((self.end - self.pos) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Base chunks with their offsets.
+fn with_offsets(chunks: &[ChunkRef]) -> Vec<(u64, ChunkRef)> {
+    let mut offset = 0;
+    chunks
+        .iter()
+        .map(|c| {
+            let at = offset;
+            offset += c.size;
+            (at, c.clone())
+        })
+        .collect()
+}
+
+/// The byte ranges that must be chunked anew: each change widened to the base
+/// chunks it touches, plus anything past the base's end.
+fn changed_regions(r: &ShadowRecord) -> Vec<(u64, u64)> {
+    let size = r.size;
+    let base = with_offsets(&r.base_chunks);
+    let base_end = base.last().map_or(0, |(o, c)| o + c.size);
+    if base.is_empty() {
+        return if size > 0 {
+            vec![(0, size)]
+        } else {
+            Vec::new()
+        };
+    }
+    let widen = |a: u64, b: u64| -> (u64, u64) {
+        let start = base
+            .iter()
+            .find(|(o, c)| o + c.size > a)
+            .map_or(base_end, |(o, _)| *o);
+        let end = base
+            .iter()
+            .find(|(o, c)| o + c.size >= b)
+            .map_or(b, |(o, c)| (o + c.size).max(b));
+        (start.min(a), end)
+    };
+    let mut regions = crate::ranges::RangeSet::default();
+    for &(a, b) in r.dirty.iter() {
+        let (s, e) = widen(a, b);
+        regions.insert(s, e);
+    }
+    if let Some(cut) = r.cut
+        && cut < base_end
+    {
+        let (s, e) = widen(cut, cut + 1);
+        regions.insert(s, e);
+    }
+    if size > base_end {
+        regions.insert(base_end, size);
+    }
+    regions
+        .iter()
+        .map(|&(a, b)| (a, b.min(size)))
+        .filter(|(a, b)| a < b)
+        .collect()
+}
+
+/// [a, b) cut into pieces that are all zeros (true) or hold data (false), in order.
+fn segments(zeros: &RangeSet, a: u64, b: u64) -> Vec<(u64, u64, bool)> {
+    let mut out = Vec::new();
+    let mut pos = a;
+    for (ga, gb) in zeros.gaps(a, b) {
+        if pos < ga {
+            out.push((pos, ga, true));
+        }
+        out.push((ga, gb, false));
+        pos = gb;
+    }
+    if pos < b {
+        out.push((pos, b, true));
+    }
+    out
+}
+
+/// A run of zeros as hole entries, none longer than a chunk may be.
+fn holes(len: u64) -> impl Iterator<Item = ChunkRef> {
+    let max = u64::from(CHUNK_MAX);
+    (0..len.div_ceil(max)).map(move |i| ChunkRef {
+        sha256: None,
+        size: (len - i * max).min(max),
+    })
+}
+
 /// Brings [a, b) of the working copy local, reading missing bytes from the base version.
 async fn make_present(
     remote: &dyn Remote,
@@ -119,6 +223,66 @@ fn read_local(file: &File, offset: u64, len: u64) -> UploadResult<Bytes> {
     let mut buf = vec![0u8; len as usize];
     file.read_exact_at(&mut buf, offset)?;
     Ok(Bytes::from(buf))
+}
+
+/// Sends the chunks of [from, to) of a file still being written, before its
+/// upload: those cut by content (all but the last, which ends where the file
+/// ends for now), in an upload session that is never committed. They are
+/// then this user's on the server, so the upload at the file's close or
+/// fsync, which chunks it as always, finds them there and sends the rest.
+/// Chunks that other users hold are left to that upload's proof of
+/// possession. Returns where the chunks sent end: `from` for the next call.
+pub async fn send_ahead(
+    remote: &dyn Remote,
+    file: &File,
+    ino: i64,
+    (from, to): (u64, u64),
+    stats: &TransferStats,
+) -> UploadResult<u64> {
+    let reader = RangeReader {
+        file,
+        pos: from,
+        end: to,
+    };
+    let mut cut = Vec::new();
+    for chunk in Chunker::new(reader) {
+        let chunk = chunk?;
+        let sha = panproto::sha256_hex(&chunk.data);
+        cut.push((from + chunk.offset, chunk.data.len() as u64, sha));
+    }
+    cut.pop();
+    let Some(&(last, len, _)) = cut.last() else {
+        return Ok(from);
+    };
+    let state = remote
+        .begin_upload(&UploadInit {
+            ino,
+            chunks: cut
+                .iter()
+                .map(|(_, size, sha)| ChunkRef {
+                    sha256: Some(sha.clone()),
+                    size: *size,
+                })
+                .collect(),
+            sha256: None,
+            sha1: None,
+        })
+        .await?;
+    futures::stream::iter(cut.iter().filter(|(_, _, sha)| state.missing.contains(sha)))
+        .map(|(offset, len, sha)| {
+            let session = state.id.clone();
+            async move {
+                let body = read_local(file, *offset, *len)?;
+                remote.put_chunk(&session, sha, body).await?;
+                stats.bytes_sent.fetch_add(*len, Ordering::Relaxed);
+                stats.bytes_sent_ahead.fetch_add(*len, Ordering::Relaxed);
+                Ok::<_, UploadError>(())
+            }
+        })
+        .buffer_unordered(PARALLEL_PUTS)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(last + len)
 }
 
 /// A content committed by an upload, and the chunk list it was sent as.
@@ -155,7 +319,7 @@ pub async fn upload(
     for &(a, b) in &regions {
         make_present(remote, snap, live, a, b).await?;
     }
-    let plan = ahead::plan_while_sending(remote, snap, &regions, target.ino, stats).await?;
+    let plan = plan(snap, &regions)?;
     let mut tries = 1;
     let node = loop {
         match send_plan(remote, snap, live, &target, &plan, stats).await {
@@ -231,4 +395,154 @@ async fn send_plan(
         mtime: Some(snap.record.mtime),
     };
     Ok(remote.commit(&state.id, &commit).await?)
+}
+
+/// The chunk list of a new content, and where each data chunk lies in the file.
+struct Plan {
+    chunks: Vec<ChunkRef>,
+    /// (offset, length) by SHA-256.
+    placed: HashMap<String, (u64, u64)>,
+}
+
+/// The new chunk list: base chunks outside the changed regions, new ones inside.
+fn plan(snap: &Snapshot, regions: &[(u64, u64)]) -> UploadResult<Plan> {
+    let size = snap.record.size;
+    let base = with_offsets(&snap.record.base_chunks);
+    let mut chunks: Vec<ChunkRef> = Vec::new();
+    let mut placed = HashMap::new();
+    let mut pos = 0u64;
+    let mut regions = regions.iter().peekable();
+    while pos < size {
+        if let Some(&&(a, b)) = regions.peek()
+            && a <= pos
+        {
+            for (s, e, zeros) in segments(&snap.record.zeros, a, b) {
+                if zeros {
+                    chunks.extend(holes(e - s));
+                    continue;
+                }
+                let reader = RangeReader {
+                    file: &snap.file,
+                    pos: s,
+                    end: e,
+                };
+                for chunk in Chunker::new(reader) {
+                    let chunk = chunk?;
+                    let sha = panproto::sha256_hex(&chunk.data);
+                    let len = chunk.data.len() as u64;
+                    placed.insert(sha.clone(), (s + chunk.offset, len));
+                    chunks.push(ChunkRef {
+                        sha256: Some(sha),
+                        size: len,
+                    });
+                }
+            }
+            pos = b;
+            regions.next();
+            continue;
+        }
+        let next_region = regions.peek().map_or(size, |r| r.0);
+        match base.iter().find(|(o, _)| *o == pos) {
+            Some((o, c)) if o + c.size <= next_region => {
+                if let Some(sha) = &c.sha256 {
+                    placed.entry(sha.clone()).or_insert((*o, c.size));
+                }
+                chunks.push(c.clone());
+                pos += c.size;
+            }
+            _ => return Err(UploadError::Plan(pos)),
+        }
+    }
+    Ok(Plan { chunks, placed })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(
+        base_sizes: &[u64],
+        size: u64,
+        dirty: &[(u64, u64)],
+        cut: Option<u64>,
+    ) -> ShadowRecord {
+        let mut r = ShadowRecord {
+            ino: 1,
+            base: Some("base".into()),
+            base_chunks: base_sizes
+                .iter()
+                .map(|&size| ChunkRef {
+                    sha256: Some(format!("{size}")),
+                    size,
+                })
+                .collect(),
+            size,
+            present: RangeSet::default(),
+            dirty: RangeSet::default(),
+            cut,
+            zeros: RangeSet::default(),
+            mtime: 0,
+            ctime: 0,
+            place: None,
+        };
+        for &(a, b) in dirty {
+            r.dirty.insert(a, b);
+        }
+        r
+    }
+
+    #[test]
+    fn changes_are_widened_to_the_base_chunks_they_touch() {
+        let base = [100, 100, 100];
+        assert_eq!(
+            changed_regions(&record(&base, 300, &[(150, 160)], None)),
+            [(100, 200)]
+        );
+        // Two changes in touching chunks make one region.
+        let two = record(&base, 300, &[(150, 160), (90, 110)], None);
+        assert_eq!(changed_regions(&two), [(0, 200)]);
+        // A file cut short re-chunks the chunk the cut falls in, up to the new end.
+        assert_eq!(
+            changed_regions(&record(&base, 250, &[], Some(250))),
+            [(200, 250)]
+        );
+        // Bytes past the base's end are new.
+        assert_eq!(
+            changed_regions(&record(&base, 350, &[(300, 350)], None)),
+            [(300, 350)]
+        );
+        // No base: everything is new; an empty file has nothing to send.
+        assert_eq!(
+            changed_regions(&record(&[], 10, &[(0, 10)], None)),
+            [(0, 10)]
+        );
+        assert!(changed_regions(&record(&[], 0, &[], None)).is_empty());
+    }
+
+    #[test]
+    fn segments_alternate_data_and_zeros() {
+        let mut zeros = RangeSet::default();
+        zeros.insert(10, 20);
+        zeros.insert(30, 40);
+        assert_eq!(
+            segments(&zeros, 0, 50),
+            vec![
+                (0, 10, false),
+                (10, 20, true),
+                (20, 30, false),
+                (30, 40, true),
+                (40, 50, false)
+            ]
+        );
+        assert_eq!(segments(&zeros, 12, 18), vec![(12, 18, true)]);
+        assert_eq!(segments(&RangeSet::default(), 5, 9), vec![(5, 9, false)]);
+    }
+
+    #[test]
+    fn long_holes_are_split_at_the_chunk_limit() {
+        let max = u64::from(CHUNK_MAX);
+        let sizes: Vec<u64> = holes(2 * max + 7).map(|c| c.size).collect();
+        assert_eq!(sizes, vec![max, max, 7]);
+        assert!(holes(3 * max).all(|c| c.sha256.is_none()));
+    }
 }
