@@ -258,3 +258,30 @@ impl Mount {
         assert_eq!(kept, ours);
     }
 }
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // A failing test's report ends with what the daemon logged last.
+        if std::thread::panicking() {
+            eprintln!(
+                "panfs log of {} (last lines):\n{}",
+                self.path.display(),
+                self.log_tail(80)
+            );
+            if let Ok(dir) = std::env::var("PAN_KEEP_LOGS") {
+                let to = Path::new(&dir).join(format!(
+                    "panfs-{}.log",
+                    self.home
+                        .path()
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                ));
+                let _ = std::fs::write(to, self.log_tail(usize::MAX));
+            }
+        }
+        if self.mounted {
+            let _ = self.panfs(&["umount", &self.path.to_string_lossy()], "");
+        }
+    }
+}
