@@ -79,6 +79,24 @@ impl PanFs {
         status
     }
 
+    /// Takes the feed's position before the kernel sends any request. The
+    /// follower's first page would otherwise arrive while the mount is
+    /// already in use, make every record stale (an answer fetched before an
+    /// upload committed could then size the file as it was) and make the
+    /// kernel forget every name, a shell's working directory among them.
+    pub fn take_feed_position(&self) {
+        if lock(&self.tables).replica.cursor().is_some() {
+            return;
+        }
+        match self.block_on(self.remote.changes(None, Duration::ZERO)) {
+            Ok(FeedPage::Changes(page)) => self.start_over(page.seq),
+            Ok(FeedPage::Expired { current }) => self.start_over(current),
+            Err(e) => {
+                tracing::info!(error = %e, "no change feed position at mount; the follower takes it later");
+            }
+        }
+    }
+
     pub fn start_follower(self: &Arc<Self>) {
         let fs = self.clone();
         self.rt.spawn(async move { fs.follow().await });

@@ -51,6 +51,7 @@ impl Replica {
             seen: Some(Instant::now()),
             pin: seq,
             synced: 0,
+            committed: 0,
         }
     }
 
@@ -244,14 +245,18 @@ impl Replica {
     }
 
     /// A node as a committed batch left it. The batch's operations never set
-    /// content (inline contents are answered apart), so a current replica
+    /// content (inline contents are answered apart), so a current replica,
+    /// or one whose content this mount committed after the batch was sent,
     /// keeps the content it holds: an answer that left the server before an
     /// upload of this mount committed (a batch racing an upload) would take
     /// it back, and nothing would bring it again. Its ctime cannot tell: a
     /// node pinned by a local change carries this machine's time.
     pub fn batch_answered(&mut self, node: &Node, ticket: Ticket) {
         match self.nodes.get(&node.ino) {
-            Some(held) if self.current(held) && held.value.content != node.content => {
+            Some(held)
+                if (self.current(held) || held.committed_since(ticket))
+                    && held.value.content != node.content =>
+            {
                 let mut merged = node.clone();
                 merged.take_content_of(&held.value);
                 self.set_node(&merged, ticket);

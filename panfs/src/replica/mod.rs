@@ -10,10 +10,12 @@
 //! change older than what this mount just did itself, and the server stays the
 //! one source of attributes.
 //!
-//! A node fetched from the server never replaces a newer one (by the server's
-//! ctime, which every change moves): a `getattr` sent before an upload
-//! committed may answer after it, and must not put the old size back for as
-//! long as the feed is followed.
+//! A node fetched from the server never replaces a newer one: a `getattr`
+//! sent before an upload committed may answer after it, and must not put the
+//! old size back. Newer is what this mount committed after the fetch began
+//! (whether the feed is followed or not: a file retired after its upload is
+//! sized by the replica alone), or, while the feed is followed, a later
+//! server ctime, which every change moves.
 
 mod local;
 mod store;
@@ -37,6 +39,9 @@ struct Record<T> {
     /// The journaled change that set the value, once the server committed
     /// it (0: none or long ago).
     synced: u64,
+    /// This mount's own commit that set the value, by number (0: none): a
+    /// fetch begun before it may answer after it with what came before.
+    committed: u64,
 }
 
 impl<T> Record<T> {
@@ -45,6 +50,12 @@ impl<T> Record<T> {
     /// began (the answer may not show it).
     fn newer_than(&self, ticket: Ticket) -> bool {
         self.pin > 0 || self.synced > ticket.acked
+    }
+
+    /// Whether this mount committed the value after a request with `ticket`
+    /// began.
+    fn committed_since(&self, ticket: Ticket) -> bool {
+        self.committed > ticket.commits
     }
 }
 
@@ -55,6 +66,8 @@ pub struct Ticket {
     epoch: u64,
     /// The last journaled change the server had committed.
     acked: u64,
+    /// How many of this mount's own commits the replica had taken.
+    commits: u64,
 }
 
 /// What the replica knows of a name.
@@ -92,6 +105,8 @@ pub struct Replica {
     pins: VecDeque<(u64, local::Pin)>,
     /// The last journaled change the server committed.
     acked: u64,
+    /// How many of this mount's own commits (`set_node`) were taken.
+    commits: u64,
 }
 
 impl Replica {
@@ -107,6 +122,7 @@ impl Replica {
             dirty: false,
             pins: VecDeque::new(),
             acked: 0,
+            commits: 0,
         }
     }
 
@@ -129,6 +145,7 @@ impl Replica {
             seen: self.seen_if(ticket),
             pin: 0,
             synced: 0,
+            committed: 0,
         }
     }
 
@@ -137,6 +154,7 @@ impl Replica {
         Ticket {
             epoch: self.epoch,
             acked: self.acked,
+            commits: self.commits,
         }
     }
 
@@ -232,7 +250,11 @@ impl Replica {
     /// now, which is the one it had when that is current and newer.
     pub fn put_node(&mut self, node: &Node, ticket: Ticket) -> Node {
         match self.nodes.get(&node.ino) {
-            Some(r) if r.newer_than(ticket) || (self.current(r) && r.value.ctime > node.ctime) => {
+            Some(r)
+                if r.newer_than(ticket)
+                    || (r.committed_since(ticket) && r.value.ctime >= node.ctime)
+                    || (self.current(r) && r.value.ctime > node.ctime) =>
+            {
                 r.value.clone()
             }
             _ => {
@@ -246,18 +268,23 @@ impl Replica {
     /// A node as this mount's own change left it, in the server's answer to
     /// a request that began with `ticket`.
     pub fn set_node(&mut self, node: &Node, ticket: Ticket) {
+        self.commits += 1;
+        let commit = self.commits;
         if let Some(r) = self
             .nodes
             .get_mut(&node.ino)
-            .filter(|r| r.newer_than(ticket))
+            .filter(|r| r.newer_than(ticket) || r.committed_since(ticket))
         {
             // Attributes changed here since the request began (not synced
             // yet, or committed after the answer was made: an upload that
             // ran beside a chmod) stay; the content is the server's to say.
             r.value.take_content_of(node);
+            r.committed = commit;
+            self.dirty = true;
             return;
         }
-        let record = self.record(node.clone(), ticket);
+        let mut record = self.record(node.clone(), ticket);
+        record.committed = commit;
         self.nodes.insert(node.ino, record);
     }
 

@@ -103,6 +103,7 @@ impl Replica {
                     seen,
                     pin: 0,
                     synced: 0,
+                    committed: 0,
                 },
             );
         }
@@ -115,6 +116,7 @@ impl Replica {
                     seen,
                     pin: 0,
                     synced: 0,
+                    committed: 0,
                 },
             );
         }
@@ -127,6 +129,7 @@ impl Replica {
                     seen,
                     pin: 0,
                     synced: 0,
+                    committed: 0,
                 },
             );
         }

@@ -128,6 +128,28 @@ fn an_answer_older_than_what_the_replica_holds_yields() {
     assert_eq!(r.put_node(&version(2, 1, 5), r.ticket()).size, 1);
 }
 
+/// A fresh mount's first feed page, or a lost cursor, makes every record
+/// stale: an answer fetched before this mount's upload committed must still
+/// not put the empty file back (git read its new index as 0 bytes).
+#[test]
+fn an_answer_begun_before_an_own_commit_yields_while_stale() {
+    let mut r = listed();
+    let lookup = r.ticket();
+    let batch = r.ticket();
+    let uploaded = Node {
+        content: Some("new".into()),
+        ..version(2, 4096, 20)
+    };
+    r.set_node(&uploaded, r.ticket());
+    r.clear();
+    assert_eq!(r.put_node(&version(2, 0, 20), lookup).size, 4096);
+    r.batch_answered(&version(2, 0, 20), batch);
+    let held = r.last_seen(2).expect("held");
+    assert_eq!((held.size, held.content.as_deref()), (4096, Some("new")));
+    // Fetched after the commit: taken.
+    assert_eq!(r.put_node(&version(2, 8192, 30), r.ticket()).size, 8192);
+}
+
 #[test]
 fn a_batch_answer_never_takes_back_content_an_upload_committed() {
     let mut r = listed();
