@@ -219,7 +219,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
     if recovered > 0 {
         tracing::info!(recovered, "resuming journaled uploads");
     }
-    fs.take_first_feed_page();
+    fs.take_feed_position();
     fs.start_writeback();
     fs.start_syncer();
     fs.start_streamer();

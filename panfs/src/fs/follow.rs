@@ -79,35 +79,20 @@ impl PanFs {
         status
     }
 
-    /// Takes the feed's first page before the kernel sends any request: the
-    /// position of a mount with none, or a saved position the feed dropped.
-    /// Starting over while the mount is in use makes every record stale (an
-    /// answer fetched before an upload committed could then size the file as
-    /// it was) and makes the kernel forget every name, a shell's working
-    /// directory among them.
-    pub fn take_first_feed_page(&self) {
-        let since = lock(&self.tables).replica.cursor();
-        match self.block_on(self.remote.changes(since, Duration::ZERO)) {
-            Ok(page) => self.take_page(since, page),
-            Err(e) => {
-                tracing::info!(error = %e, "the change feed is not reachable at mount; the follower keeps asking");
-            }
+    /// Takes the feed's position before the kernel sends any request. The
+    /// follower's first page would otherwise arrive while the mount is
+    /// already in use, make every record stale (an answer fetched before an
+    /// upload committed could then size the file as it was) and make the
+    /// kernel forget every name, a shell's working directory among them.
+    pub fn take_feed_position(&self) {
+        if lock(&self.tables).replica.cursor().is_some() {
+            return;
         }
-    }
-
-    /// Takes a page of the feed asked for from `since`.
-    fn take_page(&self, since: Option<i64>, page: FeedPage) {
-        match (page, since) {
-            (FeedPage::Changes(page), Some(_)) => self.apply(page),
-            // No cursor yet: nothing seen so far can be vouched for.
-            (FeedPage::Changes(page), None) => self.start_over(page.seq),
-            (FeedPage::Expired { current }, _) => {
-                tracing::warn!(
-                    current,
-                    "the change feed expired this mount's cursor: starting over"
-                );
-                lock(&self.feed).restarts += 1;
-                self.start_over(current);
+        match self.block_on(self.remote.changes(None, Duration::ZERO)) {
+            Ok(FeedPage::Changes(page)) => self.start_over(page.seq),
+            Ok(FeedPage::Expired { current }) => self.start_over(current),
+            Err(e) => {
+                tracing::info!(error = %e, "no change feed position at mount; the follower takes it later");
             }
         }
     }
@@ -137,9 +122,21 @@ impl PanFs {
             // Catching up asks without waiting; a follower waits for the next change.
             let wait = if following { POLL } else { Duration::ZERO };
             match self.remote.changes(since, wait).await {
-                Ok(page) => {
+                Ok(FeedPage::Changes(page)) => {
                     retry = Duration::from_millis(200);
-                    self.take_page(since, page);
+                    match since {
+                        Some(_) => self.apply(page),
+                        // No cursor yet: nothing seen so far can be vouched for.
+                        None => self.start_over(page.seq),
+                    }
+                }
+                Ok(FeedPage::Expired { current }) => {
+                    tracing::warn!(
+                        current,
+                        "the change feed expired this mount's cursor: starting over"
+                    );
+                    lock(&self.feed).restarts += 1;
+                    self.start_over(current);
                 }
                 Err(e) => {
                     if following {
