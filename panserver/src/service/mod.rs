@@ -94,18 +94,11 @@ impl App {
         Ok(data)
     }
 
-    /// Moves one staged chunk to the object store. Idempotent: a redelivered
-    /// job, or two jobs for one chunk at once, are harmless.
+    /// Moves one staged chunk to the object store. Idempotent: a redelivered job is harmless.
     pub async fn transfer_chunk(&self, sha256: &str) -> ServiceResult<()> {
-        // Garbage collection removes chunks under the write side: a job never
-        // moves a chunk it is removing, nor removes the staged file of the
-        // same chunk uploaded again after it was collected.
-        let _gate = self.chunk_gate.read().await;
         match self.meta.chunk_location(sha256).await? {
-            // Collected: the collector removed its files.
-            None => return Ok(()),
-            // Moved already: only a leftover staging file may remain.
-            Some(ChunkLocation::Store) => {}
+            // Gone (collected) or already moved: only a leftover staging file may remain.
+            None | Some(ChunkLocation::Store) => {}
             Some(ChunkLocation::Staging) => {
                 // The staged file was hashed as it was written, and every read
                 // checks the hash again: a store that takes the file itself
@@ -113,10 +106,6 @@ impl App {
                 let key = chunk_key(sha256);
                 if !self.store.adopt(&key, &self.staging.path(sha256)).await? {
                     let Some(data) = self.staging.read(sha256).await? else {
-                        // Another job for the same chunk moved it meanwhile.
-                        if self.meta.chunk_location(sha256).await? == Some(ChunkLocation::Store) {
-                            return Ok(());
-                        }
                         tracing::error!(chunk = sha256, "staged chunk has no file");
                         return Err(ServiceError::Corrupt);
                     };
