@@ -89,10 +89,26 @@ impl PanFs {
             return;
         }
         match self.block_on(self.remote.changes(None, Duration::ZERO)) {
-            Ok(FeedPage::Changes(page)) => self.start_over(page.seq),
-            Ok(FeedPage::Expired { current }) => self.start_over(current),
+            Ok(page) => self.take_page(None, page),
             Err(e) => {
                 tracing::info!(error = %e, "no change feed position at mount; the follower takes it later");
+            }
+        }
+    }
+
+    /// Takes a page of the feed asked for from `since`.
+    fn take_page(&self, since: Option<i64>, page: FeedPage) {
+        match (page, since) {
+            (FeedPage::Changes(page), Some(_)) => self.apply(page),
+            // No cursor yet: nothing seen so far can be vouched for.
+            (FeedPage::Changes(page), None) => self.start_over(page.seq),
+            (FeedPage::Expired { current }, _) => {
+                tracing::warn!(
+                    current,
+                    "the change feed expired this mount's cursor: starting over"
+                );
+                lock(&self.feed).restarts += 1;
+                self.start_over(current);
             }
         }
     }
@@ -122,21 +138,9 @@ impl PanFs {
             // Catching up asks without waiting; a follower waits for the next change.
             let wait = if following { POLL } else { Duration::ZERO };
             match self.remote.changes(since, wait).await {
-                Ok(FeedPage::Changes(page)) => {
+                Ok(page) => {
                     retry = Duration::from_millis(200);
-                    match since {
-                        Some(_) => self.apply(page),
-                        // No cursor yet: nothing seen so far can be vouched for.
-                        None => self.start_over(page.seq),
-                    }
-                }
-                Ok(FeedPage::Expired { current }) => {
-                    tracing::warn!(
-                        current,
-                        "the change feed expired this mount's cursor: starting over"
-                    );
-                    lock(&self.feed).restarts += 1;
-                    self.start_over(current);
+                    self.take_page(since, page);
                 }
                 Err(e) => {
                     if following {
