@@ -230,25 +230,28 @@ impl App {
                 big.len()
             )));
         }
-        let _gate = self.chunk_gate.read().await;
-        let staging = self.staging.clone();
-        let names = tokio::task::spawn_blocking(move || {
-            let slices: Vec<&[u8]> = datas.iter().map(|(_, d)| d.as_slice()).collect();
-            staging.put_all(&slices).map(|names| {
-                datas
-                    .iter()
-                    .zip(names)
-                    .map(|((i, d), sha)| (*i, sha, d.len() as u64))
-                    .collect::<Vec<_>>()
+        let names = self
+            .stage_and_record(user, move |staging| {
+                let slices: Vec<&[u8]> = datas.iter().map(|(_, d)| d.as_slice()).collect();
+                match staging.put_all(&slices) {
+                    Ok(names) => {
+                        let staged = datas
+                            .iter()
+                            .zip(&names)
+                            .map(|((_, d), sha)| (sha.clone(), d.len() as i64))
+                            .collect();
+                        let placed = datas
+                            .iter()
+                            .zip(names)
+                            .map(|((i, d), sha)| (*i, sha, d.len() as u64))
+                            .collect::<Vec<_>>();
+                        (staged, Ok(placed))
+                    }
+                    // Nothing is durable until the flush at the end: nothing to record.
+                    Err(e) => (Vec::new(), Err(e.into())),
+                }
             })
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
-        let staged: Vec<(String, i64)> = names
-            .iter()
-            .map(|(_, sha, size)| (sha.clone(), *size as i64))
-            .collect();
-        self.record_chunks(user, &staged).await?;
+            .await?;
         for (i, sha, size) in names {
             if let Ok(TreeOp::SetContent { chunks, .. }) = &mut checked[i] {
                 *chunks = vec![ChunkRef {

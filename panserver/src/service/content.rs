@@ -75,11 +75,12 @@ impl App {
                 Some(sha) if keep < e.size as u64 => {
                     let data = self.read_chunk(sha).await?;
                     let prefix = data.slice(..keep as usize);
-                    let staging = self.staging.clone();
-                    let new_sha = tokio::task::spawn_blocking(move || staging.put(&prefix))
-                        .await
-                        .map_err(|e| ServiceError::Internal(e.to_string()))??;
-                    self.record_chunk(user, &new_sha, keep).await?;
+                    let new_sha = self
+                        .stage_and_record(user, move |staging| match staging.put(&prefix) {
+                            Ok(sha) => (vec![(sha.clone(), keep as i64)], Ok(sha)),
+                            Err(e) => (Vec::new(), Err(e.into())),
+                        })
+                        .await?;
                     chunks.push(ChunkRef {
                         sha256: Some(new_sha),
                         size: keep,

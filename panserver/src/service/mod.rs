@@ -7,6 +7,7 @@ mod batch;
 pub mod content;
 mod error;
 pub mod feed;
+mod record;
 mod tree;
 pub mod uploads;
 mod users;
@@ -58,7 +59,7 @@ pub struct App {
     pub limits: Limits,
     /// Writers of chunks hold it shared, garbage collection exclusively: a chunk being
     /// re-uploaded is never removed under the uploader.
-    pub chunk_gate: RwLock<()>,
+    pub chunk_gate: Arc<RwLock<()>>,
     /// Requests waiting for a user's next change.
     pub feed: Feed,
     /// Tells the other servers of a deployment about changes made here.
@@ -96,9 +97,15 @@ impl App {
 
     /// Moves one staged chunk to the object store. Idempotent: a redelivered job is harmless.
     pub async fn transfer_chunk(&self, sha256: &str) -> ServiceResult<()> {
+        // Garbage collection waits for the move: a chunk it collected and an
+        // upload staged again meanwhile would otherwise lose its new file below.
+        let _gate = self.chunk_gate.read().await;
         match self.meta.chunk_location(sha256).await? {
-            // Gone (collected) or already moved: only a leftover staging file may remain.
-            None | Some(ChunkLocation::Store) => {}
+            // Collected: the collector removed its files, and a file staged
+            // since belongs to a new upload, whose own job moves it.
+            None => return Ok(()),
+            // Already moved: only a leftover staging file may remain.
+            Some(ChunkLocation::Store) => {}
             Some(ChunkLocation::Staging) => {
                 // The staged file was hashed as it was written, and every read
                 // checks the hash again: a store that takes the file itself

@@ -200,7 +200,7 @@ impl App {
         size: u64,
         mut body: BodyStream,
     ) -> ServiceResult<()> {
-        let _gate = self.chunk_gate.read().await;
+        let gate = self.share_gate().await;
         let mut writer = self.staging.writer(sha256, size)?;
         while let Some(piece) = body.next().await {
             let piece =
@@ -208,27 +208,8 @@ impl App {
             writer.write(&piece)?;
         }
         writer.finish(sha256, size)?;
-        self.record_chunk(user, sha256, size).await
-    }
-
-    /// Records a verified, staged chunk as the user's and queues its transfer.
-    pub async fn record_chunk(&self, user: i64, sha256: &str, size: u64) -> ServiceResult<()> {
-        self.record_chunks(user, &[(sha256.to_string(), size as i64)])
+        self.record_chunks(user, vec![(sha256.to_string(), size as i64)], gate)
             .await
-    }
-
-    /// `record_chunk` for many at once: two statements, not two per chunk.
-    pub async fn record_chunks(&self, user: i64, chunks: &[(String, i64)]) -> ServiceResult<()> {
-        self.meta.add_chunks(chunks, now_ns()).await?;
-        let hashes: Vec<String> = chunks.iter().map(|(sha, _)| sha.clone()).collect();
-        self.meta.grant_chunks(user, &hashes).await?;
-        for sha256 in &hashes {
-            if let Err(e) = self.queue.publish(sha256).await {
-                // The chunk is safe in staging; the reconciler queues it again later.
-                tracing::warn!(chunk = sha256, error = %e, "could not queue transfer");
-            }
-        }
-        Ok(())
     }
 
     pub async fn prove(&self, user: i64, id: &str, answer: &str) -> ServiceResult<UploadState> {
@@ -346,36 +327,36 @@ impl App {
         }
         let reader = tokio_util::io::StreamReader::new(body);
         let mut reader = tokio_util::io::SyncIoBridge::new(reader);
-        let staging = self.staging.clone();
         let limit = self.limits.max_upload_bytes;
-        let _gate = self.chunk_gate.read().await;
         // Chunking and hashing are CPU work on blocking I/O: keep them off the async threads.
-        let (chunks, hashes) = tokio::task::spawn_blocking(move || -> ServiceResult<_> {
-            let mut hasher = panproto::ContentHasher::default();
-            let mut chunks = Vec::new();
-            for chunk in panproto::Chunker::new(&mut reader) {
-                let chunk = chunk
-                    .map_err(|e| ServiceError::BadRequest(format!("reading the body: {e}")))?;
-                hasher.update(&chunk.data);
-                if hasher.len() > limit {
-                    return Err(ServiceError::TooLarge);
-                }
-                let sha = staging.put(&chunk.data)?;
-                chunks.push(ChunkRef {
-                    sha256: Some(sha),
-                    size: chunk.data.len() as u64,
-                });
-            }
-            Ok((chunks, hasher.finish()))
-        })
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))??;
-        for c in &chunks {
-            if let Some(sha) = &c.sha256 {
-                self.record_chunk(user, sha, c.size).await?;
-            }
-        }
-        drop(_gate);
+        let (chunks, hashes) = self
+            .stage_and_record(user, move |staging| {
+                let mut hasher = panproto::ContentHasher::default();
+                let mut staged = Vec::new();
+                let mut cut = || -> ServiceResult<()> {
+                    for chunk in panproto::Chunker::new(&mut reader) {
+                        let chunk = chunk.map_err(|e| {
+                            ServiceError::BadRequest(format!("reading the body: {e}"))
+                        })?;
+                        hasher.update(&chunk.data);
+                        if hasher.len() > limit {
+                            return Err(ServiceError::TooLarge);
+                        }
+                        staged.push((staging.put(&chunk.data)?, chunk.data.len() as i64));
+                    }
+                    Ok(())
+                };
+                let outcome = cut();
+                let chunks: Vec<ChunkRef> = staged
+                    .iter()
+                    .map(|(sha, size)| ChunkRef {
+                        sha256: Some(sha.clone()),
+                        size: *size as u64,
+                    })
+                    .collect();
+                (staged, outcome.map(|()| (chunks, hasher.finish())))
+            })
+            .await?;
         let now = now_ns();
         Ok(self
             .meta

@@ -1,0 +1,95 @@
+//! Recording staged chunks: a verified chunk in staging becomes the user's in
+//! the metadata, and its transfer is queued.
+//!
+//! Both steps run to their end even if the request that staged the chunk is
+//! dropped meanwhile, as when its client goes away mid-request (a killed
+//! panfs): a staged file whose row or job is never written stays in staging
+//! for good. So they run in a task of their own, which holds the caller's
+//! share of the chunk gate until the chunks are recorded.
+
+use tokio::sync::OwnedRwLockReadGuard;
+
+use crate::meta::MetaStore;
+use crate::queue::TransferQueue;
+use crate::service::{App, ServiceError, ServiceResult, now_ns};
+use crate::staging::Staging;
+
+/// A writer's share of the chunk gate: garbage collection waits for it.
+pub type GateShare = OwnedRwLockReadGuard<()>;
+
+/// Chunks staged: (SHA-256, size).
+pub type Staged = Vec<(String, i64)>;
+
+impl App {
+    /// Takes a share of the chunk gate, held while chunks are staged and recorded.
+    pub async fn share_gate(&self) -> GateShare {
+        self.chunk_gate.clone().read_owned().await
+    }
+
+    /// Records staged chunks as the user's and queues their transfers (two
+    /// statements, not two per chunk), to the end even if the caller is dropped.
+    pub async fn record_chunks(
+        &self,
+        user: i64,
+        chunks: Staged,
+        gate: GateShare,
+    ) -> ServiceResult<()> {
+        let (meta, queue) = (self.meta.clone(), self.queue.clone());
+        detached(async move {
+            let _gate = gate;
+            record(&*meta, &*queue, user, &chunks).await
+        })
+        .await
+    }
+
+    /// Runs `stage` on a blocking thread and records every chunk it staged,
+    /// also when it failed part way, to the end even if the caller is dropped.
+    pub async fn stage_and_record<T: Send + 'static>(
+        &self,
+        user: i64,
+        stage: impl FnOnce(&Staging) -> (Staged, ServiceResult<T>) + Send + 'static,
+    ) -> ServiceResult<T> {
+        let gate = self.share_gate().await;
+        let staging = self.staging.clone();
+        let (meta, queue) = (self.meta.clone(), self.queue.clone());
+        detached(async move {
+            let _gate = gate;
+            let (staged, outcome) = tokio::task::spawn_blocking(move || stage(&staging))
+                .await
+                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+            record(&*meta, &*queue, user, &staged).await?;
+            outcome
+        })
+        .await
+    }
+}
+
+/// Runs `work` in a task of its own and waits for it.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = ServiceResult<T>> + Send + 'static,
+) -> ServiceResult<T> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+}
+
+async fn record(
+    meta: &dyn MetaStore,
+    queue: &dyn TransferQueue,
+    user: i64,
+    chunks: &[(String, i64)],
+) -> ServiceResult<()> {
+    if chunks.is_empty() {
+        return Ok(());
+    }
+    meta.add_chunks(chunks, now_ns()).await?;
+    let hashes: Vec<String> = chunks.iter().map(|(sha, _)| sha.clone()).collect();
+    meta.grant_chunks(user, &hashes).await?;
+    for sha256 in &hashes {
+        if let Err(e) = queue.publish(sha256).await {
+            // The chunk is safe in staging; the reconciler queues it again later.
+            tracing::warn!(chunk = sha256, error = %e, "could not queue transfer");
+        }
+    }
+    Ok(())
+}
