@@ -53,28 +53,31 @@ pub async fn hash_new_contents(app: &App) -> ServiceResult<usize> {
     Ok(pending.len())
 }
 
+/// Every `every`: hashes new contents, sweeps part uploads, prunes the feed
+/// and collects garbage. Failures are logged with `?` (Debug): an internal
+/// error's message hides its cause from clients, and only this log shows it.
 pub async fn run_maintenance(app: Arc<App>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     loop {
         ticker.tick().await;
         if let Err(e) = hash_new_contents(&app).await {
-            tracing::warn!(error = %e, "hashing new contents failed");
+            tracing::warn!(error = ?e, "hashing new contents failed");
         }
         let parts = crate::parts::PartStore::new(app.staging.root());
         match parts.sweep(crate::service::now_ns()).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "expired part uploads removed"),
-            Err(e) => tracing::warn!(error = %e, "sweeping part uploads failed"),
+            Err(e) => tracing::warn!(error = ?e, "sweeping part uploads failed"),
         }
         match app.prune_changes().await {
             Ok(0) => {}
             Ok(n) => tracing::info!(changes = n, "old changes pruned from the feed"),
-            Err(e) => tracing::warn!(error = %e, "pruning the change feed failed"),
+            Err(e) => tracing::warn!(error = ?e, "pruning the change feed failed"),
         }
         match collect_garbage(&app).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(chunks = n, "garbage collected"),
-            Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+            Err(e) => tracing::warn!(error = ?e, "garbage collection failed"),
         }
     }
 }
