@@ -486,17 +486,19 @@ impl SmallDisk {
         disk
     }
 
+    /// The bytes free on the disk.
+    pub fn free_bytes(&self) -> u64 {
+        // SAFETY: statvfs on a path we own, into a zeroed struct.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).expect("path");
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail * st.f_frsize
+    }
+
     /// Fills the disk with a file, leaving about `leave_mib` MiB free.
     pub fn fill(&self, leave_mib: u64) -> PathBuf {
         let filler = self.path.join("filler");
-        let free = {
-            // SAFETY: statvfs on a path we own, into a zeroed struct.
-            let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-            let c = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).expect("path");
-            assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-            st.f_bavail * st.f_frsize
-        };
-        let size = free.saturating_sub(leave_mib << 20);
+        let size = self.free_bytes().saturating_sub(leave_mib << 20);
         let data = vec![0x5au8; 1 << 20];
         let mut f = std::fs::File::create(&filler).expect("filler");
         let mut written = 0;

@@ -104,6 +104,15 @@ fn local_disk_full_gives_enospc_and_keeps_earlier_files() {
     // Earlier files are intact; removing the failed file frees the space.
     assert_eq!(sha256_file(&mount.p("small.bin")), small_sha);
     std::fs::remove_file(mount.p("huge.bin")).expect("rm");
+    // The space comes back once panfs drops the working copy: at the unlink,
+    // or at the release of dd's handle if that comes later (the kernel sends
+    // a release after the process closed the file, and may send it after the
+    // rm), or once a send of the file's first part that holds it open ends.
+    wait_until(
+        "the removed file's space to come back",
+        Duration::from_secs(30),
+        || disk.free_bytes() >= 16 << 20,
+    );
     let again = src.path().join("again.bin");
     let again_sha = write_noise_file(&again, 4, 8 << 20);
     mount.sh(&format!("cp {} again.bin && sync", again.display()));

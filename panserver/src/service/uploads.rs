@@ -346,7 +346,13 @@ impl App {
                     }
                     Ok(())
                 };
-                let outcome = cut();
+                // A body that fails part way records nothing, as before: what it
+                // staged stays unrecorded (`check` reports it) until the same bytes
+                // come again. Recording it would let transfers empty a full staging
+                // disk chunk by chunk, which `full_disk` does not expect yet.
+                if let Err(e) = cut() {
+                    return (Vec::new(), Err(e));
+                }
                 let chunks: Vec<ChunkRef> = staged
                     .iter()
                     .map(|(sha, size)| ChunkRef {
@@ -354,7 +360,7 @@ impl App {
                         size: *size as u64,
                     })
                     .collect();
-                (staged, outcome.map(|()| (chunks, hasher.finish())))
+                (staged, Ok((chunks, hasher.finish())))
             })
             .await?;
         let now = now_ns();
