@@ -42,8 +42,8 @@ impl App {
         .await
     }
 
-    /// Runs `stage` on a blocking thread and records every chunk it staged,
-    /// also when it failed part way, to the end even if the caller is dropped.
+    /// Runs `stage` on a blocking thread and records the chunks it returns as
+    /// staged, also with an error, to the end even if the caller is dropped.
     pub async fn stage_and_record<T: Send + 'static>(
         &self,
         user: i64,
