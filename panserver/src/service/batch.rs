@@ -233,23 +233,16 @@ impl App {
         let names = self
             .stage_and_record(user, move |staging| {
                 let slices: Vec<&[u8]> = datas.iter().map(|(_, d)| d.as_slice()).collect();
-                match staging.put_all(&slices) {
-                    Ok(names) => {
-                        let staged = datas
-                            .iter()
-                            .zip(&names)
-                            .map(|((_, d), sha)| (sha.clone(), d.len() as i64))
-                            .collect();
-                        let placed = datas
-                            .iter()
-                            .zip(names)
-                            .map(|((i, d), sha)| (*i, sha, d.len() as u64))
-                            .collect::<Vec<_>>();
-                        (staged, Ok(placed))
-                    }
-                    // Nothing is durable until the flush at the end: nothing to record.
-                    Err(e) => (Vec::new(), Err(e.into())),
-                }
+                let placed: Vec<(usize, String, u64)> = datas
+                    .iter()
+                    .zip(staging.put_all(&slices)?)
+                    .map(|((i, d), sha)| (*i, sha, d.len() as u64))
+                    .collect();
+                let staged = placed
+                    .iter()
+                    .map(|(_, sha, size)| (sha.clone(), *size as i64))
+                    .collect();
+                Ok((staged, placed))
             })
             .await?;
         for (i, sha, size) in names {

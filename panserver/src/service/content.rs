@@ -76,9 +76,9 @@ impl App {
                     let data = self.read_chunk(sha).await?;
                     let prefix = data.slice(..keep as usize);
                     let new_sha = self
-                        .stage_and_record(user, move |staging| match staging.put(&prefix) {
-                            Ok(sha) => (vec![(sha.clone(), keep as i64)], Ok(sha)),
-                            Err(e) => (Vec::new(), Err(e.into())),
+                        .stage_and_record(user, move |staging| {
+                            let sha = staging.put(&prefix)?;
+                            Ok((vec![(sha.clone(), keep as i64)], sha))
                         })
                         .await?;
                     chunks.push(ChunkRef {

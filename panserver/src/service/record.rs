@@ -42,23 +42,25 @@ impl App {
         .await
     }
 
-    /// Runs `stage` on a blocking thread and records the chunks it returns as
-    /// staged, also with an error, to the end even if the caller is dropped.
+    /// Runs `stage` on a blocking thread and records the chunks it staged, to
+    /// the end even if the caller is dropped. A `stage` that fails records
+    /// nothing: what it staged stays unrecorded (`check` reports it) until the
+    /// same bytes come again.
     pub async fn stage_and_record<T: Send + 'static>(
         &self,
         user: i64,
-        stage: impl FnOnce(&Staging) -> (Staged, ServiceResult<T>) + Send + 'static,
+        stage: impl FnOnce(&Staging) -> ServiceResult<(Staged, T)> + Send + 'static,
     ) -> ServiceResult<T> {
         let gate = self.share_gate().await;
         let staging = self.staging.clone();
         let (meta, queue) = (self.meta.clone(), self.queue.clone());
         detached(async move {
             let _gate = gate;
-            let (staged, outcome) = tokio::task::spawn_blocking(move || stage(&staging))
+            let (staged, value) = tokio::task::spawn_blocking(move || stage(&staging))
                 .await
-                .map_err(|e| ServiceError::Internal(e.to_string()))?;
+                .map_err(|e| ServiceError::Internal(e.to_string()))??;
             record(&*meta, &*queue, user, &staged).await?;
-            outcome
+            Ok(value)
         })
         .await
     }

@@ -333,25 +333,14 @@ impl App {
             .stage_and_record(user, move |staging| {
                 let mut hasher = panproto::ContentHasher::default();
                 let mut staged = Vec::new();
-                let mut cut = || -> ServiceResult<()> {
-                    for chunk in panproto::Chunker::new(&mut reader) {
-                        let chunk = chunk.map_err(|e| {
-                            ServiceError::BadRequest(format!("reading the body: {e}"))
-                        })?;
-                        hasher.update(&chunk.data);
-                        if hasher.len() > limit {
-                            return Err(ServiceError::TooLarge);
-                        }
-                        staged.push((staging.put(&chunk.data)?, chunk.data.len() as i64));
+                for chunk in panproto::Chunker::new(&mut reader) {
+                    let chunk = chunk
+                        .map_err(|e| ServiceError::BadRequest(format!("reading the body: {e}")))?;
+                    hasher.update(&chunk.data);
+                    if hasher.len() > limit {
+                        return Err(ServiceError::TooLarge);
                     }
-                    Ok(())
-                };
-                // A body that fails part way records nothing, as before: what it
-                // staged stays unrecorded (`check` reports it) until the same bytes
-                // come again. Recording it would let transfers empty a full staging
-                // disk chunk by chunk, which `full_disk` does not expect yet.
-                if let Err(e) = cut() {
-                    return (Vec::new(), Err(e));
+                    staged.push((staging.put(&chunk.data)?, chunk.data.len() as i64));
                 }
                 let chunks: Vec<ChunkRef> = staged
                     .iter()
@@ -360,7 +349,7 @@ impl App {
                         size: *size as u64,
                     })
                     .collect();
-                (staged, Ok((chunks, hasher.finish())))
+                Ok((staged, (chunks, hasher.finish())))
             })
             .await?;
         let now = now_ns();
