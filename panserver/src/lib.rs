@@ -14,6 +14,7 @@ pub mod service;
 pub mod session;
 pub mod staging;
 pub mod store;
+pub mod sums;
 pub mod transfer;
 
 use std::sync::Arc;

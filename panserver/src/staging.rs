@@ -7,6 +7,9 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
+use crate::meta::NewChunk;
+use crate::sums::BlockSummer;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StagingError {
     #[error("the chunk's bytes do not match its SHA-256")]
@@ -29,12 +32,15 @@ impl From<std::io::Error> for StagingError {
     }
 }
 
-/// A chunk being written: bytes go to a temporary file and are hashed on the way.
+/// A chunk being written: bytes go to a temporary file and are hashed and
+/// block-summed on the way.
 pub struct StagedWriter {
     file: std::fs::File,
     tmp: PathBuf,
     dest: PathBuf,
-    hasher: Sha256,
+    /// None when the server hashed the bytes itself: no need to hash them twice.
+    hasher: Option<Sha256>,
+    summer: BlockSummer,
     written: u64,
     limit: u64,
 }
@@ -45,31 +51,36 @@ impl StagedWriter {
         if self.written > self.limit {
             return Err(StagingError::TooLarge);
         }
-        self.hasher.update(data);
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(data);
+        }
+        self.summer.update(data);
         self.file.write_all(data)?;
         Ok(())
     }
 
-    /// Checks the hash and size, then makes the chunk durable under its name.
-    pub fn finish(self, sha256: &str, size: u64) -> Result<(), StagingError> {
+    /// Checks the hash and size, then makes the chunk durable under its name:
+    /// the chunk to record.
+    pub fn finish(self, sha256: &str, size: u64) -> Result<NewChunk, StagingError> {
         self.finish_as(sha256, size, true)
     }
 
-    /// As `finish`, but durable only after the next `Staging::sync`: a batch of
+    /// `sync` false leaves durability to the next `Staging::sync`: a batch of
     /// chunks costs one flush, not one each.
-    pub fn finish_unsynced(self, sha256: &str, size: u64) -> Result<(), StagingError> {
-        self.finish_as(sha256, size, false)
-    }
-
-    fn finish_as(self, sha256: &str, size: u64, sync: bool) -> Result<(), StagingError> {
-        if hex::encode(self.hasher.clone().finalize()) != sha256 || self.written != size {
+    fn finish_as(mut self, sha256: &str, size: u64, sync: bool) -> Result<NewChunk, StagingError> {
+        let hashed = self.hasher.take().map(|h| hex::encode(h.finalize()));
+        if hashed.is_some_and(|h| h != sha256) || self.written != size {
             return Err(StagingError::HashMismatch);
         }
         if sync {
             self.file.sync_all()?;
         }
         std::fs::rename(&self.tmp, &self.dest)?;
-        Ok(())
+        Ok(NewChunk {
+            sha256: sha256.to_string(),
+            size: size as i64,
+            block_sums: std::mem::take(&mut self.summer).finish(),
+        })
     }
 }
 
@@ -101,8 +112,18 @@ impl Staging {
         self.root.join(&sha256[..2]).join(sha256)
     }
 
-    /// Starts writing a chunk of at most `limit` bytes. Blocking I/O: call from a blocking context.
+    /// Starts writing a chunk of at most `limit` bytes, checked against
+    /// `sha256` at the end. Blocking I/O: call from a blocking context.
     pub fn writer(&self, sha256: &str, limit: u64) -> Result<StagedWriter, StagingError> {
+        self.writer_as(sha256, limit, Some(Sha256::new()))
+    }
+
+    fn writer_as(
+        &self,
+        sha256: &str,
+        limit: u64,
+        hasher: Option<Sha256>,
+    ) -> Result<StagedWriter, StagingError> {
         let dest = self.path(sha256);
         if let Some(dir) = dest.parent() {
             std::fs::create_dir_all(dir)?;
@@ -116,37 +137,39 @@ impl Staging {
             file,
             tmp,
             dest,
-            hasher: Sha256::new(),
+            hasher,
+            summer: BlockSummer::default(),
             written: 0,
             limit,
         })
     }
 
-    /// Stages bytes the server cut itself (blocking I/O); returns their SHA-256.
-    pub fn put(&self, data: &[u8]) -> Result<String, StagingError> {
-        let sha = panproto::sha256_hex(data);
-        let mut w = self.writer(&sha, data.len() as u64)?;
-        w.write(data)?;
-        w.finish(&sha, data.len() as u64)?;
-        Ok(sha)
+    /// Stages bytes the server cut itself (blocking I/O).
+    pub fn put(&self, data: &[u8]) -> Result<NewChunk, StagingError> {
+        self.put_as(data, true)
     }
 
     /// Stages many small chunks with one flush of the staging file system for
-    /// all of them (blocking I/O); returns their SHA-256s. When this returns,
-    /// every one is durable under its name.
-    pub fn put_all(&self, chunks: &[&[u8]]) -> Result<Vec<String>, StagingError> {
-        let mut names = Vec::with_capacity(chunks.len());
-        for data in chunks {
-            let sha = panproto::sha256_hex(data);
-            let mut w = self.writer(&sha, data.len() as u64)?;
-            w.write(data)?;
-            w.finish_unsynced(&sha, data.len() as u64)?;
-            names.push(sha);
-        }
-        if !names.is_empty() {
+    /// all of them (blocking I/O). When this returns, every one is durable
+    /// under its name.
+    pub fn put_all(&self, chunks: &[&[u8]]) -> Result<Vec<NewChunk>, StagingError> {
+        let staged = chunks
+            .iter()
+            .map(|data| self.put_as(data, false))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !staged.is_empty() {
             self.sync()?;
         }
-        Ok(names)
+        Ok(staged)
+    }
+
+    /// Stages bytes hashed here, so the writer need not hash them again.
+    fn put_as(&self, data: &[u8], sync: bool) -> Result<NewChunk, StagingError> {
+        let sha = panproto::sha256_hex(data);
+        let size = data.len() as u64;
+        let mut w = self.writer_as(&sha, size, None)?;
+        w.write(data)?;
+        w.finish_as(&sha, size, sync)
     }
 
     /// Flushes the staging file system: the data and the names of every chunk
@@ -167,6 +190,19 @@ impl Staging {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `len` bytes of a staged chunk from `start`, or None when it is not staged.
+    pub async fn read_range(
+        &self,
+        sha256: &str,
+        start: u64,
+        len: u64,
+    ) -> std::io::Result<Option<Bytes>> {
+        let path = self.path(sha256);
+        tokio::task::spawn_blocking(move || read_file_range(&path, start, len))
+            .await
+            .map_err(std::io::Error::other)?
     }
 
     /// Whether a chunk is staged, without reading it.
@@ -199,4 +235,19 @@ impl Staging {
             _ => Ok(()),
         }
     }
+}
+
+/// `len` bytes of the file at `path` from `start` (blocking), or None when there
+/// is no such file. A file shorter than that is an error: the caller asked for
+/// bytes its records say are there.
+pub fn read_file_range(path: &Path, start: u64, len: u64) -> std::io::Result<Option<Bytes>> {
+    use std::os::unix::fs::FileExt;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut buf = vec![0; len as usize];
+    file.read_exact_at(&mut buf, start)?;
+    Ok(Some(Bytes::from(buf)))
 }

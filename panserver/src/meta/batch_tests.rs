@@ -7,7 +7,8 @@ use panproto::wire::{ChunkRef, CreateRequest, NodeKind, SetAttrRequest};
 use sqlx::Row;
 
 use super::{
-    Actor, BatchStore, ChangeStore, ContentStore, InoStore, SqlMeta, TreeOp, TreeStore, UserStore,
+    Actor, BatchStore, ChangeStore, ContentStore, InoStore, NewChunk, SqlMeta, TreeOp, TreeStore,
+    UserStore,
 };
 
 async fn store() -> (SqlMeta, tempfile::TempDir) {
@@ -64,7 +65,13 @@ async fn prepared() -> (SqlMeta, tempfile::TempDir, i64, i64, i64, i64) {
     let (m, dir) = store().await;
     let u = m.create_user("ann", "h", (0, 0), 1).await.expect("user");
     let by = Actor::user(u.id);
-    let all: Vec<(String, i64)> = (1..=6).map(|t| (sha(t), 100 + i64::from(t))).collect();
+    let all: Vec<NewChunk> = (1..=6)
+        .map(|t| NewChunk {
+            sha256: sha(t),
+            size: 100 + i64::from(t),
+            block_sums: Vec::new(),
+        })
+        .collect();
     m.add_chunks(&all, 1).await.expect("chunks");
     let old = m
         .create(

@@ -141,6 +141,18 @@ pub struct Extent {
     pub offset: i64,
     pub size: i64,
     pub sha256: Option<String>,
+    /// The chunk's block checksums (`crate::sums`); None for a hole or a chunk
+    /// staged before they were kept.
+    pub block_sums: Option<Vec<u8>>,
+}
+
+/// A chunk just staged, verified against its hash, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChunk {
+    pub sha256: String,
+    pub size: i64,
+    /// Its block checksums (`crate::sums`).
+    pub block_sums: Vec<u8>,
 }
 
 /// A content recorded by its whole-file hashes, for instant upload.
@@ -307,7 +319,7 @@ pub trait ContentStore: Send + Sync {
     async fn grant_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<()>;
     /// Records verified chunks in staging, (SHA-256, size) each; one already
     /// known only starts its grace period again.
-    async fn add_chunks(&self, chunks: &[(String, i64)], now: i64) -> MetaResult<()>;
+    async fn add_chunks(&self, chunks: &[NewChunk], now: i64) -> MetaResult<()>;
     async fn chunk_location(&self, sha256: &str) -> MetaResult<Option<ChunkLocation>>;
     async fn set_chunk_location(
         &self,

@@ -144,6 +144,9 @@ const MIGRATIONS: &[&[&str]] = &[
         PRIMARY KEY (user_id, first_ino)
     ){table}",
     ],
+    // 5: each chunk's block checksums (`crate::sums`), so that a ranged read
+    // checks only the blocks it reads; NULL for chunks staged before.
+    &["ALTER TABLE tbl_chunk ADD COLUMN block_sums {blob} NULL"],
 ];
 
 pub fn latest_version() -> i64 {

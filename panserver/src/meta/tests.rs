@@ -8,7 +8,8 @@ use panproto::wire::{
 };
 
 use super::{
-    Actor, ChangeStore, ContentStore, MetaError, SqlMeta, TreeStore, Upkeep, UserStore, XattrStore,
+    Actor, ChangeStore, ContentStore, MetaError, NewChunk, SqlMeta, TreeStore, Upkeep, UserStore,
+    XattrStore,
 };
 
 async fn store() -> (SqlMeta, tempfile::TempDir) {
@@ -136,9 +137,13 @@ async fn contents_are_counted_and_collected() {
             .await
             .is_err()
     );
-    let verified: Vec<(String, i64)> = list
+    let verified: Vec<NewChunk> = list
         .iter()
-        .map(|c| (c.sha256.clone().expect("sha"), c.size as i64))
+        .map(|c| NewChunk {
+            sha256: c.sha256.clone().expect("sha"),
+            size: c.size as i64,
+            block_sums: vec![c.size as u8; 4],
+        })
         .collect();
     m.add_chunks(&verified, 3).await.expect("chunks");
     let n = m
@@ -146,6 +151,18 @@ async fn contents_are_counted_and_collected() {
         .await
         .expect("commit");
     assert_eq!(n.size, 40);
+    // Each extent carries its chunk's block checksums, as recorded.
+    let (_, extents) = m.extents(u.id, f.ino).await.expect("extents");
+    let sums: Vec<_> = extents.iter().map(|e| e.block_sums.clone()).collect();
+    assert_eq!(
+        sums,
+        [Some(vec![10; 4]), Some(vec![20; 4]), Some(vec![10; 4])]
+    );
+    // A range's extents are those it overlaps.
+    let content = n.content.clone().expect("content");
+    let part = m.extents_in(&content, 15, 31).await.expect("range");
+    let offsets: Vec<i64> = part.iter().map(|e| e.offset).collect();
+    assert_eq!(offsets, [10, 30]);
     m.set_content(Actor::user(u.id), g.ino, &list, None, None, 3, 3)
         .await
         .expect("same content");

@@ -233,14 +233,11 @@ impl App {
         let names = self
             .stage_and_record(user, move |staging| {
                 let slices: Vec<&[u8]> = datas.iter().map(|(_, d)| d.as_slice()).collect();
+                let staged = staging.put_all(&slices)?;
                 let placed: Vec<(usize, String, u64)> = datas
                     .iter()
-                    .zip(staging.put_all(&slices)?)
-                    .map(|((i, d), sha)| (*i, sha, d.len() as u64))
-                    .collect();
-                let staged = placed
-                    .iter()
-                    .map(|(_, sha, size)| (sha.clone(), *size as i64))
+                    .zip(&staged)
+                    .map(|((i, d), c)| (*i, c.sha256.clone(), d.len() as u64))
                     .collect();
                 Ok((staged, placed))
             })

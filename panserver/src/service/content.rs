@@ -10,6 +10,8 @@ use panproto::wire::{ChunkRef, Node, NodeKind};
 use crate::meta::{Actor, Extent};
 use crate::service::{App, now_ns};
 use crate::service::{ServiceError, ServiceResult};
+use crate::store::chunk_key;
+use crate::sums;
 
 /// Splits `len` zero bytes into holes no larger than a chunk, so every extent stays bounded.
 pub fn holes(mut len: u64) -> Vec<ChunkRef> {
@@ -36,10 +38,9 @@ pub fn stream_range(
             let from = (start.max(extent.offset) - extent.offset) as usize;
             let to = (end.min(extent.offset + extent.size) - extent.offset) as usize;
             let piece = match &extent.sha256 {
-                Some(sha) => app
-                    .read_chunk(sha)
+                Some(_) => app
+                    .read_extent(&extent, from as u64, to as u64)
                     .await
-                    .map(|data| data.slice(from..to))
                     .map_err(|e| std::io::Error::other(e.to_string())),
                 None => Ok(Bytes::from(vec![0u8; to - from])),
             };
@@ -49,6 +50,43 @@ pub fn stream_range(
 }
 
 impl App {
+    /// Bytes [from, to) of an extent's chunk, checked. A chunk with block
+    /// checksums is read and checked only in the blocks that hold them; one
+    /// without is read whole and checked against its SHA-256.
+    pub async fn read_extent(&self, extent: &Extent, from: u64, to: u64) -> ServiceResult<Bytes> {
+        let Some(sha256) = extent.sha256.as_deref() else {
+            return Ok(Bytes::from(vec![0u8; (to - from) as usize]));
+        };
+        let size = extent.size as u64;
+        let Some(block_sums) = extent.block_sums.as_deref().filter(|s| sums::fits(s, size)) else {
+            let data = self.read_chunk(sha256).await?;
+            return Ok(data.slice(from as usize..to as usize));
+        };
+        let (start, end) = sums::covering(size, from, to);
+        let len = end - start;
+        let data = match self.staging.read_range(sha256, start, len).await? {
+            Some(data) => data,
+            None => self
+                .store
+                .get_range(&chunk_key(sha256), start, len)
+                .await?
+                .ok_or_else(|| {
+                    tracing::error!(chunk = sha256, "chunk missing from staging and store");
+                    ServiceError::Corrupt
+                })?,
+        };
+        if !sums::check(block_sums, start, &data) {
+            tracing::error!(
+                chunk = sha256,
+                start,
+                len,
+                "chunk corrupt: a block does not match its checksum"
+            );
+            return Err(ServiceError::Corrupt);
+        }
+        Ok(data.slice((from - start) as usize..(to - start) as usize))
+    }
+
     /// Sets a file's size: cuts or extends with zeros, re-staging only the chunk cut in two.
     pub async fn truncate(
         &self,
@@ -72,13 +110,13 @@ impl App {
         for e in extents.iter().take_while(|e| e.offset < size) {
             let keep = (size - e.offset).min(e.size) as u64;
             match &e.sha256 {
-                Some(sha) if keep < e.size as u64 => {
-                    let data = self.read_chunk(sha).await?;
-                    let prefix = data.slice(..keep as usize);
+                Some(_) if keep < e.size as u64 => {
+                    let prefix = self.read_extent(e, 0, keep).await?;
                     let new_sha = self
                         .stage_and_record(user, move |staging| {
-                            let sha = staging.put(&prefix)?;
-                            Ok((vec![(sha.clone(), keep as i64)], sha))
+                            let staged = staging.put(&prefix)?;
+                            let sha = staged.sha256.clone();
+                            Ok((vec![staged], sha))
                         })
                         .await?;
                     chunks.push(ChunkRef {

@@ -9,7 +9,7 @@
 
 use tokio::sync::OwnedRwLockReadGuard;
 
-use crate::meta::MetaStore;
+use crate::meta::{MetaStore, NewChunk};
 use crate::queue::TransferQueue;
 use crate::service::{App, ServiceError, ServiceResult, now_ns};
 use crate::staging::Staging;
@@ -17,8 +17,8 @@ use crate::staging::Staging;
 /// A writer's share of the chunk gate: garbage collection waits for it.
 pub type GateShare = OwnedRwLockReadGuard<()>;
 
-/// Chunks staged: (SHA-256, size).
-pub type Staged = Vec<(String, i64)>;
+/// Chunks staged.
+pub type Staged = Vec<NewChunk>;
 
 impl App {
     /// Takes a share of the chunk gate, held while chunks are staged and recorded.
@@ -79,13 +79,13 @@ async fn record(
     meta: &dyn MetaStore,
     queue: &dyn TransferQueue,
     user: i64,
-    chunks: &[(String, i64)],
+    chunks: &[NewChunk],
 ) -> ServiceResult<()> {
     if chunks.is_empty() {
         return Ok(());
     }
     meta.add_chunks(chunks, now_ns()).await?;
-    let hashes: Vec<String> = chunks.iter().map(|(sha, _)| sha.clone()).collect();
+    let hashes: Vec<String> = chunks.iter().map(|c| c.sha256.clone()).collect();
     meta.grant_chunks(user, &hashes).await?;
     for sha256 in &hashes {
         if let Err(e) = queue.publish(sha256).await {

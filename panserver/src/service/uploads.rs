@@ -207,9 +207,8 @@ impl App {
                 piece.map_err(|e| ServiceError::BadRequest(format!("reading the body: {e}")))?;
             writer.write(&piece)?;
         }
-        writer.finish(sha256, size)?;
-        self.record_chunks(user, vec![(sha256.to_string(), size as i64)], gate)
-            .await
+        let staged = writer.finish(sha256, size)?;
+        self.record_chunks(user, vec![staged], gate).await
     }
 
     pub async fn prove(&self, user: i64, id: &str, answer: &str) -> ServiceResult<UploadState> {
@@ -340,13 +339,13 @@ impl App {
                     if hasher.len() > limit {
                         return Err(ServiceError::TooLarge);
                     }
-                    staged.push((staging.put(&chunk.data)?, chunk.data.len() as i64));
+                    staged.push(staging.put(&chunk.data)?);
                 }
                 let chunks: Vec<ChunkRef> = staged
                     .iter()
-                    .map(|(sha, size)| ChunkRef {
-                        sha256: Some(sha.clone()),
-                        size: *size as u64,
+                    .map(|c| ChunkRef {
+                        sha256: Some(c.sha256.clone()),
+                        size: c.size as u64,
                     })
                     .collect();
                 Ok((staged, (chunks, hasher.finish())))

@@ -87,6 +87,14 @@ impl ObjectStore for DirStore {
         }
     }
 
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> StoreResult<Option<Bytes>> {
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || crate::staging::read_file_range(&path, start, len))
+            .await
+            .map_err(std::io::Error::other)?
+            .map_err(Into::into)
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         match tokio::fs::remove_file(self.path(key)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),

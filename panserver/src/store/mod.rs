@@ -28,6 +28,9 @@ pub trait ObjectStore: Send + Sync {
     async fn put(&self, key: &str, data: Bytes) -> StoreResult<()>;
     /// The object's bytes, or None when there is no such object.
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
+    /// `len` (at least 1) bytes of the object from `start`, or None when there
+    /// is no such object. An object shorter than that is an error.
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> StoreResult<Option<Bytes>>;
     async fn delete(&self, key: &str) -> StoreResult<()>;
     /// Stores the durable file at `staged`, which nothing changes again, under
     /// `key` by taking the file itself rather than a copy, where the store

@@ -192,6 +192,24 @@ impl ObjectStore for S3Store {
         }
     }
 
+    async fn get_range(&self, key: &str, start: u64, len: u64) -> StoreResult<Option<Bytes>> {
+        let path = self.path(key);
+        let last = start + len.max(1) - 1;
+        match with_retries("get_range", || {
+            self.bucket.get_object_range(&path, start, Some(last))
+        })
+        .await
+        {
+            Ok(resp) if resp.bytes().len() as u64 == len => Ok(Some(resp.bytes().clone())),
+            Ok(resp) => Err(StoreError::Backend(format!(
+                "{key}: asked for {len} bytes from {start}, got {}",
+                resp.bytes().len()
+            ))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         let path = self.path(key);
         match with_retries("delete", || self.bucket.delete_object(&path)).await {

@@ -10,7 +10,8 @@ use super::changes::{Edit, Write};
 use super::tree::live_node;
 use super::{BATCH, SqlMeta, Tx, for_update, inserted_id, placeholders};
 use crate::meta::{
-    Actor, ChunkLocation, ContentStore, Extent, KnownContent, MetaError, MetaResult, TreeStore,
+    Actor, ChunkLocation, ContentStore, Extent, KnownContent, MetaError, MetaResult, NewChunk,
+    TreeStore,
 };
 
 pub(super) async fn release_content_of(tx: &mut Tx, ino: i64, now: i64) -> MetaResult<()> {
@@ -210,14 +211,20 @@ impl ContentStore for SqlMeta {
     }
 
     async fn extents_in(&self, manifest_id: &str, start: i64, end: i64) -> MetaResult<Vec<Extent>> {
+        // No extent is larger than a chunk, so one that overlaps `start`
+        // begins after `start - CHUNK_MAX`: the offset index finds a range's
+        // extents without walking every extent before it.
         let rows = sqlx::query(
-            "SELECT c.chunk_sha256, c.chunk_offset, c.size FROM tbl_file_chunk c \
+            "SELECT c.chunk_sha256, c.chunk_offset, c.size, ch.block_sums FROM tbl_file_chunk c \
              JOIN tbl_file f ON f.id = c.file_id \
-             WHERE f.manifest_sha256 = ? AND c.chunk_offset < ? AND c.chunk_offset + c.size > ? \
+             LEFT JOIN tbl_chunk ch ON ch.sha256 = c.chunk_sha256 \
+             WHERE f.manifest_sha256 = ? AND c.chunk_offset < ? AND c.chunk_offset > ? \
+             AND c.chunk_offset + c.size > ? \
              ORDER BY c.seq",
         )
         .bind(manifest_id)
         .bind(end)
+        .bind(start.saturating_sub(i64::from(panproto::CHUNK_MAX)))
         .bind(start)
         .fetch_all(&self.pool)
         .await?;
@@ -227,6 +234,7 @@ impl ContentStore for SqlMeta {
                     sha256: r.try_get(0)?,
                     offset: r.try_get(1)?,
                     size: r.try_get(2)?,
+                    block_sums: r.try_get(3)?,
                 })
             })
             .collect()
@@ -367,16 +375,21 @@ impl ContentStore for SqlMeta {
         Ok(())
     }
 
-    async fn add_chunks(&self, chunks: &[(String, i64)], now: i64) -> MetaResult<()> {
+    async fn add_chunks(&self, chunks: &[NewChunk], now: i64) -> MetaResult<()> {
         for batch in chunks.chunks(BATCH) {
             let sql = format!(
-                "{} INTO tbl_chunk (sha256, size, refcount, location, updated_at) VALUES {}",
+                "{} INTO tbl_chunk (sha256, size, refcount, location, updated_at, block_sums) \
+                 VALUES {}",
                 self.insert_ignore(),
-                vec!["(?, ?, 0, 'staging', ?)"; batch.len()].join(", ")
+                vec!["(?, ?, 0, 'staging', ?, ?)"; batch.len()].join(", ")
             );
             let mut insert = sqlx::query(AssertSqlSafe(sql));
-            for (sha256, size) in batch {
-                insert = insert.bind(sha256.clone()).bind(*size).bind(now);
+            for c in batch {
+                insert = insert
+                    .bind(c.sha256.clone())
+                    .bind(c.size)
+                    .bind(now)
+                    .bind(c.block_sums.clone());
             }
             let inserted = insert.execute(&self.pool).await?.rows_affected();
             if inserted < batch.len() as u64 {
@@ -386,8 +399,8 @@ impl ContentStore for SqlMeta {
                     placeholders(batch.len())
                 );
                 let mut update = sqlx::query(AssertSqlSafe(sql)).bind(now);
-                for (sha256, _) in batch {
-                    update = update.bind(sha256.clone());
+                for c in batch {
+                    update = update.bind(c.sha256.clone());
                 }
                 update.execute(&self.pool).await?;
             }
