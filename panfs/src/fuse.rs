@@ -175,6 +175,7 @@ impl Filesystem for FuseAdapter {
                 "files still have unsent writes at unmount; they stay journaled"
             );
         }
+        self.fs.close_caches();
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {

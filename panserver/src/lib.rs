@@ -89,6 +89,7 @@ pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
         chunk_gate: Default::default(),
         feed: Default::default(),
         bus,
+        tokens: Default::default(),
     }))
 }
 

@@ -237,6 +237,11 @@ impl PanFs {
         self.rt.block_on(f)
     }
 
+    /// Leaves the disk cache for the next mount to trust (at unmount).
+    pub fn close_caches(&self) {
+        self.fetcher.disk.close();
+    }
+
     /// Bytes of blocks cached in memory and on disk.
     pub fn cache_bytes(&self) -> (u64, u64) {
         (

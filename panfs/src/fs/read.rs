@@ -92,19 +92,50 @@ impl PanFs {
     /// missing are fetched at once, a request each.
     fn read_blocks(&self, ino: i64, content: &str, start: u64, end: u64) -> FsResult<Bytes> {
         let (first, last) = (start / BLOCK, (end - 1) / BLOCK);
-        let fetches = (first..=last).map(|index| self.block(ino, content, index));
-        let blocks = self.block_on(futures::future::try_join_all(fetches))?;
+        let wanted: Vec<(u64, u64)> = (first..=last)
+            .map(|index| {
+                let block_start = index * BLOCK;
+                (
+                    start.max(block_start) - block_start,
+                    end.min(block_start + BLOCK) - block_start,
+                )
+            })
+            .collect();
+        let pieces = (first..=last)
+            .zip(&wanted)
+            .map(|(index, &(from, to))| self.block_part(ino, content, index, from, to));
+        let pieces = self.block_on(futures::future::try_join_all(pieces))?;
         let mut out = Vec::with_capacity((end - start) as usize);
-        for (index, block) in (first..=last).zip(blocks) {
-            let block_start = index * BLOCK;
-            let from = start.max(block_start) - block_start;
-            let to = (end.min(block_start + block.len() as u64)).saturating_sub(block_start);
-            if from >= to {
-                break;
+        for (piece, (from, to)) in pieces.iter().zip(wanted) {
+            out.extend_from_slice(piece);
+            if (piece.len() as u64) < to - from {
+                break; // the end of the content
             }
-            out.extend_from_slice(&block[from as usize..to as usize]);
         }
         Ok(Bytes::from(out))
+    }
+
+    /// Bytes [from, to) of a block (fewer past the end of the content): from
+    /// memory, else only those bytes from the disk cache, else the block
+    /// fetched.
+    async fn block_part(
+        &self,
+        ino: i64,
+        content: &str,
+        index: u64,
+        from: u64,
+        to: u64,
+    ) -> FsResult<Bytes> {
+        let key = (content.to_string(), index);
+        let block = match self.fetcher.blocks.get(&key) {
+            Some(block) => block,
+            None => match self.fetcher.disk.read(&key, from, to) {
+                Some(part) => return Ok(part),
+                None => self.block(ino, content, index).await?,
+            },
+        };
+        let len = block.len() as u64;
+        Ok(block.slice(from.min(len) as usize..to.min(len) as usize))
     }
 
     async fn block(&self, ino: i64, content: &str, index: u64) -> FsResult<Bytes> {

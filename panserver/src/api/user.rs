@@ -37,7 +37,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::post())
         .and(signed_in(app.clone()))
         .then(|app: Arc<App>, c: Caller| async move {
-            empty_reply(async { Ok(app.meta.delete_token(c.user, c.token_id).await?) }.await)
+            empty_reply(async { app.delete_token(c.user, c.token_id).await }.await)
         });
     let info = warp::path!("user")
         .and(warp::get())
@@ -57,7 +57,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::delete())
         .and(signed_in(app))
         .then(|id: i64, app: Arc<App>, c: Caller| async move {
-            empty_reply(async { Ok(app.meta.delete_token(c.user, id).await?) }.await)
+            empty_reply(async { app.delete_token(c.user, id).await }.await)
         });
     signup
         .or(signin)

@@ -185,7 +185,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .and(warp::post())
         .and(signed_in(app.clone()))
         .then(|app: Arc<App>, c: Caller| async move {
-            let result = async { Ok(app.meta.delete_token(c.user, c.token_id).await?) }.await;
+            let result = async { app.delete_token(c.user, c.token_id).await }.await;
             let mut resp = empty_reply(result);
             if resp.status() == StatusCode::NO_CONTENT
                 && let Some(c) = cookie("", 0, app.limits.secure_cookies)

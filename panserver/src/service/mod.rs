@@ -8,12 +8,14 @@ pub mod content;
 mod error;
 pub mod feed;
 mod record;
+mod token_cache;
 mod tree;
 pub mod uploads;
 mod users;
 
 pub use error::{ServiceError, ServiceResult};
 pub use feed::Feed;
+pub use token_cache::TokenCache;
 pub use users::{Caller, user_info};
 
 use std::sync::Arc;
@@ -64,6 +66,8 @@ pub struct App {
     pub feed: Feed,
     /// Tells the other servers of a deployment about changes made here.
     pub bus: Arc<dyn ChangeBus>,
+    /// Tokens recently found valid.
+    pub tokens: TokenCache,
 }
 
 pub fn now_ns() -> i64 {

@@ -121,16 +121,31 @@ impl App {
         Ok(tokens)
     }
 
+    /// Deletes one of the user's tokens (sign-out, or revoking another).
+    pub async fn delete_token(&self, user: i64, token_id: i64) -> ServiceResult<()> {
+        self.meta.delete_token(user, token_id).await?;
+        self.tokens.remove(user, token_id);
+        Ok(())
+    }
+
     /// The caller a raw token stands for.
     pub async fn authenticate_token(&self, token: &str) -> ServiceResult<Caller> {
         if !well_formed(token) {
             return Err(ServiceError::Unauthorized);
         }
-        let (user, token_id) = self
-            .meta
-            .token_owner(&token_hash(token), now_ns())
-            .await?
-            .ok_or(ServiceError::Unauthorized)?;
+        let hash = token_hash(token);
+        let (user, token_id) = match self.tokens.get(&hash) {
+            Some(known) => known,
+            None => {
+                let (user, id) = self
+                    .meta
+                    .token_owner(&hash, now_ns())
+                    .await?
+                    .ok_or(ServiceError::Unauthorized)?;
+                self.tokens.insert(hash, user, id);
+                (user, id)
+            }
+        };
         Ok(Caller {
             user,
             token_id,

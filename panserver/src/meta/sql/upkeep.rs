@@ -71,6 +71,23 @@ const AUDIT_RULES: &[Rule] = &[
 ];
 
 impl SqlMeta {
+    async fn forget_chunk_tx(&self, sha256: &str) -> MetaResult<()> {
+        let mut tx = self.begin_write().await?;
+        let gone = sqlx::query("DELETE FROM tbl_chunk WHERE sha256 = ? AND refcount <= 0")
+            .bind(sha256)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if gone > 0 {
+            sqlx::query("DELETE FROM tbl_user_chunk WHERE chunk_sha256 = ?")
+                .bind(sha256)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn gc_content_tx(&self, file_id: i64) -> MetaResult<bool> {
         let mut tx = self.begin_write().await?;
         let gone = sqlx::query("DELETE FROM tbl_file WHERE id = ? AND refcount <= 0")
@@ -110,12 +127,18 @@ impl SqlMeta {
 impl Upkeep for SqlMeta {
     async fn collect_garbage(&self, cutoff: i64, pinned: &HashSet<String>) -> MetaResult<GcReport> {
         let mut report = GcReport::default();
-        sqlx::query(
-            "DELETE FROM tbl_inode WHERE status = 1 AND deleted_at < ? \
-             AND id NOT IN (SELECT ino FROM tbl_user_file)",
-        )
-        .bind(cutoff)
-        .execute(&self.pool)
+        // Every write here can meet a deadlock with the requests running
+        // meanwhile (MariaDB's 1213); each is retried as a whole.
+        self.retry(|| async {
+            sqlx::query(
+                "DELETE FROM tbl_inode WHERE status = 1 AND deleted_at < ? \
+                 AND id NOT IN (SELECT ino FROM tbl_user_file)",
+            )
+            .bind(cutoff)
+            .execute(&self.pool)
+            .await?;
+            Ok(())
+        })
         .await?;
         let files = sqlx::query(
             "SELECT f.id FROM tbl_file f WHERE f.refcount <= 0 AND f.updated_at < ? \
@@ -212,19 +235,6 @@ impl Upkeep for SqlMeta {
     }
 
     async fn forget_chunk(&self, sha256: &str) -> MetaResult<()> {
-        let mut tx = self.begin_write().await?;
-        let gone = sqlx::query("DELETE FROM tbl_chunk WHERE sha256 = ? AND refcount <= 0")
-            .bind(sha256)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if gone > 0 {
-            sqlx::query("DELETE FROM tbl_user_chunk WHERE chunk_sha256 = ?")
-                .bind(sha256)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.retry(|| self.forget_chunk_tx(sha256)).await
     }
 }
