@@ -102,12 +102,15 @@ async fn check_staging(app: &App, repair: bool, report: &mut CheckReport) -> Ser
         }
     }
     for name in names.iter().filter(|n| known.contains(*n)) {
-        if app.meta.chunk_location(name).await? == Some(ChunkLocation::Store)
-            && app.store.get(&chunk_key(name)).await?.is_some()
-        {
-            report
-                .problems
-                .push(format!("chunk {name} is in the store and still in staging"));
+        let elsewhere = match app.meta.chunk_location(name).await? {
+            Some(ChunkLocation::Store) => app.store.get(&chunk_key(name)).await?.is_some(),
+            Some(ChunkLocation::Inline) => true,
+            _ => false,
+        };
+        if elsewhere {
+            report.problems.push(format!(
+                "chunk {name} is in the store (or its row) and still in staging"
+            ));
             if repair {
                 app.staging.remove(name).await?;
                 report.repaired += 1;

@@ -40,10 +40,7 @@ pub async fn hash_new_contents(app: &App) -> ServiceResult<usize> {
     for manifest in &pending {
         let mut hasher = ContentHasher::default();
         for extent in app.meta.extents_in(manifest, 0, i64::MAX).await? {
-            match &extent.sha256 {
-                Some(sha) => hasher.update(&app.read_chunk(sha).await?),
-                None => hasher.update(&vec![0u8; extent.size as usize]),
-            }
+            hasher.update(&app.read_extent(&extent, 0, extent.size as u64).await?);
         }
         let (sha256, sha1) = hasher.finish();
         app.meta

@@ -80,6 +80,7 @@ impl StagedWriter {
             sha256: sha256.to_string(),
             size: size as i64,
             block_sums: std::mem::take(&mut self.summer).finish(),
+            inline: None,
         })
     }
 }

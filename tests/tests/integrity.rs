@@ -121,6 +121,71 @@ fn a_ranged_read_fails_on_a_corrupt_block_and_serves_the_others() {
     }
 }
 
+/// A small file sent in a batch is kept in its chunk's row: no file in staging
+/// or the store, no transfer. It reads back, `check` finds it sound, and
+/// garbage collection removes the row once the file is gone.
+#[test]
+fn a_small_file_from_a_batch_is_kept_in_its_row() {
+    use base64::Engine;
+    use serde_json::json;
+    let server = Server::start();
+    let api = Api::user(&server.url(), "alice", PW);
+    let data = Noise::bytes(44, 3000);
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    let ops = json!([
+        {"op": "create", "parent": api.root(), "name": "small", "kind": "file", "mode": 0o644},
+    ]);
+    let (status, body) = api.post("/api/v1/batch", &json!({"ops": ops}));
+    assert_eq!(status, 200, "{body}");
+    let ino = body["results"][0]["node"]["ino"].as_i64().expect("ino");
+    let content = base64::engine::general_purpose::STANDARD.encode(&data);
+    let ops = json!([{"op": "set_content", "ino": ino, "data": content, "if_content": null}]);
+    let (status, body) = api.post("/api/v1/batch", &json!({"ops": ops}));
+    assert_eq!(status, 200, "{body}");
+    assert!(body["results"][0]["error"].is_null(), "{body}");
+    let named = |sub: &str| {
+        server
+            .files_under(sub)
+            .into_iter()
+            .any(|p| p.file_name().and_then(|n| n.to_str()) == Some(sha.as_str()))
+    };
+    assert!(
+        !named("staging") && !named("store"),
+        "no file for a small chunk"
+    );
+    let resp = api.fetch("/api/v1/files/small", None);
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.bytes().expect("body").as_ref(), data.as_slice());
+    let (ok, out) = check(&server, false);
+    assert!(ok && out.contains(" 0 problems"), "{out}");
+
+    assert_eq!(api.delete("/api/v1/files/small").0, 204);
+    let out = server.command(&["gc", "--grace-secs", "0"], "");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("removed 1 chunks"), "{said}");
+    let (ok, out) = check(&server, false);
+    assert!(ok && out.contains(" 0 problems"), "{out}");
+    // Sent again, it is whole again: the row went with the file.
+    let ops = json!([
+        {"op": "create", "parent": api.root(), "name": "again", "kind": "file", "mode": 0o644},
+    ]);
+    let (_, body) = api.post("/api/v1/batch", &json!({"ops": ops}));
+    let ino = body["results"][0]["node"]["ino"].as_i64().expect("ino");
+    let ops = json!([{"op": "set_content", "ino": ino, "data": content, "if_content": null}]);
+    let (status, body) = api.post("/api/v1/batch", &json!({"ops": ops}));
+    assert!(
+        status == 200 && body["results"][0]["error"].is_null(),
+        "{body}"
+    );
+    let resp = api.fetch("/api/v1/files/again", None);
+    assert_eq!(resp.bytes().expect("body").as_ref(), data.as_slice());
+}
+
 #[test]
 fn check_repairs_counts() {
     let server = Server::start();

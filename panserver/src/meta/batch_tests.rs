@@ -70,6 +70,7 @@ async fn prepared() -> (SqlMeta, tempfile::TempDir, i64, i64, i64, i64) {
             sha256: sha(t),
             size: 100 + i64::from(t),
             block_sums: Vec::new(),
+            inline: None,
         })
         .collect();
     m.add_chunks(&all, 1).await.expect("chunks");

@@ -124,6 +124,8 @@ pub struct UserRow {
 pub enum ChunkLocation {
     Staging,
     Store,
+    /// In its database row (a chunk of at most `INLINE_MAX` bytes).
+    Inline,
 }
 
 impl ChunkLocation {
@@ -131,6 +133,7 @@ impl ChunkLocation {
         match self {
             ChunkLocation::Staging => "staging",
             ChunkLocation::Store => "store",
+            ChunkLocation::Inline => "inline",
         }
     }
 }
@@ -144,7 +147,15 @@ pub struct Extent {
     /// The chunk's block checksums (`crate::sums`); None for a hole or a chunk
     /// staged before they were kept.
     pub block_sums: Option<Vec<u8>>,
+    /// The chunk's bytes, when its row holds them (`ChunkLocation::Inline`).
+    pub inline: Option<Vec<u8>>,
 }
+
+/// The largest chunk kept in its database row rather than in a file. A small
+/// file then costs no file in staging or the store, no transfer and no fsync
+/// of its own: it is durable with the commit that records it, and a batch of
+/// them is one commit.
+pub const INLINE_MAX: usize = 16 << 10;
 
 /// A chunk just staged, verified against its hash, to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +164,9 @@ pub struct NewChunk {
     pub size: i64,
     /// Its block checksums (`crate::sums`).
     pub block_sums: Vec<u8>,
+    /// Its bytes, for a chunk kept in its row (at most `INLINE_MAX`); None for
+    /// one in staging.
+    pub inline: Option<Vec<u8>>,
 }
 
 /// A content recorded by its whole-file hashes, for instant upload.
@@ -313,7 +327,8 @@ pub trait ContentStore: Send + Sync {
 
     // Chunks.
     async fn present_chunks(&self, hashes: &[String]) -> MetaResult<HashSet<String>>;
-    /// Those of `hashes` whose chunk is recorded as moved to the object store.
+    /// Those of `hashes` whose chunk needs no staged file: moved to the object
+    /// store, or kept in its row.
     async fn stored_chunks(&self, hashes: &[String]) -> MetaResult<HashSet<String>>;
     async fn owned_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<HashSet<String>>;
     async fn grant_chunks(&self, user: i64, hashes: &[String]) -> MetaResult<()>;
@@ -321,6 +336,8 @@ pub trait ContentStore: Send + Sync {
     /// known only starts its grace period again.
     async fn add_chunks(&self, chunks: &[NewChunk], now: i64) -> MetaResult<()>;
     async fn chunk_location(&self, sha256: &str) -> MetaResult<Option<ChunkLocation>>;
+    /// The bytes of a chunk kept in its row (None for any other chunk).
+    async fn inline_chunk(&self, sha256: &str) -> MetaResult<Option<Vec<u8>>>;
     async fn set_chunk_location(
         &self,
         sha256: &str,

@@ -145,8 +145,12 @@ const MIGRATIONS: &[&[&str]] = &[
     ){table}",
     ],
     // 5: each chunk's block checksums (`crate::sums`), so that a ranged read
-    // checks only the blocks it reads; NULL for chunks staged before.
-    &["ALTER TABLE tbl_chunk ADD COLUMN block_sums {blob} NULL"],
+    // checks only the blocks it reads (NULL for chunks staged before); the
+    // bytes of a small chunk kept in its row (location 'inline').
+    &[
+        "ALTER TABLE tbl_chunk ADD COLUMN block_sums {blob} NULL",
+        "ALTER TABLE tbl_chunk ADD COLUMN data {blob} NULL",
+    ],
 ];
 
 pub fn latest_version() -> i64 {

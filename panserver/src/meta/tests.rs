@@ -8,8 +8,8 @@ use panproto::wire::{
 };
 
 use super::{
-    Actor, ChangeStore, ContentStore, MetaError, NewChunk, SqlMeta, TreeStore, Upkeep, UserStore,
-    XattrStore,
+    Actor, ChangeStore, ChunkLocation, ContentStore, MetaError, NewChunk, SqlMeta, TreeStore,
+    Upkeep, UserStore, XattrStore,
 };
 
 async fn store() -> (SqlMeta, tempfile::TempDir) {
@@ -143,6 +143,8 @@ async fn contents_are_counted_and_collected() {
             sha256: c.sha256.clone().expect("sha"),
             size: c.size as i64,
             block_sums: vec![c.size as u8; 4],
+            // "a" is small enough to keep in its row; "b" is staged.
+            inline: (c.size == 10).then(|| vec![7; 10]),
         })
         .collect();
     m.add_chunks(&verified, 3).await.expect("chunks");
@@ -158,6 +160,20 @@ async fn contents_are_counted_and_collected() {
         sums,
         [Some(vec![10; 4]), Some(vec![20; 4]), Some(vec![10; 4])]
     );
+    let inline: Vec<_> = extents.iter().map(|e| e.inline.clone()).collect();
+    assert_eq!(inline, [Some(vec![7; 10]), None, Some(vec![7; 10])]);
+    let (a, b) = (
+        list[0].sha256.clone().expect("a"),
+        list[1].sha256.clone().expect("b"),
+    );
+    assert_eq!(
+        m.chunk_location(&a).await.expect("a"),
+        Some(ChunkLocation::Inline)
+    );
+    assert_eq!(m.inline_chunk(&a).await.expect("a"), Some(vec![7; 10]));
+    assert_eq!(m.inline_chunk(&b).await.expect("b"), None, "b is staged");
+    let needs_no_file = m.stored_chunks(&[a.clone(), b]).await.expect("stored");
+    assert_eq!(needs_no_file, [a].into());
     // A range's extents are those it overlaps.
     let content = n.content.clone().expect("content");
     let part = m.extents_in(&content, 15, 31).await.expect("range");

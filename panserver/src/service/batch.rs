@@ -11,7 +11,8 @@ use panproto::batch::{
 use panproto::wire::{ChunkRef, ErrorBody, RenameRequest};
 use panproto::{XATTR_VALUE_MAX, validate_name, validate_xattr_name};
 
-use crate::meta::{Actor, TreeOp};
+use crate::meta::{Actor, INLINE_MAX, TreeOp};
+use crate::service::record::kept_inline;
 use crate::service::uploads::validate_chunks;
 use crate::service::{App, ServiceError, ServiceResult, now_ns};
 
@@ -206,8 +207,9 @@ impl App {
         })
     }
 
-    /// Stages the inline contents, each as one chunk, with one flush for all;
-    /// their operations then point at those chunks.
+    /// Stores the inline contents, each as one chunk: a small one in its row
+    /// (`INLINE_MAX`), the others staged with one flush for all; their
+    /// operations then point at those chunks.
     async fn stage_inline(
         &self,
         user: i64,
@@ -232,14 +234,21 @@ impl App {
         }
         let names = self
             .stage_and_record(user, move |staging| {
-                let slices: Vec<&[u8]> = datas.iter().map(|(_, d)| d.as_slice()).collect();
-                let staged = staging.put_all(&slices)?;
-                let placed: Vec<(usize, String, u64)> = datas
+                let (small, large): (Vec<_>, Vec<_>) =
+                    datas.into_iter().partition(|(_, d)| d.len() <= INLINE_MAX);
+                let slices: Vec<&[u8]> = large.iter().map(|(_, d)| d.as_slice()).collect();
+                let mut chunks = staging.put_all(&slices)?;
+                let mut placed: Vec<(usize, String, u64)> = large
                     .iter()
-                    .zip(&staged)
+                    .zip(&chunks)
                     .map(|((i, d), c)| (*i, c.sha256.clone(), d.len() as u64))
                     .collect();
-                Ok((staged, placed))
+                for (i, data) in small {
+                    let chunk = kept_inline(data);
+                    placed.push((i, chunk.sha256.clone(), chunk.size as u64));
+                    chunks.push(chunk);
+                }
+                Ok((chunks, placed))
             })
             .await?;
         for (i, sha, size) in names {

@@ -80,14 +80,18 @@ pub fn now_ns() -> i64 {
 pub const NS: i64 = 1_000_000_000;
 
 impl App {
-    /// A chunk's bytes, checked against its hash: from staging, else from the store.
+    /// A chunk's bytes, checked against its hash: from staging, else from the
+    /// store, else from its row.
     pub async fn read_chunk(&self, sha256: &str) -> ServiceResult<Bytes> {
         let data = match self.staging.read(sha256).await? {
             Some(data) => data,
-            None => self.store.get(&chunk_key(sha256)).await?.ok_or_else(|| {
-                tracing::error!(chunk = sha256, "chunk missing from staging and store");
-                ServiceError::Corrupt
-            })?,
+            None => match self.store.get(&chunk_key(sha256)).await? {
+                Some(data) => data,
+                None => Bytes::from(self.meta.inline_chunk(sha256).await?.ok_or_else(|| {
+                    tracing::error!(chunk = sha256, "chunk missing from staging, store and row");
+                    ServiceError::Corrupt
+                })?),
+            },
         };
         if panproto::sha256_hex(&data) != sha256 {
             tracing::error!(
@@ -108,8 +112,8 @@ impl App {
             // Collected: the collector removed its files, and a file staged
             // since belongs to a new upload, whose own job moves it.
             None => return Ok(()),
-            // Already moved: only a leftover staging file may remain.
-            Some(ChunkLocation::Store) => {}
+            // Already moved, or kept in its row: only a leftover staging file may remain.
+            Some(ChunkLocation::Store | ChunkLocation::Inline) => {}
             Some(ChunkLocation::Staging) => {
                 // The staged file was hashed as it was written, and every read
                 // checks the hash again: a store that takes the file itself

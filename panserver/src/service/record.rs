@@ -17,8 +17,18 @@ use crate::staging::Staging;
 /// A writer's share of the chunk gate: garbage collection waits for it.
 pub type GateShare = OwnedRwLockReadGuard<()>;
 
-/// Chunks staged.
+/// Chunks staged (or kept in their rows).
 pub type Staged = Vec<NewChunk>;
+
+/// A chunk of at most `INLINE_MAX` bytes, to keep in its row.
+pub fn kept_inline(data: Vec<u8>) -> NewChunk {
+    NewChunk {
+        sha256: panproto::sha256_hex(&data),
+        size: data.len() as i64,
+        block_sums: crate::sums::block_sums(&data),
+        inline: Some(data),
+    }
+}
 
 impl App {
     /// Takes a share of the chunk gate, held while chunks are staged and recorded.
@@ -87,7 +97,12 @@ async fn record(
     meta.add_chunks(chunks, now_ns()).await?;
     let hashes: Vec<String> = chunks.iter().map(|c| c.sha256.clone()).collect();
     meta.grant_chunks(user, &hashes).await?;
-    for sha256 in &hashes {
+    // A chunk kept in its row has nothing to move.
+    for sha256 in chunks
+        .iter()
+        .filter(|c| c.inline.is_none())
+        .map(|c| &c.sha256)
+    {
         if let Err(e) = queue.publish(sha256).await {
             // The chunk is safe in staging; the reconciler queues it again later.
             tracing::warn!(chunk = sha256, error = %e, "could not queue transfer");

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, Row};
 
 use super::changes::{Edit, Write};
 use super::tree::live_node;
-use super::{BATCH, SqlMeta, Tx, for_update, inserted_id, placeholders};
+use super::{BATCH, SqlMeta, Tx, for_update, inserted_id, parse_location, placeholders};
 use crate::meta::{
     Actor, ChunkLocation, ContentStore, Extent, KnownContent, MetaError, MetaResult, NewChunk,
     TreeStore,
@@ -215,7 +215,8 @@ impl ContentStore for SqlMeta {
         // begins after `start - CHUNK_MAX`: the offset index finds a range's
         // extents without walking every extent before it.
         let rows = sqlx::query(
-            "SELECT c.chunk_sha256, c.chunk_offset, c.size, ch.block_sums FROM tbl_file_chunk c \
+            "SELECT c.chunk_sha256, c.chunk_offset, c.size, ch.block_sums, ch.data \
+             FROM tbl_file_chunk c \
              JOIN tbl_file f ON f.id = c.file_id \
              LEFT JOIN tbl_chunk ch ON ch.sha256 = c.chunk_sha256 \
              WHERE f.manifest_sha256 = ? AND c.chunk_offset < ? AND c.chunk_offset > ? \
@@ -235,6 +236,7 @@ impl ContentStore for SqlMeta {
                     offset: r.try_get(1)?,
                     size: r.try_get(2)?,
                     block_sums: r.try_get(3)?,
+                    inline: r.try_get(4)?,
                 })
             })
             .collect()
@@ -343,7 +345,7 @@ impl ContentStore for SqlMeta {
 
     async fn stored_chunks(&self, hashes: &[String]) -> MetaResult<HashSet<String>> {
         self.hashes_in(
-            "SELECT sha256 FROM tbl_chunk WHERE location = 'store' AND sha256 IN",
+            "SELECT sha256 FROM tbl_chunk WHERE location <> 'staging' AND sha256 IN",
             None,
             hashes,
         )
@@ -378,18 +380,24 @@ impl ContentStore for SqlMeta {
     async fn add_chunks(&self, chunks: &[NewChunk], now: i64) -> MetaResult<()> {
         for batch in chunks.chunks(BATCH) {
             let sql = format!(
-                "{} INTO tbl_chunk (sha256, size, refcount, location, updated_at, block_sums) \
+                "{} INTO tbl_chunk (sha256, size, refcount, location, updated_at, block_sums, data) \
                  VALUES {}",
                 self.insert_ignore(),
-                vec!["(?, ?, 0, 'staging', ?, ?)"; batch.len()].join(", ")
+                vec!["(?, ?, 0, ?, ?, ?, ?)"; batch.len()].join(", ")
             );
             let mut insert = sqlx::query(AssertSqlSafe(sql));
             for c in batch {
+                let location = match c.inline {
+                    Some(_) => ChunkLocation::Inline,
+                    None => ChunkLocation::Staging,
+                };
                 insert = insert
                     .bind(c.sha256.clone())
                     .bind(c.size)
+                    .bind(location.as_str())
                     .bind(now)
-                    .bind(c.block_sums.clone());
+                    .bind(c.block_sums.clone())
+                    .bind(c.inline.clone());
             }
             let inserted = insert.execute(&self.pool).await?.rows_affected();
             if inserted < batch.len() as u64 {
@@ -414,10 +422,19 @@ impl ContentStore for SqlMeta {
             .fetch_optional(&self.pool)
             .await?;
         Ok(match row {
-            Some(r) => Some(match r.try_get::<String, _>(0)?.as_str() {
-                "store" => ChunkLocation::Store,
-                _ => ChunkLocation::Staging,
-            }),
+            Some(r) => Some(parse_location(r.try_get::<String, _>(0)?.as_str())),
+            None => None,
+        })
+    }
+
+    async fn inline_chunk(&self, sha256: &str) -> MetaResult<Option<Vec<u8>>> {
+        let row =
+            sqlx::query("SELECT data FROM tbl_chunk WHERE sha256 = ? AND location = 'inline'")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match row {
+            Some(r) => r.try_get(0)?,
             None => None,
         })
     }

@@ -199,10 +199,10 @@ pub(super) async fn inserted_id(tx: &mut Tx, result: sqlx::any::AnyQueryResult) 
 }
 
 pub(super) fn parse_location(s: &str) -> ChunkLocation {
-    if s == "store" {
-        ChunkLocation::Store
-    } else {
-        ChunkLocation::Staging
+    match s {
+        "store" => ChunkLocation::Store,
+        "inline" => ChunkLocation::Inline,
+        _ => ChunkLocation::Staging,
     }
 }
 

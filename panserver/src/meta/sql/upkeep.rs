@@ -164,11 +164,7 @@ impl Upkeep for SqlMeta {
             if pinned.contains(&sha) {
                 continue;
             }
-            let location = if row.try_get::<String, _>(1)? == "store" {
-                ChunkLocation::Store
-            } else {
-                ChunkLocation::Staging
-            };
+            let location = parse_location(&row.try_get::<String, _>(1)?);
             report.chunks_removed.push((sha, location));
         }
         Ok(report)
