@@ -11,6 +11,7 @@ use crate::meta::ChunkLocation;
 use crate::service::{App, now_ns};
 use crate::service::{ServiceError, ServiceResult};
 use crate::store::chunk_key;
+use crate::sums;
 
 #[derive(Debug, Default)]
 pub struct CheckReport {
@@ -78,13 +79,37 @@ async fn check_chunk(
                 repair,
             )))
         }
-        Ok(_) => Ok(None),
+        Ok(data) => check_sums(app, &sha, &data, repair).await,
         Err(ServiceError::Corrupt) => Ok(Some((
             format!("chunk {sha} is missing or does not match its SHA-256"),
             false,
         ))),
         Err(e) => Err(e),
     }
+}
+
+/// A chunk's recorded block checksums must be those of its bytes (just checked
+/// against its SHA-256): reads trust them. Repair records the right ones.
+async fn check_sums(
+    app: &App,
+    sha: &str,
+    data: &[u8],
+    repair: bool,
+) -> ServiceResult<Option<(String, bool)>> {
+    let Some(recorded) = app.meta.block_sums(sha).await? else {
+        return Ok(None);
+    };
+    let actual = sums::block_sums(data);
+    if recorded == actual {
+        return Ok(None);
+    }
+    if repair {
+        app.meta.set_block_sums(sha, &actual).await?;
+    }
+    Ok(Some((
+        format!("chunk {sha} has block checksums that do not match its bytes"),
+        repair,
+    )))
 }
 
 /// Files in staging that no chunk row knows: leftovers of a crash before the

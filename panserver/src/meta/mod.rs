@@ -338,6 +338,9 @@ pub trait ContentStore: Send + Sync {
     async fn chunk_location(&self, sha256: &str) -> MetaResult<Option<ChunkLocation>>;
     /// The bytes of a chunk kept in its row (None for any other chunk).
     async fn inline_chunk(&self, sha256: &str) -> MetaResult<Option<Vec<u8>>>;
+    /// A chunk's recorded block checksums (None when it has none).
+    async fn block_sums(&self, sha256: &str) -> MetaResult<Option<Vec<u8>>>;
+    async fn set_block_sums(&self, sha256: &str, sums: &[u8]) -> MetaResult<()>;
     async fn set_chunk_location(
         &self,
         sha256: &str,

@@ -172,6 +172,9 @@ async fn contents_are_counted_and_collected() {
     );
     assert_eq!(m.inline_chunk(&a).await.expect("a"), Some(vec![7; 10]));
     assert_eq!(m.inline_chunk(&b).await.expect("b"), None, "b is staged");
+    assert_eq!(m.block_sums(&b).await.expect("b"), Some(vec![20; 4]));
+    m.set_block_sums(&b, &[1, 2, 3, 4]).await.expect("set");
+    assert_eq!(m.block_sums(&b).await.expect("b"), Some(vec![1, 2, 3, 4]));
     let needs_no_file = m.stored_chunks(&[a.clone(), b]).await.expect("stored");
     assert_eq!(needs_no_file, [a].into());
     // A range's extents are those it overlaps.

@@ -427,6 +427,26 @@ impl ContentStore for SqlMeta {
         })
     }
 
+    async fn block_sums(&self, sha256: &str) -> MetaResult<Option<Vec<u8>>> {
+        let row = sqlx::query("SELECT block_sums FROM tbl_chunk WHERE sha256 = ?")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        })
+    }
+
+    async fn set_block_sums(&self, sha256: &str, sums: &[u8]) -> MetaResult<()> {
+        sqlx::query("UPDATE tbl_chunk SET block_sums = ? WHERE sha256 = ?")
+            .bind(sums)
+            .bind(sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn inline_chunk(&self, sha256: &str) -> MetaResult<Option<Vec<u8>>> {
         let row =
             sqlx::query("SELECT data FROM tbl_chunk WHERE sha256 = ? AND location = 'inline'")
