@@ -212,7 +212,8 @@ impl DiskCache {
             (index.lru.get(key).copied(), index.lru.get(&whole).copied())
         };
         let start = key.1.saturating_mul(BLOCK);
-        let (from, to) = (from.min(to), to.min(BLOCK));
+        let to = to.min(BLOCK);
+        let from = from.min(to);
         if let Some(size) = block_size {
             // The block's `size` bytes are at `start` in its content's part file.
             let (a, b) = (from.min(size), to.min(size));

@@ -211,9 +211,10 @@ impl ContentStore for SqlMeta {
     }
 
     async fn extents_in(&self, manifest_id: &str, start: i64, end: i64) -> MetaResult<Vec<Extent>> {
-        // No extent is larger than a chunk, so one that overlaps `start`
-        // begins after `start - CHUNK_MAX`: the offset index finds a range's
-        // extents without walking every extent before it.
+        // No extent is larger than a chunk (`CHUNK_MAX`), so one that overlaps
+        // `start` begins less than that before it: the offset index finds a
+        // range's extents without walking every extent before them. The bound
+        // allows sixteen times that, in case chunks ever grow.
         let rows = sqlx::query(
             "SELECT c.chunk_sha256, c.chunk_offset, c.size, ch.block_sums, ch.data \
              FROM tbl_file_chunk c \
@@ -225,7 +226,7 @@ impl ContentStore for SqlMeta {
         )
         .bind(manifest_id)
         .bind(end)
-        .bind(start.saturating_sub(i64::from(panproto::CHUNK_MAX)))
+        .bind(start.saturating_sub(16 * i64::from(panproto::CHUNK_MAX)))
         .bind(start)
         .fetch_all(&self.pool)
         .await?;
