@@ -8,6 +8,14 @@ use std::time::Duration;
 
 const PW: &str = pantests::PASSWORD;
 
+/// The file under the server's `sub` directory that holds chunk `sha`, if any.
+fn chunk_file(server: &Server, sub: &str, sha: &str) -> Option<std::path::PathBuf> {
+    server
+        .files_under(sub)
+        .into_iter()
+        .find(|p| p.file_name().and_then(|n| n.to_str()) == Some(sha))
+}
+
 fn check(server: &Server, repair: bool) -> (bool, String) {
     let mut args = vec!["check"];
     if repair {
@@ -85,23 +93,25 @@ fn a_ranged_read_fails_on_a_corrupt_block_and_serves_the_others() {
     wait_until("transfers", Duration::from_secs(60), || {
         server.files_under("staging").is_empty()
     });
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
-    let victim = server
-        .files_under("store")
-        .into_iter()
-        .find(|p| p.file_name().and_then(|n| n.to_str()) == Some(sha.as_str()))
-        .expect("the chunk in the store");
+    let victim =
+        chunk_file(&server, "store", &panproto::sha256_hex(&data)).expect("the chunk in the store");
     let mut bytes = std::fs::read(&victim).expect("read chunk");
     bytes[150_000] ^= 0xff; // in the third block, [131072, 196608)
     std::fs::write(&victim, bytes).expect("corrupt chunk");
+    // (status, body). A read that fails closes the connection: before the
+    // headers went out (no status: 0) or after (a body cut short: None).
     let range = |first: usize, last: usize| {
-        let resp = api.fetch(
-            "/api/v1/files/c.bin",
-            Some(&format!("bytes={first}-{last}")),
-        );
-        let status = resp.status().as_u16();
-        // A failure found after the headers went out cuts the body short.
-        (status, resp.bytes().ok().map(|b| b.to_vec()))
+        let sent = api
+            .request(reqwest::Method::GET, "/api/v1/files/c.bin")
+            .header("Range", format!("bytes={first}-{last}"))
+            .send();
+        match sent {
+            Ok(resp) => (
+                resp.status().as_u16(),
+                resp.bytes().ok().map(|b| b.to_vec()),
+            ),
+            Err(_) => (0, None),
+        }
     };
     for (first, last) in [(0, 65_535), (10, 131_071), (196_608, 199_999)] {
         let (status, body) = range(first, last);
@@ -131,7 +141,7 @@ fn a_small_file_from_a_batch_is_kept_in_its_row() {
     let server = Server::start();
     let api = Api::user(&server.url(), "alice", PW);
     let data = Noise::bytes(44, 3000);
-    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    let sha = panproto::sha256_hex(&data);
     let ops = json!([
         {"op": "create", "parent": api.root(), "name": "small", "kind": "file", "mode": 0o644},
     ]);
@@ -143,12 +153,7 @@ fn a_small_file_from_a_batch_is_kept_in_its_row() {
     let (status, body) = api.post("/api/v1/batch", &json!({"ops": ops}));
     assert_eq!(status, 200, "{body}");
     assert!(body["results"][0]["error"].is_null(), "{body}");
-    let named = |sub: &str| {
-        server
-            .files_under(sub)
-            .into_iter()
-            .any(|p| p.file_name().and_then(|n| n.to_str()) == Some(sha.as_str()))
-    };
+    let named = |sub: &str| chunk_file(&server, sub, &sha).is_some();
     assert!(
         !named("staging") && !named("store"),
         "no file for a small chunk"
