@@ -304,14 +304,11 @@ impl ContentStore for SqlMeta {
     }
 
     async fn content_sha1(&self, manifest_id: &str) -> MetaResult<Option<String>> {
-        let row = sqlx::query("SELECT file_sha1 FROM tbl_file WHERE manifest_sha256 = ?")
-            .bind(manifest_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(row) => row.try_get(0)?,
-            None => None,
-        })
+        self.nullable_by_key(
+            "SELECT file_sha1 FROM tbl_file WHERE manifest_sha256 = ?",
+            manifest_id,
+        )
+        .await
     }
 
     async fn unhashed_contents(&self, limit: i64) -> MetaResult<Vec<String>> {
@@ -418,25 +415,15 @@ impl ContentStore for SqlMeta {
     }
 
     async fn chunk_location(&self, sha256: &str) -> MetaResult<Option<ChunkLocation>> {
-        let row = sqlx::query("SELECT location FROM tbl_chunk WHERE sha256 = ?")
-            .bind(sha256)
-            .fetch_optional(&self.pool)
+        let location: Option<String> = self
+            .nullable_by_key("SELECT location FROM tbl_chunk WHERE sha256 = ?", sha256)
             .await?;
-        Ok(match row {
-            Some(r) => Some(parse_location(r.try_get::<String, _>(0)?.as_str())),
-            None => None,
-        })
+        Ok(location.as_deref().map(parse_location))
     }
 
     async fn block_sums(&self, sha256: &str) -> MetaResult<Option<Vec<u8>>> {
-        let row = sqlx::query("SELECT block_sums FROM tbl_chunk WHERE sha256 = ?")
-            .bind(sha256)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(match row {
-            Some(r) => r.try_get(0)?,
-            None => None,
-        })
+        self.nullable_by_key("SELECT block_sums FROM tbl_chunk WHERE sha256 = ?", sha256)
+            .await
     }
 
     async fn set_block_sums(&self, sha256: &str, sums: &[u8]) -> MetaResult<()> {
@@ -449,15 +436,11 @@ impl ContentStore for SqlMeta {
     }
 
     async fn inline_chunk(&self, sha256: &str) -> MetaResult<Option<Vec<u8>>> {
-        let row =
-            sqlx::query("SELECT data FROM tbl_chunk WHERE sha256 = ? AND location = 'inline'")
-                .bind(sha256)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(match row {
-            Some(r) => r.try_get(0)?,
-            None => None,
-        })
+        self.nullable_by_key(
+            "SELECT data FROM tbl_chunk WHERE sha256 = ? AND location = 'inline'",
+            sha256,
+        )
+        .await
     }
 
     async fn set_chunk_location(

@@ -224,6 +224,26 @@ pub(super) fn for_update(tx: &Tx) -> &'static str {
 }
 
 impl SqlMeta {
+    /// The first column of the row `sql` finds by one key: None when there is
+    /// no such row or the column is NULL.
+    pub(super) async fn nullable_by_key<T>(
+        &self,
+        sql: &'static str,
+        key: &str,
+    ) -> MetaResult<Option<T>>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        let row = sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        })
+    }
+
     pub(super) async fn hashes_in(
         &self,
         sql_prefix: &str,
