@@ -51,47 +51,39 @@ pub fn stream_range(
 
 impl App {
     /// Bytes [from, to) of an extent's chunk, checked. A chunk with block
-    /// checksums is read and checked only in the blocks that hold them; one
-    /// without is read whole and checked against its SHA-256. A chunk kept in
-    /// its row came with the extent.
+    /// checksums is read and checked only in the blocks that hold them (from
+    /// its row, which came with the extent, or from staging or the store); one
+    /// without is read whole and checked against its SHA-256.
     pub async fn read_extent(&self, extent: &Extent, from: u64, to: u64) -> ServiceResult<Bytes> {
         let Some(sha256) = extent.sha256.as_deref() else {
             return Ok(Bytes::from(vec![0u8; (to - from) as usize]));
         };
         let size = extent.size as u64;
-        if let Some(data) = &extent.inline {
-            let intact = data.len() as u64 == size
-                && match extent.block_sums.as_deref().filter(|s| sums::fits(s, size)) {
-                    Some(block_sums) => sums::check(block_sums, 0, data),
-                    None => panproto::sha256_hex(data) == sha256,
-                };
-            if !intact {
-                tracing::error!(
-                    chunk = sha256,
-                    "chunk kept in its row does not match its checksum"
-                );
-                return Err(ServiceError::Corrupt);
-            }
-            return Ok(Bytes::copy_from_slice(&data[from as usize..to as usize]));
-        }
         let Some(block_sums) = extent.block_sums.as_deref().filter(|s| sums::fits(s, size)) else {
             let data = self.read_chunk(sha256).await?;
             return Ok(data.slice(from as usize..to as usize));
         };
         let (start, end) = sums::covering(size, from, to);
         let len = end - start;
-        let data = match self.staging.read_range(sha256, start, len).await? {
-            Some(data) => data,
-            None => self
-                .store
-                .get_range(&chunk_key(sha256), start, len)
-                .await?
-                .ok_or_else(|| {
-                    tracing::error!(chunk = sha256, "chunk missing from staging and store");
-                    ServiceError::Corrupt
-                })?,
+        let data = match &extent.inline {
+            // A row that holds other than the chunk's size is corrupt too.
+            Some(row) if row.len() as u64 == size => {
+                Bytes::copy_from_slice(&row[start as usize..end as usize])
+            }
+            Some(_) => Bytes::new(),
+            None => match self.staging.read_range(sha256, start, len).await? {
+                Some(data) => data,
+                None => self
+                    .store
+                    .get_range(&chunk_key(sha256), start, len)
+                    .await?
+                    .ok_or_else(|| {
+                        tracing::error!(chunk = sha256, "chunk missing from staging and store");
+                        ServiceError::Corrupt
+                    })?,
+            },
         };
-        if !sums::check(block_sums, start, &data) {
+        if data.len() as u64 != len || !sums::check(block_sums, start, &data) {
             tracing::error!(
                 chunk = sha256,
                 start,
