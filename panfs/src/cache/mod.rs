@@ -4,4 +4,5 @@
 pub mod blocks;
 pub mod direct;
 pub mod disk;
+pub mod records;
 pub mod shadow;

@@ -4,15 +4,16 @@
 //! that dies with pending writes finds them again at the next mount.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use panproto::wire::ChunkRef;
 use serde::{Deserialize, Serialize};
 
 use crate::cache::direct::{DirectWrites, Stamp};
 use crate::cache::disk::DiskCache;
+use crate::cache::records::CopyRecords;
 use crate::ranges::RangeSet;
 use crate::upload::Snapshot;
 
@@ -56,27 +57,25 @@ pub struct Shadow {
     direct: DirectWrites,
     file: File,
     data_path: PathBuf,
-    record_path: PathBuf,
+    /// Where the record is journaled.
+    records: Arc<CopyRecords>,
 }
 
 impl Shadow {
-    fn paths(dir: &Path, ino: i64) -> (PathBuf, PathBuf) {
-        (
-            dir.join(format!("{ino}.data")),
-            dir.join(format!("{ino}.json")),
-        )
+    fn data_path(records: &CopyRecords, ino: i64) -> PathBuf {
+        records.dir().join(format!("{ino}.data"))
     }
 
     /// A new, empty working copy of a file whose server content is `base`.
     pub fn create(
-        dir: &Path,
+        records: &Arc<CopyRecords>,
         ino: i64,
         base: Option<String>,
         base_chunks: Vec<ChunkRef>,
         size: u64,
         mtime: i64,
     ) -> std::io::Result<Self> {
-        let (data_path, record_path) = Self::paths(dir, ino);
+        let data_path = Self::data_path(records, ino);
         let open = || {
             OpenOptions::new()
                 .read(true)
@@ -85,14 +84,7 @@ impl Shadow {
                 .truncate(true)
                 .open(&data_path)
         };
-        // The directory is made once, not looked for at every new copy.
-        let file = match open() {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir_all(dir)?;
-                open()?
-            }
-            other => other?,
-        };
+        let file = open()?;
         if size > 0 {
             file.set_len(size)?;
         }
@@ -101,7 +93,7 @@ impl Shadow {
             (base, base_chunks),
             (size, mtime),
             file,
-            (data_path, record_path),
+            (data_path, records.clone()),
         ))
     }
 
@@ -111,7 +103,7 @@ impl Shadow {
         (base, base_chunks): (Option<String>, Vec<ChunkRef>),
         (size, mtime): (u64, i64),
         file: File,
-        (data_path, record_path): (PathBuf, PathBuf),
+        (data_path, records): (PathBuf, Arc<CopyRecords>),
     ) -> Self {
         Self {
             record: ShadowRecord {
@@ -132,7 +124,7 @@ impl Shadow {
             direct: DirectWrites::default(),
             file,
             data_path,
-            record_path,
+            records,
         }
     }
 
@@ -142,15 +134,14 @@ impl Shadow {
     /// upload after a change chunks the whole file anew (the server still
     /// has the unchanged chunks, which are not sent).
     pub fn from_whole(
-        dir: &Path,
+        records: &Arc<CopyRecords>,
         ino: i64,
         content: String,
         size: u64,
         mtime: i64,
         take: impl FnOnce(&Path) -> bool,
     ) -> std::io::Result<Option<Self>> {
-        let (data_path, record_path) = Self::paths(dir, ino);
-        std::fs::create_dir_all(dir)?;
+        let data_path = Self::data_path(records, ino);
         if !take(&data_path) {
             return Ok(None);
         }
@@ -160,17 +151,16 @@ impl Shadow {
             (Some(content), Vec::new()),
             (size, mtime),
             file,
-            (data_path, record_path),
+            (data_path, records.clone()),
         );
         copy.record.present.insert(0, size);
         Ok(Some(copy))
     }
 
     /// Reopens a journaled working copy.
-    pub fn open(dir: &Path, ino: i64) -> std::io::Result<Self> {
-        let (data_path, record_path) = Self::paths(dir, ino);
-        let record: ShadowRecord =
-            serde_json::from_slice(&std::fs::read(&record_path)?).map_err(std::io::Error::other)?;
+    pub fn open(records: &Arc<CopyRecords>, ino: i64) -> std::io::Result<Self> {
+        let data_path = Self::data_path(records, ino);
+        let record = records.get(ino)?;
         let file = OpenOptions::new().read(true).write(true).open(&data_path)?;
         Ok(Self {
             record,
@@ -179,19 +169,8 @@ impl Shadow {
             direct: DirectWrites::default(),
             file,
             data_path,
-            record_path,
+            records: records.clone(),
         })
-    }
-
-    /// Inodes with a journal record in `dir`.
-    pub fn journaled(dir: &Path) -> Vec<i64> {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json")?.parse().ok())
-            .collect()
     }
 
     pub fn is_dirty(&self) -> bool {
@@ -386,33 +365,17 @@ impl Shadow {
         if durable {
             self.file.sync_data()?;
         }
-        let text = serde_json::to_vec(&self.record).map_err(std::io::Error::other)?;
-        // The first record is written in place: a crash can tear it only
-        // before the call that journals the copy returns (as the journal's
-        // last line). A record that replaces one goes through a rename, so
-        // a crash leaves the old one or the new one whole.
-        let replaces = self.saved.is_some();
-        let path = if replaces {
-            self.record_path.with_extension("json.tmp")
-        } else {
-            self.record_path.clone()
-        };
-        let mut f = File::create(&path)?;
-        f.write_all(&text)?;
-        if durable {
-            f.sync_all()?;
-        }
-        if replaces {
-            std::fs::rename(&path, &self.record_path)?;
-        }
+        self.records.save(self.record.ino, &self.record, durable)?;
         self.saved = Some(self.generation);
         Ok(())
     }
 
     /// Removes the record, if one was written.
     fn remove_record(&mut self) {
-        if self.saved.take().is_some() {
-            let _ = std::fs::remove_file(&self.record_path);
+        if self.saved.take().is_some()
+            && let Err(e) = self.records.remove(self.record.ino)
+        {
+            tracing::warn!(ino = self.record.ino, error = %e, "could not journal that a working copy is done");
         }
     }
 
@@ -538,7 +501,8 @@ mod tests {
     #[test]
     fn zeroed_and_grown_ranges_are_recorded_as_zeros() {
         let dir = tempfile::tempdir().expect("tmp");
-        let mut s = Shadow::create(dir.path(), 7, None, Vec::new(), 0, 1).expect("create");
+        let records = Arc::new(CopyRecords::open(dir.path()).expect("records"));
+        let mut s = Shadow::create(&records, 7, None, Vec::new(), 0, 1).expect("create");
         s.write(0, &[1u8; 100], 2).expect("write");
         // A write past the end leaves a hole of zeros before it.
         s.write(200, &[2u8; 10], 3).expect("write");

@@ -321,9 +321,8 @@ impl PanFs {
             if !matches!(&f.body, Body::Remote { content: c, .. } if *c == content) {
                 continue;
             }
-            let mut shadow =
-                Shadow::create(&self.journal_dir(), ino, content, chunks, size, now_ns())
-                    .map_err(|e| FsError::local("creating a working copy", e))?;
+            let mut shadow = Shadow::create(&self.copies, ino, content, chunks, size, now_ns())
+                .map_err(|e| FsError::local("creating a working copy", e))?;
             shadow.record.place = place;
             f.body = Body::Local {
                 shadow: Box::new(shadow),

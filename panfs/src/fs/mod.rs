@@ -15,6 +15,7 @@ use tokio::runtime::Handle;
 
 use crate::cache::blocks::BlockCache;
 use crate::cache::disk::DiskCache;
+use crate::cache::records::CopyRecords;
 use crate::remote::Remote;
 use crate::replica::Replica;
 use crate::sync::Syncer;
@@ -125,6 +126,8 @@ pub struct PanFs {
     tables: Mutex<Tables>,
     /// The block caches and the readahead budget, for the read path.
     fetcher: fetch::Fetcher,
+    /// The working copies' records (their bytes sit beside them).
+    copies: Arc<CopyRecords>,
     next_fh: AtomicU64,
     pub stats: Arc<TransferStats>,
     pub passthrough: PassthroughStatus,
@@ -173,6 +176,7 @@ impl PanFs {
     ) -> std::io::Result<Arc<Self>> {
         let (tx, rx) = std::sync::mpsc::channel();
         let disk = DiskCache::open(&opts.cache_dir.join("blocks"), opts.disk_cache_bytes)?;
+        let copies = Arc::new(CopyRecords::open(&opts.state_dir.join("journal"))?);
         let saved = crate::replica::replica_path(&opts.cache_dir);
         let mut replica = Replica::load(&saved, root, opts.fallback_ttl)
             .unwrap_or_else(|| Replica::new(opts.fallback_ttl));
@@ -201,6 +205,7 @@ impl PanFs {
             remote,
             root,
             fetcher,
+            copies,
             opts,
             tables: Mutex::new(Tables {
                 replica,
@@ -219,10 +224,6 @@ impl PanFs {
             feed: Mutex::default(),
             sync,
         }))
-    }
-
-    fn journal_dir(&self) -> PathBuf {
-        self.opts.state_dir.join("journal")
     }
 
     pub fn to_server(&self, ino: u64) -> i64 {

@@ -186,9 +186,9 @@ impl PanFs {
             return Ok(());
         };
         let local = |e| FsError::local("making a working copy for passthrough", e);
-        let (dir, ino, mtime) = (self.journal_dir(), node.ino, node.mtime);
+        let (copies, ino, mtime) = (&self.copies, node.ino, node.mtime);
         let shadow = match content {
-            None if *size == 0 => Shadow::create(&dir, ino, None, Vec::new(), 0, mtime)
+            None if *size == 0 => Shadow::create(copies, ino, None, Vec::new(), 0, mtime)
                 .map(Some)
                 .map_err(local)?,
             // Smaller contents are read through panfs: the kernel keeps their
@@ -196,7 +196,7 @@ impl PanFs {
             // open costs more than the reads it spares.
             Some(content) if *size >= PASSTHROUGH_CACHED_MIN => {
                 let (content, size) = (content.clone(), *size);
-                Shadow::from_whole(&dir, ino, content.clone(), size, mtime, |to| {
+                Shadow::from_whole(copies, ino, content.clone(), size, mtime, |to| {
                     self.fetcher.disk.take_whole(&content, size, to)
                 })
                 .map_err(local)?

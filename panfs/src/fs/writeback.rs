@@ -114,10 +114,9 @@ impl PanFs {
     /// commits against the version it started from, so a newer version another
     /// client stored meanwhile is kept, and the local one becomes a conflict copy.
     pub fn recover_journal(&self) -> usize {
-        let dir = self.journal_dir();
-        let inos = Shadow::journaled(&dir);
+        let inos = self.copies.inodes();
         for &ino in &inos {
-            match Shadow::open(&dir, ino) {
+            match Shadow::open(&self.copies, ino) {
                 Ok(shadow) => {
                     let file = OpenFile::new(Body::Local {
                         shadow: Box::new(shadow),

@@ -20,8 +20,7 @@
 //! error, never skipped.
 
 use std::collections::VecDeque;
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -95,12 +94,7 @@ fn lock<S>(m: &Mutex<S>) -> MutexGuard<'_, S> {
 fn replay<T: DeserializeOwned>(path: &Path) -> JournalResult<(VecDeque<Record<T>>, u64, u64)> {
     let mut pending = VecDeque::new();
     let (mut last, mut acked) = (0, 0);
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((pending, 0, 0)),
-        Err(e) => return Err(e.into()),
-    };
-    let lines: Vec<String> = BufReader::new(file).lines().collect::<Result<_, _>>()?;
+    let lines = lines::read_lines(path)?;
     for (i, text) in lines.iter().enumerate() {
         match serde_json::from_str::<Line<T>>(text) {
             Ok(Line::Record { seq, op }) => {
@@ -261,16 +255,8 @@ impl<T: Serialize + DeserializeOwned + Clone> Journal<T> {
 }
 
 impl<T> State<T> {
-    /// Appends one line; a part written (a full disk) never stays before
-    /// later lines.
     fn append_line(&mut self, line: &str) -> std::io::Result<()> {
-        let text = format!("{line}\n");
-        if let Err(e) = self.file.write_all(text.as_bytes()) {
-            let _ = self.file.set_len(self.len);
-            return Err(e);
-        }
-        self.len += text.len() as u64;
-        Ok(())
+        lines::append_line(&mut self.file, &mut self.len, line)
     }
 }
 
@@ -281,31 +267,21 @@ fn rewrite<T: Serialize>(
     pending: &VecDeque<Record<T>>,
     acked: u64,
 ) -> JournalResult<File> {
-    let tmp = path.with_extension("new");
-    {
-        let mut out = File::create(&tmp)?;
-        let mut text = format!("{{\"ack\":{acked}}}\n");
-        for r in pending {
-            let line = serde_json::to_string(&Line::Record {
-                seq: r.seq,
-                op: &r.op,
-            })
-            .map_err(|e| JournalError::Corrupt {
-                line: 0,
-                why: e.to_string(),
-            })?;
-            text.push_str(&line);
-            text.push('\n');
-        }
-        out.write_all(text.as_bytes())?;
-        out.sync_data()?;
+    let mut text = vec![format!("{{\"ack\":{acked}}}")];
+    for r in pending {
+        let line = serde_json::to_string(&Line::Record {
+            seq: r.seq,
+            op: &r.op,
+        })
+        .map_err(|e| JournalError::Corrupt {
+            line: 0,
+            why: e.to_string(),
+        })?;
+        text.push(line);
     }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(OpenOptions::new().append(true).open(path)?)
+    Ok(lines::replace(path, text)?)
 }
 
+pub mod lines;
 #[cfg(test)]
 mod tests;

@@ -499,8 +499,18 @@ fn a_file_removed_while_open_lives_until_its_last_close() {
     assert_eq!(r.fs.pending(), (0, 0));
     assert!(r.server.bytes(ino as i64).is_none());
     let journal = home.path().join("state/journal");
-    let left = std::fs::read_dir(&journal).map_or(0, |d| d.count());
-    assert_eq!(left, 0, "the working copy goes at the last close");
+    let left: Vec<_> = std::fs::read_dir(&journal)
+        .expect("journal dir")
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|name| name != "copies.log")
+        .collect();
+    assert!(
+        left.is_empty(),
+        "the working copy goes at the last close: {left:?}"
+    );
+    let records = crate::cache::records::CopyRecords::open(&journal).expect("records");
+    assert!(records.inodes().is_empty(), "and so does its record");
 }
 
 #[test]
