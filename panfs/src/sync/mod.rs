@@ -59,6 +59,8 @@ struct Progress {
     acked: u64,
     /// Small files were closed with content for the next batch to carry.
     contents: bool,
+    /// Callers waiting for the server to have their changes (`wait_synced`).
+    waiters: usize,
     /// Bytes written and changes journaled (at `CHANGE_BYTES` each) since the
     /// server was last reachable: bounded while it is not.
     offline_bytes: u64,
@@ -67,6 +69,14 @@ struct Progress {
 
 /// What one journaled change counts for against the offline bound.
 pub const CHANGE_BYTES: u64 = 512;
+
+/// While changes keep arriving and nobody waits for them, a batch is held
+/// back in steps of `LINGER_STEP`, up to `LINGER_MAX`, to gather more: a
+/// process making files one after another would otherwise have each batch
+/// carry the few made during the last round trip, and the server would pay
+/// its per-batch costs (a request, two transactions, the feed) for each.
+const LINGER_STEP: Duration = Duration::from_millis(2);
+const LINGER_MAX: Duration = Duration::from_millis(50);
 
 pub struct Syncer {
     journal: Journal<Journaled>,
@@ -110,6 +120,7 @@ impl Syncer {
             progress: Mutex::new(Progress {
                 acked,
                 contents: false,
+                waiters: 0,
                 offline_bytes: 0,
                 status: SyncStatus {
                     online: true,
@@ -169,17 +180,26 @@ impl Syncer {
     }
 
     /// Up to `max` changes to send, waiting up to `wait` for one or for a
-    /// file's content (`contents_waiting`); with the number of the last
-    /// record the server has.
+    /// file's content (`contents_waiting`), and lingering while more arrive
+    /// (`LINGER_MAX`); with the number of the last record the server has.
     pub fn next_batch(&self, max: usize, wait: Duration) -> (Vec<Record<Journaled>>, u64) {
         let mut p = lock(&self.progress);
-        let batch = self.journal.pending(max);
-        if batch.is_empty() && !p.contents {
+        if self.journal.backlog() == 0 && !p.contents {
             p = self
                 .changed
                 .wait_timeout(p, wait)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        }
+        let started = Instant::now();
+        while p.waiters == 0 && self.journal.backlog() < max && started.elapsed() < LINGER_MAX {
+            let before = self.journal.last();
+            drop(p);
+            std::thread::sleep(LINGER_STEP);
+            p = lock(&self.progress);
+            if self.journal.last() == before {
+                break;
+            }
         }
         p.contents = false;
         (self.journal.pending(max), p.acked)
@@ -249,22 +269,28 @@ impl Syncer {
         let mut p = lock(&self.progress);
         let mut seen = p.acked;
         let mut deadline = Instant::now() + timeout;
-        while p.acked < seq {
+        // Counted, so the syncer sends at once rather than lingering.
+        p.waiters += 1;
+        let synced = loop {
+            if p.acked >= seq {
+                break true;
+            }
             if p.acked > seen {
                 seen = p.acked;
                 deadline = Instant::now() + timeout;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return false;
+                break false;
             }
             p = self
                 .changed
                 .wait_timeout(p, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
-        }
-        true
+        };
+        p.waiters -= 1;
+        synced
     }
 
     pub fn status(&self) -> SyncStatus {
