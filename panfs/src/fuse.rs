@@ -311,7 +311,11 @@ impl Filesystem for FuseAdapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.open(ino.0, flags.0) {
-            Ok((fh, io)) => self.backings.reply_open(&self.fs, ino.0, fh, io, reply),
+            Ok((fh, io)) => {
+                let read_only = flags.0 & libc::O_ACCMODE == libc::O_RDONLY;
+                self.backings
+                    .reply_open(&self.fs, (ino.0, fh), read_only, io, reply)
+            }
             Err(e) => reply.error(errno(e)),
         }
     }
