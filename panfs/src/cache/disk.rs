@@ -238,16 +238,24 @@ impl DiskCache {
 
     /// Takes the file at `path`, which holds all of `content` (`size` bytes),
     /// as that content's cached copy: moved in, not copied. False when it was
-    /// not taken (larger than the cache, or on another file system); the
-    /// caller then removes it.
+    /// not taken (the cache holds that content already, it is larger than the
+    /// cache, or on another file system); the caller then disposes of it.
     pub fn adopt(&self, content: &str, path: &Path, size: u64) -> bool {
         if size > self.limit {
+            return false;
+        }
+        let key = (content.to_string(), WHOLE);
+        // Held already (another file with the same bytes): that copy stays,
+        // and this one is not taken, rather than replacing it for nothing.
+        if let Ok(mut index) = self.index.lock()
+            && index.lru.get(&key) == Some(&size)
+        {
             return false;
         }
         if std::fs::rename(path, self.dir.join(file_name(content, Kind::Whole))).is_err() {
             return false;
         }
-        self.record((content.to_string(), WHOLE), size);
+        self.record(key, size);
         true
     }
 

@@ -6,3 +6,4 @@ pub mod direct;
 pub mod disk;
 pub mod records;
 pub mod shadow;
+pub mod spares;

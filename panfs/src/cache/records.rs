@@ -23,6 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::shadow::ShadowRecord;
+use crate::cache::spares::SpareFiles;
 use crate::journal::lines;
 
 /// How long the log grows before it may be rewritten with only the live records.
@@ -47,6 +48,8 @@ pub struct CopyRecords {
     dir: PathBuf,
     path: PathBuf,
     log: Mutex<Log>,
+    /// Data files of retired copies, to be new copies' files.
+    spares: SpareFiles,
 }
 
 fn lock(m: &Mutex<Log>) -> MutexGuard<'_, Log> {
@@ -80,6 +83,7 @@ impl CopyRecords {
         let live_bytes = live.values().map(|l| l.len() as u64).sum();
         Ok(Self {
             dir: dir.to_path_buf(),
+            spares: SpareFiles::open(&dir.join("spare"))?,
             path,
             log: Mutex::new(Log {
                 file,
@@ -93,6 +97,10 @@ impl CopyRecords {
     /// The directory of the working copies' data files.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn spares(&self) -> &SpareFiles {
+        &self.spares
     }
 
     /// Inodes with a record.

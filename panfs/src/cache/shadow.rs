@@ -84,7 +84,10 @@ impl Shadow {
                 .truncate(true)
                 .open(&data_path)
         };
-        let file = open()?;
+        let file = match records.spares().take(&data_path) {
+            Some(file) => file,
+            None => open()?,
+        };
         if size > 0 {
             file.set_len(size)?;
         }
@@ -391,13 +394,14 @@ impl Shadow {
         {
             return;
         }
-        let _ = std::fs::remove_file(&self.data_path);
+        self.records.spares().put(&self.data_path, size);
     }
 
     /// Forgets the working copy and its bytes.
     pub fn discard(mut self) {
         self.remove_record();
-        let _ = std::fs::remove_file(&self.data_path);
+        let size = self.record.size;
+        self.records.spares().put(&self.data_path, size);
     }
 
     /// Stops journaling the copy (its file is gone) but keeps its bytes for open handles.
