@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +49,7 @@ pub struct CopyRecords {
     path: PathBuf,
     log: Mutex<Log>,
     /// Data files of retired copies, to be new copies' files.
-    spares: SpareFiles,
+    spares: Arc<SpareFiles>,
 }
 
 fn lock(m: &Mutex<Log>) -> MutexGuard<'_, Log> {

@@ -9,6 +9,10 @@
 //! and drops thousands of small files paid most of its time there. A file
 //! renamed here keeps its inode, and taking it back is a rename.
 //!
+//! A thread of its own keeps a few empty files made ahead, so a new file's
+//! create does not wait for an inode even when nothing was retired: the
+//! allocation runs beside the calls instead of inside one.
+//!
 //! A file is emptied when it is taken, not when it is put: until then it
 //! holds its old bytes, as an unlinked file's name would, so a crash that
 //! brings back a record of its copy finds those bytes or no file, never a
@@ -16,23 +20,43 @@
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 /// How many files are kept, each of at most `SPARE_BYTES_MAX`; the others
 /// are unlinked.
 const SPARES_MAX: usize = 256;
 const SPARE_BYTES_MAX: u64 = 64 << 10;
+/// Below this many, the filler makes empty files up to `FILL_TO`.
+const FILL_BELOW: usize = 16;
+const FILL_TO: usize = 64;
 
 pub struct SpareFiles {
     dir: PathBuf,
     files: Mutex<Vec<PathBuf>>,
     next: AtomicU64,
+    /// Signalled when the pool runs low.
+    low: Condvar,
+}
+
+fn lock(m: &Mutex<Vec<PathBuf>>) -> MutexGuard<'_, Vec<PathBuf>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SpareFiles {
-    /// The pool in `dir`, with the files a panfs before this one left there.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
+    /// The pool in `dir`, with the files a panfs before this one left there,
+    /// and its filler started (it ends once the pool is dropped).
+    pub fn open(dir: &Path) -> std::io::Result<Arc<Self>> {
+        let spares = Arc::new(Self::load(dir)?);
+        let weak = Arc::downgrade(&spares);
+        std::thread::Builder::new()
+            .name("panfs-spares".into())
+            .spawn(move || fill(weak))?;
+        Ok(spares)
+    }
+
+    fn load(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut files = Vec::new();
         let mut next = 0;
@@ -55,14 +79,32 @@ impl SpareFiles {
             dir: dir.to_path_buf(),
             files: Mutex::new(files),
             next: AtomicU64::new(next),
+            low: Condvar::new(),
         })
+    }
+
+    /// A new empty file in the pool.
+    fn make(&self) -> std::io::Result<()> {
+        let path = self
+            .dir
+            .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+        File::create(&path)?;
+        lock(&self.files).push(path);
+        Ok(())
     }
 
     /// An empty file moved to `to` and opened for reading and writing, when
     /// the pool has one.
     pub fn take(&self, to: &Path) -> Option<File> {
         loop {
-            let from = self.files.lock().unwrap_or_else(|p| p.into_inner()).pop()?;
+            let from = {
+                let mut files = lock(&self.files);
+                let from = files.pop();
+                if files.len() < FILL_BELOW {
+                    self.low.notify_one();
+                }
+                from?
+            };
             if std::fs::rename(&from, to).is_err() {
                 let _ = std::fs::remove_file(&from);
                 continue;
@@ -79,7 +121,7 @@ impl SpareFiles {
     /// Takes the data file at `path` (`size` bytes, no longer wanted) into
     /// the pool; unlinks it when the pool is full or the file is large.
     pub fn put(&self, path: &Path, size: u64) {
-        let mut files = self.files.lock().unwrap_or_else(|p| p.into_inner());
+        let mut files = lock(&self.files);
         if files.len() < SPARES_MAX && size <= SPARE_BYTES_MAX {
             let to = self
                 .dir
@@ -94,6 +136,27 @@ impl SpareFiles {
     }
 }
 
+/// The filler: waits until the pool runs low, then makes empty files up to
+/// `FILL_TO`. It holds the pool only while it works or waits a while, so it
+/// ends soon after the pool is dropped.
+fn fill(pool: Weak<SpareFiles>) {
+    while let Some(spares) = pool.upgrade() {
+        let files = lock(&spares.files);
+        let (files, _) = spares
+            .low
+            .wait_timeout_while(files, Duration::from_secs(1), |f| f.len() >= FILL_BELOW)
+            .unwrap_or_else(|p| p.into_inner());
+        let missing = FILL_TO.saturating_sub(files.len());
+        drop(files);
+        for _ in 0..missing {
+            if let Err(e) = spares.make() {
+                tracing::debug!(error = %e, "could not make a spare file");
+                break;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,7 +166,7 @@ mod tests {
     #[test]
     fn a_file_put_back_is_taken_again_empty_with_its_inode() {
         let dir = tempfile::tempdir().expect("tmp");
-        let spares = SpareFiles::open(&dir.path().join("spare")).expect("open");
+        let spares = SpareFiles::load(&dir.path().join("spare")).expect("open");
         let path = dir.path().join("1.data");
         let mut file = File::create(&path).expect("create");
         file.write_all(b"old bytes").expect("write");
@@ -118,9 +181,33 @@ mod tests {
     }
 
     #[test]
+    fn the_filler_makes_empty_files_ahead_and_ends_with_the_pool() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spare = dir.path().join("spare");
+        let spares = SpareFiles::open(&spare).expect("open");
+        let start = std::time::Instant::now();
+        while lock(&spares.files).len() < FILL_TO {
+            assert!(start.elapsed() < Duration::from_secs(30), "no spares made");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let to = dir.path().join("1.data");
+        spares.take(&to).expect("a spare");
+        assert_eq!(std::fs::read(&to).expect("read"), b"");
+        let weak = Arc::downgrade(&spares);
+        drop(spares);
+        while weak.strong_count() > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the filler kept the pool"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
     fn a_large_file_is_not_kept() {
         let dir = tempfile::tempdir().expect("tmp");
-        let spares = SpareFiles::open(&dir.path().join("spare")).expect("open");
+        let spares = SpareFiles::load(&dir.path().join("spare")).expect("open");
         let path = dir.path().join("1.data");
         File::create(&path).expect("create");
         spares.put(&path, SPARE_BYTES_MAX + 1);
@@ -135,7 +222,7 @@ mod tests {
         std::fs::create_dir_all(&spare).expect("dir");
         std::fs::write(spare.join("7"), b"stale").expect("write");
         std::fs::write(spare.join("junk.tmp"), b"x").expect("write");
-        let spares = SpareFiles::open(&spare).expect("open");
+        let spares = SpareFiles::load(&spare).expect("open");
         assert!(!spare.join("junk.tmp").exists());
         let to = dir.path().join("new.data");
         spares.take(&to).expect("a spare");
