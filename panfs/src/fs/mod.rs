@@ -116,6 +116,9 @@ struct Tables {
     files: HashMap<i64, Arc<OpenFile>>,
     handles: HashMap<u64, Arc<FileHandle>>,
     dirs: HashMap<u64, Arc<dirs::Listing>>,
+    /// Names the server said were missing, by directory not listed here
+    /// (see `names::LIST_AFTER_MISSES`).
+    misses: HashMap<i64, u32>,
 }
 
 pub struct PanFs {
@@ -213,6 +216,7 @@ impl PanFs {
                 files: HashMap::new(),
                 handles: HashMap::new(),
                 dirs: HashMap::new(),
+                misses: HashMap::new(),
             }),
             next_fh: AtomicU64::new(1),
             stats,

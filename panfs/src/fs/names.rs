@@ -11,8 +11,17 @@ use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode, RenameRequest, S
 use super::attr::{from_time, now_ns};
 use super::files::{Body, Life, PageCache};
 use super::passthrough::Io;
-use super::{Attr, FsError, FsResult, Owner, PanFs, StatFs, check_name, lock, mknod_kind};
+use super::{Attr, FsError, FsResult, Owner, PanFs, StatFs, Tables, check_name, lock, mknod_kind};
 use crate::replica::{Lookup, Ticket};
+
+/// After this many names the server said were missing in a directory not
+/// listed here, it is listed: a process making files in it (a `cp`, an
+/// unpack, an editor's temporary files) asks the server before each create
+/// otherwise. A lookup that finds its name never counts, so a `stat` of a
+/// known path in a huge directory does not list it.
+const LIST_AFTER_MISSES: u32 = 4;
+/// Directories whose misses are counted at once; past it the counts start over.
+const MISSES_TRACKED: usize = 1024;
 
 /// A setattr: each field that is set changes.
 #[derive(Debug, Clone, Default)]
@@ -72,9 +81,15 @@ impl PanFs {
             Err(e) => {
                 let e = FsError::from(e);
                 if e.errno() == libc::ENOENT {
-                    lock(&self.tables)
-                        .replica
-                        .put_entry(parent, name, None, ticket);
+                    let mut t = lock(&self.tables);
+                    t.replica.put_entry(parent, name, None, ticket);
+                    if self.worth_listing(&mut t, parent) {
+                        drop(t);
+                        // Only a cache: a failed listing leaves lookups as they were.
+                        if let Err(e) = self.list_dir(parent) {
+                            tracing::debug!(dir = parent, error = e.chain(), "listing failed");
+                        }
+                    }
                     return Err(e);
                 }
                 if e.errno() != libc::EIO {
@@ -92,6 +107,27 @@ impl PanFs {
                 }
             }
         }
+    }
+
+    /// Counts a name the server said is missing in `dir`, which the replica
+    /// does not have whole: true when the directory is worth listing, so later
+    /// new names in it (a process making files there) are known missing
+    /// without asking the server each time. Only while the feed is followed,
+    /// which keeps a listing current.
+    fn worth_listing(&self, t: &mut Tables, dir: i64) -> bool {
+        if !t.replica.following() {
+            return false;
+        }
+        if t.misses.len() >= MISSES_TRACKED {
+            t.misses.clear();
+        }
+        let misses = t.misses.entry(dir).or_default();
+        *misses += 1;
+        if *misses < LIST_AFTER_MISSES {
+            return false;
+        }
+        t.misses.remove(&dir);
+        true
     }
 
     /// A node's attributes: from the replica when current (and `fresh` is not

@@ -300,3 +300,39 @@ fn the_kernel_keeps_pages_only_while_the_feed_tells_it_of_changes() {
         "strict: close-to-open"
     );
 }
+
+#[test]
+fn a_directory_where_names_keep_missing_is_listed_once_and_then_answers_locally() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = rig(server.clone(), home.path(), false);
+    following(&rig);
+    let other = server.another_client();
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    // Made elsewhere: this mount has never listed it.
+    let dir = rt
+        .block_on(other.create(server.root(), &new_node("d", panproto::wire::NodeKind::Dir)))
+        .expect("mkdir");
+    rt.block_on(other.create(dir.ino, &new_node("there", panproto::wire::NodeKind::File)))
+        .expect("create");
+    let d = rig.fs.lookup(ROOT, "d").expect("lookup").ino;
+    let missing = |name: &str| {
+        let before = rig.faults.requests();
+        let errno = rig.fs.lookup(d, name).map(|_| ()).unwrap_err().errno();
+        assert_eq!(errno, libc::ENOENT, "{name}");
+        rig.faults.requests() - before
+    };
+    let asked: Vec<u64> = (0..8).map(|i| missing(&format!("new{i}"))).collect();
+    // The first misses ask the server (the fourth lists the directory too);
+    // after that a new name is known missing without a request.
+    assert!(asked[..4].iter().all(|&n| n >= 1), "{asked:?}");
+    assert_eq!(asked[4..], [0, 0, 0, 0], "{asked:?}");
+    // The listing holds what was there, and a name made elsewhere later
+    // arrives through the feed.
+    assert!(rig.fs.lookup(d, "there").is_ok());
+    rt.block_on(other.create(dir.ino, &new_node("later", panproto::wire::NodeKind::File)))
+        .expect("create");
+    wait_until("the name made elsewhere", || {
+        rig.fs.lookup(d, "later").is_ok()
+    });
+}
