@@ -189,7 +189,15 @@ impl App {
                 ServiceError::BadRequest("the session does not list this chunk".into())
             })?;
         self.stage_chunk(user, sha256, size, body).await?;
-        self.sessions.save(&session).await?;
+        // Rewriting the session (its whole chunk list) for each chunk made a
+        // big file's upload quadratic; its expiry is all that moves.
+        if !self
+            .sessions
+            .touch(&session.id, session.expires_at, now_ns())
+            .await?
+        {
+            return Err(ServiceError::UploadGone);
+        }
         Ok(())
     }
 

@@ -52,6 +52,9 @@ pub trait SessionStore: Send + Sync {
     async fn save(&self, session: &UploadSession) -> SessionResult<()>;
     /// The user's live session by id; another user's id is None.
     async fn load(&self, user: i64, id: &str, now: i64) -> SessionResult<Option<UploadSession>>;
+    /// Keeps a live session alive until `expires_at` without writing it
+    /// again (a chunk sent changes nothing in it): false when it is gone.
+    async fn touch(&self, id: &str, expires_at: i64, now: i64) -> SessionResult<bool>;
     async fn remove(&self, id: &str) -> SessionResult<()>;
     /// Every chunk a live session lists: garbage collection must keep them.
     async fn pinned_chunks(&self, now: i64) -> SessionResult<HashSet<String>>;

@@ -59,13 +59,20 @@ impl SessionStore for RedisSessions {
             .map_err(unavailable)
     }
 
-    async fn load(&self, user: i64, id: &str, now: i64) -> SessionResult<Option<UploadSession>> {
+    async fn load(&self, user: i64, id: &str, _now: i64) -> SessionResult<Option<UploadSession>> {
         let mut conn = self.conn.clone();
         let body: Option<String> = conn.get(self.key(id)).await.map_err(unavailable)?;
         let Some(body) = body else { return Ok(None) };
         let session: UploadSession =
             serde_json::from_str(&body).map_err(|e| SessionError::Corrupt(e.to_string()))?;
-        Ok((session.user == user && session.expires_at > now).then_some(session))
+        // The key's time to live is the expiry (`touch` moves it, not the body).
+        Ok((session.user == user).then_some(session))
+    }
+
+    async fn touch(&self, id: &str, expires_at: i64, now: i64) -> SessionResult<bool> {
+        let ttl = ((expires_at - now) / crate::service::NS).max(1);
+        let mut conn = self.conn.clone();
+        conn.expire(self.key(id), ttl).await.map_err(unavailable)
     }
 
     async fn remove(&self, id: &str) -> SessionResult<()> {

@@ -67,6 +67,21 @@ impl SessionStore for SqlSessions {
         }
     }
 
+    async fn touch(&self, id: &str, expires_at: i64, now: i64) -> SessionResult<bool> {
+        // The body keeps the expiry it was saved with; the column is the one
+        // `load` and garbage collection go by.
+        let done = sqlx::query(
+            "UPDATE tbl_upload_session SET expires_at = ? WHERE id = ? AND expires_at > ?",
+        )
+        .bind(expires_at)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn remove(&self, id: &str) -> SessionResult<()> {
         sqlx::query("DELETE FROM tbl_upload_session WHERE id = ?")
             .bind(id)
@@ -94,5 +109,71 @@ impl SessionStore for SqlSessions {
             pinned.extend(session.chunks.into_iter().filter_map(|c| c.sha256));
         }
         Ok(pinned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::SqlMeta;
+    use crate::service::NS;
+
+    #[tokio::test]
+    async fn a_touch_keeps_a_live_session_and_finds_a_gone_one_gone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let meta = SqlMeta::connect(&url, 2).await.expect("connect");
+        meta.migrate().await.expect("migrate");
+        let sessions = SqlSessions::new(meta.pool());
+        let now = 1_000 * NS;
+        let session = UploadSession {
+            id: "a".repeat(32),
+            user: 7,
+            ino: 1,
+            new_file: None,
+            chunks: Vec::new(),
+            unproven: Vec::new(),
+            challenge: None,
+            expires_at: now + 10 * NS,
+        };
+        sessions.save(&session).await.expect("save");
+        assert!(
+            sessions
+                .touch(&session.id, now + 100 * NS, now)
+                .await
+                .expect("touch")
+        );
+        // Past the expiry it was saved with, within the one it was touched to.
+        let later = now + 50 * NS;
+        let loaded = sessions.load(7, &session.id, later).await.expect("load");
+        assert!(loaded.is_some(), "a touched session lives on");
+        assert!(
+            sessions
+                .load(8, &session.id, later)
+                .await
+                .expect("load")
+                .is_none()
+        );
+        // Expired, or never there: a touch brings nothing back.
+        let gone = now + 101 * NS;
+        assert!(
+            !sessions
+                .touch(&session.id, gone + 10 * NS, gone)
+                .await
+                .expect("touch")
+        );
+        assert!(
+            sessions
+                .load(7, &session.id, gone)
+                .await
+                .expect("load")
+                .is_none()
+        );
+        assert!(
+            !sessions
+                .touch(&"b".repeat(32), gone, now)
+                .await
+                .expect("touch")
+        );
     }
 }
