@@ -47,3 +47,31 @@ fn a_file_written_sequentially_is_sent_while_it_grows() {
         data.len()
     );
 }
+
+#[test]
+fn a_large_upload_sends_chunks_while_it_cuts_the_rest_and_each_byte_once() {
+    let home = tempfile::tempdir().expect("tmp");
+    let r = rig(Arc::default(), home.path(), false);
+    // Written whole before any upload (no streamer): the close's upload cuts
+    // 96 MiB, past the size from which it sends what it has cut meanwhile.
+    let data = noise(96 * MIB, 11);
+    let (attr, fh, _) =
+        r.fs.create(ROOT, "big", 0o644, OWNER, libc::O_WRONLY)
+            .expect("create");
+    for at in (0..data.len()).step_by(MIB) {
+        r.fs.write(fh, at as u64, &data[at..at + MIB])
+            .expect("write");
+    }
+    r.fs.flush(fh).expect("close");
+    r.fs.release(fh);
+    assert!(
+        r.server.bytes(attr.ino as i64) == Some(data.clone()),
+        "the server holds other bytes"
+    );
+    let sent = r.fs.stats.bytes_sent.load(Ordering::Relaxed);
+    assert_eq!(sent, data.len() as u64, "each byte goes once");
+    // Sessions opened for the chunks sent ahead (32 a session), beside the
+    // one committed.
+    let sessions = r.faults.upload_attempts(attr.ino as i64);
+    assert!(sessions >= 3, "{sessions} upload sessions");
+}

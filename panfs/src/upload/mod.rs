@@ -24,6 +24,9 @@ use crate::cache::shadow::ShadowRecord;
 use crate::ranges::RangeSet;
 use crate::remote::{Remote, RemoteError};
 
+mod ahead;
+pub use ahead::send_ahead;
+
 /// Files up to this size go up in one request.
 const SMALL_FILE: u64 = 1 << 20;
 /// Chunk uploads in flight at once.
@@ -225,66 +228,6 @@ fn read_local(file: &File, offset: u64, len: u64) -> UploadResult<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-/// Sends the chunks of [from, to) of a file still being written, before its
-/// upload: those cut by content (all but the last, which ends where the file
-/// ends for now), in an upload session that is never committed. They are
-/// then this user's on the server, so the upload at the file's close or
-/// fsync, which chunks it as always, finds them there and sends the rest.
-/// Chunks that other users hold are left to that upload's proof of
-/// possession. Returns where the chunks sent end: `from` for the next call.
-pub async fn send_ahead(
-    remote: &dyn Remote,
-    file: &File,
-    ino: i64,
-    (from, to): (u64, u64),
-    stats: &TransferStats,
-) -> UploadResult<u64> {
-    let reader = RangeReader {
-        file,
-        pos: from,
-        end: to,
-    };
-    let mut cut = Vec::new();
-    for chunk in Chunker::new(reader) {
-        let chunk = chunk?;
-        let sha = panproto::sha256_hex(&chunk.data);
-        cut.push((from + chunk.offset, chunk.data.len() as u64, sha));
-    }
-    cut.pop();
-    let Some(&(last, len, _)) = cut.last() else {
-        return Ok(from);
-    };
-    let state = remote
-        .begin_upload(&UploadInit {
-            ino,
-            chunks: cut
-                .iter()
-                .map(|(_, size, sha)| ChunkRef {
-                    sha256: Some(sha.clone()),
-                    size: *size,
-                })
-                .collect(),
-            sha256: None,
-            sha1: None,
-        })
-        .await?;
-    futures::stream::iter(cut.iter().filter(|(_, _, sha)| state.missing.contains(sha)))
-        .map(|(offset, len, sha)| {
-            let session = state.id.clone();
-            async move {
-                let body = read_local(file, *offset, *len)?;
-                remote.put_chunk(&session, sha, body).await?;
-                stats.bytes_sent.fetch_add(*len, Ordering::Relaxed);
-                stats.bytes_sent_ahead.fetch_add(*len, Ordering::Relaxed);
-                Ok::<_, UploadError>(())
-            }
-        })
-        .buffer_unordered(PARALLEL_PUTS)
-        .try_collect::<Vec<()>>()
-        .await?;
-    Ok(last + len)
-}
-
 /// A content committed by an upload, and the chunk list it was sent as.
 pub struct Committed {
     pub node: Node,
@@ -319,7 +262,7 @@ pub async fn upload(
     for &(a, b) in &regions {
         make_present(remote, snap, live, a, b).await?;
     }
-    let plan = plan(snap, &regions)?;
+    let plan = ahead::plan_sending_ahead(remote, snap, &regions, target.ino, stats).await?;
     let mut tries = 1;
     let node = loop {
         match send_plan(remote, snap, live, &target, &plan, stats).await {
@@ -404,8 +347,16 @@ struct Plan {
     placed: HashMap<String, (u64, u64)>,
 }
 
-/// The new chunk list: base chunks outside the changed regions, new ones inside.
-fn plan(snap: &Snapshot, regions: &[(u64, u64)]) -> UploadResult<Plan> {
+/// A chunk cut from a changed region: (offset, length, SHA-256).
+type Cut = (u64, u64, String);
+
+/// The new chunk list: base chunks outside the changed regions, new ones
+/// inside, each new one also given to `on_cut` as it is cut.
+fn plan(
+    snap: &Snapshot,
+    regions: &[(u64, u64)],
+    on_cut: &mut dyn FnMut(Cut),
+) -> UploadResult<Plan> {
     let size = snap.record.size;
     let base = with_offsets(&snap.record.base_chunks);
     let mut chunks: Vec<ChunkRef> = Vec::new();
@@ -430,6 +381,7 @@ fn plan(snap: &Snapshot, regions: &[(u64, u64)]) -> UploadResult<Plan> {
                     let chunk = chunk?;
                     let sha = panproto::sha256_hex(&chunk.data);
                     let len = chunk.data.len() as u64;
+                    on_cut((s + chunk.offset, len, sha.clone()));
                     placed.insert(sha.clone(), (s + chunk.offset, len));
                     chunks.push(ChunkRef {
                         sha256: Some(sha),
