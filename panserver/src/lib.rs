@@ -90,6 +90,7 @@ pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
         feed: Default::default(),
         bus,
         tokens: Default::default(),
+        session_chunks: Default::default(),
     }))
 }
 

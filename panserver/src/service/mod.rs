@@ -8,6 +8,7 @@ pub mod content;
 mod error;
 pub mod feed;
 mod record;
+mod session_chunks;
 mod token_cache;
 mod tree;
 pub mod uploads;
@@ -68,6 +69,8 @@ pub struct App {
     pub bus: Arc<dyn ChangeBus>,
     /// Tokens recently found valid.
     pub tokens: TokenCache,
+    /// The chunk lists of upload sessions in use.
+    pub session_chunks: session_chunks::SessionChunkCache,
 }
 
 pub fn now_ns() -> i64 {

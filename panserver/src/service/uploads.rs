@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::random_hex;
 use crate::meta::Actor;
+use crate::service::session_chunks::SessionChunks;
 use crate::service::{App, NS, now_ns};
 use crate::service::{ServiceError, ServiceResult};
 use crate::session::{NewFile, UploadSession};
@@ -179,26 +180,28 @@ impl App {
         sha256: &str,
         body: BodyStream,
     ) -> ServiceResult<()> {
-        let session = self.load_session(user, id).await?;
-        let size = session
-            .chunks
-            .iter()
-            .find(|c| c.sha256.as_deref() == Some(sha256))
-            .map(|c| c.size)
-            .ok_or_else(|| {
-                ServiceError::BadRequest("the session does not list this chunk".into())
-            })?;
-        self.stage_chunk(user, sha256, size, body).await?;
-        // Rewriting the session (its whole chunk list) for each chunk made a
-        // big file's upload quadratic; its expiry is all that moves.
-        if !self
-            .sessions
-            .touch(&session.id, session.expires_at, now_ns())
-            .await?
-        {
+        let chunks = match self.session_chunks.get(user, id) {
+            Some(chunks) => chunks,
+            None => {
+                let session = self.load_session(user, id).await?;
+                let chunks = SessionChunks::of(&session);
+                self.session_chunks.insert(id, chunks.clone());
+                chunks
+            }
+        };
+        // Neither the session nor its chunk list is read or written again for
+        // each chunk (that made a big file's upload quadratic): its expiry is
+        // all that moves, and the store says whether it still lives.
+        let now = now_ns();
+        let expires_at = now + self.limits.session_ttl_secs * NS;
+        if !self.sessions.touch(id, expires_at, now).await? {
+            self.session_chunks.remove(id);
             return Err(ServiceError::UploadGone);
         }
-        Ok(())
+        let size = *chunks.sizes.get(sha256).ok_or_else(|| {
+            ServiceError::BadRequest("the session does not list this chunk".into())
+        })?;
+        self.stage_chunk(user, sha256, size, body).await
     }
 
     async fn stage_chunk(
@@ -233,6 +236,7 @@ impl App {
         session.challenge = None;
         if !bool::from(expected.as_bytes().ct_eq(answer.as_bytes())) {
             self.sessions.remove(&session.id).await?;
+            self.session_chunks.remove(&session.id);
             return Err(ServiceError::BadProof);
         }
         self.meta.grant_chunks(user, &session.unproven).await?;
@@ -313,6 +317,7 @@ impl App {
             )
             .await?;
         self.sessions.remove(&session.id).await?;
+        self.session_chunks.remove(&session.id);
         Ok(node)
     }
 
