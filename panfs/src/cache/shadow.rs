@@ -385,23 +385,47 @@ impl Shadow {
     /// Forgets the working copy. When it holds exactly a committed content
     /// (clean, every byte present), its bytes stay as that content's cached
     /// copy, so the file is read back from local disk until evicted.
-    pub fn retire(mut self, cache: &DiskCache) {
+    pub fn retire(self, cache: &DiskCache) {
+        if let Some(path) = self.retire_keeping(cache) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// As `retire`, for a copy that no handle holds open and no upload reads:
+    /// a file not kept as cached content goes to the spare pool, to be a new
+    /// copy's file, unless the kernel says something still has it open (a
+    /// mapping outlives its handle); then it is unlinked, so its readers keep
+    /// their bytes.
+    pub fn retire_unopened(self, cache: &DiskCache) {
+        let size = self.record.size;
+        let records = self.records.clone();
+        // The same open file description: it counts as this copy's own.
+        let Ok(file) = self.file.try_clone() else {
+            return self.retire(cache);
+        };
+        if let Some(path) = self.retire_keeping(cache) {
+            records.spares().put(&path, &file, size);
+        }
+    }
+
+    /// Forgets the record and offers the bytes to the cache: the data file's
+    /// path when the cache did not take it.
+    fn retire_keeping(mut self, cache: &DiskCache) -> Option<PathBuf> {
         self.remove_record();
         let size = self.record.size;
         let whole = !self.is_dirty() && size > 0 && self.record.present.gaps(0, size).is_empty();
         if let (true, Some(content)) = (whole, &self.record.base)
             && cache.adopt(content, &self.data_path, size)
         {
-            return;
+            return None;
         }
-        self.records.spares().put(&self.data_path, size);
+        Some(self.data_path.clone())
     }
 
     /// Forgets the working copy and its bytes.
     pub fn discard(mut self) {
         self.remove_record();
-        let size = self.record.size;
-        self.records.spares().put(&self.data_path, size);
+        let _ = std::fs::remove_file(&self.data_path);
     }
 
     /// Stops journaling the copy (its file is gone) but keeps its bytes for open handles.

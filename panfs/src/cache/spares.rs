@@ -118,11 +118,12 @@ impl SpareFiles {
         }
     }
 
-    /// Takes the data file at `path` (`size` bytes, no longer wanted) into
-    /// the pool; unlinks it when the pool is full or the file is large.
-    pub fn put(&self, path: &Path, size: u64) {
+    /// Takes the data file at `path` (`size` bytes, no longer wanted, open
+    /// here as `file`) into the pool; unlinks it when the pool is full, the
+    /// file is large, or anything else still has it open.
+    pub fn put(&self, path: &Path, file: &File, size: u64) {
         let mut files = lock(&self.files);
-        if files.len() < SPARES_MAX && size <= SPARE_BYTES_MAX {
+        if files.len() < SPARES_MAX && size <= SPARE_BYTES_MAX && sole_opener(file) {
             let to = self
                 .dir
                 .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
@@ -134,6 +135,25 @@ impl SpareFiles {
         drop(files);
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// Whether `file`'s open file description is the only one of its inode: no
+/// other open, no passthrough handle's backing file in the kernel, no mapping
+/// left by a process that closed its descriptor. Only such a file may be
+/// emptied for another use; one still open elsewhere is unlinked, so its
+/// readers keep their bytes. Asked as the kernel answers a write lease, which
+/// it grants only then, and given back at once.
+fn sole_opener(file: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this file owns; leases touch no memory.
+    unsafe {
+        if libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) != 0 {
+            return false;
+        }
+        libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK);
+    }
+    true
 }
 
 /// The filler: waits until the pool runs low, then makes empty files up to
@@ -168,10 +188,16 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let spares = SpareFiles::load(&dir.path().join("spare")).expect("open");
         let path = dir.path().join("1.data");
-        let mut file = File::create(&path).expect("create");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("create");
         file.write_all(b"old bytes").expect("write");
         let inode = file.metadata().expect("meta").ino();
-        spares.put(&path, 9);
+        spares.put(&path, &file, 9);
         assert!(!path.exists());
         let to = dir.path().join("2.data");
         let again = spares.take(&to).expect("a spare");
@@ -205,12 +231,32 @@ mod tests {
     }
 
     #[test]
+    fn a_file_open_elsewhere_is_not_kept() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let spares = SpareFiles::load(&dir.path().join("spare")).expect("open");
+        let path = dir.path().join("1.data");
+        std::fs::write(&path, b"a reader's bytes").expect("write");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let reader = File::open(&path).expect("a reader");
+        spares.put(&path, &file, 16);
+        assert!(!path.exists(), "unlinked");
+        assert!(spares.take(&dir.path().join("2.data")).is_none());
+        let mut kept = Vec::new();
+        std::io::Read::read_to_end(&mut &reader, &mut kept).expect("read");
+        assert_eq!(kept, b"a reader's bytes");
+    }
+
+    #[test]
     fn a_large_file_is_not_kept() {
         let dir = tempfile::tempdir().expect("tmp");
         let spares = SpareFiles::load(&dir.path().join("spare")).expect("open");
         let path = dir.path().join("1.data");
-        File::create(&path).expect("create");
-        spares.put(&path, SPARE_BYTES_MAX + 1);
+        let file = File::create(&path).expect("create");
+        spares.put(&path, &file, SPARE_BYTES_MAX + 1);
         assert!(!path.exists());
         assert!(spares.take(&dir.path().join("2.data")).is_none());
     }
@@ -229,8 +275,8 @@ mod tests {
         assert_eq!(std::fs::read(&to).expect("read"), b"");
         // Numbering goes on after the leftovers, so none is overwritten.
         let path = dir.path().join("x.data");
-        File::create(&path).expect("create");
-        spares.put(&path, 0);
+        let file = File::create(&path).expect("create");
+        spares.put(&path, &file, 0);
         assert!(spare.join("8").exists());
     }
 }

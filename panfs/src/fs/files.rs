@@ -378,7 +378,7 @@ impl PanFs {
             return;
         }
         if let Body::Local { shadow, .. } = std::mem::replace(&mut f.body, Body::empty()) {
-            shadow.retire(&self.fetcher.disk);
+            shadow.retire_unopened(&self.fetcher.disk);
         }
         drop(f);
         if t.files
