@@ -176,3 +176,44 @@ fn a_close_after_fsync_with_passthrough_sends_nothing_again() {
 fn a_close_after_fsync_without_passthrough_sends_nothing_again() {
     a_close_after_fsync_sends_nothing_again(false);
 }
+
+/// A process that maps a file and closes it keeps reading that file's bytes,
+/// even when panfs no longer needs the file's local copy (its content is
+/// cached already) and recycles local files for new ones.
+#[test]
+fn a_mapping_outlives_its_handle_and_keeps_its_bytes() {
+    let server = Server::start();
+    let m = mount(&server, true);
+    let same = vec![b'x'; 4096];
+    // The content is cached once; the second file's copy is then not kept.
+    std::fs::write(m.p("first"), &same).expect("write first");
+    m.sync();
+    std::fs::write(m.p("mapped"), &same).expect("write mapped");
+    let file = std::fs::File::open(m.p("mapped")).expect("open");
+    // SAFETY: a read-only shared mapping of an open file, unmapped below;
+    // nothing else in this test maps it.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            same.len(),
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap");
+    drop(file);
+    m.sync();
+    // New files take local files panfs has spare; none may be the mapped one.
+    for i in 0..300 {
+        std::fs::write(m.p(&format!("new{i}")), vec![b'0' + (i % 10) as u8; 4096])
+            .expect("write a new file");
+    }
+    m.sync();
+    // SAFETY: the mapping is `same.len()` bytes long and still mapped.
+    let seen = unsafe { std::slice::from_raw_parts(map as *const u8, same.len()) }.to_vec();
+    // SAFETY: unmaps exactly what was mapped above.
+    unsafe { libc::munmap(map, same.len()) };
+    assert!(seen == same, "the mapping shows other bytes");
+}
