@@ -95,8 +95,28 @@ impl App {
             .await?
             .ok_or(ServiceError::UploadGone)?;
         // Activity keeps a session alive.
-        session.expires_at = now_ns() + self.limits.session_ttl_secs * NS;
+        session.expires_at = self.session_expiry(now_ns());
         Ok(session)
+    }
+
+    /// When a session used at `now` expires.
+    pub fn session_expiry(&self, now: i64) -> i64 {
+        now + self.limits.session_ttl_secs * NS
+    }
+
+    /// Moves a live session's expiry without writing it again (nothing else
+    /// in it changed); UploadGone when it is gone.
+    async fn keep_alive(&self, id: &str) -> ServiceResult<()> {
+        let now = now_ns();
+        if self
+            .sessions
+            .touch(id, self.session_expiry(now), now)
+            .await?
+        {
+            return Ok(());
+        }
+        self.session_chunks.remove(id);
+        Err(ServiceError::UploadGone)
     }
 
     pub async fn begin_upload(&self, user: i64, init: UploadInit) -> ServiceResult<UploadState> {
@@ -160,7 +180,7 @@ impl App {
             chunks: init.chunks,
             unproven,
             challenge,
-            expires_at: now_ns() + self.limits.session_ttl_secs * NS,
+            expires_at: self.session_expiry(now_ns()),
         };
         self.sessions.save(&session).await?;
         self.state_of(&session).await
@@ -168,7 +188,7 @@ impl App {
 
     pub async fn upload_state(&self, user: i64, id: &str) -> ServiceResult<UploadState> {
         let session = self.load_session(user, id).await?;
-        self.sessions.save(&session).await?;
+        self.keep_alive(id).await?;
         self.state_of(&session).await
     }
 
@@ -192,12 +212,7 @@ impl App {
         // Neither the session nor its chunk list is read or written again for
         // each chunk (that made a big file's upload quadratic): its expiry is
         // all that moves, and the store says whether it still lives.
-        let now = now_ns();
-        let expires_at = now + self.limits.session_ttl_secs * NS;
-        if !self.sessions.touch(id, expires_at, now).await? {
-            self.session_chunks.remove(id);
-            return Err(ServiceError::UploadGone);
-        }
+        self.keep_alive(id).await?;
         let size = *chunks.sizes.get(sha256).ok_or_else(|| {
             ServiceError::BadRequest("the session does not list this chunk".into())
         })?;

@@ -447,7 +447,7 @@ pub async fn mp_init(app: Arc<App>, p: Params, bearer: Option<String>) -> Respon
             user: caller.user,
             sha1: p.sha1()?,
             size,
-            expires_at: now_ns() + app.limits.session_ttl_secs * NS,
+            expires_at: app.session_expiry(now_ns()),
         };
         PartStore::new(app.staging.root()).create(&upload).await?;
         Ok(json!({
