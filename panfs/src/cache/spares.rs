@@ -2,8 +2,8 @@
 //! copies' files.
 //!
 //! Why: a working copy whose bytes are not kept (the disk cache has that
-//! content already, or the file was removed) would be unlinked, and the next
-//! new file would allocate an inode. On ext4 without a journal, as on this
+//! content already) would be unlinked, and the next new file would allocate
+//! an inode. On ext4 without a journal, as on this
 //! machine, allocating skips every inode of the group freed in the last minute
 //! or more, one inode-table lookup each (`recently_deleted`): a run that makes
 //! and drops thousands of small files paid most of its time there. A file

@@ -9,6 +9,13 @@ use crate::fs::ROOT;
 
 const MIB: usize = 1 << 20;
 
+/// Writes [from, to) of `data` through handle `fh`, a MiB at a time.
+fn write_mibs(fs: &crate::fs::PanFs, fh: u64, data: &[u8], (from, to): (usize, usize)) {
+    for at in (from..to).step_by(MIB) {
+        fs.write(fh, at as u64, &data[at..at + MIB]).expect("write");
+    }
+}
+
 #[test]
 fn a_file_written_sequentially_is_sent_while_it_grows() {
     let home = tempfile::tempdir().expect("tmp");
@@ -18,16 +25,10 @@ fn a_file_written_sequentially_is_sent_while_it_grows() {
     let (attr, fh, _) =
         r.fs.create(ROOT, "big", 0o644, OWNER, libc::O_WRONLY)
             .expect("create");
-    let write = |from: usize, to: usize| {
-        for at in (from..to).step_by(MIB) {
-            r.fs.write(fh, at as u64, &data[at..at + MIB])
-                .expect("write");
-        }
-    };
-    write(0, 80 * MIB);
+    write_mibs(&r.fs, fh, &data, (0, 80 * MIB));
     let ahead = || r.fs.stats.bytes_sent_ahead.load(Ordering::Relaxed);
     wait_until("chunks sent while the file is written", || ahead() > 0);
-    write(80 * MIB, 96 * MIB);
+    write_mibs(&r.fs, fh, &data, (80 * MIB, 96 * MIB));
     r.fs.flush(fh).expect("close");
     r.fs.release(fh);
     assert!(
@@ -58,10 +59,7 @@ fn a_large_upload_sends_chunks_while_it_cuts_the_rest_and_each_byte_once() {
     let (attr, fh, _) =
         r.fs.create(ROOT, "big", 0o644, OWNER, libc::O_WRONLY)
             .expect("create");
-    for at in (0..data.len()).step_by(MIB) {
-        r.fs.write(fh, at as u64, &data[at..at + MIB])
-            .expect("write");
-    }
+    write_mibs(&r.fs, fh, &data, (0, data.len()));
     r.fs.flush(fh).expect("close");
     r.fs.release(fh);
     assert!(
