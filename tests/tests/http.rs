@@ -595,15 +595,27 @@ fn ranged_downloads() {
         data.len().to_string().as_str()
     );
     assert_eq!(sha(&whole.bytes().expect("body")), sha(&data));
-    let cases: [(&str, usize, usize); 4] = [
+    let cases: [(&str, usize, usize); 5] = [
         ("bytes=0-99", 0, 100),
         ("bytes=1048570-3145740", 1048570, 3145741),
         ("bytes=-5", data.len() - 5, data.len()),
         ("bytes=6291000-", 6291000, data.len()),
+        ("bytes=6291000-99999999", 6291000, data.len()),
     ];
-    for (range, start, end) in cases {
-        let resp = api.fetch("/api/v1/files/docs/r.bin", Some(range));
-        assert_eq!(resp.status().as_u16(), 206, "{range}");
+    // By path, and by number and version as panfs reads (the server then
+    // looks the range's extents up beside the node).
+    let (ino, content) = (node["ino"].as_i64().expect("ino"), &node["content"]);
+    let by_version = format!(
+        "/api/v1/nodes/{ino}/content?version={}",
+        content.as_str().expect("content id")
+    );
+    let paths = ["/api/v1/files/docs/r.bin", by_version.as_str()];
+    for ((range, start, end), path) in cases
+        .into_iter()
+        .flat_map(|case| paths.map(|path| (case, path)))
+    {
+        let resp = api.fetch(path, Some(range));
+        assert_eq!(resp.status().as_u16(), 206, "{range} {path}");
         assert_eq!(resp.headers()["etag"].to_str().expect("etag"), etag);
         let cr = resp.headers()["content-range"]
             .to_str()
@@ -613,7 +625,7 @@ fn ranged_downloads() {
         assert_eq!(
             resp.bytes().expect("body").as_ref(),
             &data[start..end],
-            "{range}"
+            "{range} {path}"
         );
     }
     let resp = api.fetch(

@@ -149,6 +149,9 @@ pub struct Extent {
     pub block_sums: Option<Vec<u8>>,
     /// The chunk's bytes, when its row holds them (`ChunkLocation::Inline`).
     pub inline: Option<Vec<u8>>,
+    /// Where its chunk was when the extent was read; None for a hole. A read
+    /// of a chunk in the store goes there at once, not by way of staging.
+    pub location: Option<ChunkLocation>,
 }
 
 /// The largest chunk kept in its database row rather than in a file. A small

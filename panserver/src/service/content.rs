@@ -7,7 +7,7 @@ use futures::Stream;
 use panproto::CHUNK_MAX;
 use panproto::wire::{ChunkRef, Node, NodeKind};
 
-use crate::meta::{Actor, Extent};
+use crate::meta::{Actor, ChunkLocation, Extent};
 use crate::service::{App, now_ns};
 use crate::service::{ServiceError, ServiceResult};
 use crate::store::chunk_key;
@@ -71,17 +71,25 @@ impl App {
                 Bytes::copy_from_slice(&row[start as usize..end as usize])
             }
             Some(_) => Bytes::new(),
-            None => match self.staging.read_range(sha256, start, len).await? {
-                Some(data) => data,
-                None => self
-                    .store
-                    .get_range(&chunk_key(sha256), start, len)
-                    .await?
-                    .ok_or_else(|| {
-                        tracing::error!(chunk = sha256, "chunk missing from staging and store");
-                        ServiceError::Corrupt
-                    })?,
-            },
+            None => {
+                // A chunk still staged may have moved to the store since its
+                // row was read: staging first, then the store.
+                let staged = match extent.location {
+                    Some(ChunkLocation::Store) => None,
+                    _ => self.staging.read_range(sha256, start, len).await?,
+                };
+                match staged {
+                    Some(data) => data,
+                    None => self
+                        .store
+                        .get_range(&chunk_key(sha256), start, len)
+                        .await?
+                        .ok_or_else(|| {
+                            tracing::error!(chunk = sha256, "chunk missing from staging and store");
+                            ServiceError::Corrupt
+                        })?,
+                }
+            }
         };
         if data.len() as u64 != len || !sums::check(block_sums, start, &data) {
             tracing::error!(

@@ -216,7 +216,7 @@ impl ContentStore for SqlMeta {
         // range's extents without walking every extent before them. The bound
         // allows sixteen times that, in case chunks ever grow.
         let rows = sqlx::query(
-            "SELECT c.chunk_sha256, c.chunk_offset, c.size, ch.block_sums, ch.data \
+            "SELECT c.chunk_sha256, c.chunk_offset, c.size, ch.block_sums, ch.data, ch.location \
              FROM tbl_file_chunk c \
              JOIN tbl_file f ON f.id = c.file_id \
              LEFT JOIN tbl_chunk ch ON ch.sha256 = c.chunk_sha256 \
@@ -238,6 +238,10 @@ impl ContentStore for SqlMeta {
                     size: r.try_get(2)?,
                     block_sums: r.try_get(3)?,
                     inline: r.try_get(4)?,
+                    location: r
+                        .try_get::<Option<String>, _>(5)?
+                        .as_deref()
+                        .map(parse_location),
                 })
             })
             .collect()
