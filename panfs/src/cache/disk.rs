@@ -32,6 +32,7 @@ use bytes::Bytes;
 use lru::LruCache;
 
 use super::blocks::{BLOCK, BlockKey};
+use super::bufs::BLOCKS;
 
 /// The index under which a whole content is kept (blocks have their number).
 const WHOLE: u64 = u64::MAX;
@@ -393,9 +394,10 @@ fn punch(file: &File, index: u64) -> std::io::Result<()> {
 }
 
 fn read_at(path: &Path, start: u64, len: u64) -> std::io::Result<Bytes> {
-    let mut data = vec![0u8; len as usize];
+    let mut data = BLOCKS.take();
+    data.resize(len as usize, 0);
     File::open(path)?.read_exact_at(&mut data, start)?;
-    Ok(Bytes::from(data))
+    Ok(BLOCKS.freeze(data))
 }
 
 /// The blocks a part file holds, (index, size), found from where its data is

@@ -2,6 +2,7 @@
 //! files being written on local disk.
 
 pub mod blocks;
+pub mod bufs;
 pub mod direct;
 pub mod disk;
 pub mod records;

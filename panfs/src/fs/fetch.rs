@@ -18,6 +18,7 @@ use tokio::sync::Semaphore;
 
 use super::PanFs;
 use crate::cache::blocks::{BLOCK, BlockCache, BlockKey};
+use crate::cache::bufs::BLOCKS;
 use crate::cache::disk::DiskCache;
 use crate::remote::{Remote, RemoteError};
 use crate::upload::TransferStats;
@@ -145,8 +146,7 @@ impl Fetcher {
                     let at = ((key.1 * BLOCK - start) as usize).min(bytes.len());
                     // A copy, not a slice: a slice cached on its own would keep
                     // the whole run's buffer alive past the memory bound.
-                    let block =
-                        Bytes::copy_from_slice(&bytes[at..(at + BLOCK as usize).min(bytes.len())]);
+                    let block = BLOCKS.copy(&bytes[at..(at + BLOCK as usize).min(bytes.len())]);
                     self.disk.put(&key, &block);
                     self.blocks.fulfil(key, block);
                 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{FeedPage, IfContent, Remote, RemoteError, RemoteResult};
+use crate::cache::bufs::{self, BLOCKS};
 
 /// The HTTP API client.
 pub struct HttpRemote {
@@ -234,9 +235,17 @@ impl Remote for HttpRemote {
                 resp.status()
             )));
         }
-        resp.bytes()
-            .await
-            .map_err(|e| RemoteError::Unreachable(e.to_string()))
+        let unreachable = |e: reqwest::Error| RemoteError::Unreachable(e.to_string());
+        if end - start > bufs::SIZE as u64 {
+            return resp.bytes().await.map_err(unreachable);
+        }
+        // A block or less, as most reads are: into a recycled buffer.
+        let mut resp = resp;
+        let mut buf = BLOCKS.take();
+        while let Some(piece) = resp.chunk().await.map_err(unreachable)? {
+            buf.extend_from_slice(&piece);
+        }
+        Ok(BLOCKS.freeze(buf))
     }
 
     async fn put_content(

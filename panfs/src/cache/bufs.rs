@@ -1,0 +1,129 @@
+//! Block-sized buffers, recycled.
+//!
+//! panfs sets glibc's mmap threshold below the block size (`tune_malloc` in
+//! main.rs), so that RSS follows what the caches hold. Every block buffer is
+//! then mapped when allocated and unmapped when freed, and each of its pages
+//! faults in again: a quarter of panfs's time in cold random reads, where
+//! every read that misses fetches a block. A block's bytes are put in a buffer
+//! from here instead, and it comes back here when the last `Bytes` sharing it
+//! is dropped (a block evicted from the memory cache, a read answered). At
+//! most `FREE_MAX` buffers wait here, so memory stays bounded by the caches'
+//! bounds plus `FREE_MAX` blocks.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+
+use super::blocks::BLOCK;
+
+/// The size of each buffer.
+pub const SIZE: usize = BLOCK as usize;
+/// How many free buffers are kept (8 MiB).
+const FREE_MAX: usize = 32;
+
+/// Free buffers: one pool for the process (`BLOCKS`), as the allocator is.
+pub struct BufPool {
+    free: Mutex<Vec<Vec<u8>>>,
+}
+
+/// The pool every block's bytes use.
+pub static BLOCKS: BufPool = BufPool::new();
+
+impl BufPool {
+    const fn new() -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// An empty buffer with room for a block.
+    pub fn take(&self) -> Vec<u8> {
+        let reused = self.free.lock().ok().and_then(|mut free| free.pop());
+        reused.unwrap_or_else(|| Vec::with_capacity(SIZE))
+    }
+
+    /// `buf` as shared bytes; a buffer from `take` that never grew comes back
+    /// when the last of them is dropped.
+    pub fn freeze(&'static self, buf: Vec<u8>) -> Bytes {
+        if buf.capacity() == SIZE {
+            Bytes::from_owner(Recycled { buf, pool: self })
+        } else {
+            Bytes::from(buf)
+        }
+    }
+
+    /// A copy of `data` (at most a block, or it is an ordinary allocation).
+    pub fn copy(&'static self, data: &[u8]) -> Bytes {
+        let mut buf = self.take();
+        buf.extend_from_slice(data);
+        self.freeze(buf)
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>) {
+        buf.clear();
+        if let Ok(mut free) = self.free.lock()
+            && free.len() < FREE_MAX
+        {
+            free.push(buf);
+        }
+    }
+}
+
+/// The owner of a block's bytes while a `Bytes` shares them.
+struct Recycled {
+    buf: Vec<u8>,
+    pool: &'static BufPool,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> &'static BufPool {
+        Box::leak(Box::new(BufPool::new()))
+    }
+
+    #[test]
+    fn a_buffer_comes_back_when_its_last_slice_goes_and_keeps_its_bytes_till_then() {
+        let pool = pool();
+        let data: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+        let bytes = pool.copy(&data);
+        let slice = bytes.slice(1000..2000);
+        let address = bytes.as_ptr();
+        drop(bytes);
+        // Still shared: a new buffer is another one, and the slice is intact.
+        let other = pool.take();
+        assert_ne!(other.as_ptr(), address);
+        assert_eq!(&slice[..], &data[1000..2000]);
+        drop(slice);
+        // Given back: the next buffer taken is it, empty.
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), address);
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), SIZE);
+    }
+
+    #[test]
+    fn a_buffer_that_grew_past_a_block_is_an_ordinary_one() {
+        let pool = pool();
+        let mut buf = pool.take();
+        buf.resize(SIZE + 1, 7);
+        let bytes = pool.freeze(buf);
+        assert_eq!(bytes.len(), SIZE + 1);
+        assert!(bytes.iter().all(|&b| b == 7));
+        drop(bytes);
+        assert!(pool.free.lock().expect("pool").is_empty());
+    }
+}
