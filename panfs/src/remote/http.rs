@@ -228,7 +228,7 @@ impl Remote for HttpRemote {
                 &format!("/nodes/{ino}/content?version={content}"),
             )
             .header("Range", format!("bytes={}-{}", start, end - 1));
-        let resp = self.send(req).await?;
+        let mut resp = self.send(req).await?;
         if resp.status() != StatusCode::PARTIAL_CONTENT && resp.status() != StatusCode::OK {
             return Err(RemoteError::Unreachable(format!(
                 "unexpected status {}",
@@ -240,7 +240,6 @@ impl Remote for HttpRemote {
             return resp.bytes().await.map_err(unreachable);
         }
         // A block or less, as most reads are: into a recycled buffer.
-        let mut resp = resp;
         let mut buf = BLOCKS.take();
         while let Some(piece) = resp.chunk().await.map_err(unreachable)? {
             buf.extend_from_slice(&piece);

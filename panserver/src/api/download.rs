@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::OptionFuture;
 use http::{HeaderValue, StatusCode, header};
 use panproto::wire::{Node, NodeKind};
 use warp::reply::Response;
@@ -74,16 +75,10 @@ async fn build(
         (Some(version), RangeRequest::Part { start, end }) => Some((version.clone(), start, end)),
         _ => None,
     };
-    let early = async {
-        match &guessed {
-            Some((version, start, end)) => Some(
-                app.meta
-                    .extents_in(version, *start as i64, *end as i64)
-                    .await,
-            ),
-            None => None,
-        }
-    };
+    let early: OptionFuture<_> = guessed
+        .as_ref()
+        .map(|(version, start, end)| app.meta.extents_in(version, *start as i64, *end as i64))
+        .into();
     let (node, early) = tokio::join!(app.meta.node(user, ino), early);
     let mut node = node?;
     if node.kind != NodeKind::File {
