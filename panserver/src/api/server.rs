@@ -15,7 +15,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tower_service::Service;
 
-use crate::service::App;
+use crate::service::{App, ServiceError};
 
 type ByteStream = BoxStream<'static, Result<Bytes, std::io::Error>>;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -101,7 +101,17 @@ where
                     .get(http::header::CONTENT_LENGTH)
                     .is_some_and(|v| v.as_bytes() != b"0"));
         async move {
-            let resp = routes.call(req).await?;
+            // The handler runs in a task of its own, to its end even when its
+            // client goes away (hyper then drops this future). Dropped midway,
+            // a database call can leave its pooled connection inside a
+            // transaction nobody ends, whose locks then hold every later
+            // writer of those rows until the lock timeout.
+            let resp = match tokio::spawn(routes.call(req)).await {
+                Ok(resp) => resp?,
+                Err(e) => super::error_reply(&ServiceError::Internal(format!(
+                    "the request's handler failed: {e}"
+                ))),
+            };
             let (mut parts, body) = resp.into_parts();
             if http1_with_body && (parts.status.is_client_error() || parts.status.is_server_error())
             {
@@ -131,5 +141,67 @@ where
     let builder = auto::Builder::new(TokioExecutor::new());
     if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::sync::Notify;
+    use warp::Filter;
+
+    /// A client that sends a request and goes away before the answer: the
+    /// handler still runs to its end.
+    #[tokio::test]
+    async fn a_handler_runs_to_its_end_after_its_client_went_away() {
+        let started = Arc::new(Notify::new());
+        let proceed = Arc::new(Notify::new());
+        let finished = Arc::new(AtomicBool::new(false));
+        let handler = {
+            let (started, proceed, finished) = (started.clone(), proceed.clone(), finished.clone());
+            warp::any().then(move || {
+                let (started, proceed, finished) =
+                    (started.clone(), proceed.clone(), finished.clone());
+                async move {
+                    started.notify_one();
+                    proceed.notified().await;
+                    finished.store(true, Ordering::SeqCst);
+                    "done"
+                }
+            })
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (server_side, peer) = listener.accept().await.expect("accept");
+        let connection = tokio::spawn(super::serve_connection(
+            server_side,
+            peer,
+            warp::service(handler),
+        ));
+        client
+            .write_all(b"GET / HTTP/1.1\r\nhost: pan\r\n\r\n")
+            .await
+            .expect("send the request");
+        started.notified().await;
+        drop(client);
+        tokio::time::timeout(Duration::from_secs(10), connection)
+            .await
+            .expect("the connection ends when its client goes away")
+            .expect("the connection's task");
+        proceed.notify_one();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !finished.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the handler finished after its client went away");
     }
 }
