@@ -124,6 +124,12 @@ impl App {
                 let key = chunk_key(sha256);
                 if !self.store.adopt(&key, &self.staging.path(sha256)).await? {
                     let Some(data) = self.staging.read(sha256).await? else {
+                        // A duplicate job (the same chunk uploaded twice) may have
+                        // moved it since its row was read above.
+                        if let Some(ChunkLocation::Store) = self.meta.chunk_location(sha256).await?
+                        {
+                            return Ok(());
+                        }
                         tracing::error!(chunk = sha256, "staged chunk has no file");
                         return Err(ServiceError::Corrupt);
                     };
