@@ -223,6 +223,67 @@ fn a_script_works_on_while_the_server_is_stopped_and_everything_arrives() {
     server.assert_consistent("after the server came back");
 }
 
+/// A server that stops answering without refusing (a lost network, here a
+/// SIGSTOPped panserver) holds up no create or truncate: the mount cannot
+/// know it is offline before its timeout (120 s here), so nothing on the way
+/// may wait for the server. The script truncates files whose bytes are on
+/// the server (as `open(O_TRUNC)` does) and creates more files than one
+/// reserved range of inode numbers holds; it must end long before the
+/// timeout, and everything arrives once the server answers again.
+#[test]
+fn a_server_that_stops_answering_holds_up_no_create_or_truncate() {
+    let server = Server::start();
+    let local = Mount::with_args(
+        &server,
+        "silent-user",
+        &["--sync-mode", "local", "--timeout", "120"],
+    );
+    local.sh("mkdir work && for i in 0 1 2 3 4; do seq 1 $((i * 5000)) > work/old$i; done");
+    // Sent: their working copies are retired, and their bytes are the server's.
+    local.sync();
+    let paused = Paused::new(server.pid().expect("a running server"));
+    let out = Command::new("timeout")
+        .args(["60", "bash", "-euc"])
+        .arg(
+            "cd work; for f in old*; do : > $f; done; mkdir new; \
+             for i in $(seq 1 5000); do echo $i > new/f$i; done",
+        )
+        .current_dir(local.root())
+        .output()
+        .expect("timeout");
+    drop(paused);
+    assert!(
+        out.status.success(),
+        "the script, with the server not answering: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    local.sync();
+    let strict = Mount::with_args(&server, "silent-user", STRICT);
+    assert_same_tree(&local.p("work"), &strict.p("work"));
+    assert_eq!(walkdir_count(&strict.p("work/new")), 5001, "the new files");
+    server.assert_consistent("after the server answered again");
+}
+
+/// A stopped process (SIGSTOP), continued when this goes.
+struct Paused(i32);
+
+impl Paused {
+    fn new(pid: u32) -> Self {
+        let pid = pid as i32;
+        // SAFETY: signals a child process this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
 /// A file written on this mount stays on local disk once uploaded, as clean
 /// cached content: after a remount (the kernel's pages and panfs's memory
 /// are gone) and with the server stopped, it reads back whole.

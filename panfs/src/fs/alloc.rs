@@ -42,7 +42,7 @@ impl PanFs {
             .ok_or_else(|| FsError::new(libc::EFBIG, "range past the largest offset"))?;
         let handle = self.handle(fh)?;
         let local = |e| FsError::local("changing the working copy", e);
-        self.with_copy(handle.ino, &handle.file, |shadow| {
+        self.with_copy(handle.ino, &handle.file, true, |shadow| {
             let now = now_ns();
             if !how.keep_size && end > shadow.size() {
                 // Grown bytes are zeros: a hole in the working copy, and in the upload.

@@ -285,14 +285,18 @@ impl PanFs {
 
     /// Runs `change` on the file's working copy, made first from its current
     /// server version (whose chunk list is fetched without holding the lock).
+    /// A change that keeps none of that version's bytes (`keeps_base` false:
+    /// a truncate to zero, as `open(O_TRUNC)` makes) needs no chunk list, so
+    /// it never waits for the server.
     pub(super) fn with_copy<T>(
         &self,
         ino: i64,
         file: &OpenFile,
+        keeps_base: bool,
         change: impl FnOnce(&mut Shadow) -> FsResult<T>,
     ) -> FsResult<T> {
         loop {
-            let (content, size) = {
+            let (content, mut size) = {
                 let mut f = lock(&file.state);
                 f.see_direct_writes()?;
                 match &mut f.body {
@@ -300,8 +304,11 @@ impl PanFs {
                     Body::Remote { content, size } => (content.clone(), *size),
                 }
             };
+            if !keeps_base {
+                size = 0;
+            }
             let chunks = match &content {
-                Some(_) => match self.block_on(self.remote.manifest(ino)) {
+                Some(_) if keeps_base => match self.block_on(self.remote.manifest(ino)) {
                     Ok(manifest) => manifest.chunks,
                     // Offline, local-first: the copy starts without its base's
                     // chunk list. Its upload then chunks the whole file anew
@@ -312,7 +319,7 @@ impl PanFs {
                     }
                     Err(e) => return Err(e.into()),
                 },
-                None => Vec::new(),
+                _ => Vec::new(),
             };
             // Looked up before the file's lock: the tables' lock is always taken first.
             let place = self.place_of(ino);

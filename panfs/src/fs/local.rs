@@ -5,6 +5,8 @@
 //! only the server sees every ancestor) waits for the journal to reach the
 //! server and is then made synchronously (`settle`).
 
+use std::sync::Arc;
+
 use panproto::batch::BatchOp;
 use panproto::wire::{CreateRequest, Node, NodeKind, RenameMode};
 
@@ -88,15 +90,22 @@ impl PanFs {
     }
 
     /// A number for a new node, from the range the server reserved for this
-    /// mount; the next range is reserved ahead while the server answers.
-    fn new_ino(&self, s: &Syncer) -> FsResult<i64> {
+    /// mount. The next range is reserved ahead in the background, so that no
+    /// create waits for the server: not even one far away, or one that stopped
+    /// answering without the mount knowing yet (a lost network answers
+    /// nothing until the timeout). Only the mount's very first range, before
+    /// which there is nothing to mint provisional numbers from, is waited for.
+    fn new_ino(&self, s: &Arc<Syncer>) -> FsResult<i64> {
         let pool = &s.inos;
-        // Offline, a create waits for the server only when no number is left.
+        // Offline, the server is asked again only when no number is left.
         if pool.running_low(RESERVE_BLOCK) && (s.is_online() || pool.is_empty()) {
-            match self.block_on(self.remote.reserve_inos(RESERVE_BLOCK)) {
-                Ok(reserved) => pool.refill(reserved.first, reserved.count),
-                // Offline: the numbers left are used first.
-                Err(e) => tracing::debug!(error = %e, "could not reserve inode numbers ahead"),
+            if pool.can_mint() {
+                self.reserve_inos_ahead(s);
+            } else {
+                match self.block_on(self.remote.reserve_inos(RESERVE_BLOCK)) {
+                    Ok(reserved) => pool.refill(reserved.first, reserved.count),
+                    Err(e) => tracing::debug!(error = %e, "could not reserve inode numbers"),
+                }
             }
         }
         if let Some(ino) = pool.take() {
@@ -111,10 +120,28 @@ impl PanFs {
         if pool.provisional() == 1 {
             tracing::warn!(
                 ino,
-                "reserved inode numbers ran out while the server cannot be reached: new nodes take provisional numbers until it can"
+                "reserved inode numbers ran out before the server reserved more: new nodes take provisional numbers until it does"
             );
         }
         Ok(ino)
+    }
+
+    /// Starts reserving the next range, unless a reservation is on its way.
+    fn reserve_inos_ahead(&self, s: &Arc<Syncer>) {
+        if !s.inos.start_reserving() {
+            return;
+        }
+        let (remote, s) = (self.remote.clone(), s.clone());
+        self.rt.spawn(async move {
+            let reserved = match remote.reserve_inos(RESERVE_BLOCK).await {
+                Ok(r) => Some((r.first, r.count)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not reserve inode numbers ahead");
+                    None
+                }
+            };
+            s.inos.end_reserving(reserved);
+        });
     }
 
     /// What a name leads to now: the replica's answer, or the server's.
@@ -176,7 +203,12 @@ impl PanFs {
         }
     }
 
-    pub(super) fn make_local(&self, s: &Syncer, parent: i64, req: CreateRequest) -> FsResult<Node> {
+    pub(super) fn make_local(
+        &self,
+        s: &Arc<Syncer>,
+        parent: i64,
+        req: CreateRequest,
+    ) -> FsResult<Node> {
         self.dir_node(parent)?;
         if self.entry_now(parent, &req.name)?.is_some() {
             return Err(FsError::new(libc::EEXIST, "name exists"));

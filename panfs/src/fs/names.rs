@@ -433,7 +433,7 @@ impl PanFs {
                 // The size lives in the working copy until the next upload.
                 Some(file) => {
                     let mtime = req.mtime.unwrap_or_else(now_ns);
-                    self.with_copy(ino, file, |shadow| {
+                    self.with_copy(ino, file, size > 0, |shadow| {
                         shadow
                             .set_size(size, mtime)
                             .map_err(|e| FsError::local("resizing the working copy", e))

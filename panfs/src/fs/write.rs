@@ -60,7 +60,7 @@ impl PanFs {
     pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let handle = self.handle(fh)?;
         self.offline_room(data.len() as u64)?;
-        self.with_copy(handle.ino, &handle.file, |shadow| {
+        self.with_copy(handle.ino, &handle.file, true, |shadow| {
             let offset = if handle.append { shadow.size() } else { offset };
             let first_write = !shadow.is_dirty();
             shadow

@@ -24,6 +24,8 @@ struct Blocks {
     minted: i64,
     /// Minted numbers whose creates the server has not taken yet.
     provisional: HashSet<i64>,
+    /// A reservation is on its way to the server.
+    reserving: bool,
 }
 
 #[derive(Default)]
@@ -57,6 +59,24 @@ impl InoPool {
     pub fn is_empty(&self) -> bool {
         let b = self.lock();
         b.spare.is_none() && b.current.0 >= b.current.1
+    }
+
+    /// Whether numbers can be minted: this mount reserved a block once.
+    pub fn can_mint(&self) -> bool {
+        self.lock().mint_block.is_some()
+    }
+
+    /// Claims the one reservation in flight: false when one already is.
+    pub fn start_reserving(&self) -> bool {
+        !std::mem::replace(&mut self.lock().reserving, true)
+    }
+
+    /// The reservation in flight ended, with the numbers it got, if any.
+    pub fn end_reserving(&self, reserved: Option<(i64, i64)>) {
+        if let Some((first, count)) = reserved {
+            self.refill(first, count);
+        }
+        self.lock().reserving = false;
     }
 
     /// A provisional number, minted when no reserved one is left and the
@@ -120,6 +140,22 @@ mod tests {
         pool.refill(200, 8);
         assert!(!pool.running_low(8));
         assert_eq!((pool.take(), pool.take()), (Some(107), Some(200)));
+    }
+
+    #[test]
+    fn one_reservation_is_in_flight_at_a_time() {
+        let pool = InoPool::default();
+        assert!(!pool.can_mint());
+        assert!(pool.start_reserving());
+        assert!(!pool.start_reserving(), "a second one waits for the first");
+        pool.end_reserving(None);
+        assert!(pool.start_reserving(), "a failed one lets the next go");
+        pool.end_reserving(Some((100, 2)));
+        assert!(pool.can_mint());
+        assert_eq!(
+            (pool.take(), pool.take(), pool.take()),
+            (Some(100), Some(101), None)
+        );
     }
 
     #[test]
