@@ -153,18 +153,26 @@ fn writes(flags: i32) -> bool {
 impl PanFs {
     /// Opens a file node: its handle, and how the kernel does the handle's
     /// I/O (`pages`: what it may do with its cached pages if through them).
+    /// `place`: a name of the node, when the caller knows one (a create);
+    /// else one is looked for among the names this mount has seen.
     pub(super) fn open_node(
         &self,
         node: &Node,
         flags: i32,
         pages: PageCache,
+        place: Option<(i64, String)>,
     ) -> FsResult<(u64, Io)> {
         if node.kind == NodeKind::Dir {
             return Err(FsError::new(libc::EISDIR, "is a directory"));
         }
         let writes = writes(flags);
-        // Looked up before the file's lock (the tables' lock is taken first).
-        let place = self.place_of(node.ino);
+        // Looked up before the file's lock (the tables' lock is taken first),
+        // and only for a node that this open may give a working copy.
+        let place = match place {
+            Some(place) => Some(place),
+            None if Self::may_copy_at_open(node) => self.place_of(node.ino),
+            None => None,
+        };
         let file = {
             let mut t = lock(&self.tables);
             // A working copy retired since `node` was read (its commit went to
@@ -272,7 +280,7 @@ impl PanFs {
         } else {
             PageCache::Drop
         };
-        self.open_node(&node, flags, pages)
+        self.open_node(&node, flags, pages, None)
     }
 
     pub(super) fn handle(&self, fh: u64) -> FsResult<Arc<Handle>> {

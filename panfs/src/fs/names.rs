@@ -273,8 +273,10 @@ impl PanFs {
         flags: i32,
     ) -> FsResult<(Attr, u64, Io)> {
         let req = owner.request(name, NodeKind::File, mode, None);
-        let node = self.make(self.to_server(parent), req)?;
-        let (fh, io) = self.open_node(&node, flags, PageCache::Drop)?;
+        let parent = self.to_server(parent);
+        let node = self.make(parent, req)?;
+        let place = Some((parent, name.to_string()));
+        let (fh, io) = self.open_node(&node, flags, PageCache::Drop, place)?;
         Ok((self.attr_of(&node), fh, io))
     }
 

@@ -173,6 +173,11 @@ impl PanFs {
         Ok((HandleIo::Cached, Io::Cached(pages)))
     }
 
+    /// Whether `copy_from_disk` may give the node a working copy.
+    pub(super) fn may_copy_at_open(node: &Node) -> bool {
+        node.size == 0 || node.size as u64 >= PASSTHROUGH_CACHED_MIN
+    }
+
     /// Gives a file held only on the server a working copy, when that costs
     /// no transfer: an empty file, or a whole content in the disk cache
     /// (moved out of it, and back in once the copy retires clean).
@@ -244,6 +249,14 @@ impl PanFs {
             }
         }
         false
+    }
+
+    /// Whether the close of a passthrough handle needs a flush. Local-first,
+    /// it does not: the release that follows journals what the handle wrote
+    /// (`io_released`), and only `fsync` waits for the server; the kernel is
+    /// told not to send one, which spares every `close` a round trip.
+    pub fn passthrough_close_flushes(&self) -> bool {
+        !self.opts.writeback
     }
 
     /// The kernel would not take a passthrough handle: it goes through panfs
