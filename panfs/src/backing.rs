@@ -34,15 +34,6 @@ fn cached_flags(pages: PageCache) -> FopenFlags {
     }
 }
 
-/// The flag that spares a passthrough handle's close its flush, where it needs none.
-fn no_flush(fs: &PanFs) -> FopenFlags {
-    if fs.passthrough_close_flushes() {
-        FopenFlags::empty()
-    } else {
-        FopenFlags::FOPEN_NOFLUSH
-    }
-}
-
 impl Backings {
     /// The backing id for a new passthrough handle `fh` of `ino`: the one
     /// its other handles use, or a new one made of `file` by `open`.
@@ -90,7 +81,7 @@ impl Backings {
             Io::Passthrough(file) => file,
         };
         match self.backing(ino, fh, &file, |f| reply.open_backing(f)) {
-            Ok(id) => reply.opened_passthrough(FileHandle(fh), flush | no_flush(fs), &id),
+            Ok(id) => reply.opened_passthrough(FileHandle(fh), flush, &id),
             Err(e) => {
                 fs.passthrough_refused(fh, &e);
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO | flush)
@@ -114,7 +105,7 @@ impl Backings {
             Io::Passthrough(file) => file,
         };
         match self.backing(attr.ino.0, fh, &file, |f| reply.open_backing(f)) {
-            Ok(id) => reply.created_passthrough(ttl, attr, none, handle, no_flush(fs), &id),
+            Ok(id) => reply.created_passthrough(ttl, attr, none, handle, FopenFlags::empty(), &id),
             Err(e) => {
                 fs.passthrough_refused(fh, &e);
                 reply.created(ttl, attr, none, handle, FopenFlags::FOPEN_DIRECT_IO)

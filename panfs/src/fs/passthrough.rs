@@ -251,14 +251,6 @@ impl PanFs {
         false
     }
 
-    /// Whether the close of a passthrough handle needs a flush. Local-first,
-    /// it does not: the release that follows journals what the handle wrote
-    /// (`io_released`), and only `fsync` waits for the server; the kernel is
-    /// told not to send one, which spares every `close` a round trip.
-    pub fn passthrough_close_flushes(&self) -> bool {
-        !self.opts.writeback
-    }
-
     /// The kernel would not take a passthrough handle: it goes through panfs
     /// with direct I/O instead, and passthrough is off from now on.
     pub fn passthrough_refused(&self, fh: u64, why: &std::io::Error) {
