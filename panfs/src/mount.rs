@@ -18,6 +18,7 @@ use crate::fs::{FeedStatus, FsOptions, PanFs};
 use crate::fuse::{FuseAdapter, Notifications};
 use crate::remote::{HttpRemote, Remote};
 use crate::sync::SyncStatus;
+use panproto::wire::UserInfo;
 
 #[derive(Debug, Clone)]
 pub struct MountOptions {
@@ -174,9 +175,6 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         .build()?;
     let remote: Arc<dyn Remote> =
         Arc::new(HttpRemote::new(&login.server, &login.token, opts.timeout)?);
-    let info = rt
-        .block_on(remote.user_info())
-        .with_context(|| format!("reaching {} as {}", login.server, login.user))?;
     let cache_dir = opts
         .cache_dir
         .clone()
@@ -189,6 +187,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     move_old_journal(&cache_dir, &state_dir)?;
+    let info = account(&rt, remote.as_ref(), &login, &state_dir, opts.local_first)?;
     let fs = PanFs::new(
         rt.handle().clone(),
         remote,
@@ -344,6 +343,48 @@ fn move_old_journal(cache_dir: &Path, state_dir: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir(&old);
     tracing::info!(from = %old.display(), to = %new.display(), "moved unsent writes to the state directory");
     Ok(())
+}
+
+/// The account's details, from the server. They are kept in the state
+/// directory, so that a local-first mount can start while the server is
+/// unreachable (a laptop with no network): it then works from the replica,
+/// the caches and the journal, and syncs once the server answers. A server
+/// that answers with a refusal (a revoked token) still stops the mount.
+fn account(
+    rt: &tokio::runtime::Runtime,
+    remote: &dyn Remote,
+    login: &Login,
+    state_dir: &Path,
+    local_first: bool,
+) -> anyhow::Result<UserInfo> {
+    let path = state_dir.join("account.json");
+    let reaching = || format!("reaching {} as {}", login.server, login.user);
+    match rt.block_on(remote.user_info()) {
+        Ok(info) => {
+            let line = serde_json::to_string(&info)?;
+            if let Err(e) = crate::journal::lines::replace(&path, [line]) {
+                tracing::warn!(path = %path.display(), error = %e, "could not keep the account's details for an offline start");
+            }
+            Ok(info)
+        }
+        Err(e) if e.code().is_none() && local_first => {
+            let saved = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<UserInfo>(&bytes).ok())
+                .filter(|info| info.username == login.user);
+            let Some(info) = saved else {
+                return Err(e).with_context(|| {
+                    format!(
+                        "{}; no earlier mount of this account to start offline from",
+                        reaching()
+                    )
+                });
+            };
+            tracing::warn!(error = %e, server = login.server, "the server is unreachable: starting offline, with what the last mount saw; changes sync once it answers");
+            Ok(info)
+        }
+        Err(e) => Err(e).with_context(reaching),
+    }
 }
 
 /// Detaches a FUSE mount: the direct syscall as root, fusermount3 otherwise.

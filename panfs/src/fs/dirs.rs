@@ -39,11 +39,10 @@ impl PanFs {
             },
             None => {
                 let ticket = self.ticket();
-                let fetched: Vec<_> = self
-                    .block_on(self.remote.list(dir))?
-                    .into_iter()
-                    .map(|e| (e.name, e.node))
-                    .collect();
+                let fetched: Vec<_> = match self.block_on(self.remote.list(dir)) {
+                    Ok(entries) => entries.into_iter().map(|e| (e.name, e.node)).collect(),
+                    Err(e) => return self.list_offline(dir, e.into()),
+                };
                 let mut t = lock(&self.tables);
                 t.replica.put_listing(dir, &fetched, ticket);
                 Listing {
@@ -55,6 +54,20 @@ impl PanFs {
                     settled: t.replica.settled(ticket),
                 }
             }
+        })
+    }
+
+    /// With the server unreachable, a local-first mount lists a directory as
+    /// it last saw it whole, with its own changes in (offline work, and a
+    /// mount started offline); anything else gets the error.
+    fn list_offline(&self, dir: i64, e: FsError) -> FsResult<Listing> {
+        if e.errno() != libc::EIO || self.sync.is_none() {
+            return Err(e);
+        }
+        let entries = lock(&self.tables).replica.last_seen_listing(dir).ok_or(e)?;
+        Ok(Listing {
+            entries,
+            settled: false,
         })
     }
 

@@ -93,13 +93,14 @@ impl PanFs {
     /// mount. The next range is reserved ahead in the background, so that no
     /// create waits for the server: not even one far away, or one that stopped
     /// answering without the mount knowing yet (a lost network answers
-    /// nothing until the timeout). Only the mount's very first range, before
-    /// which there is nothing to mint provisional numbers from, is waited for.
+    /// nothing until the timeout). Only this process's first range is waited
+    /// for; if the server cannot give it, numbers are minted under the licence
+    /// an earlier panfs left (a mount started again while offline).
     fn new_ino(&self, s: &Arc<Syncer>) -> FsResult<i64> {
         let pool = &s.inos;
         // Offline, the server is asked again only when no number is left.
         if pool.running_low(RESERVE_BLOCK) && (s.is_online() || pool.is_empty()) {
-            if pool.can_mint() {
+            if pool.reserved_here() {
                 self.reserve_inos_ahead(s);
             } else {
                 match self.block_on(self.remote.reserve_inos(RESERVE_BLOCK)) {

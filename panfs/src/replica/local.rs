@@ -298,6 +298,19 @@ impl Replica {
         }
     }
 
+    /// A directory's entries as last seen, current or not (for when the
+    /// server is unreachable): only when it was listed whole once and every
+    /// node in it was seen.
+    pub fn last_seen_listing(&self, dir: i64) -> Option<Vec<(String, Node)>> {
+        if !self.complete.contains_key(&dir) {
+            return None;
+        }
+        self.names_in(dir)
+            .filter_map(|((_, name), r)| Some((name, r.value?)))
+            .map(|(name, ino)| Some((name.clone(), self.last_seen(ino)?.clone())))
+            .collect()
+    }
+
     /// Whether a local change not on the server yet set this name.
     pub(super) fn entry_pinned(&self, key: &(i64, String)) -> bool {
         self.entries.get(key).is_some_and(|r| r.pin > 0)

@@ -6,11 +6,23 @@
 //! provisional numbers from a block it reserved (`panproto::batch::mint`):
 //! the server takes them at sync as it takes reserved ones, so they too are
 //! for good once there; until then `panfs status` counts them.
+//!
+//! The licence to mint outlives the process: a file in the state directory
+//! names the block and how far minting may have gone, so a panfs started
+//! again while the server is away mints on from there, never reusing a
+//! number an earlier one may have handed out. The file is written ahead, once
+//! per `LICENCE_STEP` numbers, before any of them is used.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use panproto::batch::{mint, minted_from};
+
+use crate::journal::lines::{read_lines, replace};
+
+/// Minted numbers one write of the licence file covers.
+const LICENCE_STEP: i64 = 4096;
 
 #[derive(Default)]
 struct Blocks {
@@ -18,10 +30,15 @@ struct Blocks {
     current: (i64, i64),
     /// A block reserved ahead, taken when the current one runs out.
     spare: Option<(i64, i64)>,
-    /// The first block this mount reserved, which licenses its minted
-    /// numbers, and how many it minted.
+    /// The block whose licence minted numbers come from: the first one this
+    /// process reserved, or, until it reserved one, the one an earlier panfs
+    /// left in the licence file. How many it minted, and how far the file
+    /// says minting may have gone.
     mint_block: Option<i64>,
     minted: i64,
+    licensed_to: i64,
+    /// Whether this process reserved a block.
+    reserved_here: bool,
     /// Minted numbers whose creates the server has not taken yet.
     provisional: HashSet<i64>,
     /// A reservation is on its way to the server.
@@ -31,9 +48,32 @@ struct Blocks {
 #[derive(Default)]
 pub struct InoPool {
     blocks: Mutex<Blocks>,
+    /// Where the licence to mint is kept; None keeps it in memory only.
+    licence: Option<PathBuf>,
 }
 
 impl InoPool {
+    /// A pool whose licence to mint is kept in `path`, with the licence an
+    /// earlier panfs left there. An unreadable file is logged and ignored:
+    /// minting then waits for a block reserved by this process.
+    pub fn with_licence(path: &Path) -> Self {
+        let mut blocks = Blocks::default();
+        match read_licence(path) {
+            Ok(Some((block, to))) => {
+                blocks.mint_block = Some(block);
+                (blocks.minted, blocks.licensed_to) = (to, to);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "the licence to mint inode numbers is unreadable; ignored");
+            }
+        }
+        InoPool {
+            blocks: Mutex::new(blocks),
+            licence: Some(path.to_path_buf()),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Blocks> {
         self.blocks.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -61,9 +101,10 @@ impl InoPool {
         b.spare.is_none() && b.current.0 >= b.current.1
     }
 
-    /// Whether numbers can be minted: this mount reserved a block once.
-    pub fn can_mint(&self) -> bool {
-        self.lock().mint_block.is_some()
+    /// Whether this process reserved a block: later ones are reserved in
+    /// the background, minting meanwhile if they are late.
+    pub fn reserved_here(&self) -> bool {
+        self.lock().reserved_here
     }
 
     /// Claims the one reservation in flight: false when one already is.
@@ -80,11 +121,18 @@ impl InoPool {
     }
 
     /// A provisional number, minted when no reserved one is left and the
-    /// server cannot reserve more; None when this mount reserved no block
-    /// yet or minted all its block allows.
+    /// server cannot reserve more; None when there is no licence (no block
+    /// reserved, here or by an earlier panfs), it is used up, or its file
+    /// cannot be written.
     pub fn mint(&self) -> Option<i64> {
         let mut b = self.lock();
-        let ino = mint(b.mint_block?, b.minted)?;
+        let block = b.mint_block?;
+        let ino = mint(block, b.minted)?;
+        if b.minted >= b.licensed_to {
+            let to = b.minted + LICENCE_STEP;
+            self.write_licence(block, to).ok()?;
+            b.licensed_to = to;
+        }
         b.minted += 1;
         b.provisional.insert(ino);
         Some(ino)
@@ -108,15 +156,48 @@ impl InoPool {
         self.lock().provisional.len()
     }
 
+    /// Writes, durably, that numbers minted from `block` may have gone up to
+    /// `to`; a failure is logged and returned.
+    fn write_licence(&self, block: i64, to: i64) -> std::io::Result<()> {
+        let Some(path) = &self.licence else {
+            return Ok(());
+        };
+        replace(path, [format!("{block} {to}")]).map(drop).inspect_err(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "could not write the licence to mint inode numbers");
+        })
+    }
+
     /// Numbers `first..first + count` were reserved.
     pub fn refill(&self, first: i64, count: i64) {
         let mut b = self.lock();
-        b.mint_block.get_or_insert(first);
+        if !b.reserved_here {
+            // Minting goes on from this block: a licence an earlier panfs
+            // left has done its part. Kept at once, so that a panfs started
+            // again while offline can mint even if this one never did.
+            (b.mint_block, b.minted, b.licensed_to) = (Some(first), 0, 0);
+            b.reserved_here = true;
+            let _ = self.write_licence(first, 0);
+        }
         if b.current.0 >= b.current.1 {
             b.current = (first, first + count);
         } else {
             b.spare = Some((first, first + count));
         }
+    }
+}
+
+/// The block and the bound an earlier panfs wrote, if it wrote any.
+fn read_licence(path: &Path) -> std::io::Result<Option<(i64, i64)>> {
+    let Some(line) = read_lines(path)?.into_iter().next() else {
+        return Ok(None);
+    };
+    let mut numbers = line.split(' ').map(str::parse::<i64>);
+    match (numbers.next(), numbers.next(), numbers.next()) {
+        (Some(Ok(block)), Some(Ok(to)), None) => Ok(Some((block, to))),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not a block and a bound: {line:?}"),
+        )),
     }
 }
 
@@ -145,13 +226,13 @@ mod tests {
     #[test]
     fn one_reservation_is_in_flight_at_a_time() {
         let pool = InoPool::default();
-        assert!(!pool.can_mint());
+        assert!(!pool.reserved_here());
         assert!(pool.start_reserving());
         assert!(!pool.start_reserving(), "a second one waits for the first");
         pool.end_reserving(None);
         assert!(pool.start_reserving(), "a failed one lets the next go");
         pool.end_reserving(Some((100, 2)));
-        assert!(pool.can_mint());
+        assert!(pool.reserved_here());
         assert_eq!(
             (pool.take(), pool.take(), pool.take()),
             (Some(100), Some(101), None)
@@ -181,5 +262,33 @@ mod tests {
         );
         // Reserved numbers still come first.
         assert_eq!(pool.take(), Some(100));
+    }
+
+    #[test]
+    fn a_licence_to_mint_outlives_the_process_and_no_number_is_minted_twice() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("mint-licence");
+        let first = InoPool::with_licence(&path);
+        first.refill(100, 2);
+        let used: Vec<i64> = (0..3).map(|_| first.mint().expect("mint")).collect();
+        drop(first);
+        // Started again with no server: it mints on from the same block.
+        let again = InoPool::with_licence(&path);
+        assert!(!again.reserved_here());
+        let next = again.mint().expect("minted under the licence left behind");
+        assert_eq!(minted_from(next), Some(100));
+        assert!(!used.contains(&next) && next > used[2]);
+        // A block reserved now licenses what is minted from here on.
+        again.refill(500, 2);
+        assert_eq!(minted_from(again.mint().expect("mint")), Some(500));
+        drop(again);
+        let third = InoPool::with_licence(&path);
+        assert_eq!(minted_from(third.mint().expect("mint")), Some(500));
+        std::fs::write(&path, "garbage\n").expect("write");
+        assert_eq!(
+            InoPool::with_licence(&path).mint(),
+            None,
+            "an unreadable licence is no licence"
+        );
     }
 }

@@ -111,7 +111,7 @@ impl Syncer {
         // numbered: a wait for the last one (an fsync, `panfs sync`, an
         // unmount right after a remount) has nothing to wait for.
         let acked = journal.acked();
-        let inos = InoPool::default();
+        let inos = InoPool::with_licence(&state_dir.join("mint-licence"));
         for ino in left.iter().filter_map(|r| created(&r.op.op)) {
             inos.waiting(ino);
         }
