@@ -187,7 +187,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     move_old_journal(&cache_dir, &state_dir)?;
-    let info = account(&rt, remote.as_ref(), &login, &state_dir, opts.local_first)?;
+    let (info, online) = account(&rt, remote.as_ref(), &login, &state_dir, opts.local_first)?;
     let fs = PanFs::new(
         rt.handle().clone(),
         remote,
@@ -218,7 +218,10 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
     if recovered > 0 {
         tracing::info!(recovered, "resuming journaled uploads");
     }
-    fs.take_feed_position();
+    // Offline, the follower takes it once the server answers.
+    if online {
+        fs.take_feed_position();
+    }
     fs.start_writeback();
     fs.start_syncer();
     fs.start_streamer();
@@ -345,7 +348,7 @@ fn move_old_journal(cache_dir: &Path, state_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The account's details, from the server. They are kept in the state
+/// The account's details, and whether they came from the server. They are kept in the state
 /// directory, so that a local-first mount can start while the server is
 /// unreachable (a laptop with no network): it then works from the replica,
 /// the caches and the journal, and syncs once the server answers. A server
@@ -356,7 +359,7 @@ fn account(
     login: &Login,
     state_dir: &Path,
     local_first: bool,
-) -> anyhow::Result<UserInfo> {
+) -> anyhow::Result<(UserInfo, bool)> {
     let path = state_dir.join("account.json");
     let reaching = || format!("reaching {} as {}", login.server, login.user);
     match rt.block_on(remote.user_info()) {
@@ -365,7 +368,7 @@ fn account(
             if let Err(e) = crate::journal::lines::replace(&path, [line]) {
                 tracing::warn!(path = %path.display(), error = %e, "could not keep the account's details for an offline start");
             }
-            Ok(info)
+            Ok((info, true))
         }
         Err(e) if e.code().is_none() && local_first => {
             let saved = std::fs::read(&path)
@@ -381,7 +384,7 @@ fn account(
                 });
             };
             tracing::warn!(error = %e, server = login.server, "the server is unreachable: starting offline, with what the last mount saw; changes sync once it answers");
-            Ok(info)
+            Ok((info, false))
         }
         Err(e) => Err(e).with_context(reaching),
     }

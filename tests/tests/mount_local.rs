@@ -242,27 +242,47 @@ fn a_server_that_stops_answering_holds_up_no_create_or_truncate() {
     // Sent: their working copies are retired, and their bytes are the server's.
     local.sync();
     let paused = Paused::new(server.pid().expect("a running server"));
-    let out = Command::new("timeout")
-        .args(["60", "bash", "-euc"])
-        .arg(
-            "cd work; for f in old*; do : > $f; done; mkdir new; \
-             for i in $(seq 1 5000); do echo $i > new/f$i; done",
-        )
-        .current_dir(local.root())
-        .output()
-        .expect("timeout");
-    drop(paused);
-    assert!(
-        out.status.success(),
-        "the script, with the server not answering: {:?} {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+    run_within_a_minute(
+        local.root(),
+        "cd work; for f in old*; do : > $f; done; mkdir new; \
+         for i in $(seq 1 5000); do echo $i > new/f$i; done",
     );
+    drop(paused);
     local.sync();
     let strict = Mount::with_args(&server, "silent-user", STRICT);
     assert_same_tree(&local.p("work"), &strict.p("work"));
     assert_eq!(walkdir_count(&strict.p("work/new")), 5001, "the new files");
     server.assert_consistent("after the server answered again");
+}
+
+/// Syncs and unmounts once the change feed is followed: the replica is kept
+/// at unmount only when it is current, and a mount started offline answers
+/// from it.
+fn sync_and_umount_with_the_replica_kept(local: &mut Mount) {
+    local.sync();
+    wait_until(
+        "the change feed to be followed",
+        Duration::from_secs(30),
+        || local.record()["feed"]["following"].as_bool() == Some(true),
+    );
+    local.umount();
+}
+
+/// Runs `script` in `dir`, which must succeed within 60 s (a hang bound,
+/// not a speed figure); its output.
+fn run_within_a_minute(dir: &Path, script: &str) -> String {
+    let out = Command::new("timeout")
+        .args(["60", "bash", "-euc", script])
+        .current_dir(dir)
+        .output()
+        .expect("timeout");
+    assert!(
+        out.status.success(),
+        "`{script}` with the server not answering: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A stopped process (SIGSTOP), continued when this goes.
@@ -322,14 +342,7 @@ fn a_mount_started_while_the_server_is_down_works_and_everything_arrives() {
         "mkdir -p work/sub && echo before > work/before.txt && echo x > work/sub/x && cp {} work/",
         big.display()
     ));
-    local.sync();
-    // The replica is kept at unmount once it is current (the feed followed).
-    wait_until(
-        "the change feed to be followed",
-        Duration::from_secs(30),
-        || local.record()["feed"]["following"].as_bool() == Some(true),
-    );
-    local.umount();
+    sync_and_umount_with_the_replica_kept(&mut local);
     server.kill();
     local.mount();
     assert_eq!(
@@ -350,6 +363,34 @@ fn a_mount_started_while_the_server_is_down_works_and_everything_arrives() {
     let strict = Mount::with_args(&server, "offline-start", STRICT);
     assert_same_tree(&local.p("work"), &strict.p("work"));
     server.assert_consistent("after a mount started offline synced");
+}
+
+/// A local-first mount started while the server is silent (a stopped
+/// process: connections open, nothing answers) waits out `--timeout` once,
+/// not at every name: after a request timed out, calls that only read fail
+/// at once and the mount answers from what it saw, until the server answers
+/// again. Forty names at 5 s each would take 200 s; the script has 60.
+#[test]
+fn a_silent_server_is_waited_for_once_not_at_every_name() {
+    let server = Server::start();
+    let args = ["--sync-mode", "local", "--timeout", "5"];
+    let mut local = Mount::with_args(&server, "silent-start", &args);
+    local.sh("mkdir work && for i in $(seq 1 40); do echo $i > work/f$i; done");
+    sync_and_umount_with_the_replica_kept(&mut local);
+    // The mount itself waits out the timeout once: it asks for the account.
+    let paused = Paused::new(server.pid().expect("a running server"));
+    local.mount();
+    let out = run_within_a_minute(
+        local.root(),
+        "for i in $(seq 1 40); do [ \"$(cat work/f$i)\" = $i ]; done; \
+         ls work | wc -l; echo new > work/new",
+    );
+    drop(paused);
+    assert_eq!(out, "40\n");
+    local.sync();
+    let strict = Mount::with_args(&server, "silent-start", STRICT);
+    assert_same_tree(&local.p("work"), &strict.p("work"));
+    server.assert_consistent("after the server answered again");
 }
 
 /// Entries under `root` (files, directories and links), counted by `find`.

@@ -1,5 +1,6 @@
 //! The `Remote` trait over pan's HTTP API.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,6 +25,13 @@ pub struct HttpRemote {
     http: reqwest::Client,
     /// Sent with every request, so this mount knows its own changes in the feed.
     origin: u64,
+    /// A request timed out and none was answered since: the server stopped
+    /// answering without refusing (a lost network, a stopped server). Until
+    /// it answers again, calls that only read fail at once instead of each
+    /// waiting out the timeout; a local-first mount then answers from what it
+    /// saw. The syncer, the follower and uploads keep asking, and the first
+    /// answer any of them gets ends it.
+    silent: AtomicBool,
 }
 
 impl HttpRemote {
@@ -38,7 +46,42 @@ impl HttpRemote {
             token: token.to_string(),
             http,
             origin: rand_origin(),
+            silent: AtomicBool::new(false),
         })
+    }
+
+    /// Fails at once while the server is silent (see `silent`).
+    fn unless_silent(&self) -> RemoteResult<()> {
+        if self.silent.load(Ordering::Relaxed) {
+            return Err(RemoteError::NotSent(
+                "the server stopped answering; not asked again until it answers the syncer or the change feed".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Notes what a request's sending says of the server: silent after a
+    /// timeout, answering after any response.
+    fn note_answer<T>(&self, sent: &reqwest::Result<T>) {
+        let silent = matches!(sent, Err(e) if e.is_timeout());
+        if sent.is_ok() || silent {
+            let was = self.silent.swap(silent, Ordering::Relaxed);
+            if was != silent {
+                if silent {
+                    tracing::warn!(
+                        "the server stopped answering: calls that only read fail at once until it answers again"
+                    );
+                } else {
+                    tracing::info!("the server answers again");
+                }
+            }
+        }
+    }
+
+    /// A read-only request's answer, at once an error while the server is silent.
+    async fn query<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> RemoteResult<T> {
+        self.unless_silent()?;
+        self.json(req).await
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
@@ -49,7 +92,9 @@ impl HttpRemote {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> RemoteResult<reqwest::Response> {
-        let resp = req.send().await.map_err(|e| {
+        let sent = req.send().await;
+        self.note_answer(&sent);
+        let resp = sent.map_err(|e| {
             if e.is_connect() {
                 RemoteError::NotSent(e.to_string())
             } else {
@@ -131,10 +176,9 @@ impl Remote for HttpRemote {
         let req = self
             .request(Method::GET, &path)
             .timeout(wait + Duration::from_secs(15));
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| RemoteError::Unreachable(e.to_string()))?;
+        let sent = req.send().await;
+        self.note_answer(&sent);
+        let resp = sent.map_err(|e| RemoteError::Unreachable(e.to_string()))?;
         if resp.status() == StatusCode::GONE {
             let body: Option<ErrorBody> = resp.json().await.ok();
             return match body.and_then(|b| b.seq) {
@@ -157,13 +201,13 @@ impl Remote for HttpRemote {
     }
 
     async fn node(&self, ino: i64) -> RemoteResult<Node> {
-        self.json(self.request(Method::GET, &format!("/nodes/{ino}")))
+        self.query(self.request(Method::GET, &format!("/nodes/{ino}")))
             .await
     }
 
     async fn lookup(&self, parent: i64, name: &str) -> RemoteResult<Node> {
         let path = format!("/nodes/{parent}/children/{}", encode(name));
-        self.json(self.request(Method::GET, &path)).await
+        self.query(self.request(Method::GET, &path)).await
     }
 
     async fn list(&self, dir: i64) -> RemoteResult<Vec<DirEntry>> {
@@ -174,7 +218,7 @@ impl Remote for HttpRemote {
                 Some(a) => format!("/nodes/{dir}/children?after={}", encode(a)),
                 None => format!("/nodes/{dir}/children"),
             };
-            let page: Listing = self.json(self.request(Method::GET, &path)).await?;
+            let page: Listing = self.query(self.request(Method::GET, &path)).await?;
             entries.extend(page.entries);
             match page.next {
                 Some(next) => after = Some(next),
@@ -215,11 +259,12 @@ impl Remote for HttpRemote {
     }
 
     async fn manifest(&self, ino: i64) -> RemoteResult<Manifest> {
-        self.json(self.request(Method::GET, &format!("/nodes/{ino}/manifest")))
+        self.query(self.request(Method::GET, &format!("/nodes/{ino}/manifest")))
             .await
     }
 
     async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes> {
+        self.unless_silent()?;
         // By version: a handle opened before another client replaced the file reads
         // on from the version it opened, while the server keeps it.
         let req = self
@@ -287,12 +332,13 @@ impl Remote for HttpRemote {
 
     async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>> {
         let names: XattrNames = self
-            .json(self.request(Method::GET, &format!("/nodes/{ino}/xattrs")))
+            .query(self.request(Method::GET, &format!("/nodes/{ino}/xattrs")))
             .await?;
         Ok(names.names)
     }
 
     async fn xattr(&self, ino: i64, name: &str) -> RemoteResult<Bytes> {
+        self.unless_silent()?;
         let path = format!("/nodes/{ino}/xattrs/{}", encode(name));
         self.send(self.request(Method::GET, &path))
             .await?
