@@ -1,6 +1,7 @@
-//! A batch whose operations only make new nodes takes a fast path (multi-row
-//! statements). These tests apply the same operations to two stores, as one
-//! batch and one by one, and compare every row, outcome and change.
+//! A batch's runs of operations that only make new nodes, or only remove
+//! names, take a fast path (multi-row statements). These tests apply the same
+//! operations to two stores, as one batch and one by one, and compare every
+//! row, outcome and change.
 
 use panproto::batch::mint;
 use panproto::wire::{ChunkRef, CreateRequest, NodeKind, SetAttrRequest};
@@ -55,6 +56,15 @@ fn content(ino: i64, tags: &[u8], mtime: i64) -> TreeOp {
         chunks: chunks(tags),
         if_content: Some(None),
         mtime,
+    }
+}
+
+fn remove(parent: i64, name: &str, dir: bool) -> TreeOp {
+    TreeOp::Remove {
+        parent,
+        name: name.into(),
+        dir,
+        if_ino: None,
     }
 }
 
@@ -310,4 +320,142 @@ async fn minted_numbers_are_taken_from_the_users_own_blocks_only() {
         .await
         .expect("batch");
     assert!(format!("{refused:?}").starts_with("[Err("), "{refused:?}");
+}
+
+#[tokio::test]
+async fn a_tree_removed_as_one_batch_ends_as_if_removed_one_operation_at_a_time() {
+    let outcomes = both_ways("SELECT 1", |root, old, n| {
+        let mut ops = vec![
+            create(root, "d", NodeKind::Dir, n),
+            create(n, "sub", NodeKind::Dir, n + 1),
+            create(n, "link", NodeKind::Symlink, n + 2),
+            create(old, "dev", NodeKind::CharDev, n + 3),
+        ];
+        for i in 0..5 {
+            ops.push(create(n + 1, &format!("f{i}"), NodeKind::File, n + 4 + i));
+            // One content shared by the five, released five times at once.
+            ops.push(content(n + 4 + i, &[3, 4], 50 + i));
+        }
+        // As `rm -rf d old` sends them: what is in a directory first.
+        for i in 0..5 {
+            ops.push(remove(n + 1, &format!("f{i}"), false));
+        }
+        ops.extend([
+            remove(n, "sub", true),
+            remove(n, "link", false),
+            remove(root, "d", true),
+            remove(old, "taken", false),
+            remove(old, "dev", false),
+            remove(root, "old", true),
+        ]);
+        ops
+    })
+    .await;
+    let removes = &outcomes[outcomes.len() - 11..];
+    assert!(removes.iter().all(|o| o == "Ok(None)"), "{outcomes:?}");
+}
+
+/// `e` holding `a` and `b`, and `c1` and `c2` at the top.
+fn tree_to_remove(root: i64, n: i64) -> Vec<TreeOp> {
+    vec![
+        create(root, "e", NodeKind::Dir, n),
+        create(n, "a", NodeKind::File, n + 1),
+        create(n, "b", NodeKind::File, n + 2),
+        create(root, "c1", NodeKind::File, n + 3),
+        create(root, "c2", NodeKind::File, n + 4),
+    ]
+}
+
+/// Runs of removes the fast path must decline, each for one reason only:
+/// taken together, they would end otherwise than one by one.
+#[tokio::test]
+async fn a_run_of_removes_with_one_refusal_or_a_hard_link_ends_as_one_by_one() {
+    type Case = (&'static str, fn(i64, i64) -> Vec<TreeOp>, [bool; 4]);
+    let cases: [Case; 5] = [
+        (
+            "a remove inside a directory removed before",
+            |root, n| {
+                vec![
+                    remove(n, "a", false),
+                    remove(root, "e", true),
+                    remove(n, "b", false),
+                    remove(root, "c1", false),
+                ]
+            },
+            [true, false, true, true],
+        ),
+        (
+            "a directory not emptied first",
+            |root, n| {
+                vec![
+                    remove(n, "a", false),
+                    remove(root, "e", true),
+                    remove(root, "c1", false),
+                    remove(root, "c2", false),
+                ]
+            },
+            [true, false, true, true],
+        ),
+        (
+            "a precondition naming another node",
+            |root, n| {
+                let a = TreeOp::Remove {
+                    parent: n,
+                    name: "a".into(),
+                    dir: false,
+                    if_ino: Some(n + 2),
+                };
+                vec![
+                    remove(root, "c1", false),
+                    a,
+                    remove(root, "c2", false),
+                    remove(n, "b", false),
+                ]
+            },
+            [true, false, true, true],
+        ),
+        (
+            "a file removed as a directory",
+            |root, n| {
+                vec![
+                    remove(root, "c1", false),
+                    remove(n, "a", true),
+                    remove(root, "c2", false),
+                    remove(n, "b", false),
+                ]
+            },
+            [true, false, true, true],
+        ),
+        (
+            "a file with another name",
+            |root, n| {
+                let link = TreeOp::Link {
+                    ino: n + 1,
+                    parent: root,
+                    name: "a2".into(),
+                };
+                vec![
+                    link,
+                    remove(n, "a", false),
+                    remove(root, "c1", false),
+                    remove(root, "c2", false),
+                    remove(n, "b", false),
+                ]
+            },
+            [true, true, true, true],
+        ),
+    ];
+    for (what, removes, ok) in cases {
+        let outcomes = both_ways("SELECT 1", |root, _old, n| {
+            let mut ops = tree_to_remove(root, n);
+            ops.extend(removes(root, n));
+            ops
+        })
+        .await;
+        let got: Vec<bool> = outcomes[outcomes.len() - 4..]
+            .iter()
+            .map(|o| o.starts_with("Ok"))
+            .collect();
+        assert_eq!(got, ok, "{what}: {outcomes:?}");
+    }
 }

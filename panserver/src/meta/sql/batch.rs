@@ -1,6 +1,6 @@
 //! Batches: many operations in one transaction, one commit. A run of
-//! operations that only make new nodes goes through the fast path (`bulk`);
-//! the others go one by one. A batch runs first without savepoints; one that
+//! operations that only make new nodes (`bulk`), or only remove names
+//! (`bulk_remove`), goes through a fast path; the others go one by one. A batch runs first without savepoints; one that
 //! meets a refusal runs again with each operation in its own savepoint, so a
 //! refused one is undone alone and the batch goes on. A database failure
 //! undoes the whole batch, to be retried.
@@ -143,12 +143,16 @@ impl SqlMeta {
         while outcomes.len() < ops.len() {
             let i = outcomes.len();
             if fast && slow == 0 {
-                match w
+                let fast = match w
                     .apply_new_nodes(&ops[i..], &server_inos[i..], &times[i..])
                     .await?
                 {
+                    Fast::NoRun => w.apply_removals(&ops[i..], &times[i..]).await?,
+                    other => other,
+                };
+                match fast {
                     Fast::Applied(nodes) => {
-                        outcomes.extend(nodes.into_iter().map(|n| Ok(Some(n))));
+                        outcomes.extend(nodes.into_iter().map(Ok));
                         continue;
                     }
                     Fast::Declined(n) => slow = n,

@@ -18,12 +18,13 @@ use super::contents::content_size;
 use crate::meta::{MetaResult, TreeOp};
 
 /// Runs shorter than this go the slow way: nothing to win.
-const RUN_MIN: usize = 4;
+pub(super) const RUN_MIN: usize = 4;
 
 /// What a batch does with the operations at hand.
 pub(super) enum Fast {
-    /// The first operations were applied together: their nodes, in order.
-    Applied(Vec<Node>),
+    /// The first operations were applied together: their nodes (None for a
+    /// remove), in order.
+    Applied(Vec<Option<Node>>),
     /// The first this many operations make new nodes, but the checks found
     /// something only the slow way answers exactly.
     Declined(usize),
@@ -255,6 +256,6 @@ impl Write {
             self.now = at;
             self.record(edit).await?;
         }
-        Ok(Fast::Applied(played.nodes))
+        Ok(Fast::Applied(played.nodes.into_iter().map(Some).collect()))
     }
 }

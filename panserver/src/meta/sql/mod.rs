@@ -5,6 +5,7 @@
 
 mod batch;
 mod bulk;
+mod bulk_remove;
 mod bulk_sql;
 mod changes;
 mod contents;
