@@ -1,5 +1,6 @@
 //! The `Remote` trait over pan's HTTP API.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -29,10 +30,15 @@ pub struct HttpRemote {
     /// answering without refusing (a lost network, a stopped server). Until
     /// it answers again, calls that only read fail at once instead of each
     /// waiting out the timeout; a local-first mount then answers from what it
-    /// saw. The syncer, the follower and uploads keep asking, and the first
-    /// answer any of them gets ends it.
-    silent: AtomicBool,
+    /// saw. A prober asks the server every `PROBE_EVERY` meanwhile, and the
+    /// first answer any request gets ends it.
+    silent: Arc<AtomicBool>,
 }
+
+/// How often a silent server is asked whether it answers again, and how long
+/// each ask waits.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_WAIT: Duration = Duration::from_secs(3);
 
 impl HttpRemote {
     pub fn new(base: &str, token: &str, timeout: Duration) -> anyhow::Result<Self> {
@@ -46,7 +52,7 @@ impl HttpRemote {
             token: token.to_string(),
             http,
             origin: rand_origin(),
-            silent: AtomicBool::new(false),
+            silent: Arc::default(),
         })
     }
 
@@ -54,7 +60,7 @@ impl HttpRemote {
     fn unless_silent(&self) -> RemoteResult<()> {
         if self.silent.load(Ordering::Relaxed) {
             return Err(RemoteError::NotSent(
-                "the server stopped answering; not asked again until it answers the syncer or the change feed".into(),
+                "the server stopped answering; asked again every second".into(),
             ));
         }
         Ok(())
@@ -71,11 +77,32 @@ impl HttpRemote {
                     tracing::warn!(
                         "the server stopped answering: calls that only read fail at once until it answers again"
                     );
+                    self.start_probing();
                 } else {
                     tracing::info!("the server answers again");
                 }
             }
         }
+    }
+
+    /// Asks a silent server for the account every `PROBE_EVERY`, each ask
+    /// bounded by `PROBE_WAIT`, until one is answered (or another request
+    /// is): so the mount learns the server is back within seconds, and no
+    /// program's call has to be the one that waits to find out.
+    fn start_probing(&self) {
+        let probe = self.request(Method::GET, "/user").timeout(PROBE_WAIT);
+        let silent = self.silent.clone();
+        tokio::spawn(async move {
+            while silent.load(Ordering::Relaxed) {
+                tokio::time::sleep(PROBE_EVERY).await;
+                let Some(ask) = probe.try_clone() else {
+                    return;
+                };
+                if ask.send().await.is_ok() && silent.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the server answers again");
+                }
+            }
+        });
     }
 
     /// A read-only request's answer, at once an error while the server is silent.
@@ -380,5 +407,71 @@ impl Remote for HttpRemote {
     async fn reserve_inos(&self, count: i64) -> RemoteResult<Reserved> {
         self.call(Method::POST, "/inodes", &ReserveRequest { count })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server that takes connections and, until `answers` is set, reads
+    /// requests and says nothing; then it answers each with 404.
+    async fn server(answers: Arc<AtomicBool>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while conn.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                        while !answers.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        let body = r#"{"code":"not_found","message":"no such node"}"#;
+                        let reply = format!(
+                            "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if conn.write_all(reply.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_is_waited_for_once_and_probed_until_it_answers() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let answers = Arc::new(AtomicBool::new(false));
+        let url = server(answers.clone()).await;
+        let remote = HttpRemote::new(&url, "token", Duration::from_millis(500)).expect("client");
+        let first = remote.node(1).await.expect_err("no answer");
+        assert!(matches!(first, RemoteError::Unreachable(_)), "{first:?}");
+        // Silent now: a read fails at once, without asking.
+        let at = std::time::Instant::now();
+        let second = remote.node(1).await.expect_err("silent");
+        assert!(matches!(second, RemoteError::NotSent(_)), "{second:?}");
+        assert!(at.elapsed() < Duration::from_millis(100), "it waited");
+        // Once the server answers, the prober notices, and reads ask again.
+        answers.store(true, Ordering::Relaxed);
+        let at = std::time::Instant::now();
+        loop {
+            match remote.node(1).await {
+                Err(e) if e.code() == Some(ErrorCode::NotFound) => break,
+                Err(RemoteError::NotSent(_)) => {}
+                other => panic!("{other:?}"),
+            }
+            assert!(at.elapsed() < Duration::from_secs(20), "never asked again");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
