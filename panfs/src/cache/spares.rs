@@ -105,11 +105,15 @@ impl SpareFiles {
         })
     }
 
+    /// The next unused name in the pool's directory.
+    fn next_path(&self) -> PathBuf {
+        self.dir
+            .join(self.next.fetch_add(1, Ordering::Relaxed).to_string())
+    }
+
     /// A new empty file in the pool.
     fn make(&self) -> std::io::Result<()> {
-        let path = self
-            .dir
-            .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+        let path = self.next_path();
         File::create(&path)?;
         lock(&self.files).empty.push(path);
         Ok(())
@@ -169,9 +173,7 @@ impl SpareFiles {
     pub fn put(&self, path: &Path, file: &File, size: u64) {
         let mut files = lock(&self.files);
         if files.len() < SPARES_MAX && size <= SPARE_BYTES_MAX && sole_opener(file) {
-            let to = self
-                .dir
-                .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+            let to = self.next_path();
             if std::fs::rename(path, &to).is_ok() {
                 files.used.push(to);
                 self.work.notify_one();

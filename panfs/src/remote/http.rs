@@ -70,18 +70,12 @@ impl HttpRemote {
     /// timeout, answering after any response.
     fn note_answer<T>(&self, sent: &reqwest::Result<T>) {
         let silent = matches!(sent, Err(e) if e.is_timeout());
-        if sent.is_ok() || silent {
-            let was = self.silent.swap(silent, Ordering::Relaxed);
-            if was != silent {
-                if silent {
-                    tracing::warn!(
-                        "the server stopped answering: calls that only read fail at once until it answers again"
-                    );
-                    self.start_probing();
-                } else {
-                    tracing::info!("the server answers again");
-                }
-            }
+        // Any other failure (a refused connection) says neither.
+        if sent.is_err() && !silent {
+            return;
+        }
+        if set_silent(&self.silent, silent) && silent {
+            self.start_probing();
         }
     }
 
@@ -98,8 +92,8 @@ impl HttpRemote {
                 let Some(ask) = probe.try_clone() else {
                     return;
                 };
-                if ask.send().await.is_ok() && silent.swap(false, Ordering::Relaxed) {
-                    tracing::info!("the server answers again");
+                if ask.send().await.is_ok() {
+                    set_silent(&silent, false);
                 }
             }
         });
@@ -169,6 +163,19 @@ impl HttpRemote {
     ) -> RemoteResult<T> {
         self.json(self.request(method, path).json(body)).await
     }
+}
+
+/// Sets whether the server is silent, logging a change; true when it changed.
+fn set_silent(flag: &AtomicBool, silent: bool) -> bool {
+    let changed = flag.swap(silent, Ordering::Relaxed) != silent;
+    match (changed, silent) {
+        (true, true) => tracing::warn!(
+            "the server stopped answering: calls that only read fail at once until it answers again"
+        ),
+        (true, false) => tracing::info!("the server answers again"),
+        _ => {}
+    }
+    changed
 }
 
 /// A number no other mount picks: from the process, the clock and the kernel's
