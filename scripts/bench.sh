@@ -10,6 +10,8 @@
 #   scripts/bench.sh mount      only the mount benchmarks
 #   scripts/bench.sh meta       only metadata work (ls -lR, find, git status) and
 #                               how soon a change shows on a second mount
+#   scripts/bench.sh steps      tar xf, git clone and rm -rf of /usr/include, each with its
+#                               flush, also on bindfs (a FUSE passthrough) for comparison
 #   scripts/bench.sh latency    tar xf on a mount whose server is BENCH_RTT_MS (20) away,
 #                               through pan-latency-proxy, beside the same on loopback
 #   scripts/bench.sh stack      the full stack (scripts/services.sh) against the embedded default
@@ -22,7 +24,7 @@ cd "$(dirname "$0")/.."
 what="${1:-all}"
 
 need=()
-for tool in fio:fio fusermount3:fuse3 bc:bc git:git; do
+for tool in fio:fio fusermount3:fuse3 bc:bc git:git bindfs:bindfs; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need+=("${tool#*:}")
 done
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
@@ -50,6 +52,7 @@ SERVER_PID=""
 cleanup() {
     "$BIN/panfs" umount "$MNT" >/dev/null 2>&1 || true
     mountpoint -q "$WORK/b/mnt" 2>/dev/null && umount -l "$WORK/b/mnt"
+    mountpoint -q "$WORK/bindfs" 2>/dev/null && umount -l "$WORK/bindfs"
     mountpoint -q "$JFS" 2>/dev/null && { juicefs umount "$JFS" >/dev/null 2>&1 || umount -l "$JFS"; }
     [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
     [ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"
@@ -307,6 +310,46 @@ PY
     bpanfs umount "$B/mnt" >/dev/null 2>&1 || true
     "$BIN/panfs" umount "$MNT" >/dev/null
     juicefs umount "$JFS" >/dev/null 2>&1 || true
+fi
+
+if [ "$what" = all ] || [ "$what" = steps ]; then
+    # The everyday steps, each followed by its flush: `sync` on a local disk,
+    # bindfs and JuiceFS; `panfs sync` on pan, which returns once the server
+    # holds everything. bindfs (a FUSE passthrough over a local directory) is
+    # the floor a FUSE file system starts from.
+    jfs_remount
+    remount
+    BINDFS="$WORK/bindfs"; mkdir -p "$BINDFS" "$WORK/bindfs-under"
+    bindfs "$WORK/bindfs-under" "$BINDFS"
+    SRC=/usr/include
+    n=$(find "$SRC" -type f | wc -l)
+    tar -C "$(dirname "$SRC")" -cf "$WORK/steps.tar" "$(basename "$SRC")"
+    repo="$WORK/steps-repo"; cp -r "$SRC" "$repo"
+    git -C "$repo" init -q && git -C "$repo" add -A && git -C "$repo" -c user.name=b -c user.email=b@b commit -qm init
+    steps() { # dir flush-command... -> "tar clone rm" seconds
+        local d=$1 a b c e
+        shift
+        a=$(now); tar -C "$d" -xf "$WORK/steps.tar"; "$@"; b=$(now)
+        git clone -q --no-local "file://$repo" "$d/clone"; "$@"; c=$(now)
+        rm -rf "$d/include" "$d/clone"; "$@"; e=$(now)
+        echo "$(secs "$a" "$b") $(secs "$b" "$c") $(secs "$c" "$e")"
+    }
+    drop_caches; read -r lt lc lr <<<"$(steps "$LOCAL" sync)"
+    drop_caches; read -r bt bk br <<<"$(steps "$BINDFS" sync)"
+    drop_caches; read -r pt pc pr <<<"$(steps "$MNT" "$BIN/panfs" sync "$MNT")"
+    drop_caches; read -r jt jc jr <<<"$(steps "$JFS" sync)"
+    # pan's ratio to bindfs: 1.0 or more is as fast as a FUSE passthrough or faster.
+    step_rows() { # label local pan juicefs bindfs
+        time3 "$1" "$2" "$3" "$4"
+        row "  on bindfs (s); pan's ratio to it" "-" "$5" "$(ratio "$5" "$3")"
+    }
+    step_rows "tar xf of $SRC, $n files, + flush (s)" "$lt" "$pt" "$jt" "$bt"
+    step_rows "git clone of a repository of it + flush (s)" "$lc" "$pc" "$jc" "$bk"
+    step_rows "rm -rf of both + flush (s)" "$lr" "$pr" "$jr" "$br"
+    umount "$BINDFS"
+    "$BIN/panfs" umount "$MNT" >/dev/null
+    juicefs umount "$JFS" >/dev/null 2>&1 || true
+    rm -rf "$repo" "$WORK/steps.tar" "$WORK/bindfs-under"
 fi
 
 if [ "$what" = stack ]; then
