@@ -17,7 +17,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::bulk::{Fast, RUN_MIN};
 use super::changes::{Edit, Write};
 use super::tree::dir_changed;
-use super::{BATCH, for_update, placeholders};
+use super::{BATCH, bind_each, for_update, placeholders};
 use crate::meta::{MetaError, MetaResult, TreeOp};
 
 /// One remove of the run.
@@ -114,10 +114,10 @@ impl Write {
                     "SELECT file_name, ino FROM tbl_user_file WHERE parent_ino = ? AND file_name IN ({}){lock}",
                     placeholders(names.len())
                 );
-                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(*parent);
-                for name in names {
-                    q = q.bind(name.to_string());
-                }
+                let q = bind_each(
+                    sqlx::query(AssertSqlSafe(sql)).bind(*parent),
+                    names.iter().map(|name| name.to_string()),
+                );
                 for row in q.fetch_all(&mut *self.tx).await? {
                     entries.insert((*parent, row.try_get(0)?), row.try_get(1)?);
                 }
@@ -168,10 +168,7 @@ impl Write {
                 "SELECT parent_ino, COUNT(*) FROM tbl_user_file WHERE parent_ino IN ({}) GROUP BY parent_ino",
                 placeholders(dirs.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for dir in dirs {
-                q = q.bind(*dir);
-            }
+            let q = bind_each(sqlx::query(AssertSqlSafe(sql)), dirs.iter().copied());
             for row in q.fetch_all(&mut *self.tx).await? {
                 let (dir, count): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
                 if emptied.get(&dir) != Some(&count) {
@@ -196,10 +193,10 @@ impl Write {
                  WHERE user_id = ? AND status = 0 AND id IN ({}){lock}",
                 placeholders(inos.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql)).bind(user);
-            for ino in inos {
-                q = q.bind(*ino);
-            }
+            let q = bind_each(
+                sqlx::query(AssertSqlSafe(sql)).bind(user),
+                inos.iter().copied(),
+            );
             for row in q.fetch_all(&mut *self.tx).await? {
                 let kind: String = row.try_get(1)?;
                 let gone = Gone {
@@ -241,19 +238,17 @@ impl Write {
                     q = q.bind(*ino).bind(*when);
                 }
             }
-            for (ino, _) in at {
-                q = q.bind(*ino);
-            }
+            q = bind_each(q, at.iter().map(|(ino, _)| *ino));
             q.execute(&mut *self.tx).await?;
             for table in ["tbl_user_file", "tbl_xattr"] {
                 let sql = format!(
                     "DELETE FROM {table} WHERE ino IN ({})",
                     placeholders(at.len())
                 );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for (ino, _) in at {
-                    q = q.bind(*ino);
-                }
+                let q = bind_each(
+                    sqlx::query(AssertSqlSafe(sql)),
+                    at.iter().map(|(ino, _)| *ino),
+                );
                 q.execute(&mut *self.tx).await?;
             }
         }
@@ -298,9 +293,7 @@ impl Write {
                     q = q.bind(*file).bind(*uses);
                 }
             }
-            for (file, _) in part {
-                q = q.bind(*file);
-            }
+            q = bind_each(q, part.iter().map(|(file, _)| *file));
             q.execute(&mut *self.tx).await?;
         }
         Ok(())

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, Row};
 use super::bulk::{Content, Made, Played, Scan};
 use super::changes::Write;
 use super::contents::content_size;
-use super::{BATCH, for_update, placeholders};
+use super::{BATCH, bind_each, for_update, placeholders};
 use crate::meta::{MetaError, MetaResult};
 
 /// Appends `(?, …, ?)` rows for `rows` items of `width` values each.
@@ -50,10 +50,7 @@ impl Write {
                     "SELECT id FROM tbl_inode WHERE id IN ({}) LIMIT 1",
                     placeholders(numbers.len())
                 );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for n in numbers {
-                    q = q.bind(*n);
-                }
+                let q = bind_each(sqlx::query(AssertSqlSafe(sql)), numbers.iter().copied());
                 if q.fetch_optional(&mut *self.tx).await?.is_some() {
                     return Ok(None);
                 }
@@ -78,10 +75,10 @@ impl Write {
                     "SELECT ino FROM tbl_user_file WHERE parent_ino = ? AND file_name IN ({}) LIMIT 1{lock}",
                     placeholders(names.len())
                 );
-                let mut q = sqlx::query(AssertSqlSafe(sql)).bind(*parent);
-                for n in names {
-                    q = q.bind(n.clone());
-                }
+                let q = bind_each(
+                    sqlx::query(AssertSqlSafe(sql)).bind(*parent),
+                    names.iter().cloned(),
+                );
                 if q.fetch_optional(&mut *self.tx).await?.is_some() {
                     return Ok(None);
                 }
@@ -115,10 +112,10 @@ impl Write {
                 placeholders(ids.len()),
                 for_update(&self.tx)
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in ids {
-                q = q.bind((*id).clone());
-            }
+            let q = bind_each(
+                sqlx::query(AssertSqlSafe(sql)),
+                ids.iter().map(|id| (*id).clone()),
+            );
             for row in q.fetch_all(&mut *self.tx).await? {
                 let content = Content {
                     file_id: Some(row.try_get(1)?),
@@ -152,10 +149,7 @@ impl Write {
                 "SELECT COUNT(*) FROM tbl_chunk WHERE sha256 IN ({})",
                 placeholders(shas.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for sha in shas {
-                q = q.bind(sha.clone());
-            }
+            let q = bind_each(sqlx::query(AssertSqlSafe(sql)), shas.iter().cloned());
             let present: i64 = q.fetch_one(&mut *self.tx).await?.try_get(0)?;
             if present != shas.len() as i64 {
                 return Ok(None);
@@ -202,10 +196,7 @@ impl Write {
                 "SELECT manifest_sha256, id FROM tbl_file WHERE manifest_sha256 IN ({})",
                 placeholders(ids.len())
             );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for id in ids {
-                q = q.bind(id.clone());
-            }
+            let q = bind_each(sqlx::query(AssertSqlSafe(sql)), ids.iter().cloned());
             for row in q.fetch_all(&mut *self.tx).await? {
                 let id: String = row.try_get(0)?;
                 if let Some(c) = contents.get_mut(&id) {
@@ -343,9 +334,7 @@ impl Write {
             for (k, _, at) in rows {
                 q = q.bind(k.clone()).bind(*at);
             }
-            for (k, ..) in rows {
-                q = q.bind(k.clone());
-            }
+            q = bind_each(q, rows.iter().map(|(k, ..)| k.clone()));
             changed += q.execute(&mut *self.tx).await?.rows_affected();
         }
         Ok(changed)

@@ -211,6 +211,17 @@ pub(super) fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
 
+/// A query on the `Any` driver, as `sqlx::query` makes it.
+pub(super) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds `values` in order: the `?`s of an `IN (…)` list made by `placeholders`.
+pub(super) fn bind_each<'q, T>(q: AnyQuery<'q>, values: impl IntoIterator<Item = T>) -> AnyQuery<'q>
+where
+    T: for<'t> sqlx::Encode<'t, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    values.into_iter().fold(q, |q, value| q.bind(value))
+}
+
 /// The clause that locks the rows a write transaction reads before it changes them.
 /// InnoDB's plain reads see a snapshot, so two transactions could both act on the
 /// same stale row (both add one name, both release one content); a locking read
@@ -258,9 +269,7 @@ impl SqlMeta {
             if let Some(v) = first {
                 q = q.bind(v);
             }
-            for h in batch {
-                q = q.bind(h.clone());
-            }
+            let q = bind_each(q, batch.iter().cloned());
             for row in q.fetch_all(&self.pool).await? {
                 found.insert(row.try_get::<String, _>(0)?);
             }
