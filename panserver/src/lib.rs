@@ -91,6 +91,7 @@ pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
         bus,
         tokens: Default::default(),
         session_chunks: Default::default(),
+        extents: Default::default(),
     }))
 }
 

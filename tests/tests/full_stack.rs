@@ -38,9 +38,31 @@ fn worker_killed_mid_transfer_then_job_redelivered() {
     let server = Server::start_with(&[("PAN_TRANSFER_WORKERS", "0")]);
     let api = Api::user(&server.url(), "alice", PW);
     let data = Noise::bytes(32, 60 << 20);
-    assert_eq!(api.put_bytes("/api/v1/files/w.bin", data.clone()).0, 201);
+    let (status, node) = api.put_bytes("/api/v1/files/w.bin", data.clone());
+    assert_eq!(status, 201, "{node}");
     let staged = server.files_under("staging").len();
     assert!(staged >= 10, "{staged} staged chunks");
+    // Read by version while every chunk is staged: the server keeps the
+    // extents it read, with where each chunk was then.
+    let by_version = format!(
+        "/api/v1/nodes/{}/content?version={}",
+        node["ino"].as_i64().expect("ino"),
+        node["content"].as_str().expect("content")
+    );
+    let ranges = [
+        (0, 1 << 20),
+        (30 << 20, (31 << 20) + 7),
+        ((59 << 20) + 1, 60 << 20),
+    ];
+    let read_ranges = |when: &str| {
+        for (start, end) in ranges {
+            let resp = api.fetch(&by_version, Some(&format!("bytes={start}-{}", end - 1)));
+            assert_eq!(resp.status().as_u16(), 206, "{when}");
+            let body = resp.bytes().expect("body");
+            assert_eq!(sha(&body), sha(&data[start..end]), "{when}: {start}-{end}");
+        }
+    };
+    read_ranges("staged");
     let logs = tempfile::tempdir().expect("tmp");
     let mut first = server.spawn_transfer_worker(&logs.path().join("w1.log"));
     // Kill the worker while it is moving chunks.
@@ -60,6 +82,7 @@ fn worker_killed_mid_transfer_then_job_redelivered() {
     second.kill().expect("kill");
     second.wait().expect("reap");
     assert!(server.stored_chunks() >= staged);
+    read_ranges("moved to the store after the server kept where they were");
     let resp = api.fetch("/api/v1/files/w.bin", None);
     assert_eq!(sha(&resp.bytes().expect("body")), sha(&data));
 }

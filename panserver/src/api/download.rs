@@ -77,7 +77,7 @@ async fn build(
     };
     let early: OptionFuture<_> = guessed
         .as_ref()
-        .map(|(version, start, end)| app.meta.extents_in(version, *start as i64, *end as i64))
+        .map(|(version, start, end)| app.extents_in(version, *start as i64, *end as i64))
         .into();
     let (node, early) = tokio::join!(app.meta.node(user, ino), early);
     let mut node = node?;
@@ -111,11 +111,7 @@ async fn build(
                 extents.retain(|e| e.offset < end as i64);
                 extents
             }
-            _ => {
-                app.meta
-                    .extents_in(content, start as i64, end as i64)
-                    .await?
-            }
+            _ => app.extents_in(content, start as i64, end as i64).await?,
         },
         _ => Vec::new(),
     };

@@ -8,6 +8,7 @@ use panproto::CHUNK_MAX;
 use panproto::wire::{ChunkRef, Node, NodeKind};
 
 use crate::meta::{Actor, ChunkLocation, Extent};
+use crate::service::extent_cache::{ExtentCache, WINDOW, overlapping};
 use crate::service::{App, now_ns};
 use crate::service::{ServiceError, ServiceResult};
 use crate::store::chunk_key;
@@ -50,6 +51,34 @@ pub fn stream_range(
 }
 
 impl App {
+    /// The extents of `content` that overlap [start, end). A range within one
+    /// window comes from the extents kept for that window (`ExtentCache`),
+    /// asked for and kept on a miss; a wider range asks the database.
+    pub async fn extents_in(
+        &self,
+        content: &str,
+        start: i64,
+        end: i64,
+    ) -> ServiceResult<Vec<Extent>> {
+        let Some(window) = ExtentCache::window_of(start, end) else {
+            return Ok(self.meta.extents_in(content, start, end).await?);
+        };
+        let kept = match self.extents.get(content, window) {
+            Some(kept) => kept,
+            None => {
+                let from = window * WINDOW;
+                let kept: Arc<[Extent]> = self
+                    .meta
+                    .extents_in(content, from, from.saturating_add(WINDOW))
+                    .await?
+                    .into();
+                self.extents.insert(content, window, kept.clone());
+                kept
+            }
+        };
+        Ok(overlapping(&kept, start, end))
+    }
+
     /// Bytes [from, to) of an extent's chunk, checked. A chunk with block
     /// checksums is read and checked only in the blocks that hold them (from
     /// its row, which came with the extent, or from staging or the store); one

@@ -6,6 +6,7 @@
 mod batch;
 pub mod content;
 mod error;
+mod extent_cache;
 pub mod feed;
 mod record;
 mod session_chunks;
@@ -71,6 +72,8 @@ pub struct App {
     pub tokens: TokenCache,
     /// The chunk lists of upload sessions in use.
     pub session_chunks: session_chunks::SessionChunkCache,
+    /// The extents of contents read lately.
+    pub extents: extent_cache::ExtentCache,
 }
 
 pub fn now_ns() -> i64 {
