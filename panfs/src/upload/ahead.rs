@@ -14,11 +14,10 @@ use std::fs::File;
 use std::sync::atomic::Ordering;
 
 use futures::{StreamExt, TryStreamExt};
-use panproto::Chunker;
 use panproto::wire::{ChunkRef, UploadInit};
 
 use super::{
-    Cut, PARALLEL_PUTS, Plan, RangeReader, Snapshot, TransferStats, UploadError, UploadResult,
+    Cut, PARALLEL_PUTS, Plan, Snapshot, TransferStats, UploadError, UploadResult, cut_and_hash,
     plan, read_local,
 };
 use crate::remote::Remote;
@@ -40,17 +39,8 @@ pub async fn send_ahead(
     (from, to): (u64, u64),
     stats: &TransferStats,
 ) -> UploadResult<u64> {
-    let reader = RangeReader {
-        file,
-        pos: from,
-        end: to,
-    };
     let mut cut = Vec::new();
-    for chunk in Chunker::new(reader) {
-        let chunk = chunk?;
-        let sha = panproto::sha256_hex(&chunk.data);
-        cut.push((from + chunk.offset, chunk.data.len() as u64, sha));
-    }
+    cut_and_hash(file, (from, to), &mut |c| cut.push(c))?;
     cut.pop();
     let Some(&(last, len, _)) = cut.last() else {
         return Ok(from);

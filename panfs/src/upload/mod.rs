@@ -10,22 +10,23 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
+use panproto::CHUNK_MAX;
 use panproto::proof::ProofHasher;
 use panproto::wire::{ChunkRef, CommitRequest, ErrorCode, Node, UploadInit};
-use panproto::{CHUNK_MAX, Chunker};
 
 use crate::cache::shadow::ShadowRecord;
 use crate::ranges::RangeSet;
 use crate::remote::{Remote, RemoteError};
 
 mod ahead;
+mod cut;
 pub use ahead::send_ahead;
+use cut::cut_and_hash;
 
 /// Files up to this size go up in one request.
 const SMALL_FILE: u64 = 1 << 20;
@@ -92,27 +93,6 @@ pub struct Target<'a> {
 
 /// Reads [pos, end) of a file, for the chunker. A file that ends early (cut
 /// short while being sent) is an error, never a shorter chunk.
-struct RangeReader<'a> {
-    file: &'a File,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for RangeReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let want = buf.len().min((self.end - self.pos) as usize);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
 /// Base chunks with their offsets.
 fn with_offsets(chunks: &[ChunkRef]) -> Vec<(u64, ChunkRef)> {
     let mut offset = 0;
@@ -372,22 +352,14 @@ fn plan(
                     chunks.extend(holes(e - s));
                     continue;
                 }
-                let reader = RangeReader {
-                    file: &snap.file,
-                    pos: s,
-                    end: e,
-                };
-                for chunk in Chunker::new(reader) {
-                    let chunk = chunk?;
-                    let sha = panproto::sha256_hex(&chunk.data);
-                    let len = chunk.data.len() as u64;
-                    on_cut((s + chunk.offset, len, sha.clone()));
-                    placed.insert(sha.clone(), (s + chunk.offset, len));
+                cut_and_hash(&snap.file, (s, e), &mut |(offset, len, sha)| {
+                    on_cut((offset, len, sha.clone()));
+                    placed.insert(sha.clone(), (offset, len));
                     chunks.push(ChunkRef {
                         sha256: Some(sha),
                         size: len,
                     });
-                }
+                })?;
             }
             pos = b;
             regions.next();

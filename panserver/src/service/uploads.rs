@@ -360,14 +360,14 @@ impl App {
             .stage_and_record(user, move |staging| {
                 let mut hasher = panproto::ContentHasher::default();
                 let mut staged = Vec::new();
-                for chunk in panproto::Chunker::new(&mut reader) {
-                    let chunk = chunk
-                        .map_err(|e| ServiceError::BadRequest(format!("reading the body: {e}")))?;
-                    hasher.update(&chunk.data);
+                let mut chunker = panproto::Chunker::new(&mut reader);
+                let body_error = |e| ServiceError::BadRequest(format!("reading the body: {e}"));
+                while let Some((_, data)) = chunker.cut_next().map_err(body_error)? {
+                    hasher.update(data);
                     if hasher.len() > limit {
                         return Err(ServiceError::TooLarge);
                     }
-                    staged.push(staging.put(&chunk.data)?);
+                    staged.push(staging.put(data)?);
                 }
                 let chunks: Vec<ChunkRef> = staged
                     .iter()
