@@ -13,11 +13,12 @@ use panproto::Chunker;
 
 use super::Cut;
 
-/// Reads [pos, end) of a file.
-pub(super) struct RangeReader<'a> {
-    pub file: &'a File,
-    pub pos: u64,
-    pub end: u64,
+/// Reads [pos, end) of a file, for the chunker. A file that ends early (cut
+/// short while being sent) is an error, never a shorter chunk.
+struct RangeReader<'a> {
+    file: &'a File,
+    pos: u64,
+    end: u64,
 }
 
 impl Read for RangeReader<'_> {

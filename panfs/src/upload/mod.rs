@@ -91,8 +91,6 @@ pub struct Target<'a> {
     pub if_content: Option<Option<&'a str>>,
 }
 
-/// Reads [pos, end) of a file, for the chunker. A file that ends early (cut
-/// short while being sent) is an error, never a shorter chunk.
 /// Base chunks with their offsets.
 fn with_offsets(chunks: &[ChunkRef]) -> Vec<(u64, ChunkRef)> {
     let mut offset = 0;

@@ -50,12 +50,13 @@ impl ExtentCache {
     }
 
     /// Keeps the extents that overlap `content`'s window `window`. None are
-    /// kept for a window without any: past the end, or no such content.
+    /// kept for a window without any (past the end, or no such content), nor
+    /// for one larger than the whole bound, which would only empty the cache.
     pub fn insert(&self, content: &str, window: i64, extents: Arc<[Extent]>) {
-        if extents.is_empty() {
+        let weight = ENTRY_COST + content.len() + extents.iter().map(weight).sum::<usize>();
+        if extents.is_empty() || weight > MAX_BYTES {
             return;
         }
-        let weight = ENTRY_COST + content.len() + extents.iter().map(weight).sum::<usize>();
         let Ok(mut kept) = self.kept.lock() else {
             return;
         };
@@ -63,11 +64,10 @@ impl ExtentCache {
             kept.windows.clear();
             kept.bytes = 0;
         }
-        if weight <= MAX_BYTES
-            && kept
-                .windows
-                .insert((content.to_string(), window), extents)
-                .is_none()
+        if kept
+            .windows
+            .insert((content.to_string(), window), extents)
+            .is_none()
         {
             kept.bytes += weight;
         }
@@ -136,6 +136,16 @@ mod tests {
         assert!(cache.get("a", 0).is_none(), "the first window was dropped");
         assert!(cache.get("b", 0).is_some());
         assert!(cache.get("b", 1).is_none());
+    }
+
+    #[test]
+    fn a_window_larger_than_the_bound_is_not_kept_and_empties_nothing() {
+        let cache = ExtentCache::default();
+        cache.insert("a", 0, vec![extent(0, 1)].into());
+        let over = MAX_BYTES / weight(&extent(0, 1)) + 1;
+        cache.insert("huge", 0, vec![extent(0, 1); over].into());
+        assert!(cache.get("huge", 0).is_none());
+        assert!(cache.get("a", 0).is_some(), "what was kept stays");
     }
 
     #[test]
