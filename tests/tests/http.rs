@@ -361,9 +361,12 @@ fn other_users_ids_are_not_found() {
         let (s, b) = bob.get(&path);
         assert_eq!((s, b["code"].as_str()), (404, Some("not_found")), "{path}");
     }
-    // Another user's session answers as one that does not exist.
+    // Another user's session answers as one that does not exist, and lives on.
     let (s, b) = bob.get(&format!("/api/v1/uploads/{session}"));
     assert_eq!((s, b["code"].as_str()), (404, Some("upload_gone")));
+    let (s, b) = bob.delete(&format!("/api/v1/uploads/{session}"));
+    assert_eq!((s, b["code"].as_str()), (404, Some("upload_gone")));
+    assert_eq!(alice.get(&format!("/api/v1/uploads/{session}")).0, 200);
     assert_eq!(
         bob.delete(&format!("/api/v1/nodes/{root}/children/secret"))
             .0,
@@ -769,7 +772,22 @@ fn chunks_move_to_the_store_and_garbage_is_collected() {
     });
     let resp = api.fetch("/api/v1/files/g.bin", None);
     assert_eq!(sha(&resp.bytes().expect("body")), sha(&data));
+    // A session never committed (panfs sends chunks ahead in such) that lists
+    // the same chunks keeps them after the file is gone, until it is ended.
+    let spare = api.create(api.root(), "spare", "file");
+    let ((s, state), _) = api.begin_upload(spare, &data);
+    assert_eq!(s, 201);
+    assert_eq!(state["missing"].as_array().map(Vec::len), Some(0));
+    let session = state["id"].as_str().expect("id").to_string();
     assert_eq!(api.delete("/api/v1/files/g.bin").0, 204);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        server.stored_chunks() > 0,
+        "chunks a live session lists were collected"
+    );
+    assert_eq!(api.delete(&format!("/api/v1/uploads/{session}")).0, 204);
+    let (s, b) = api.get(&format!("/api/v1/uploads/{session}"));
+    assert_eq!((s, b["code"].as_str()), (404, Some("upload_gone")));
     wait_until("garbage collection", Duration::from_secs(60), || {
         server.stored_chunks() == 0
     });

@@ -212,7 +212,8 @@ impl PanFs {
             &self.stats,
         ));
         match sent {
-            Ok(stored) => {
+            Ok(mut stored) => {
+                self.end_sessions_sent_ahead(std::mem::take(&mut stored.ahead));
                 self.remember(&stored.node);
                 self.stats.conflict_copies.fetch_add(1, Ordering::Relaxed);
                 Ok((copy_name, stored))

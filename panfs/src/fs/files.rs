@@ -73,6 +73,8 @@ pub(super) struct FileState {
     pub opens: Opens,
     /// Where the chunks sent while the file is written end (see `stream`).
     pub sent_ahead: u64,
+    /// The sessions they went in, ended once the file's upload commits.
+    pub ahead_sessions: Vec<String>,
     /// The conflict copy that this mount's version went to while the file
     /// stayed open: a later send of the same bytes (a passthrough writer's
     /// close marks every byte written) is that copy, not a new conflict.
@@ -106,6 +108,7 @@ impl OpenFile {
                 upload: Upload::Idle,
                 opens: Opens::default(),
                 sent_ahead: 0,
+                ahead_sessions: Vec::new(),
                 kept_as: None,
             }),
             upload_done: Condvar::new(),

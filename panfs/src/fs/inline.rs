@@ -128,6 +128,7 @@ impl PanFs {
         let done = Ok(Committed {
             node,
             chunks: Vec::new(),
+            ahead: Vec::new(),
         });
         match self.finish_send(ino, file, pending, done) {
             Ok(()) => {

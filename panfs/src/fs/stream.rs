@@ -84,7 +84,7 @@ impl PanFs {
                 .map_err(|e| FsError::local("reading the working copy", e))?;
             (copy, from, to)
         };
-        let upto = self.block_on(upload::send_ahead(
+        let (upto, session) = self.block_on(upload::send_ahead(
             &*self.remote,
             &copy,
             ino,
@@ -92,10 +92,22 @@ impl PanFs {
             &self.stats,
         ))?;
         let mut f = lock(&file.state);
+        f.ahead_sessions.extend(session);
         // Unless a new writer started over meanwhile.
         if f.sent_ahead == from {
             f.sent_ahead = upto;
         }
         Ok(())
+    }
+
+    /// Ends, in the background, the sessions chunks were sent ahead in, once
+    /// the upload they were for committed (see `upload::ahead`).
+    pub(super) fn end_sessions_sent_ahead(&self, sessions: Vec<String>) {
+        if sessions.is_empty() {
+            return;
+        }
+        let remote = self.remote.clone();
+        self.rt
+            .spawn(async move { upload::end_sessions(remote.as_ref(), &sessions).await });
     }
 }

@@ -245,6 +245,9 @@ impl PanFs {
             Ok(done) => {
                 tracing::debug!(ino, size = done.node.size, "content committed");
                 f.kept_as = None;
+                let mut ahead = std::mem::take(&mut f.ahead_sessions);
+                ahead.extend(done.ahead);
+                self.end_sessions_sent_ahead(ahead);
                 if let (
                     Life::Linked,
                     Body::Local {

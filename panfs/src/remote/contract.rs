@@ -360,6 +360,20 @@ async fn chunked_upload(remote: &dyn Remote, root: i64) {
         ErrorCode::UploadGone,
         "a commit of a session that is gone",
     );
+    // A session ended (chunks sent ahead in it are committed elsewhere) is
+    // gone: it can be neither committed nor ended again.
+    let ahead = remote.begin_upload(&init).await.expect("begin ahead");
+    remote.end_upload(&ahead.id).await.expect("end");
+    refused_with(
+        remote.commit(&ahead.id, &commit).await,
+        ErrorCode::UploadGone,
+        "a commit of an ended session",
+    );
+    refused_with(
+        remote.end_upload(&ahead.id).await,
+        ErrorCode::UploadGone,
+        "a session ended twice",
+    );
 }
 
 async fn extended_attributes(remote: &dyn Remote, root: i64) {

@@ -217,6 +217,11 @@ impl Remote for FaultyRemote {
         self.inner.prove(session, proof).await
     }
 
+    async fn end_upload(&self, session: &str) -> RemoteResult<()> {
+        self.call()?;
+        self.inner.end_upload(session).await
+    }
+
     async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node> {
         self.call()?;
         if take_one(&self.lost_sessions) {

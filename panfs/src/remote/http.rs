@@ -364,6 +364,12 @@ impl Remote for HttpRemote {
             .await
     }
 
+    async fn end_upload(&self, session: &str) -> RemoteResult<()> {
+        let path = format!("/uploads/{session}");
+        self.send(self.request(Method::DELETE, &path)).await?;
+        Ok(())
+    }
+
     async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>> {
         let names: XattrNames = self
             .query(self.request(Method::GET, &format!("/nodes/{ino}/xattrs")))

@@ -145,6 +145,8 @@ pub trait Remote: Send + Sync {
     async fn put_chunk(&self, session: &str, sha256: &str, body: Bytes) -> RemoteResult<()>;
     async fn prove(&self, session: &str, proof: &str) -> RemoteResult<UploadState>;
     async fn commit(&self, session: &str, req: &CommitRequest) -> RemoteResult<Node>;
+    /// Ends a session that will not be committed (see `upload::ahead`).
+    async fn end_upload(&self, session: &str) -> RemoteResult<()>;
     async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>>;
     async fn xattr(&self, ino: i64, name: &str) -> RemoteResult<Bytes>;
     /// Sets an extended attribute; the node comes back with its new ctime.

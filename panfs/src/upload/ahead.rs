@@ -4,6 +4,10 @@
 //! sends only the rest. The result never depends on them: a chunk sent ahead
 //! and changed after is simply sent again.
 //!
+//! Each such session is ended once the file's upload committed: until then
+//! it keeps its chunks from the server's garbage collection, and after, the
+//! file does. One not ended (panfs stopped first) expires on the server.
+//!
 //! Two callers: the streamer, while a file is still being written
 //! (`send_ahead`), and an upload itself, which sends the chunks it has cut
 //! while it goes on cutting the rest (`plan_sending_ahead`): hashing on this
@@ -30,24 +34,36 @@ const GROUP: usize = 32;
 /// Sends the chunks of [from, to) of a file still being written, before its
 /// upload: those cut by content (all but the last, which ends where the file
 /// ends for now). Chunks that other users hold are left to that upload's
-/// proof of possession. Returns where the chunks sent end: `from` for the
-/// next call.
+/// proof of possession. Returns where the chunks sent end (`from` for the
+/// next call), and the session they went in, to end after the file's upload.
 pub async fn send_ahead(
     remote: &dyn Remote,
     file: &File,
     ino: i64,
     (from, to): (u64, u64),
     stats: &TransferStats,
-) -> UploadResult<u64> {
+) -> UploadResult<(u64, Option<String>)> {
     let mut cut = Vec::new();
     cut_and_hash(file, (from, to), &mut |c| cut.push(c))?;
     cut.pop();
     let Some(&(last, len, _)) = cut.last() else {
-        return Ok(from);
+        return Ok((from, None));
     };
-    let sent = send_cut(remote, file, ino, &cut, stats).await?;
+    let (sent, session) = send_cut(remote, file, ino, &cut, stats).await?;
     stats.bytes_sent_ahead.fetch_add(sent, Ordering::Relaxed);
-    Ok(last + len)
+    Ok((last + len, Some(session)))
+}
+
+/// Ends sessions that chunks were sent ahead in, once what they were for is
+/// committed. A failure only leaves a session to expire on the server.
+pub async fn end_sessions(remote: &dyn Remote, sessions: &[String]) {
+    futures::stream::iter(sessions)
+        .for_each_concurrent(PARALLEL_PUTS, |id| async move {
+            if let Err(e) = remote.end_upload(id).await {
+                tracing::debug!(session = %id, error = %e, "ending a session sent ahead in failed; it expires");
+            }
+        })
+        .await;
 }
 
 /// Plans the upload of `regions` of the snapshot (see `plan`). When they are
@@ -76,6 +92,7 @@ pub(super) async fn plan_sending_ahead(
             let _ = tx.blocking_send(cut);
         })
     });
+    let mut sessions = Vec::new();
     let sender = async {
         let mut group = Vec::with_capacity(GROUP);
         loop {
@@ -85,10 +102,13 @@ pub(super) async fn plan_sending_ahead(
             if group.len() == GROUP || (ended && !group.is_empty()) {
                 // Only ahead: what fails here the upload sends itself, and
                 // the planner goes on without waiting for this.
-                if let Err(e) = send_cut(remote, &snap.file, ino, &group, stats).await {
-                    tracing::debug!(ino, error = %e, "sending ahead failed; the upload sends it");
-                    rx.close();
-                    break;
+                match send_cut(remote, &snap.file, ino, &group, stats).await {
+                    Ok((_, session)) => sessions.push(session),
+                    Err(e) => {
+                        tracing::debug!(ino, error = %e, "sending ahead failed; the upload sends it");
+                        rx.close();
+                        break;
+                    }
                 }
                 group.clear();
             }
@@ -98,18 +118,20 @@ pub(super) async fn plan_sending_ahead(
         }
     };
     let (planned, ()) = futures::join!(planner, sender);
-    planned.map_err(|e| UploadError::Local(std::io::Error::other(e)))?
+    let mut plan = planned.map_err(|e| UploadError::Local(std::io::Error::other(e)))??;
+    plan.ahead = sessions;
+    Ok(plan)
 }
 
 /// Sends the chunks of `cut` the server lacks, in a session of their own;
-/// returns the bytes sent.
+/// returns the bytes sent and the session.
 async fn send_cut(
     remote: &dyn Remote,
     file: &File,
     ino: i64,
     cut: &[Cut],
     stats: &TransferStats,
-) -> UploadResult<u64> {
+) -> UploadResult<(u64, String)> {
     let state = remote
         .begin_upload(&UploadInit {
             ino,
@@ -137,5 +159,5 @@ async fn send_cut(
         .buffer_unordered(PARALLEL_PUTS)
         .try_collect::<Vec<u64>>()
         .await
-        .map(|sent| sent.iter().sum())
+        .map(|sent| (sent.iter().sum(), state.id))
 }

@@ -25,7 +25,7 @@ use crate::remote::{Remote, RemoteError};
 
 mod ahead;
 mod cut;
-pub use ahead::send_ahead;
+pub use ahead::{end_sessions, send_ahead};
 use cut::cut_and_hash;
 
 /// Files up to this size go up in one request.
@@ -210,6 +210,9 @@ fn read_local(file: &File, offset: u64, len: u64) -> UploadResult<Bytes> {
 pub struct Committed {
     pub node: Node,
     pub chunks: Vec<ChunkRef>,
+    /// The sessions the upload sent chunks ahead in: no longer needed, to be
+    /// ended (`end_sessions`).
+    pub ahead: Vec<String>,
 }
 
 /// Uploads the snapshot and commits it as the target's new content.
@@ -234,6 +237,7 @@ pub async fn upload(
         return Ok(Committed {
             node,
             chunks: Vec::new(),
+            ahead: Vec::new(),
         });
     }
     let regions = changed_regions(&snap.record);
@@ -261,6 +265,7 @@ pub async fn upload(
     Ok(Committed {
         node,
         chunks: plan.chunks,
+        ahead: plan.ahead,
     })
 }
 
@@ -323,6 +328,8 @@ struct Plan {
     chunks: Vec<ChunkRef>,
     /// (offset, length) by SHA-256.
     placed: HashMap<String, (u64, u64)>,
+    /// The sessions that chunks were sent ahead in while this was planned.
+    ahead: Vec<String>,
 }
 
 /// A chunk cut from a changed region: (offset, length, SHA-256).
@@ -375,7 +382,11 @@ fn plan(
             _ => return Err(UploadError::Plan(pos)),
         }
     }
-    Ok(Plan { chunks, placed })
+    Ok(Plan {
+        chunks,
+        placed,
+        ahead: Vec::new(),
+    })
 }
 
 #[cfg(test)]

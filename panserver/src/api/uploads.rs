@@ -1,4 +1,5 @@
-//! Upload sessions: open, ask what is missing, send chunks, prove, commit.
+//! Upload sessions: open, ask what is missing, send chunks, prove, commit,
+//! end.
 
 use std::sync::Arc;
 
@@ -28,6 +29,12 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         .then(|id: String, app: Arc<App>, c: Caller| async move {
             let r = async { app.upload_state(c.user, &id).await };
             json_reply(r.await, StatusCode::OK)
+        });
+    let end = warp::path!("uploads" / String)
+        .and(warp::delete())
+        .and(a())
+        .then(|id: String, app: Arc<App>, c: Caller| async move {
+            empty_reply(app.end_upload(c.user, &id).await)
         });
     let chunk = warp::path!("uploads" / String / "chunks" / String)
         .and(warp::put())
@@ -68,6 +75,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (Response,), Error = Rejec
         );
     begin
         .or(state)
+        .unify()
+        .or(end)
         .unify()
         .or(chunk)
         .unify()

@@ -250,8 +250,7 @@ impl App {
         // One challenge, one answer: a wrong answer needs a new session.
         session.challenge = None;
         if !bool::from(expected.as_bytes().ct_eq(answer.as_bytes())) {
-            self.sessions.remove(&session.id).await?;
-            self.session_chunks.remove(&session.id);
+            self.end_session(&session.id).await?;
             return Err(ServiceError::BadProof);
         }
         self.meta.grant_chunks(user, &session.unproven).await?;
@@ -331,9 +330,23 @@ impl App {
                 now,
             )
             .await?;
-        self.sessions.remove(&session.id).await?;
-        self.session_chunks.remove(&session.id);
+        self.end_session(&session.id).await?;
         Ok(node)
+    }
+
+    /// Ends a session the client no longer needs (the chunks it sent ahead
+    /// are now in a committed file, or it gave up): its chunks are no longer
+    /// pinned against garbage collection. UploadGone when the user has no
+    /// such session.
+    pub async fn end_upload(&self, user: i64, id: &str) -> ServiceResult<()> {
+        let session = self.load_session(user, id).await?;
+        self.end_session(&session.id).await
+    }
+
+    async fn end_session(&self, id: &str) -> ServiceResult<()> {
+        self.sessions.remove(id).await?;
+        self.session_chunks.remove(id);
+        Ok(())
     }
 
     /// The one-request upload: the server cuts the streamed body into chunks itself.

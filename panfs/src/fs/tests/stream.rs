@@ -47,6 +47,10 @@ fn a_file_written_sequentially_is_sent_while_it_grows() {
         "{sent} bytes sent for a {} byte file",
         data.len()
     );
+    // The sessions the chunks were sent ahead in end once the file committed.
+    wait_until("the sessions sent ahead in ended", || {
+        r.server.live_sessions() == 0
+    });
 }
 
 #[test]
@@ -72,4 +76,7 @@ fn a_large_upload_sends_chunks_while_it_cuts_the_rest_and_each_byte_once() {
     // one committed.
     let sessions = r.faults.upload_attempts(attr.ino as i64);
     assert!(sessions >= 3, "{sessions} upload sessions");
+    wait_until("the sessions sent ahead in ended", || {
+        r.server.live_sessions() == 0
+    });
 }

@@ -82,6 +82,11 @@ impl MemoryRemote {
         let content = state.nodes.get(&ino)?.content.clone()?;
         Some(state.contents.get(&content)?.bytes.clone())
     }
+
+    /// Upload sessions neither committed nor ended.
+    pub fn live_sessions(&self) -> usize {
+        self.lock().sessions.len()
+    }
 }
 
 #[async_trait]
@@ -406,6 +411,13 @@ impl Remote for MemoryRemote {
         let node = state.set_content(ino, session.chunks, bytes, req.mtime, if_content)?;
         state.record(self.origin, ChangeKind::Content, ino, None, None);
         Ok(node)
+    }
+
+    async fn end_upload(&self, session: &str) -> RemoteResult<()> {
+        match self.lock().sessions.remove(session) {
+            Some(_) => Ok(()),
+            None => Err(refused(ErrorCode::UploadGone)),
+        }
     }
 
     async fn xattr_names(&self, ino: i64) -> RemoteResult<Vec<String>> {
