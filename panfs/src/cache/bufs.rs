@@ -59,7 +59,8 @@ impl BufPool {
         self.freeze(buf)
     }
 
-    fn give_back(&self, mut buf: Vec<u8>) {
+    /// Takes back a buffer from `take` that was not used.
+    pub fn give_back(&self, mut buf: Vec<u8>) {
         buf.clear();
         if let Ok(mut free) = self.free.lock()
             && free.len() < FREE_MAX

@@ -18,7 +18,6 @@ use tokio::sync::Semaphore;
 
 use super::PanFs;
 use crate::cache::blocks::{BLOCK, BlockCache, BlockKey};
-use crate::cache::bufs::BLOCKS;
 use crate::cache::disk::DiskCache;
 use crate::remote::{Remote, RemoteError};
 use crate::upload::TransferStats;
@@ -139,14 +138,13 @@ impl Fetcher {
             return;
         };
         let (start, end) = (first.1 * BLOCK, (last.1 + 1) * BLOCK);
-        match self.remote.read(ino, &first.0, start, end).await {
-            Ok(bytes) => {
-                self.fetched(&bytes);
+        match self.remote.read_blocks(ino, &first.0, start, end).await {
+            Ok(blocks) => {
+                let mut blocks = blocks.into_iter();
                 for key in run {
-                    let at = ((key.1 * BLOCK - start) as usize).min(bytes.len());
-                    // A copy, not a slice: a slice cached on its own would keep
-                    // the whole run's buffer alive past the memory bound.
-                    let block = BLOCKS.copy(&bytes[at..(at + BLOCK as usize).min(bytes.len())]);
+                    // Past the end of the content a block is empty.
+                    let block = blocks.next().unwrap_or_default();
+                    self.fetched(&block);
                     self.disk.put(&key, &block);
                     self.blocks.fulfil(key, block);
                 }

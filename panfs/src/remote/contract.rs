@@ -257,6 +257,22 @@ async fn contents(remote: &dyn Remote, root: i64) {
         &remote.read(file.ino, &v3, 0, 3).await.expect("read")[..],
         b"wor"
     );
+    // Read in blocks: cut where blocks end, counted from the range's start,
+    // and the last one short where the content ends.
+    let block = crate::cache::bufs::SIZE;
+    let big: Vec<u8> = (0..2 * block + 1000).map(|i| (i % 253) as u8).collect();
+    let big_node = remote
+        .put_content(file.ino, Bytes::from(big.clone()), 126, None)
+        .await
+        .expect("a content of more than two blocks");
+    let v4 = big_node.content.clone().expect("a content id");
+    let blocks = remote
+        .read_blocks(file.ino, &v4, 100, 3 * block as u64)
+        .await
+        .expect("read in blocks");
+    let sizes: Vec<usize> = blocks.iter().map(Bytes::len).collect();
+    assert_eq!(sizes, [block, block, 900], "blocks of a range");
+    assert!(blocks.concat() == big[100..], "the bytes read in blocks");
     let fifo = remote
         .create(root, &create("p", NodeKind::Fifo))
         .await

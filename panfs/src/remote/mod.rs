@@ -11,6 +11,8 @@ use panproto::wire::{
     RenameRequest, SetAttrRequest, UploadInit, UploadState, UserInfo, XattrMode,
 };
 
+use crate::cache::bufs::{self, BLOCKS};
+
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod faults;
@@ -133,6 +135,19 @@ pub trait Remote: Send + Sync {
     async fn manifest(&self, ino: i64) -> RemoteResult<Manifest>;
     /// Bytes [start, end) of the file as it is at `content`; `changed` when it moved on.
     async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes>;
+    /// As `read`, cut into blocks of `bufs::SIZE` bytes from `start` (the last
+    /// may be shorter), each in a recycled buffer: the block caches keep them
+    /// as they are.
+    async fn read_blocks(
+        &self,
+        ino: i64,
+        content: &str,
+        start: u64,
+        end: u64,
+    ) -> RemoteResult<Vec<Bytes>> {
+        let bytes = self.read(ino, content, start, end).await?;
+        Ok(bytes.chunks(bufs::SIZE).map(|b| BLOCKS.copy(b)).collect())
+    }
     /// Replaces a file's content with `body` in one request, stamping `mtime`.
     async fn put_content(
         &self,
