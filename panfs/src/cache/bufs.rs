@@ -1,4 +1,4 @@
-//! Block-sized buffers, recycled.
+//! Block-sized and chunk-sized buffers, recycled.
 //!
 //! panfs sets glibc's mmap threshold below the block size (`tune_malloc` in
 //! main.rs), so that RSS follows what the caches hold. Every block buffer is
@@ -6,9 +6,10 @@
 //! faults in again: a quarter of panfs's time in cold random reads, where
 //! every read that misses fetches a block. A block's bytes are put in a buffer
 //! from here instead, and it comes back here when the last `Bytes` sharing it
-//! is dropped (a block evicted from the memory cache, a read answered). At
-//! most `FREE_MAX` buffers wait here, so memory stays bounded by the caches'
-//! bounds plus `FREE_MAX` blocks.
+//! is dropped (a block evicted from the memory cache, a read answered). The
+//! chunks an upload sends are read into buffers from here too (a megabyte
+//! each, on average). Each pool keeps a few free buffers, so memory stays
+//! bounded by the caches' bounds plus those.
 
 use std::sync::Mutex;
 
@@ -16,43 +17,51 @@ use bytes::Bytes;
 
 use super::blocks::BLOCK;
 
-/// The size of each buffer.
+/// The size of each block buffer.
 pub const SIZE: usize = BLOCK as usize;
-/// How many free buffers are kept (8 MiB).
-const FREE_MAX: usize = 32;
 
-/// Free buffers: one pool for the process (`BLOCKS`), as the allocator is.
+/// Free buffers of one size: a pool for the process, as the allocator is.
 pub struct BufPool {
+    size: usize,
+    free_max: usize,
     free: Mutex<Vec<Vec<u8>>>,
 }
 
-/// The pool every block's bytes use.
-pub static BLOCKS: BufPool = BufPool::new();
+/// The pool every block's bytes use; 8 MiB of them kept free at most.
+pub static BLOCKS: BufPool = BufPool::new(SIZE, 32);
+
+/// The pool of the chunks an upload sends: as many kept free as one upload
+/// sends at once; of each, only the pages its largest chunk touched are
+/// resident (1 MiB on average, 16 MiB at worst for the four).
+pub static CHUNKS: BufPool = BufPool::new(panproto::CHUNK_MAX as usize, 4);
 
 impl BufPool {
-    const fn new() -> Self {
+    const fn new(size: usize, free_max: usize) -> Self {
         Self {
+            size,
+            free_max,
             free: Mutex::new(Vec::new()),
         }
     }
 
-    /// An empty buffer with room for a block.
+    /// An empty buffer with room for one of this pool's size.
     pub fn take(&self) -> Vec<u8> {
         let reused = self.free.lock().ok().and_then(|mut free| free.pop());
-        reused.unwrap_or_else(|| Vec::with_capacity(SIZE))
+        reused.unwrap_or_else(|| Vec::with_capacity(self.size))
     }
 
     /// `buf` as shared bytes; a buffer from `take` that never grew comes back
     /// when the last of them is dropped.
     pub fn freeze(&'static self, buf: Vec<u8>) -> Bytes {
-        if buf.capacity() == SIZE {
+        if buf.capacity() == self.size {
             Bytes::from_owner(Recycled { buf, pool: self })
         } else {
             Bytes::from(buf)
         }
     }
 
-    /// A copy of `data` (at most a block, or it is an ordinary allocation).
+    /// A copy of `data` (at most this pool's size, or it is an ordinary
+    /// allocation).
     pub fn copy(&'static self, data: &[u8]) -> Bytes {
         let mut buf = self.take();
         buf.extend_from_slice(data);
@@ -63,7 +72,7 @@ impl BufPool {
     pub fn give_back(&self, mut buf: Vec<u8>) {
         buf.clear();
         if let Ok(mut free) = self.free.lock()
-            && free.len() < FREE_MAX
+            && free.len() < self.free_max
         {
             free.push(buf);
         }
@@ -93,7 +102,7 @@ mod tests {
     use super::*;
 
     fn pool() -> &'static BufPool {
-        Box::leak(Box::new(BufPool::new()))
+        Box::leak(Box::new(BufPool::new(SIZE, 4)))
     }
 
     #[test]

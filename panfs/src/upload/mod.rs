@@ -19,6 +19,7 @@ use panproto::CHUNK_MAX;
 use panproto::proof::ProofHasher;
 use panproto::wire::{ChunkRef, CommitRequest, ErrorCode, Node, UploadInit};
 
+use crate::cache::bufs::CHUNKS;
 use crate::cache::shadow::ShadowRecord;
 use crate::ranges::RangeSet;
 use crate::remote::{Remote, RemoteError};
@@ -200,10 +201,12 @@ async fn make_present(
     Ok(())
 }
 
+/// Bytes of the working copy, in a recycled buffer (see `cache::bufs`).
 fn read_local(file: &File, offset: u64, len: u64) -> UploadResult<Bytes> {
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = CHUNKS.take();
+    buf.resize(len as usize, 0);
     file.read_exact_at(&mut buf, offset)?;
-    Ok(Bytes::from(buf))
+    Ok(CHUNKS.freeze(buf))
 }
 
 /// A content committed by an upload, and the chunk list it was sent as.
