@@ -233,7 +233,12 @@ impl App {
                 piece.map_err(|e| ServiceError::BadRequest(format!("reading the body: {e}")))?;
             writer.write(&piece)?;
         }
-        let staged = writer.finish(sha256, size)?;
+        // The sync waits for the disk: on a thread of its own, not one of the
+        // few that serve every request.
+        let sha = sha256.to_string();
+        let staged = tokio::task::spawn_blocking(move || writer.finish(&sha, size))
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))??;
         self.record_chunks(user, vec![staged], gate).await
     }
 
