@@ -1,15 +1,15 @@
 //! Block-sized and chunk-sized buffers, recycled.
 //!
-//! panfs sets glibc's mmap threshold below the block size (`tune_malloc` in
-//! main.rs), so that RSS follows what the caches hold. Every block buffer is
-//! then mapped when allocated and unmapped when freed, and each of its pages
-//! faults in again: a quarter of panfs's time in cold random reads, where
-//! every read that misses fetches a block. A block's bytes are put in a buffer
-//! from here instead, and it comes back here when the last `Bytes` sharing it
-//! is dropped (a block evicted from the memory cache, a read answered). The
-//! chunks an upload sends are read into buffers from here too (a megabyte
-//! each, on average). Each pool keeps a few free buffers, so memory stays
-//! bounded by the caches' bounds plus those.
+//! A buffer freed to glibc may go back to the system (a mapped one always
+//! does), and each of its pages faults in again when the next buffer takes
+//! its place: with every block buffer mapped, a quarter of panfs's time in
+//! cold random reads, where every read that misses fetches a block. A block's
+//! bytes are put in a buffer from here instead, and it comes back here when
+//! the last `Bytes` sharing it is dropped (a block evicted from the memory
+//! cache, a read answered). The chunks an upload sends, above glibc's mmap
+//! threshold (`tune_malloc` in main.rs), are read into buffers from here too
+//! (a megabyte each, on average). Each pool keeps a few free buffers, so
+//! memory stays bounded by the caches' bounds plus those.
 
 use std::sync::Mutex;
 
