@@ -331,16 +331,16 @@ impl Remote for HttpRemote {
     }
 
     async fn read(&self, ino: i64, content: &str, start: u64, end: u64) -> RemoteResult<Bytes> {
-        let mut resp = self.ranged(ino, content, start, end).await?;
         if end - start > bufs::SIZE as u64 {
+            let resp = self.ranged(ino, content, start, end).await?;
             return resp.bytes().await.map_err(body_broke);
         }
         // A block or less, as most reads are: into a recycled buffer.
-        let mut buf = BLOCKS.take();
-        while let Some(piece) = resp.chunk().await.map_err(body_broke)? {
-            buf.extend_from_slice(&piece);
-        }
-        Ok(BLOCKS.freeze(buf))
+        let blocks = self.read_blocks(ino, content, start, end).await?;
+        Ok(match blocks.as_slice() {
+            [block] => block.clone(),
+            _ => Bytes::from(blocks.concat()),
+        })
     }
 
     async fn read_blocks(
