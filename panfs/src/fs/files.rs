@@ -176,14 +176,16 @@ impl PanFs {
             None if Self::may_copy_at_open(node) => self.place_of(node.ino),
             None => None,
         };
-        let file = {
+        let (file, node) = {
             let mut t = lock(&self.tables);
             // A working copy retired since `node` was read (its commit went to
             // the replica first) must not come back as that older, maybe
-            // empty, version: a new entry takes what the replica holds now.
+            // empty, version: the open goes on with what the replica holds
+            // now. A commit keeps the ctime of the changes journaled here, so
+            // at the same ctime the replica's node is the newer.
             let current = t.replica.node(node.ino).cloned();
             let newest = match current {
-                Some(held) if held.ctime > node.ctime => held,
+                Some(held) if held.ctime >= node.ctime => held,
                 _ => node.clone(),
             };
             let file = t
@@ -200,8 +202,9 @@ impl PanFs {
             if writes {
                 file.writers.fetch_add(1, Ordering::SeqCst);
             }
-            file
+            (file, newest)
         };
+        let node = &node;
         let (io, kernel_io) = {
             // Close-to-open: a file with no unsent writes here takes the server's
             // current version, unless this mount committed after that node was read.

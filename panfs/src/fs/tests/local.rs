@@ -469,3 +469,40 @@ fn a_file_whose_bytes_are_only_on_the_server_is_written_offline() {
         Some(&b"01AB456789 from elsewhere"[..])
     );
 }
+
+/// An open that read the file's node before its content was committed, and
+/// found the file retired by the time it took the file's entry, opens the
+/// committed version: not the node it read, which still has the size and
+/// content the file had when it was created (mount_tools once read a file
+/// copied in with `cp -r` back empty this way).
+#[test]
+fn an_open_that_read_the_node_before_the_commit_reads_the_content() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = local_rig(server.clone(), home.path());
+    let data = b"file 9/804\n".repeat(7);
+    let (ino, fh) = written(&rig.fs, "f804", &data);
+    rig.fs.release(fh);
+    let ino = ino as i64;
+    let read_before = lock(&rig.fs.tables)
+        .replica
+        .node(ino)
+        .cloned()
+        .expect("node");
+    rig.fs.sync_all().expect("sync");
+    wait_until("the working copy to retire", || {
+        !lock(&rig.fs.tables).files.contains_key(&ino)
+    });
+    let (fh, _) = rig
+        .fs
+        .open_node(
+            &read_before,
+            libc::O_RDONLY,
+            crate::fs::PageCache::Keep,
+            None,
+        )
+        .expect("open");
+    let back = rig.fs.read(fh, 0, 4096).expect("read");
+    rig.fs.release(fh);
+    assert_eq!(&back[..], &data[..], "read {} bytes back", back.len());
+}
