@@ -111,10 +111,17 @@ impl SpareFiles {
             .join(self.next.fetch_add(1, Ordering::Relaxed).to_string())
     }
 
-    /// A new empty file in the pool.
+    /// A new empty file in the pool. Its inode is allocated as an unnamed
+    /// file (`O_TMPFILE`), which holds no lock on the directory, and only
+    /// then linked in: made with a name, the allocation held the directory
+    /// all along, and a create's `take` renaming a file out of it waited.
     fn make(&self) -> std::io::Result<()> {
         let path = self.next_path();
-        File::create(&path)?;
+        match unnamed_file(&self.dir) {
+            Ok(file) => link_unnamed(&file, &path)?,
+            // A file system without unnamed files.
+            Err(_) => drop(File::create(&path)?),
+        }
         lock(&self.files).empty.push(path);
         Ok(())
     }
@@ -183,6 +190,41 @@ impl SpareFiles {
         drop(files);
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// A new file in `dir` without a name.
+fn unnamed_file(dir: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+}
+
+/// Gives an unnamed file the name `path`, as any process may: by linking
+/// its `/proc/self/fd` entry.
+fn link_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let from = CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both are NUL-terminated strings that live through the call.
+    let linked = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if linked != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Whether `file`'s open file description is the only one of its inode: no
@@ -254,6 +296,17 @@ mod tests {
         assert_eq!(again.metadata().expect("meta").ino(), inode);
         assert_eq!(std::fs::read(&to).expect("read"), b"");
         assert!(spares.take(&dir.path().join("3.data")).is_none());
+    }
+
+    #[test]
+    fn an_unnamed_file_gets_its_name_when_linked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut file = unnamed_file(dir.path()).expect("an unnamed file");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 0);
+        let path = dir.path().join("7");
+        link_unnamed(&file, &path).expect("linked");
+        file.write_all(b"bytes").expect("write");
+        assert_eq!(std::fs::read(&path).expect("read"), b"bytes");
     }
 
     #[test]
