@@ -242,6 +242,26 @@ impl PanFs {
         self.rt.block_on(f)
     }
 
+    /// As `block_on`, for a read's fetches: run on a current-thread runtime
+    /// of the calling thread's own, so a block's request, its socket and its
+    /// answer stay on the FUSE thread that waits for them (handed to the
+    /// shared runtime's threads and back, a block cost twice what its
+    /// request did). What the future spawns goes to the shared runtime, by
+    /// name: nothing runs on this one between reads.
+    fn block_on_here<F: std::future::Future>(&self, f: F) -> F::Output {
+        thread_local! {
+            static OWN: Option<tokio::runtime::Runtime> = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .inspect_err(|e| tracing::warn!(error = %e, "no runtime of a FUSE thread's own"))
+                .ok();
+        }
+        OWN.with(|own| match own {
+            Some(rt) => rt.block_on(f),
+            None => self.rt.block_on(f),
+        })
+    }
+
     /// Leaves the disk cache for the next mount to trust (at unmount).
     pub fn close_caches(&self) {
         self.fetcher.disk.close();

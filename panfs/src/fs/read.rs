@@ -104,7 +104,7 @@ impl PanFs {
         let pieces = (first..=last)
             .zip(&wanted)
             .map(|(index, &(from, to))| self.block_part(ino, content, index, from, to));
-        let mut pieces = self.block_on(futures::future::try_join_all(pieces))?;
+        let mut pieces = self.block_on_here(futures::future::try_join_all(pieces))?;
         if pieces.len() == 1 {
             // Within one block, as the kernel's reads of a sequential reader
             // are: the cached block's bytes themselves, not a copy (a fresh

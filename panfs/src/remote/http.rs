@@ -16,6 +16,7 @@ use reqwest::{Method, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::clients::Clients;
 use super::{FeedPage, IfContent, Remote, RemoteError, RemoteResult};
 use crate::cache::bufs::{self, BLOCKS};
 
@@ -23,7 +24,7 @@ use crate::cache::bufs::{self, BLOCKS};
 pub struct HttpRemote {
     base: String,
     token: String,
-    http: reqwest::Client,
+    http: Clients,
     /// Sent with every request, so this mount knows its own changes in the feed.
     origin: u64,
     /// A request timed out and none was answered since: the server stopped
@@ -42,15 +43,10 @@ const PROBE_WAIT: Duration = Duration::from_secs(3);
 
 impl HttpRemote {
     pub fn new(base: &str, token: &str, timeout: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .pool_max_idle_per_host(32)
-            .build()?;
         Ok(Self {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http,
+            http: Clients::new(timeout)?,
             origin: rand_origin(),
             silent: Arc::default(),
         })
@@ -82,21 +78,37 @@ impl HttpRemote {
     /// Asks a silent server for the account every `PROBE_EVERY`, each ask
     /// bounded by `PROBE_WAIT`, until one is answered (or another request
     /// is): so the mount learns the server is back within seconds, and no
-    /// program's call has to be the one that waits to find out.
+    /// program's call has to be the one that waits to find out. The prober
+    /// is a thread of its own: the request that found the server silent may
+    /// run on a FUSE thread's runtime, which runs nothing between its reads.
     fn start_probing(&self) {
-        let probe = self.request(Method::GET, "/user").timeout(PROBE_WAIT);
-        let silent = self.silent.clone();
-        tokio::spawn(async move {
-            while silent.load(Ordering::Relaxed) {
-                tokio::time::sleep(PROBE_EVERY).await;
-                let Some(ask) = probe.try_clone() else {
-                    return;
-                };
-                if ask.send().await.is_ok() {
-                    set_silent(&silent, false);
+        let url = format!("{}/api/v1/user", self.base);
+        let (token, silent) = (self.token.clone(), self.silent.clone());
+        let probe = move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = reqwest::Client::builder().timeout(PROBE_WAIT).build()?;
+            rt.block_on(async {
+                while silent.load(Ordering::Relaxed) {
+                    tokio::time::sleep(PROBE_EVERY).await;
+                    if client.get(&url).bearer_auth(&token).send().await.is_ok() {
+                        set_silent(&silent, false);
+                    }
                 }
-            }
-        });
+            });
+            anyhow::Ok(())
+        };
+        let started = std::thread::Builder::new()
+            .name("panfs-probe".into())
+            .spawn(move || {
+                if let Err(e) = probe() {
+                    tracing::warn!(error = %e, "could not ask the server whether it answers again");
+                }
+            });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "could not start asking the server whether it answers again");
+        }
     }
 
     /// A read-only request's answer, at once an error while the server is silent.
@@ -107,6 +119,7 @@ impl HttpRemote {
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.http
+            .current()
             .request(method, format!("{}/api/v1{}", self.base, path))
             .bearer_auth(&self.token)
             .header(ORIGIN_HEADER, self.origin)
@@ -507,6 +520,28 @@ mod tests {
             }
         });
         url
+    }
+
+    /// Requests run on two current-thread runtimes in turn, as two FUSE
+    /// threads' reads are: each is answered, none waits on a connection that
+    /// the other runtime opened (its task runs only while that one does).
+    #[test]
+    fn requests_from_two_current_thread_runtimes_are_each_answered() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let server_rt = tokio::runtime::Runtime::new().expect("runtime");
+        let url = server_rt.block_on(server(Arc::new(AtomicBool::new(true))));
+        let remote = HttpRemote::new(&url, "token", Duration::from_secs(3)).expect("client");
+        let current_thread = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+        };
+        let threads = [current_thread(), current_thread()];
+        for rt in threads.iter().chain(&threads) {
+            let answer = rt.block_on(remote.node(1)).expect_err("no such node");
+            assert_eq!(answer.code(), Some(ErrorCode::NotFound), "{answer:?}");
+        }
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use panproto::wire::{
 
 use crate::cache::bufs::{self, BLOCKS};
 
+mod clients;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod faults;
