@@ -92,6 +92,7 @@ pub async fn build_app(settings: &Settings) -> anyhow::Result<Arc<App>> {
         tokens: Default::default(),
         session_chunks: Default::default(),
         extents: Default::default(),
+        version_reads: Default::default(),
     }))
 }
 

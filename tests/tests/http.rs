@@ -351,6 +351,20 @@ fn other_users_ids_are_not_found() {
     assert_eq!(s, 201);
     let session = state["id"].as_str().expect("id").to_string();
     let bob_root = bob.root();
+    // Read by version, ranged, as panfs reads: the server keeps for a moment
+    // that alice may read it, which says nothing of bob.
+    let version = alice.get(&format!("/api/v1/nodes/{file}")).1["content"]
+        .as_str()
+        .expect("a version")
+        .to_string();
+    let by_version = format!("/api/v1/nodes/{file}/content?version={version}");
+    let read = alice.fetch(&by_version, Some("bytes=0-4"));
+    assert_eq!(read.status().as_u16(), 206);
+    assert_eq!(&read.bytes().expect("body")[..], b"alice");
+    for range in [Some("bytes=0-4"), None] {
+        let read = bob.fetch(&by_version, range);
+        assert_eq!(read.status().as_u16(), 404, "{range:?}");
+    }
     for path in [
         format!("/api/v1/nodes/{file}"),
         format!("/api/v1/nodes/{root}/children"),

@@ -16,7 +16,11 @@ use crate::service::uploads::distinct_hashes;
 use crate::service::{ServiceError, ServiceResult};
 
 pub fn etag(node: &Node) -> String {
-    format!("\"{}\"", node.content.as_deref().unwrap_or("empty"))
+    version_etag(node.content.as_deref())
+}
+
+fn version_etag(content: Option<&str>) -> String {
+    format!("\"{}\"", content.unwrap_or("empty"))
 }
 
 /// `Content-Disposition` for a download: always an attachment, so a browser never
@@ -68,6 +72,7 @@ async fn build(
     // range are asked for beside the node, not after it: one database round
     // trip less on every ranged read. They are used only once the node says
     // the caller may read that version and the range is the one guessed.
+    // (A version read a moment ago needs no query at all: `version_and_size`.)
     let guessed = match (
         &req.version,
         parse_range(req.range.as_deref(), i64::MAX as u64),
@@ -79,30 +84,14 @@ async fn build(
         .as_ref()
         .map(|(version, start, end)| app.extents_in(version, *start as i64, *end as i64))
         .into();
-    let (node, early) = tokio::join!(app.meta.node(user, ino), early);
-    let mut node = node?;
-    if node.kind != NodeKind::File {
-        return Err(ServiceError::not_a_file(node.kind));
-    }
-    if let Some(expected) = req.if_match
-        && expected.trim() != "*"
-        && expected.trim() != etag(&node)
-    {
-        return Err(ServiceError::Changed);
-    }
-    if let Some(version) = req.version
-        && node.content.as_deref() != Some(version.as_str())
-    {
-        node.size = past_version_size(&app, user, &version).await?;
-        node.content = Some(version);
-    }
-    let size = node.size as u64;
-    let (status, start, end) = match parse_range(req.range.as_deref(), size) {
-        RangeRequest::Whole => (StatusCode::OK, 0, size),
+    let (read, early) = tokio::join!(version_and_size(&app, user, ino, &req), early);
+    let (content, size) = read?;
+    let (status, start, end) = match parse_range(req.range.as_deref(), size as u64) {
+        RangeRequest::Whole => (StatusCode::OK, 0, size as u64),
         RangeRequest::Part { start, end } => (StatusCode::PARTIAL_CONTENT, start, end),
-        RangeRequest::Unsatisfiable => return Err(ServiceError::RangeNotSatisfiable(node.size)),
+        RangeRequest::Unsatisfiable => return Err(ServiceError::RangeNotSatisfiable(size)),
     };
-    let extents = match &node.content {
+    let extents = match &content {
         Some(content) if end > start => match (early, guessed) {
             (Some(early), Some((version, from, to)))
                 if *content == version && from == start && end <= to =>
@@ -127,7 +116,7 @@ async fn build(
     set(header::CONTENT_LENGTH, (end - start).to_string());
     set(header::CONTENT_TYPE, "application/octet-stream".into());
     set(header::ACCEPT_RANGES, "bytes".into());
-    set(header::ETAG, etag(&node));
+    set(header::ETAG, version_etag(content.as_deref()));
     set(header::CONTENT_DISPOSITION, disposition(filename));
     if status == StatusCode::PARTIAL_CONTENT {
         set(
@@ -137,6 +126,43 @@ async fn build(
     }
     resp.extensions_mut().insert(StreamingBody::new(stream));
     Ok(resp)
+}
+
+/// The version a GET reads (the one asked for, else the current one) and
+/// its size. A current version read by the same user a moment ago is taken
+/// from `version_reads`, with no query (an `If-Match` always asks). A past
+/// version is not kept: its life ends with garbage collection, which a read
+/// must see.
+async fn version_and_size(
+    app: &App,
+    user: i64,
+    ino: i64,
+    req: &ReadRequest,
+) -> ServiceResult<(Option<String>, i64)> {
+    if let (Some(version), None) = (&req.version, &req.if_match)
+        && let Some(size) = app.version_reads.size(user, ino, version)
+    {
+        return Ok((Some(version.clone()), size));
+    }
+    let node = app.meta.node(user, ino).await?;
+    if node.kind != NodeKind::File {
+        return Err(ServiceError::not_a_file(node.kind));
+    }
+    if let Some(expected) = &req.if_match
+        && expected.trim() != "*"
+        && expected.trim() != etag(&node)
+    {
+        return Err(ServiceError::Changed);
+    }
+    let Some(version) = &req.version else {
+        return Ok((node.content, node.size));
+    };
+    if node.content.as_deref() != Some(version.as_str()) {
+        let size = past_version_size(app, user, version).await?;
+        return Ok((Some(version.clone()), size));
+    }
+    app.version_reads.insert(user, ino, version, node.size);
+    Ok((node.content, node.size))
 }
 
 /// The size of a version a file had before it was replaced, which stays readable

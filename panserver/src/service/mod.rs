@@ -14,6 +14,7 @@ mod token_cache;
 mod tree;
 pub mod uploads;
 mod users;
+mod version_reads;
 
 pub use error::{ServiceError, ServiceResult};
 pub use feed::Feed;
@@ -74,6 +75,8 @@ pub struct App {
     pub session_chunks: session_chunks::SessionChunkCache,
     /// The extents of contents read lately.
     pub extents: extent_cache::ExtentCache,
+    /// Versions of files read lately, by whom.
+    pub version_reads: version_reads::VersionReads,
 }
 
 pub fn now_ns() -> i64 {
