@@ -122,7 +122,11 @@ impl Fetcher {
             .read(ino, &key.0, key.1 * BLOCK, (key.1 + 1) * BLOCK)
             .await?;
         self.fetched(&bytes);
-        self.disk.put(&key, &bytes);
+        // Written to disk beside the reader's answer, not before it (a
+        // random reader waits for every block it misses): the memory cache
+        // holds the block meanwhile.
+        let (disk, kept) = (self.disk.clone(), bytes.clone());
+        tokio::task::spawn_blocking(move || disk.put(&key, &kept));
         Ok(bytes)
     }
 
