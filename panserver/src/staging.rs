@@ -242,13 +242,37 @@ impl Staging {
 /// is no such file. A file shorter than that is an error: the caller asked for
 /// bytes its records say are there.
 pub fn read_file_range(path: &Path, start: u64, len: u64) -> std::io::Result<Option<Bytes>> {
-    use std::os::unix::fs::FileExt;
-    let file = match std::fs::File::open(path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let mut buf = vec![0; len as usize];
-    file.read_exact_at(&mut buf, start)?;
+    file.seek(SeekFrom::Start(start))?;
+    // Read into the vector's spare room as it is: zeroing it first was a
+    // twentieth of panserver's CPU in a cold sequential read.
+    let mut buf = Vec::with_capacity(len as usize);
+    if file.take(len).read_to_end(&mut buf)? as u64 != len {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(Bytes::from(buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_read_whole_or_is_an_error() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("chunk");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let read = read_file_range(&path, 70_000, 30_000).expect("read");
+        assert_eq!(read.as_deref(), Some(&data[70_000..]));
+        let past_end = read_file_range(&path, 70_000, 30_001).expect_err("short");
+        assert_eq!(past_end.kind(), std::io::ErrorKind::UnexpectedEof);
+        let missing = read_file_range(&dir.path().join("gone"), 0, 1).expect("no error");
+        assert!(missing.is_none());
+    }
 }
