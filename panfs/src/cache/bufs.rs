@@ -30,6 +30,14 @@ pub struct BufPool {
 /// The pool every block's bytes use; 8 MiB of them kept free at most.
 pub static BLOCKS: BufPool = BufPool::new(SIZE, 32);
 
+/// The most one FUSE read asks for: the kernel's reads of a sequential
+/// reader are this large (256 pages, as `max_write` allows).
+pub const READ_MAX: usize = 1 << 20;
+
+/// The pool of reads that span several blocks, joined for the kernel's one
+/// reply: each was a fresh mapping otherwise, faulted in and unmapped.
+pub static READS: BufPool = BufPool::new(READ_MAX, 8);
+
 /// The pool of the chunks an upload sends: as many kept free as one upload
 /// sends at once; of each, only the pages its largest chunk touched are
 /// resident (1 MiB on average, 16 MiB at worst for the four).

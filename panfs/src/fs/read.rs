@@ -8,6 +8,7 @@ use panproto::wire::ErrorCode;
 use super::files::Body;
 use super::{FsError, FsResult, PanFs, lock};
 use crate::cache::blocks::BLOCK;
+use crate::cache::bufs::{READ_MAX, READS};
 
 impl PanFs {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Bytes> {
@@ -112,14 +113,19 @@ impl PanFs {
             // panfs: mapped, faulted in, unmapped).
             return Ok(pieces.swap_remove(0));
         }
-        let mut out = Vec::with_capacity((end - start) as usize);
+        let len = (end - start) as usize;
+        let mut out = if len <= READ_MAX {
+            READS.take()
+        } else {
+            Vec::with_capacity(len)
+        };
         for (piece, (from, to)) in pieces.iter().zip(wanted) {
             out.extend_from_slice(piece);
             if (piece.len() as u64) < to - from {
                 break; // the end of the content
             }
         }
-        Ok(Bytes::from(out))
+        Ok(READS.freeze(out))
     }
 
     /// Bytes [from, to) of a block (fewer past the end of the content): from
