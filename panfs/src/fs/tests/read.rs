@@ -90,3 +90,24 @@ fn a_file_written_here_is_read_back_without_fetching() {
         "bytes fetched for a file held on local disk"
     );
 }
+
+/// Reads that span several blocks, as the kernel's 1 MiB reads do, joined in
+/// a recycled buffer or (larger than one) in one of their own: the file's
+/// bytes either way, over and over as the buffers come back.
+#[test]
+fn reads_across_blocks_are_the_files_bytes() {
+    let home = tempfile::tempdir().expect("tmp");
+    let (r, fh, data) = stored_elsewhere(home.path());
+    for round in 0..3u64 {
+        for (at, len) in [
+            (BLOCK / 2 + round, 1 << 20),
+            (3 * BLOCK - 1, (1 << 20) - 4096),
+            (round * 4096, (2 << 20) + 5),
+            (SIZE as u64 - BLOCK - 9, 1 << 20),
+        ] {
+            let got = r.fs.read(fh, at, len as u32).expect("read");
+            let end = (at as usize + len).min(SIZE);
+            assert!(got[..] == data[at as usize..end], "read of {len} at {at}");
+        }
+    }
+}
