@@ -294,7 +294,7 @@ impl PanFs {
                     && last_named.get(&node.ino).is_none_or(|&j| j <= i)
                 {
                     tracing::debug!(ino = node.ino, size = node.size, "batch answer");
-                    t.replica.batch_answered(node, ticket);
+                    t.replica.answered_without_content(node, ticket);
                 }
                 continue;
             };

@@ -6,7 +6,10 @@ use bytes::Bytes;
 use panproto::wire::XattrMode;
 use panproto::{XattrNameError, validate_xattr_name};
 
-use super::{FsError, FsResult, PanFs};
+use panproto::wire::Node;
+
+use super::{FsError, FsResult, PanFs, lock};
+use crate::replica::Ticket;
 
 /// The errno ext4 gives for a name it cannot store.
 fn check_xattr_name(name: &str) -> FsResult<()> {
@@ -56,8 +59,9 @@ impl PanFs {
         let ino = self.to_server(ino);
         // Not journaled: the server must have the node first.
         self.settle()?;
+        let ticket = self.ticket();
         let node = self.block_on(self.remote.set_xattr(ino, name, value, mode))?;
-        self.remember(&node);
+        self.xattrs_answered(&node, ticket);
         Ok(())
     }
 
@@ -65,9 +69,19 @@ impl PanFs {
         check_xattr_name(name)?;
         let ino = self.to_server(ino);
         self.settle()?;
+        let ticket = self.ticket();
         let node = self.block_on(self.remote.remove_xattr(ino, name))?;
-        self.remember(&node);
+        self.xattrs_answered(&node, ticket);
         Ok(())
+    }
+
+    /// The server's answer to an extended attribute's change sent with
+    /// `ticket`: it sets no content, so it never takes back one that an
+    /// upload of this mount committed while it was on its way.
+    fn xattrs_answered(&self, node: &Node, ticket: Ticket) {
+        lock(&self.tables)
+            .replica
+            .answered_without_content(node, ticket);
     }
 }
 

@@ -244,14 +244,15 @@ impl Replica {
         }
     }
 
-    /// A node as a committed batch left it. The batch's operations never set
-    /// content (inline contents are answered apart), so a current replica,
-    /// or one whose content this mount committed after the batch was sent,
-    /// keeps the content it holds: an answer that left the server before an
-    /// upload of this mount committed (a batch racing an upload) would take
-    /// it back, and nothing would bring it again. Its ctime cannot tell: a
-    /// node pinned by a local change carries this machine's time.
-    pub fn batch_answered(&mut self, node: &Node, ticket: Ticket) {
+    /// A node as a committed request that sets no content left it: a batch
+    /// (its inline contents are answered apart), an extended attribute's
+    /// change. A current replica, or one whose content this mount committed
+    /// after the request was sent (`ticket`), keeps the content it holds: an
+    /// answer that left the server before an upload of this mount committed
+    /// (a batch, or rsync's `lsetxattr`, racing an upload) would take it
+    /// back, and nothing would bring it again. Its ctime cannot tell: a node
+    /// pinned by a local change carries this machine's time.
+    pub fn answered_without_content(&mut self, node: &Node, ticket: Ticket) {
         match self.nodes.get(&node.ino) {
             Some(held)
                 if (self.current(held) || held.committed_since(ticket))
@@ -262,6 +263,13 @@ impl Replica {
                 self.set_node(&merged, ticket);
             }
             _ => self.set_node(node, ticket),
+        }
+        // How many extended attributes the node has is the server's to say
+        // (their changes are never journaled), even over attributes changed
+        // here and not synced yet, which `set_node` keeps: a count left at
+        // none would answer every name as missing without asking.
+        if let Some(held) = self.nodes.get_mut(&node.ino) {
+            held.value.xattrs = node.xattrs;
         }
     }
 
