@@ -105,6 +105,18 @@ fn an_answer_fetched_across_a_change_is_not_trusted() {
     assert!(r.node(9).is_some());
 }
 
+/// A journaled chmod.
+fn chmod(ino: i64, mode: u32) -> BatchOp {
+    BatchOp::SetAttr {
+        ino,
+        mode: Some(mode),
+        uid: None,
+        gid: None,
+        atime: None,
+        mtime: None,
+    }
+}
+
 fn version(ino: i64, size: i64, ctime: i64) -> Node {
     Node {
         size,
@@ -197,15 +209,7 @@ fn an_upload_answered_after_a_chmod_committed_keeps_the_chmod() {
         r.ticket(),
     );
     let upload = r.ticket();
-    let chmod = BatchOp::SetAttr {
-        ino: 2,
-        mode: Some(0o644),
-        uid: None,
-        gid: None,
-        atime: None,
-        mtime: None,
-    };
-    r.apply_local(&chmod, 1, 20);
+    r.apply_local(&chmod(2, 0o644), 1, 20);
     r.unpin_through(1, r.ticket());
     let committed = Node {
         mode: 0o600,
@@ -282,15 +286,7 @@ fn an_xattr_answer_never_takes_back_content_an_upload_committed() {
         let mut r = listed();
         r.set_node(&version(2, 0, 10), r.ticket());
         if pinned {
-            let chmod = BatchOp::SetAttr {
-                ino: 2,
-                mode: Some(0o644),
-                uid: None,
-                gid: None,
-                atime: None,
-                mtime: None,
-            };
-            r.apply_local(&chmod, 1, 20);
+            r.apply_local(&chmod(2, 0o644), 1, 20);
         }
         let upload = r.ticket();
         let xattr_sent = r.ticket();
