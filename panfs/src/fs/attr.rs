@@ -145,6 +145,18 @@ impl PanFs {
         t.replica.set_node(node, now);
     }
 
+    /// A node as this mount's own request that set no content (an extended
+    /// attribute's change, a chmod) returned it; the request began with
+    /// `ticket`. It never takes back content that an upload of this mount
+    /// committed while the request was on its way (rsync's `lsetxattr` on
+    /// its temporary file, answered after the file's upload, once made the
+    /// file read back empty).
+    pub(super) fn remember_without_content(&self, node: &Node, ticket: Ticket) {
+        lock(&self.tables)
+            .replica
+            .answered_without_content(node, ticket);
+    }
+
     /// A node fetched by a request that began with `ticket`: the value the
     /// replica holds afterwards (newer, when this mount changed it meanwhile).
     pub(super) fn remember_since(&self, node: &Node, ticket: Ticket) -> Node {

@@ -469,8 +469,13 @@ impl PanFs {
         } else {
             // A truncation of a file not open here is the server's to make.
             self.settle()?;
+            let ticket = self.ticket();
             let node = self.block_on(self.remote.set_attr(ino, &req))?;
-            self.remember(&node);
+            if req.size.is_some() {
+                self.remember(&node);
+            } else {
+                self.remember_without_content(&node, ticket);
+            }
             node
         };
         if let (Some(file), Some(m)) = (open, req.mtime)

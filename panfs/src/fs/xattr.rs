@@ -6,10 +6,7 @@ use bytes::Bytes;
 use panproto::wire::XattrMode;
 use panproto::{XattrNameError, validate_xattr_name};
 
-use panproto::wire::Node;
-
-use super::{FsError, FsResult, PanFs, lock};
-use crate::replica::Ticket;
+use super::{FsError, FsResult, PanFs};
 
 /// The errno ext4 gives for a name it cannot store.
 fn check_xattr_name(name: &str) -> FsResult<()> {
@@ -61,7 +58,7 @@ impl PanFs {
         self.settle()?;
         let ticket = self.ticket();
         let node = self.block_on(self.remote.set_xattr(ino, name, value, mode))?;
-        self.xattrs_answered(&node, ticket);
+        self.remember_without_content(&node, ticket);
         Ok(())
     }
 
@@ -71,17 +68,8 @@ impl PanFs {
         self.settle()?;
         let ticket = self.ticket();
         let node = self.block_on(self.remote.remove_xattr(ino, name))?;
-        self.xattrs_answered(&node, ticket);
+        self.remember_without_content(&node, ticket);
         Ok(())
-    }
-
-    /// The server's answer to an extended attribute's change sent with
-    /// `ticket`: it sets no content, so it never takes back one that an
-    /// upload of this mount committed while it was on its way.
-    fn xattrs_answered(&self, node: &Node, ticket: Ticket) {
-        lock(&self.tables)
-            .replica
-            .answered_without_content(node, ticket);
     }
 }
 
