@@ -172,16 +172,33 @@ if [ "$what" = all ] || [ "$what" = mount ]; then
         fio --name=j --directory="$1" "${@:2}" --output-format=json 2>/dev/null |
             python3 -c 'import sys,json; j=json.load(sys.stdin)["jobs"][0]; print(round((j["write"]["bw"]+j["read"]["bw"])/1024,1))'
     }
+    # Each fio figure is the median of three rounds, the three mounts taking
+    # turns in each round: one disk shared by all three makes a single read
+    # swing by a factor of two or more from one moment to the next.
+    median3() { # reads three lines of "local pan juicefs" -> the medians
+        python3 -c 'import sys,statistics as s; r=[l.split() for l in sys.stdin]; print(*(s.median(float(x[i]) for x in r) for i in range(3)))'
+    }
     W=(--rw=write --bs=1M --size=1G --end_fsync=1 --filename=seq)
-    lw=$(fio_bw "$LOCAL" "${W[@]}"); pw=$(fio_bw "$MNT" "${W[@]}"); jw=$(fio_bw "$JFS" "${W[@]}")
-    rate3 "sequential write 1 GiB + fsync (MiB/s)" "$lw" "$pw" "$jw"
-    drop_caches; remount; jfs_remount
     R=(--rw=read --bs=1M --size=1G --filename=seq)
-    lr=$(fio_bw "$LOCAL" "${R[@]}"); pr=$(fio_bw "$MNT" "${R[@]}"); jr=$(fio_bw "$JFS" "${R[@]}")
-    rate3 "sequential read, cold (MiB/s)" "$lr" "$pr" "$jr"
-    drop_caches; remount; jfs_remount
     RR=(--rw=randread --bs=4k --size=1G --io_size=32M --filename=seq)
-    lrr=$(fio_bw "$LOCAL" "${RR[@]}"); prr=$(fio_bw "$MNT" "${RR[@]}"); jrr=$(fio_bw "$JFS" "${RR[@]}")
+    for _ in 1 2 3; do
+        # A new file each round, with new bytes (fio's buffers differ per run).
+        rm -f "$LOCAL/seq" "$MNT/seq" "$JFS/seq"
+        echo "$(fio_bw "$LOCAL" "${W[@]}") $(fio_bw "$MNT" "${W[@]}") $(fio_bw "$JFS" "${W[@]}")"
+    done | median3 >"$WORK/fio"
+    read -r lw pw jw <"$WORK/fio"
+    rate3 "sequential write 1 GiB + fsync (MiB/s)" "$lw" "$pw" "$jw"
+    for _ in 1 2 3; do
+        drop_caches; remount; jfs_remount
+        echo "$(fio_bw "$LOCAL" "${R[@]}") $(fio_bw "$MNT" "${R[@]}") $(fio_bw "$JFS" "${R[@]}")"
+    done | median3 >"$WORK/fio"
+    read -r lr pr jr <"$WORK/fio"
+    rate3 "sequential read, cold (MiB/s)" "$lr" "$pr" "$jr"
+    for _ in 1 2 3; do
+        drop_caches; remount; jfs_remount
+        echo "$(fio_bw "$LOCAL" "${RR[@]}") $(fio_bw "$MNT" "${RR[@]}") $(fio_bw "$JFS" "${RR[@]}")"
+    done | median3 >"$WORK/fio"
+    read -r lrr prr jrr <"$WORK/fio"
     rate3 "random 4 KiB reads, cold (MiB/s)" "$lrr" "$prr" "$jrr"
     # From the server: each client's own cache emptied (panfs's blocks and
     # whole contents; JuiceFS's block cache), the kernel's dropped.
@@ -191,11 +208,17 @@ if [ "$what" = all ] || [ "$what" = mount ]; then
         mountpoint -q "$JFS" && juicefs umount "$JFS" >/dev/null 2>&1
         rm -rf "$WORK/jfs-cache"; jfs_remount; drop_caches
     }
-    cold_remount
-    pr=$(fio_bw "$MNT" "${R[@]}"); jr=$(fio_bw "$JFS" "${R[@]}")
+    for _ in 1 2 3; do
+        cold_remount
+        echo "$lr $(fio_bw "$MNT" "${R[@]}") $(fio_bw "$JFS" "${R[@]}")"
+    done | median3 >"$WORK/fio"
+    read -r _ pr jr <"$WORK/fio"
     rate3 "sequential read from the server, caches emptied (MiB/s)" "$lr" "$pr" "$jr"
-    cold_remount
-    prr=$(fio_bw "$MNT" "${RR[@]}"); jrr=$(fio_bw "$JFS" "${RR[@]}")
+    for _ in 1 2 3; do
+        cold_remount
+        echo "$lrr $(fio_bw "$MNT" "${RR[@]}") $(fio_bw "$JFS" "${RR[@]}")"
+    done | median3 >"$WORK/fio"
+    read -r _ prr jrr <"$WORK/fio"
     rate3 "random 4 KiB reads from the server, caches emptied (MiB/s)" "$lrr" "$prr" "$jrr"
 
     small() { # dir -> "create stat read delete" seconds
