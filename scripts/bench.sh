@@ -172,31 +172,39 @@ if [ "$what" = all ] || [ "$what" = mount ]; then
         fio --name=j --directory="$1" "${@:2}" --output-format=json 2>/dev/null |
             python3 -c 'import sys,json; j=json.load(sys.stdin)["jobs"][0]; print(round((j["write"]["bw"]+j["read"]["bw"])/1024,1))'
     }
-    # Each fio figure is the median of three rounds, the three mounts taking
-    # turns in each round: one disk shared by all three makes a single read
-    # swing by a factor of two or more from one moment to the next.
+    # Each fio figure is the median of three rounds, and in each round a
+    # different one of the three goes first: this disk reads a gigabyte at
+    # 3 GB/s and the next one right after it at half that.
     median3() { # reads three lines of "local pan juicefs" -> the medians
         python3 -c 'import sys,statistics as s; r=[l.split() for l in sys.stdin]; print(*(s.median(float(x[i]) for x in r) for i in range(3)))'
+    }
+    round3() { # round job-args... -> "local pan juicefs" MiB/s, measured from the round's first
+        local dirs=("$LOCAL" "$MNT" "$JFS") got=() i k
+        for k in 0 1 2; do
+            i=$(((k + $1) % 3))
+            got[i]=$(fio_bw "${dirs[i]}" "${@:2}")
+        done
+        echo "${got[0]} ${got[1]} ${got[2]}"
     }
     W=(--rw=write --bs=1M --size=1G --end_fsync=1 --filename=seq)
     R=(--rw=read --bs=1M --size=1G --filename=seq)
     RR=(--rw=randread --bs=4k --size=1G --io_size=32M --filename=seq)
-    for _ in 1 2 3; do
+    for r in 0 1 2; do
         # A new file each round, with new bytes (fio's buffers differ per run).
         rm -f "$LOCAL/seq" "$MNT/seq" "$JFS/seq"
-        echo "$(fio_bw "$LOCAL" "${W[@]}") $(fio_bw "$MNT" "${W[@]}") $(fio_bw "$JFS" "${W[@]}")"
+        round3 "$r" "${W[@]}"
     done | median3 >"$WORK/fio"
     read -r lw pw jw <"$WORK/fio"
     rate3 "sequential write 1 GiB + fsync (MiB/s)" "$lw" "$pw" "$jw"
-    for _ in 1 2 3; do
+    for r in 0 1 2; do
         drop_caches; remount; jfs_remount
-        echo "$(fio_bw "$LOCAL" "${R[@]}") $(fio_bw "$MNT" "${R[@]}") $(fio_bw "$JFS" "${R[@]}")"
+        round3 "$r" "${R[@]}"
     done | median3 >"$WORK/fio"
     read -r lr pr jr <"$WORK/fio"
     rate3 "sequential read, cold (MiB/s)" "$lr" "$pr" "$jr"
-    for _ in 1 2 3; do
+    for r in 0 1 2; do
         drop_caches; remount; jfs_remount
-        echo "$(fio_bw "$LOCAL" "${RR[@]}") $(fio_bw "$MNT" "${RR[@]}") $(fio_bw "$JFS" "${RR[@]}")"
+        round3 "$r" "${RR[@]}"
     done | median3 >"$WORK/fio"
     read -r lrr prr jrr <"$WORK/fio"
     rate3 "random 4 KiB reads, cold (MiB/s)" "$lrr" "$prr" "$jrr"
@@ -208,15 +216,24 @@ if [ "$what" = all ] || [ "$what" = mount ]; then
         mountpoint -q "$JFS" && juicefs umount "$JFS" >/dev/null 2>&1
         rm -rf "$WORK/jfs-cache"; jfs_remount; drop_caches
     }
-    for _ in 1 2 3; do
+    cold_round() { # round job-args... -> "- pan juicefs" MiB/s, the first taking turns
+        local p j
+        if [ $(($1 % 2)) = 0 ]; then
+            p=$(fio_bw "$MNT" "${@:2}"); j=$(fio_bw "$JFS" "${@:2}")
+        else
+            j=$(fio_bw "$JFS" "${@:2}"); p=$(fio_bw "$MNT" "${@:2}")
+        fi
+        echo "0 $p $j"
+    }
+    for r in 0 1 2; do
         cold_remount
-        echo "$lr $(fio_bw "$MNT" "${R[@]}") $(fio_bw "$JFS" "${R[@]}")"
+        cold_round "$r" "${R[@]}"
     done | median3 >"$WORK/fio"
     read -r _ pr jr <"$WORK/fio"
     rate3 "sequential read from the server, caches emptied (MiB/s)" "$lr" "$pr" "$jr"
-    for _ in 1 2 3; do
+    for r in 0 1 2; do
         cold_remount
-        echo "$lrr $(fio_bw "$MNT" "${RR[@]}") $(fio_bw "$JFS" "${RR[@]}")"
+        cold_round "$r" "${RR[@]}"
     done | median3 >"$WORK/fio"
     read -r _ prr jrr <"$WORK/fio"
     rate3 "random 4 KiB reads from the server, caches emptied (MiB/s)" "$lrr" "$prr" "$jrr"
