@@ -363,3 +363,34 @@ fn the_mount_shows_its_type_as_fuse_pan() {
     );
     assert!(m.sh("df -T .").contains("fuse.pan"));
 }
+
+/// The errno of a terminal's `TCGETS` request on the file at `path` (what
+/// `isatty` asks), or 0 if it was answered.
+fn tcgets_errno(path: &Path) -> i32 {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).expect("open");
+    let mut termios = std::mem::MaybeUninit::<libc::termios>::zeroed();
+    // SAFETY: the descriptor is open and `termios` has room for the answer.
+    let answered = unsafe { libc::ioctl(file.as_raw_fd(), libc::TCGETS, termios.as_mut_ptr()) };
+    if answered == 0 {
+        return 0;
+    }
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)
+}
+
+#[test]
+fn a_terminal_request_on_a_file_fails_as_on_ext4_and_logs_nothing() {
+    let server = Server::start();
+    let m = Mount::new(&server, "alice");
+    std::fs::write(m.p("f"), b"bytes").expect("write");
+    let local = tempfile::NamedTempFile::new().expect("a local file");
+    let ext4 = tcgets_errno(local.path());
+    assert_eq!(ext4, libc::ENOTTY);
+    for _ in 0..50 {
+        assert_eq!(tcgets_errno(&m.p("f")), ext4);
+    }
+    // Every `isatty` (Python asks on each open) once left a warning in the
+    // log: a log that grows by a line per file opened.
+    let log = m.log_tail(10_000);
+    assert!(!log.contains("ioctl"), "the log speaks of ioctl:\n{log}");
+}

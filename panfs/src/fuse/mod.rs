@@ -7,15 +7,18 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno as FuseErrno, FileAttr, FileHandle, FileType,
-    Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags,
-    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry,
+    AccessFlags, CopyFileRangeFlags, Errno as FuseErrno, FileHandle, Filesystem, FopenFlags,
+    Generation, INodeNo, IoctlFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyIoctl,
     ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use panproto::wire::{NodeKind, RenameMode};
+use panproto::wire::RenameMode;
 
 use crate::backing::Backings;
-use crate::fs::{Attr, AttrChange, Fallocate, FsError, KernelCache, Owner, PanFs, StatFs};
+
+mod convert;
+use crate::fs::{Attr, AttrChange, Fallocate, FsError, KernelCache, PanFs, StatFs};
+use convert::{errno, file_attr, file_type, name_str, owner, time};
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
@@ -39,67 +42,6 @@ impl KernelCache for Notifications {
     fn forget_data(&self, ino: u64) {
         let _ = self.0.inval_inode(INodeNo(ino), 0, 0);
     }
-}
-
-/// The kernel's errno for a failed call; faults are logged with their causes.
-fn errno(e: FsError) -> FuseErrno {
-    if e.is_fault() {
-        tracing::warn!(errno = e.errno(), error = e.chain(), "call failed");
-    } else {
-        tracing::debug!(errno = e.errno(), error = e.chain(), "call refused");
-    }
-    FuseErrno::from_i32(e.errno())
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.ino),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime,
-        mtime: a.mtime,
-        ctime: a.ctime,
-        crtime: a.ctime,
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: 4096,
-        flags: 0,
-    }
-}
-
-fn file_type(k: NodeKind) -> FileType {
-    match k {
-        NodeKind::File => FileType::RegularFile,
-        NodeKind::Dir => FileType::Directory,
-        NodeKind::Symlink => FileType::Symlink,
-        NodeKind::Fifo => FileType::NamedPipe,
-        NodeKind::Socket => FileType::Socket,
-        NodeKind::CharDev => FileType::CharDevice,
-        NodeKind::BlockDev => FileType::BlockDevice,
-    }
-}
-
-/// Names are bytes on Linux; pan stores UTF-8 and refuses anything else.
-fn name_str(name: &OsStr) -> Result<&str, FuseErrno> {
-    name.to_str().ok_or(FuseErrno::EINVAL)
-}
-
-fn owner(req: &Request) -> Owner {
-    Owner {
-        uid: req.uid(),
-        gid: req.gid(),
-    }
-}
-
-fn time(t: Option<TimeOrNow>) -> Option<SystemTime> {
-    t.map(|t| match t {
-        TimeOrNow::SpecificTime(t) => t,
-        TimeOrNow::Now => SystemTime::now(),
-    })
 }
 
 impl FuseAdapter {
@@ -574,6 +516,23 @@ impl Filesystem for FuseAdapter {
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permissions are checked by the kernel (default_permissions).
         reply.ok();
+    }
+
+    /// No file here takes a device's requests, as a regular file on ext4
+    /// takes none of a terminal's: the kernel sends one for every `isatty`
+    /// (Python's on each open), and fuser's default logged a warning each time.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: ReplyIoctl,
+    ) {
+        reply.error(FuseErrno::ENOTTY);
     }
 
     fn create(
