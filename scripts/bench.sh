@@ -186,27 +186,22 @@ if [ "$what" = all ] || [ "$what" = mount ]; then
         done
         echo "${got[0]} ${got[1]} ${got[2]}"
     }
+    medians() { # setup round job-args... -> the medians of three rounds, each after setup
+        local r
+        for r in 0 1 2; do "$1"; "$2" "$r" "${@:3}"; done | median3
+    }
+    new_files() { # a new file each round, with new bytes (fio's buffers differ per run)
+        rm -f "$LOCAL/seq" "$MNT/seq" "$JFS/seq"
+    }
+    cold_caches() { drop_caches; remount; jfs_remount; }
     W=(--rw=write --bs=1M --size=1G --end_fsync=1 --filename=seq)
     R=(--rw=read --bs=1M --size=1G --filename=seq)
     RR=(--rw=randread --bs=4k --size=1G --io_size=32M --filename=seq)
-    for r in 0 1 2; do
-        # A new file each round, with new bytes (fio's buffers differ per run).
-        rm -f "$LOCAL/seq" "$MNT/seq" "$JFS/seq"
-        round3 "$r" "${W[@]}"
-    done | median3 >"$WORK/fio"
-    read -r lw pw jw <"$WORK/fio"
+    read -r lw pw jw <<<"$(medians new_files round3 "${W[@]}")"
     rate3 "sequential write 1 GiB + fsync (MiB/s)" "$lw" "$pw" "$jw"
-    for r in 0 1 2; do
-        drop_caches; remount; jfs_remount
-        round3 "$r" "${R[@]}"
-    done | median3 >"$WORK/fio"
-    read -r lr pr jr <"$WORK/fio"
+    read -r lr pr jr <<<"$(medians cold_caches round3 "${R[@]}")"
     rate3 "sequential read, cold (MiB/s)" "$lr" "$pr" "$jr"
-    for r in 0 1 2; do
-        drop_caches; remount; jfs_remount
-        round3 "$r" "${RR[@]}"
-    done | median3 >"$WORK/fio"
-    read -r lrr prr jrr <"$WORK/fio"
+    read -r lrr prr jrr <<<"$(medians cold_caches round3 "${RR[@]}")"
     rate3 "random 4 KiB reads, cold (MiB/s)" "$lrr" "$prr" "$jrr"
     # From the server: each client's own cache emptied (panfs's blocks and
     # whole contents; JuiceFS's block cache), the kernel's dropped.
@@ -225,17 +220,9 @@ if [ "$what" = all ] || [ "$what" = mount ]; then
         fi
         echo "0 $p $j"
     }
-    for r in 0 1 2; do
-        cold_remount
-        cold_round "$r" "${R[@]}"
-    done | median3 >"$WORK/fio"
-    read -r _ pr jr <"$WORK/fio"
+    read -r _ pr jr <<<"$(medians cold_remount cold_round "${R[@]}")"
     rate3 "sequential read from the server, caches emptied (MiB/s)" "$lr" "$pr" "$jr"
-    for r in 0 1 2; do
-        cold_remount
-        cold_round "$r" "${RR[@]}"
-    done | median3 >"$WORK/fio"
-    read -r _ prr jrr <"$WORK/fio"
+    read -r _ prr jrr <<<"$(medians cold_remount cold_round "${RR[@]}")"
     rate3 "random 4 KiB reads from the server, caches emptied (MiB/s)" "$lrr" "$prr" "$jrr"
 
     small() { # dir -> "create stat read delete" seconds

@@ -15,10 +15,10 @@ use fuser::{
 use panproto::wire::RenameMode;
 
 use crate::backing::Backings;
-
-mod convert;
 use crate::fs::{Attr, AttrChange, Fallocate, FsError, KernelCache, PanFs, StatFs};
 use convert::{errno, file_attr, file_type, name_str, owner, time};
+
+mod convert;
 
 pub struct FuseAdapter {
     pub fs: Arc<PanFs>,
