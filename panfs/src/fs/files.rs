@@ -65,6 +65,16 @@ pub(super) enum Upload {
     Running,
 }
 
+/// The streamer's sending of a file's chunks while it is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ahead {
+    Idle,
+    Sending,
+    /// An upload waits: the streamer stops after the piece it is sending,
+    /// whose chunks the upload then finds on the server.
+    Stopping,
+}
+
 pub(super) struct FileState {
     pub body: Body,
     pub life: Life,
@@ -75,6 +85,7 @@ pub(super) struct FileState {
     pub sent_ahead: u64,
     /// The sessions they went in, ended once the file's upload commits.
     pub ahead_sessions: Vec<String>,
+    pub ahead: Ahead,
     /// The conflict copy that this mount's version went to while the file
     /// stayed open: a later send of the same bytes (a passthrough writer's
     /// close marks every byte written) is that copy, not a new conflict.
@@ -90,7 +101,7 @@ pub(super) struct OpenFile {
     /// that sees none under that lock never takes a file half rewritten.
     pub writers: AtomicU32,
     pub state: Mutex<FileState>,
-    /// Signalled when an upload of the file ends.
+    /// Signalled when an upload of the file, or a send ahead of one, ends.
     pub upload_done: Condvar,
     /// Sent by the write-back worker only, never inline in a batch (recovered
     /// after a restart, or refused inline once: a conflict to resolve).
@@ -109,6 +120,7 @@ impl OpenFile {
                 opens: Opens::default(),
                 sent_ahead: 0,
                 ahead_sessions: Vec::new(),
+                ahead: Ahead::Idle,
                 kept_as: None,
             }),
             upload_done: Condvar::new(),

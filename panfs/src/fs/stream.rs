@@ -9,13 +9,15 @@
 //! close chunks the file as always and finds those chunks on the server, so
 //! the result never depends on them: bytes changed after they were sent are
 //! simply sent again. Deduplication, 秒传 and the transfer figures stay as
-//! they are.
+//! they are. The chunks go a `STEP` at a time; an upload that starts
+//! meanwhile waits for the piece being sent, and the streamer leaves the rest
+//! of the file to it, so no chunk goes twice.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::files::{Body, Life, OpenFile, Upload};
+use super::files::{Ahead, Body, Life, OpenFile, Upload};
 use super::{FsError, FsResult, PanFs, lock};
 use crate::upload;
 
@@ -64,13 +66,15 @@ impl PanFs {
         }
     }
 
+    /// Sends what the file grew by, a `STEP` at a time, until it is sent or
+    /// an upload of the file waits (see `Ahead::Stopping`).
     fn send_ahead(&self, ino: i64, file: &OpenFile) -> FsResult<()> {
-        let (copy, from, to) = {
+        let (copy, mut from, to) = {
             let mut f = lock(&file.state);
             f.see_direct_writes()?;
             let from = f.sent_ahead;
-            let (Body::Local { shadow, .. }, Life::Linked, Upload::Idle) =
-                (&f.body, f.life, f.upload)
+            let (Body::Local { shadow, .. }, Life::Linked, Upload::Idle, Ahead::Idle) =
+                (&f.body, f.life, f.upload, f.ahead)
             else {
                 return Ok(());
             };
@@ -82,22 +86,39 @@ impl PanFs {
                 .file()
                 .try_clone()
                 .map_err(|e| FsError::local("reading the working copy", e))?;
+            f.ahead = Ahead::Sending;
             (copy, from, to)
         };
-        let (upto, session) = self.block_on(upload::send_ahead(
-            &*self.remote,
-            &copy,
-            ino,
-            (from, to),
-            &self.stats,
-        ))?;
-        let mut f = lock(&file.state);
-        f.ahead_sessions.extend(session);
-        // Unless a new writer started over meanwhile.
-        if f.sent_ahead == from {
-            f.sent_ahead = upto;
+        loop {
+            let piece = (from, to.min(from + STEP));
+            let sent = self.block_on(upload::send_ahead(
+                &*self.remote,
+                &copy,
+                ino,
+                piece,
+                &self.stats,
+            ));
+            let mut f = lock(&file.state);
+            let more = match sent {
+                Ok((upto, session)) => {
+                    f.ahead_sessions.extend(session);
+                    // Unless a new writer started over meanwhile.
+                    let kept = f.sent_ahead == from;
+                    if kept {
+                        f.sent_ahead = upto;
+                    }
+                    let more = kept && upto > from && upto < to && f.ahead == Ahead::Sending;
+                    from = upto;
+                    Ok(more)
+                }
+                Err(e) => Err(e.into()),
+            };
+            if !matches!(more, Ok(true)) {
+                f.ahead = Ahead::Idle;
+                file.upload_done.notify_all();
+                return more.map(|_| ());
+            }
         }
-        Ok(())
     }
 
     /// Ends, in the background, the sessions chunks were sent ahead in, once

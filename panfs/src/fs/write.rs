@@ -9,7 +9,7 @@ use std::sync::Arc;
 use panproto::wire::ErrorCode;
 
 use super::attr::now_ns;
-use super::files::{Body, FileState, Life, OpenFile, Upload};
+use super::files::{Ahead, Body, FileState, Life, OpenFile, Upload};
 use super::{FsError, FsResult, PanFs, lock};
 use crate::replica::Ticket;
 use crate::upload::{Committed, Snapshot, Source, Target, UploadError, UploadResult, upload};
@@ -113,11 +113,16 @@ impl PanFs {
     }
 
     /// Takes a snapshot to send, after any upload already running ends (its
-    /// snapshot may predate writes this send must include).
+    /// snapshot may predate writes this send must include), and after the
+    /// piece the streamer is sending (the upload then finds its chunks on the
+    /// server rather than send them alongside).
     pub(super) fn prepare(&self, file: &OpenFile, when: SendWhen) -> FsResult<Option<Pending>> {
         let ticket = self.ticket();
         let mut f = lock(&file.state);
-        while f.upload == Upload::Running {
+        while f.upload == Upload::Running || f.ahead != Ahead::Idle {
+            if f.ahead == Ahead::Sending {
+                f.ahead = Ahead::Stopping;
+            }
             f = file
                 .upload_done
                 .wait(f)
@@ -131,7 +136,7 @@ impl PanFs {
     pub(super) fn prepare_if_idle(&self, file: &OpenFile) -> FsResult<Option<Pending>> {
         let ticket = self.ticket();
         let mut f = lock(&file.state);
-        if f.upload == Upload::Running {
+        if f.upload == Upload::Running || f.ahead != Ahead::Idle {
             return Ok(None);
         }
         self.take_snapshot(file, &mut f, SendWhen::NoWriter, ticket)

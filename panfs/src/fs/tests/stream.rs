@@ -54,6 +54,46 @@ fn a_file_written_sequentially_is_sent_while_it_grows() {
 }
 
 #[test]
+fn a_close_while_chunks_are_sent_ahead_sends_no_chunk_twice() {
+    let home = tempfile::tempdir().expect("tmp");
+    let r = rig(Arc::default(), home.path(), false);
+    r.fs.start_streamer();
+    let data = noise(96 * MIB, 13);
+    let (attr, fh, _) =
+        r.fs.create(ROOT, "big", 0o644, OWNER, libc::O_WRONLY)
+            .expect("create");
+    let ino = attr.ino as i64;
+    // The streamer's send of the first 80 MiB is held on its way.
+    r.faults.hold_uploads(true);
+    write_mibs(&r.fs, fh, &data, (0, 80 * MIB));
+    wait_until("a send ahead to start", || {
+        r.faults.upload_attempts(ino) > 0
+    });
+    write_mibs(&r.fs, fh, &data, (80 * MIB, 96 * MIB));
+    // The close comes while that send is under way.
+    let closing = {
+        let fs = r.fs.clone();
+        std::thread::spawn(move || {
+            fs.flush(fh).expect("close");
+            fs.release(fh);
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    r.faults.hold_uploads(false);
+    closing.join().expect("close thread");
+    assert!(
+        r.server.bytes(ino) == Some(data.clone()),
+        "the server holds other bytes"
+    );
+    let sent = r.fs.stats.bytes_sent.load(Ordering::Relaxed);
+    assert!(
+        sent < (data.len() + 8 * MIB) as u64,
+        "{sent} bytes sent for a {} byte file",
+        data.len()
+    );
+}
+
+#[test]
 fn a_large_upload_sends_chunks_while_it_cuts_the_rest_and_each_byte_once() {
     let home = tempfile::tempdir().expect("tmp");
     let r = rig(Arc::default(), home.path(), false);
