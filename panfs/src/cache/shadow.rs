@@ -229,6 +229,7 @@ impl Shadow {
         Ok(Snapshot {
             record: self.record.clone(),
             file: self.file.try_clone()?,
+            sent_ahead: Vec::new(),
         })
     }
 

@@ -15,6 +15,7 @@ use super::fetch::Window;
 use super::passthrough::{HandleIo, Io, Opens};
 use super::{FsError, FsResult, PanFs, lock};
 use crate::cache::shadow::Shadow;
+use crate::upload::Cut;
 
 /// Where a file's bytes are, as this mount sees them.
 pub(super) enum Body {
@@ -85,6 +86,9 @@ pub(super) struct FileState {
     pub sent_ahead: u64,
     /// The sessions they went in, ended once the file's upload commits.
     pub ahead_sessions: Vec<String>,
+    /// Those chunks, in file order, for the upload to check rather than cut
+    /// and hash anew.
+    pub ahead_cuts: Vec<Cut>,
     pub ahead: Ahead,
     /// The conflict copy that this mount's version went to while the file
     /// stayed open: a later send of the same bytes (a passthrough writer's
@@ -120,6 +124,7 @@ impl OpenFile {
                 opens: Opens::default(),
                 sent_ahead: 0,
                 ahead_sessions: Vec::new(),
+                ahead_cuts: Vec::new(),
                 ahead: Ahead::Idle,
                 kept_as: None,
             }),
@@ -243,6 +248,7 @@ impl PanFs {
             if writes && file.writers.load(Ordering::SeqCst) == 1 {
                 // What a new writer adds is sent while it writes.
                 f.sent_ahead = f.body.size();
+                f.ahead_cuts.clear();
             }
             let picked = self.pick_io(node, &mut f, writes, pages, place);
             if picked.is_err() {

@@ -100,12 +100,14 @@ impl PanFs {
             ));
             let mut f = lock(&file.state);
             let more = match sent {
-                Ok((upto, session)) => {
+                Ok((cut, session)) => {
                     f.ahead_sessions.extend(session);
+                    let upto = cut.last().map_or(from, |(offset, len, _)| offset + len);
                     // Unless a new writer started over meanwhile.
                     let kept = f.sent_ahead == from;
                     if kept {
                         f.sent_ahead = upto;
+                        f.ahead_cuts.extend(cut);
                     }
                     let more = kept && upto > from && upto < to && f.ahead == Ahead::Sending;
                     from = upto;

@@ -163,7 +163,8 @@ impl PanFs {
         }
         let local = |e| FsError::local("journaling before an upload", e);
         shadow.save(self.copies_synced()).map_err(local)?;
-        let snap = shadow.snapshot().map_err(local)?;
+        let mut snap = shadow.snapshot().map_err(local)?;
+        snap.sent_ahead = f.ahead_cuts.clone();
         let generation = shadow.generation();
         f.upload = Upload::Running;
         Ok(Some(Pending {
@@ -250,6 +251,7 @@ impl PanFs {
             Ok(done) => {
                 tracing::debug!(ino, size = done.node.size, "content committed");
                 f.kept_as = None;
+                f.ahead_cuts.clear();
                 let mut ahead = std::mem::take(&mut f.ahead_sessions);
                 ahead.extend(done.ahead);
                 self.end_sessions_sent_ahead(ahead);

@@ -34,24 +34,25 @@ const GROUP: usize = 32;
 /// Sends the chunks of [from, to) of a file still being written, before its
 /// upload: those cut by content (all but the last, which ends where the file
 /// ends for now). Chunks that other users hold are left to that upload's
-/// proof of possession. Returns where the chunks sent end (`from` for the
-/// next call), and the session they went in, to end after the file's upload.
+/// proof of possession. Returns the chunks cut (the next call goes on from
+/// the last one's end), and the session they went in, to end after the
+/// file's upload.
 pub async fn send_ahead(
     remote: &dyn Remote,
     file: &File,
     ino: i64,
     (from, to): (u64, u64),
     stats: &TransferStats,
-) -> UploadResult<(u64, Option<String>)> {
+) -> UploadResult<(Vec<Cut>, Option<String>)> {
     let mut cut = Vec::new();
     cut_and_hash(file, (from, to), &mut |c| cut.push(c))?;
     cut.pop();
-    let Some(&(last, len, _)) = cut.last() else {
-        return Ok((from, None));
-    };
+    if cut.is_empty() {
+        return Ok((cut, None));
+    }
     let (sent, session) = send_cut(remote, file, ino, &cut, stats).await?;
     stats.bytes_sent_ahead.fetch_add(sent, Ordering::Relaxed);
-    Ok((last + len, Some(session)))
+    Ok((cut, Some(session)))
 }
 
 /// Ends sessions that chunks were sent ahead in, once what they were for is
@@ -83,6 +84,7 @@ pub(super) async fn plan_sending_ahead(
     let own = Snapshot {
         record: snap.record.clone(),
         file: snap.file.try_clone()?,
+        sent_ahead: snap.sent_ahead.clone(),
     };
     let owned_regions = regions.to_vec();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Cut>(2 * GROUP);

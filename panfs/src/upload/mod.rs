@@ -27,7 +27,7 @@ use crate::remote::{Remote, RemoteError};
 mod ahead;
 mod cut;
 pub use ahead::{end_sessions, send_ahead};
-use cut::cut_and_hash;
+use cut::{cut_and_hash, still_cut};
 
 /// Files up to this size go up in one request.
 const SMALL_FILE: u64 = 1 << 20;
@@ -75,6 +75,9 @@ pub type UploadResult<T> = Result<T, UploadError>;
 pub struct Snapshot {
     pub record: ShadowRecord,
     pub file: File,
+    /// Chunks sent while the file was written, in file order: those that
+    /// still hold its bytes are not cut and hashed again (`cut::still_cut`).
+    pub sent_ahead: Vec<Cut>,
 }
 
 /// The live working copy, for the bytes of the base version an upload needs
@@ -336,7 +339,7 @@ struct Plan {
 }
 
 /// A chunk cut from a changed region: (offset, length, SHA-256).
-type Cut = (u64, u64, String);
+pub type Cut = (u64, u64, String);
 
 /// The new chunk list: base chunks outside the changed regions, new ones
 /// inside, each new one also given to `on_cut` as it is cut.
@@ -360,7 +363,16 @@ fn plan(
                     chunks.extend(holes(e - s));
                     continue;
                 }
-                cut_and_hash(&snap.file, (s, e), &mut |(offset, len, sha)| {
+                let sent = still_cut(&snap.file, &snap.sent_ahead, (s, e))?;
+                let rest = sent.last().map_or(s, |(offset, len, _)| offset + len);
+                for (offset, len, sha) in sent {
+                    placed.insert(sha.clone(), (offset, len));
+                    chunks.push(ChunkRef {
+                        sha256: Some(sha),
+                        size: len,
+                    });
+                }
+                cut_and_hash(&snap.file, (rest, e), &mut |(offset, len, sha)| {
                     on_cut((offset, len, sha.clone()));
                     placed.insert(sha.clone(), (offset, len));
                     chunks.push(ChunkRef {
