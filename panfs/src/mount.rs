@@ -6,7 +6,7 @@ use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use fuser::{Config, MountOption, SessionACL};
@@ -41,6 +41,12 @@ pub struct MountOptions {
 
 /// The widest readahead window of one sequential reader.
 pub const READAHEAD_MAX: u64 = 32 << 20;
+/// How often the mount looks whether its session ended or a signal came.
+const SESSION_POLL: Duration = Duration::from_millis(100);
+/// How often the status record is written.
+const RECORD_EVERY: Duration = Duration::from_secs(1);
+/// How long a stop waits for the kernel to end the session after unmounting.
+const UNMOUNT_WAIT: Duration = Duration::from_secs(30);
 
 /// What a running mount publishes about itself.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -267,12 +273,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
     write_record(&record);
     signal_ready();
 
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<&'static str>();
-    let joined = done_tx.clone();
-    std::thread::spawn(move || {
-        let _ = background.join();
-        let _ = joined.send("unmounted");
-    });
+    let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
     rt.spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let (Ok(mut term), Ok(mut int)) = (
@@ -285,44 +286,63 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        let _ = done_tx.send("signal");
+        let _ = signal_tx.send(());
     });
-    loop {
-        match done_rx.recv_timeout(Duration::from_secs(1)) {
-            Ok("signal") => {
+    let mut recorded = Instant::now();
+    // Until the session ends: unmounted from outside, or by this process on a signal.
+    while !background.guard.is_finished() {
+        match signal_rx.recv_timeout(SESSION_POLL) {
+            Ok(()) => {
                 tracing::info!("stopping: sending pending writes, then unmounting");
                 let failed = fs.flush_all();
                 if failed > 0 {
                     tracing::error!(failed, "unsent writes stay journaled for the next mount");
                 }
                 unmount(&mountpoint)?;
-                let _ = done_rx.recv_timeout(Duration::from_secs(30));
+                let waited = Instant::now();
+                while !background.guard.is_finished() && waited.elapsed() < UNMOUNT_WAIT {
+                    std::thread::sleep(SESSION_POLL);
+                }
                 break;
             }
-            Ok(_) => break,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                let (files, bytes) = fs.pending();
-                record.pending_files = files;
-                record.pending_bytes = bytes;
-                (record.memory_cache_bytes, record.disk_cache_bytes) = fs.cache_bytes();
-                record.bytes_sent = fs.stats.bytes_sent.load(Ordering::Relaxed);
-                record.conflict_copies = fs.stats.conflict_copies.load(Ordering::Relaxed);
-                record.bytes_copied_on_server =
-                    fs.stats.bytes_copied_on_server.load(Ordering::Relaxed);
-                record.bytes_sent_ahead = fs.stats.bytes_sent_ahead.load(Ordering::Relaxed);
-                record.bytes_fetched = fs.stats.bytes_fetched.load(Ordering::Relaxed);
-                record.feed = fs.feed_status();
-                record.sync = fs.sync_status();
-                record.passthrough = fs.passthrough.describe();
-                record.passthrough_opens = fs.passthrough.opens.load(Ordering::Relaxed);
-                write_record(&record);
+                if recorded.elapsed() >= RECORD_EVERY {
+                    update_record(&fs, &mut record);
+                    recorded = Instant::now();
+                }
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let _ = std::fs::remove_file(record_path(&mountpoint));
-    tracing::info!("unmounted");
+    // fuser unmounts as its session ends. A detached mount still looks
+    // mounted to it, so once the mount is gone (the usual case) its unmount
+    // fails with EINVAL, which is no news.
+    match background.umount_and_join() {
+        Err(e) if is_mounted(&mountpoint) => {
+            tracing::warn!(error = %e, "unmounting at the end of the session failed")
+        }
+        _ => tracing::info!("unmounted"),
+    }
     Ok(())
+}
+
+/// Brings the status record (`panfs status`) up to date.
+fn update_record(fs: &PanFs, record: &mut MountRecord) {
+    let (files, bytes) = fs.pending();
+    record.pending_files = files;
+    record.pending_bytes = bytes;
+    (record.memory_cache_bytes, record.disk_cache_bytes) = fs.cache_bytes();
+    record.bytes_sent = fs.stats.bytes_sent.load(Ordering::Relaxed);
+    record.conflict_copies = fs.stats.conflict_copies.load(Ordering::Relaxed);
+    record.bytes_copied_on_server = fs.stats.bytes_copied_on_server.load(Ordering::Relaxed);
+    record.bytes_sent_ahead = fs.stats.bytes_sent_ahead.load(Ordering::Relaxed);
+    record.bytes_fetched = fs.stats.bytes_fetched.load(Ordering::Relaxed);
+    record.feed = fs.feed_status();
+    record.sync = fs.sync_status();
+    record.passthrough = fs.passthrough.describe();
+    record.passthrough_opens = fs.passthrough.opens.load(Ordering::Relaxed);
+    write_record(record);
 }
 
 /// Earlier versions kept the journal in the cache directory: unsent writes

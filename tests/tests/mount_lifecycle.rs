@@ -198,6 +198,38 @@ fn remount_keeps_everything_with_the_same_inodes() {
 }
 
 #[test]
+fn unmounting_by_panfs_or_by_umount_logs_no_warning() {
+    let server = Server::start();
+    let mut m = Mount::new(&server, "alice");
+    std::fs::write(m.p("a"), b"written before panfs umount").expect("write");
+    m.umount();
+    m.mount();
+    std::fs::write(m.p("b"), b"written before umount(8)").expect("write");
+    let pid = m.pid() as i32;
+    let out = std::process::Command::new("umount")
+        .arg(m.root())
+        .output()
+        .expect("umount");
+    assert!(out.status.success(), "umount: {out:?}");
+    wait_until("panfs to end after umount", Duration::from_secs(10), || {
+        // SAFETY: probing a pid.
+        unsafe { libc::kill(pid, 0) != 0 }
+    });
+    let log = m.log_tail(10_000);
+    assert_eq!(
+        log.matches("unmounted").count(),
+        2,
+        "two ends logged:\n{log}"
+    );
+    assert!(!log.contains("WARN"), "warnings logged:\n{log}");
+    m.mount();
+    assert_eq!(
+        std::fs::read(m.p("b")).expect("read"),
+        b"written before umount(8)"
+    );
+}
+
+#[test]
 fn sigkill_after_fsync_loses_nothing() {
     let server = Server::start();
     let mut m = Mount::new(&server, "alice");
