@@ -200,10 +200,7 @@ impl Staging {
         start: u64,
         len: u64,
     ) -> std::io::Result<Option<Bytes>> {
-        let path = self.path(sha256);
-        tokio::task::spawn_blocking(move || read_file_range(&path, start, len))
-            .await
-            .map_err(std::io::Error::other)?
+        read_range_of(self.path(sha256), start, len).await
     }
 
     /// Whether a chunk is staged, without reading it.
@@ -236,6 +233,76 @@ impl Staging {
             _ => Ok(()),
         }
     }
+}
+
+/// `len` bytes of the file at `path` from `start`, or None when there is no
+/// such file (see `read_file_range`). A range wholly in the kernel's caches
+/// is read on the request's own thread; handing it to the blocking pool and
+/// back cost more than the read (a 4 KiB ranged GET of a chunk the server
+/// has cached: 129-144 us -> 123-127 us from a Python client, four runs each).
+pub async fn read_range_of(path: PathBuf, start: u64, len: u64) -> std::io::Result<Option<Bytes>> {
+    if let Some(data) = read_cached_range(&path, start, len) {
+        return Ok(Some(data));
+    }
+    tokio::task::spawn_blocking(move || read_file_range(&path, start, len))
+        .await
+        .map_err(std::io::Error::other)?
+}
+
+/// The range when the file's path and every byte of it are in the kernel's
+/// caches, read without ever waiting for the disk; None otherwise (not
+/// cached, not there, or a kernel without these calls: before 5.12).
+fn read_cached_range(path: &Path, start: u64, len: u64) -> Option<Bytes> {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: open_how is plain integers, all zero meaning "none".
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_CACHED;
+    // SAFETY: a NUL-terminated path and an open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: a descriptor just opened, owned by nothing else.
+    let file = unsafe { std::fs::File::from_raw_fd(fd as i32) };
+    // A read that finds the range not cached still starts the disk's read
+    // of it before it gives up: of the range alone (not a readahead around
+    // it), which the read through the pool then waits for.
+    // SAFETY: the descriptor is open for the duration of the call.
+    unsafe { libc::posix_fadvise(fd as i32, 0, 0, libc::POSIX_FADV_RANDOM) };
+    let len = usize::try_from(len).ok()?;
+    let mut buf: Vec<u8> = Vec::with_capacity(len);
+    let iov = libc::iovec {
+        iov_base: buf.spare_capacity_mut().as_mut_ptr().cast(),
+        iov_len: len,
+    };
+    // SAFETY: the kernel writes at most `len` bytes into the vector's spare
+    // room, which holds `len`; only a read of all of them is kept.
+    let n = unsafe {
+        libc::preadv2(
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+            &iov,
+            1,
+            start as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    if n != len as isize {
+        return None;
+    }
+    // SAFETY: the kernel wrote all `len` bytes.
+    unsafe { buf.set_len(len) };
+    Some(Bytes::from(buf))
 }
 
 /// `len` bytes of the file at `path` from `start` (blocking), or None when there
@@ -299,6 +366,45 @@ mod tests {
         let past_end = read_file_range(&path, 70_000, 30_001).expect_err("short");
         assert_eq!(past_end.kind(), std::io::ErrorKind::UnexpectedEof);
         let missing = read_file_range(&dir.path().join("gone"), 0, 1).expect("no error");
+        assert!(missing.is_none());
+    }
+
+    #[test]
+    fn a_cached_range_is_read_at_once_and_one_on_disk_only_through_the_pool() {
+        // On a disk (not tmpfs, whose pages cannot leave memory).
+        let dir = tempfile::tempdir_in("/var/tmp").expect("tmp");
+        let path = dir.path().join("chunk");
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &data).expect("write");
+        let cached = read_cached_range(&path, 300_000, 200_000);
+        assert_eq!(cached.as_deref(), Some(&data[300_000..500_000]));
+        let file = std::fs::File::open(&path).expect("open");
+        file.sync_all().expect("fsync");
+        // SAFETY: a valid descriptor; the advice only drops clean cached pages.
+        let dropped = unsafe {
+            libc::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                0,
+                libc::POSIX_FADV_DONTNEED,
+            )
+        };
+        assert_eq!(dropped, 0);
+        assert!(
+            read_cached_range(&path, 300_000, 200_000).is_none(),
+            "bytes only on disk were read without waiting for it"
+        );
+        assert!(read_cached_range(&dir.path().join("gone"), 0, 1).is_none());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let read = rt
+            .block_on(read_range_of(path, 300_000, 200_000))
+            .expect("read");
+        assert_eq!(read.as_deref(), Some(&data[300_000..500_000]));
+        let missing = rt
+            .block_on(read_range_of(dir.path().join("gone"), 0, 1))
+            .expect("no error");
         assert!(missing.is_none());
     }
 }

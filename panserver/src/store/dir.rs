@@ -88,11 +88,7 @@ impl ObjectStore for DirStore {
     }
 
     async fn get_range(&self, key: &str, start: u64, len: u64) -> StoreResult<Option<Bytes>> {
-        let path = self.path(key);
-        tokio::task::spawn_blocking(move || crate::staging::read_file_range(&path, start, len))
-            .await
-            .map_err(std::io::Error::other)?
-            .map_err(Into::into)
+        Ok(crate::staging::read_range_of(self.path(key), start, len).await?)
     }
 
     async fn delete(&self, key: &str) -> StoreResult<()> {
