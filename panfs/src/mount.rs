@@ -305,13 +305,17 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 }
                 break;
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(no_signal) => {
+                // Disconnected: no signal can come (its handler could not be
+                // installed), and the mount goes on until it is unmounted.
+                if no_signal == std::sync::mpsc::RecvTimeoutError::Disconnected {
+                    std::thread::sleep(SESSION_POLL);
+                }
                 if recorded.elapsed() >= RECORD_EVERY {
                     update_record(&fs, &mut record);
                     recorded = Instant::now();
                 }
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     let _ = std::fs::remove_file(record_path(&mountpoint));
