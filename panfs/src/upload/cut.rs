@@ -77,6 +77,11 @@ pub(super) fn still_cut(
             next
         })
         .collect();
+    if run.is_empty() {
+        // Most uploads: nothing was sent ahead (asking for the cores reads
+        // cgroup files).
+        return Ok(Vec::new());
+    }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let per_thread = run.len().div_ceil(threads).max(1);
     let held: Vec<Vec<bool>> = std::thread::scope(|scope| {
