@@ -227,6 +227,7 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
     // Offline, the follower takes it once the server answers.
     if online {
         fs.take_feed_position();
+        fs.reserve_first_inos();
     }
     fs.start_writeback();
     fs.start_syncer();

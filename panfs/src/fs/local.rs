@@ -18,7 +18,7 @@ use crate::sync::{CHANGE_BYTES, Journaled, Syncer};
 /// Numbers reserved from the server at a time.
 const RESERVE_BLOCK: i64 = 4096;
 
-/// How many times `settle_node` waits for a node journaled again and again.
+/// How many times `settle_until` waits for a node journaled again and again.
 const SETTLE_ROUNDS: usize = 4;
 
 /// Journals `op` and applies it to `replica`, whose lock the caller holds.
@@ -55,15 +55,29 @@ impl PanFs {
         }
     }
 
-    /// Waits until the server has the node's journaled changes. A refused
-    /// creation is journaled again (under another name) while the first wait
-    /// ends, so this looks again after each wait.
+    /// Waits until the server has the node's journaled changes: what an
+    /// upload of it, or a change sent at once, needs there first.
     pub(super) fn settle_node(&self, ino: i64) -> FsResult<()> {
+        self.settle_until(|r| r.pin_of(ino))
+    }
+
+    /// Waits until the server has what an `fsync` of `ino` promises: the
+    /// node's journaled changes and its path's (`Replica::fsync_point`),
+    /// not changes made since elsewhere on the mount.
+    pub(super) fn settle_path(&self, ino: i64) -> FsResult<()> {
+        self.settle_until(|r| r.fsync_point(ino))
+    }
+
+    /// Waits until the server has every journaled change through the one
+    /// `point` names. A refused creation is journaled again (under another
+    /// name) while the first wait ends, so this looks again after each wait.
+    fn settle_until(&self, point: impl Fn(&Replica) -> u64) -> FsResult<()> {
         for _ in 0..SETTLE_ROUNDS {
-            if !lock(&self.tables).replica.is_pinned(ino) {
+            let seq = point(&lock(&self.tables).replica);
+            if seq == 0 {
                 break;
             }
-            self.settle()?;
+            self.settle_through(seq)?;
         }
         Ok(())
     }
@@ -77,10 +91,18 @@ impl PanFs {
     /// Waits until the server has every change journaled so far (up to the
     /// mount's timeout: then EIO, and the changes stay journaled).
     pub(super) fn settle(&self) -> FsResult<()> {
+        match &self.sync {
+            Some(s) => self.settle_through(s.last()),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the server has every journaled change through `seq`.
+    fn settle_through(&self, seq: u64) -> FsResult<()> {
         let Some(s) = &self.sync else {
             return Ok(());
         };
-        if s.wait_synced(s.last(), self.opts.sync_timeout) {
+        if s.wait_synced(seq, self.opts.sync_timeout) {
             return Ok(());
         }
         Err(FsError::new(
@@ -102,11 +124,8 @@ impl PanFs {
         if pool.running_low(RESERVE_BLOCK) && (s.is_online() || pool.is_empty()) {
             if pool.reserved_here() {
                 self.reserve_inos_ahead(s);
-            } else {
-                match self.block_on(self.remote.reserve_inos(RESERVE_BLOCK)) {
-                    Ok(reserved) => pool.refill(reserved.first, reserved.count),
-                    Err(e) => tracing::debug!(error = %e, "could not reserve inode numbers"),
-                }
+            } else if let Err(e) = self.reserve_inos_now(s) {
+                tracing::debug!(error = e.chain(), "could not reserve inode numbers");
             }
         }
         if let Some(ino) = pool.take() {
@@ -125,6 +144,31 @@ impl PanFs {
             );
         }
         Ok(ino)
+    }
+
+    /// Reserves this process's first range at a start with the server
+    /// reachable, before any node is made: the licence to mint it leaves lets
+    /// a panfs started later while the server is away make nodes, even when
+    /// this one made none.
+    pub fn reserve_first_inos(&self) {
+        let Some(s) = &self.sync else {
+            return;
+        };
+        if s.inos.reserved_here() {
+            return;
+        }
+        if let Err(e) = self.reserve_inos_now(s) {
+            tracing::warn!(
+                error = e.chain(),
+                "could not reserve inode numbers at the start; the first new node asks again"
+            );
+        }
+    }
+
+    fn reserve_inos_now(&self, s: &Syncer) -> FsResult<()> {
+        let reserved = self.block_on(self.remote.reserve_inos(RESERVE_BLOCK))?;
+        s.inos.refill(reserved.first, reserved.count);
+        Ok(())
     }
 
     /// Starts reserving the next range, unless a reservation is on its way.

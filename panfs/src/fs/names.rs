@@ -467,8 +467,9 @@ impl PanFs {
             self.journal(s, op)?;
             self.held(ino)?
         } else {
-            // A truncation of a file not open here is the server's to make.
-            self.settle()?;
+            // A truncation of a file not open here is the server's to make,
+            // once it has the node's journaled changes.
+            self.settle_node(ino)?;
             let ticket = self.ticket();
             let node = self.block_on(self.remote.set_attr(ino, &req))?;
             if req.size.is_some() {

@@ -91,11 +91,13 @@ impl PanFs {
         Ok(())
     }
 
-    /// Returns once the file's content and every journaled change before it
-    /// (its name and its ancestry among them) are on the server.
+    /// Returns once the file's content and the journaled changes to it and
+    /// to its path (its names, its ancestors' moves) are on the server, with
+    /// every change journaled before them. Later changes elsewhere on the
+    /// mount (a `tar xf` beside it) are not waited for.
     pub fn fsync(&self, fh: u64) -> FsResult<()> {
         let handle = self.handle(fh)?;
-        self.settle()?;
+        self.settle_path(handle.ino)?;
         self.sync_file(handle.ino, &handle.file, SendWhen::Now)
     }
 

@@ -55,7 +55,7 @@ impl PanFs {
         let mode = xattr_mode(flags)?;
         let ino = self.to_server(ino);
         // Not journaled: the server must have the node first.
-        self.settle()?;
+        self.settle_node(ino)?;
         let ticket = self.ticket();
         let node = self.block_on(self.remote.set_xattr(ino, name, value, mode))?;
         self.remember_without_content(&node, ticket);
@@ -65,7 +65,7 @@ impl PanFs {
     pub fn removexattr(&self, ino: u64, name: &str) -> FsResult<()> {
         check_xattr_name(name)?;
         let ino = self.to_server(ino);
-        self.settle()?;
+        self.settle_node(ino)?;
         let ticket = self.ticket();
         let node = self.block_on(self.remote.remove_xattr(ino, name))?;
         self.remember_without_content(&node, ticket);

@@ -24,6 +24,8 @@ pub struct FaultyRemote {
     failing_uploads: Mutex<HashSet<i64>>,
     /// While true, uploads wait before reaching the server.
     held: watch::Sender<bool>,
+    /// While true, batches wait before reaching the server.
+    batches_held: watch::Sender<bool>,
     upload_attempts: Mutex<HashMap<i64, u32>>,
     requests: AtomicU64,
     /// Commits still to answer as if the server had lost the session.
@@ -49,6 +51,7 @@ impl FaultyRemote {
             offline: AtomicBool::new(false),
             failing_uploads: Mutex::default(),
             held: watch::Sender::new(false),
+            batches_held: watch::Sender::new(false),
             upload_attempts: Mutex::default(),
             requests: AtomicU64::new(0),
             lost_sessions: AtomicU64::new(0),
@@ -74,6 +77,12 @@ impl FaultyRemote {
     /// Holds every upload before it reaches the server until released.
     pub fn hold_uploads(&self, hold: bool) {
         self.held.send_replace(hold);
+    }
+
+    /// Holds every batch before it reaches the server until released, as a
+    /// server busy with a long journal would.
+    pub fn hold_batches(&self, hold: bool) {
+        self.batches_held.send_replace(hold);
     }
 
     /// The next `n` commits find their session gone, as after a restart of a
@@ -262,6 +271,8 @@ impl Remote for FaultyRemote {
 
     async fn batch(&self, req: &BatchRequest) -> RemoteResult<BatchResponse> {
         self.call()?;
+        // The sender lives in self, so waiting cannot fail.
+        let _ = self.batches_held.subscribe().wait_for(|h| !h).await;
         let answer = self.inner.batch(req).await?;
         if take_one(&self.lost_batch_answers) {
             return Err(RemoteError::Unreachable("injected: answer lost".into()));

@@ -161,6 +161,9 @@ impl Replica {
                 }
                 // A directory that moves takes its `..` along.
                 let (moved_dir, other_dir) = (self.is_dir(moved), self.is_dir(other));
+                if moved_dir || other_dir {
+                    self.dirs_changed = seq;
+                }
                 let out = i32::from(moved_dir) - i32::from(exchange && other_dir);
                 let into = i32::from(moved_dir) - i32::from(other_dir);
                 if parent == new_parent {
@@ -177,13 +180,19 @@ impl Replica {
                 gid,
                 atime,
                 mtime,
-            } => self.edit_node(*ino, seq, now, |n| {
-                n.mode = mode.map_or(n.mode, |m| m & 0o7777);
-                n.uid = uid.unwrap_or(n.uid);
-                n.gid = gid.unwrap_or(n.gid);
-                n.atime = atime.unwrap_or(n.atime);
-                n.mtime = mtime.unwrap_or(n.mtime);
-            }),
+            } => {
+                // An ancestor's owner or mode decides who reaches the path.
+                if self.is_dir(Some(*ino)) {
+                    self.dirs_changed = seq;
+                }
+                self.edit_node(*ino, seq, now, |n| {
+                    n.mode = mode.map_or(n.mode, |m| m & 0o7777);
+                    n.uid = uid.unwrap_or(n.uid);
+                    n.gid = gid.unwrap_or(n.gid);
+                    n.atime = atime.unwrap_or(n.atime);
+                    n.mtime = mtime.unwrap_or(n.mtime);
+                })
+            }
             // Synced at once, not journaled: nothing to lay over the server's value.
             BatchOp::SetXattr { .. } | BatchOp::RemoveXattr { .. } | BatchOp::SetContent { .. } => {
             }
@@ -334,6 +343,20 @@ impl Replica {
     /// The last journaled change to the node not on the server yet (0: none).
     pub fn pin_of(&self, ino: i64) -> u64 {
         self.nodes.get(&ino).map_or(0, |r| r.pin)
+    }
+
+    /// The journaled change an `fsync` of `ino` waits for (0: none): the
+    /// node's last (its names among them), and the last that moved a
+    /// directory or changed one's attributes, which may be an ancestor's.
+    /// Changes reach the server in order, so every one before it goes too: a
+    /// directory's creation comes before anything made in it.
+    pub fn fsync_point(&self, ino: i64) -> u64 {
+        let dirs = if self.dirs_changed > self.acked {
+            self.dirs_changed
+        } else {
+            0
+        };
+        self.pin_of(ino).max(dirs)
     }
 
     /// Whether a local change to the node or the name is not on the server yet.

@@ -105,6 +105,9 @@ pub struct Replica {
     pins: VecDeque<(u64, local::Pin)>,
     /// The last journaled change the server committed.
     acked: u64,
+    /// The last journaled change that moved a directory or changed one's
+    /// attributes: every path below it depends on it (`fsync_point`).
+    dirs_changed: u64,
     /// How many of this mount's own commits (`set_node`) were taken.
     commits: u64,
 }
@@ -122,6 +125,7 @@ impl Replica {
             dirty: false,
             pins: VecDeque::new(),
             acked: 0,
+            dirs_changed: 0,
             commits: 0,
         }
     }

@@ -4,6 +4,7 @@
 
 mod copy;
 mod feed;
+mod fsync;
 mod inos;
 mod local;
 mod passthrough;
