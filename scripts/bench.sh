@@ -430,6 +430,8 @@ if [ "$what" = all ] || [ "$what" = latency ]; then
     PROXY_PORT=$((PORT + 1))
     "$BIN/pan-latency-proxy" "$PROXY_PORT" "$PORT" "$RTT_MS" &
     PROXY_PID=$!
+    # The proxy listens a moment after it starts: log in once it answers.
+    for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$PROXY_PORT/" >/dev/null 2>&1 && break; sleep 0.1; done
     C="$WORK/far"; mkdir -p "$C/mnt"
     cpanfs() { XDG_CONFIG_HOME="$C/config" XDG_CACHE_HOME="$C/cache" XDG_STATE_HOME="$C/state" "$BIN/panfs" "$@"; }
     printf '%s\n' "$PASS" | cpanfs login --server "http://127.0.0.1:$PROXY_PORT" --user bench --password-stdin >/dev/null
