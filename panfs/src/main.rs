@@ -206,6 +206,7 @@ async fn status() -> anyhow::Result<()> {
         }
         Err(_) => println!("not logged in"),
     }
+    mount::refresh_records();
     let records = mount::records();
     if records.is_empty() {
         println!("no mounts");

@@ -91,6 +91,13 @@ pub struct MountRecord {
     pub passthrough: String,
     #[serde(default)]
     pub passthrough_opens: u64,
+    /// When the daemon wrote this record (ns since the epoch).
+    #[serde(default)]
+    pub written_at: i64,
+    /// The daemon writes the record anew on SIGUSR1 (`refresh_records`). One
+    /// without this would die of the signal, and is not sent it.
+    #[serde(default)]
+    pub refreshes_on_usr1: bool,
 }
 
 fn records_dir() -> PathBuf {
@@ -120,7 +127,30 @@ pub fn record_for(mountpoint: &Path) -> Option<MountRecord> {
     serde_json::from_slice(&std::fs::read(record_path(mountpoint)).ok()?).ok()
 }
 
-fn write_record(record: &MountRecord) {
+/// How long `refresh_records` waits for the daemons to write their records.
+const REFRESH_WAIT: Duration = Duration::from_secs(1);
+
+/// Asks each running daemon to write its record now and waits for them (up
+/// to `REFRESH_WAIT`), so that `panfs status` shows figures as they are,
+/// not as the last periodic write left them (up to `RECORD_EVERY` old).
+pub fn refresh_records() {
+    let asked = crate::fs::now_ns();
+    let mut waiting: Vec<PathBuf> = records()
+        .into_iter()
+        .filter(|r| r.refreshes_on_usr1 && r.daemon_alive())
+        // SAFETY: kill(2) with a pid whose start time matched just now.
+        .filter(|r| unsafe { libc::kill(r.pid as libc::pid_t, libc::SIGUSR1) } == 0)
+        .map(|r| r.mountpoint)
+        .collect();
+    let deadline = Instant::now() + REFRESH_WAIT;
+    while !waiting.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+        waiting.retain(|m| record_for(m).is_some_and(|r| r.written_at < asked));
+    }
+}
+
+fn write_record(record: &mut MountRecord) {
+    record.written_at = crate::fs::now_ns();
     let path = record_path(&record.mountpoint);
     let tmp = path.with_extension("tmp");
     let written = std::fs::create_dir_all(records_dir())
@@ -271,29 +301,21 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         disk_cache_limit: opts.cache_size,
         ..Default::default()
     };
-    write_record(&record);
+    let signal_rx = watch_signals(&rt);
+    record.refreshes_on_usr1 = signal_rx.is_some();
+    write_record(&mut record);
     signal_ready();
 
-    let (signal_tx, signal_rx) = std::sync::mpsc::channel::<()>();
-    rt.spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        let _ = signal_tx.send(());
-    });
+    let signal_rx = signal_rx.unwrap_or_else(|| std::sync::mpsc::channel().1);
     let mut recorded = Instant::now();
     // Until the session ends: unmounted from outside, or by this process on a signal.
     while !background.guard.is_finished() {
         match signal_rx.recv_timeout(SESSION_POLL) {
-            Ok(()) => {
+            Ok(Signal::Record) => {
+                update_record(&fs, &mut record);
+                recorded = Instant::now();
+            }
+            Ok(Signal::Stop) => {
                 tracing::info!("stopping: sending pending writes, then unmounting");
                 let failed = fs.flush_all();
                 if failed > 0 {
@@ -330,6 +352,45 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         _ => tracing::info!("unmounted"),
     }
     Ok(())
+}
+
+/// What a signal asks of the mount's main loop.
+enum Signal {
+    /// SIGTERM or SIGINT: send what is pending, then unmount.
+    Stop,
+    /// SIGUSR1 (`panfs status`): write the status record now.
+    Record,
+}
+
+/// Installs the mount's signal handlers; None when they could not be (the
+/// mount then ends only when it is unmounted, and its record says SIGUSR1
+/// must not be sent to it).
+fn watch_signals(rt: &tokio::runtime::Runtime) -> Option<std::sync::mpsc::Receiver<Signal>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _entered = rt.enter();
+    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        tracing::warn!("could not install signal handlers: stop the mount with umount");
+        return None;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        loop {
+            let signal = tokio::select! {
+                _ = term.recv() => Signal::Stop,
+                _ = int.recv() => Signal::Stop,
+                _ = usr1.recv() => Signal::Record,
+            };
+            let stop = matches!(signal, Signal::Stop);
+            if tx.send(signal).is_err() || stop {
+                return;
+            }
+        }
+    });
+    Some(rx)
 }
 
 /// Brings the status record (`panfs status`) up to date.

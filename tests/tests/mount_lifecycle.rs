@@ -383,3 +383,36 @@ fn panfs_killed_while_a_file_is_sent_as_it_is_written_loses_nothing_fsynced() {
         "bytes that were never written"
     );
 }
+
+/// `panfs status` asks the daemon for its figures, rather than show the ones
+/// it wrote up to a second ago: right after an `fsync` returns, they count
+/// the file's bytes as sent and nothing as pending. Three rounds, so that a
+/// periodic write landing just in time cannot pass it by luck.
+#[test]
+fn panfs_status_counts_what_an_fsync_just_sent() {
+    let server = Server::start();
+    let m = Mount::new(&server, "status-now");
+    let mut written = 0;
+    for round in 1..=3 {
+        let size = round << 20;
+        m.sh(&format!(
+            "head -c {size} /dev/urandom > f{round} && sync f{round}"
+        ));
+        written += size;
+        let out = String::from_utf8_lossy(&m.panfs(&["status"], "").stdout).into_owned();
+        let sent: u64 = out
+            .split(" bytes sent (")
+            .next()
+            .and_then(|before| before.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no bytes sent in {out}"));
+        assert!(
+            sent >= written,
+            "round {round}: {sent} bytes sent of {written}: {out}"
+        );
+        assert!(
+            out.contains("0 files / 0 bytes pending upload"),
+            "round {round}: {out}"
+        );
+    }
+}

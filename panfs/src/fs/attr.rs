@@ -46,7 +46,8 @@ pub fn from_time(t: SystemTime) -> i64 {
     }
 }
 
-pub(super) fn now_ns() -> i64 {
+/// Now, in ns since the epoch, as the server and the journal count times.
+pub(crate) fn now_ns() -> i64 {
     from_time(SystemTime::now())
 }
 

@@ -23,6 +23,7 @@ use crate::upload::TransferStats;
 
 mod alloc;
 mod attr;
+pub(crate) use attr::now_ns;
 mod conflict;
 mod copy;
 mod dirs;
