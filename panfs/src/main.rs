@@ -287,18 +287,22 @@ async fn status() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An fsync of a directory on the mount waits for every change and upload.
+/// An fsync of the mount's root waits for every change and upload.
 fn sync(path: Option<PathBuf>) -> anyhow::Result<()> {
     let paths = match path {
         Some(p) => vec![p],
         None => mount::records().into_iter().map(|r| r.mountpoint).collect(),
     };
     for path in paths {
-        let dir = if path.is_dir() {
-            path.clone()
-        } else {
-            path.parent().map(PathBuf::from).unwrap_or_default()
-        };
+        // An fsync of the mount's root waits for everything on the mount;
+        // one of another directory only for that directory's entries.
+        let dir = mount::root_of(&path).unwrap_or_else(|| {
+            if path.is_dir() {
+                path.clone()
+            } else {
+                path.parent().map(PathBuf::from).unwrap_or_default()
+            }
+        });
         std::fs::File::open(&dir)
             .and_then(|d| d.sync_all())
             .with_context(|| format!("syncing {}", path.display()))?;

@@ -123,6 +123,16 @@ pub fn records() -> Vec<MountRecord> {
         .collect()
 }
 
+/// The mount point of the running mount that holds `path`, if one does.
+pub fn root_of(path: &Path) -> Option<PathBuf> {
+    let path = canonical(path);
+    records()
+        .into_iter()
+        .filter(|r| r.daemon_alive() && path.starts_with(&r.mountpoint))
+        .map(|r| r.mountpoint)
+        .max_by_key(|m| m.components().count())
+}
+
 pub fn record_for(mountpoint: &Path) -> Option<MountRecord> {
     serde_json::from_slice(&std::fs::read(record_path(mountpoint)).ok()?).ok()
 }

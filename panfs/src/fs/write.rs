@@ -101,8 +101,19 @@ impl PanFs {
         self.sync_file(handle.ino, &handle.file, SendWhen::Now)
     }
 
-    /// `fsync` of a directory, and `panfs sync`: returns once every change
-    /// made on the mount before it, and every file's content, is on the server.
+    /// `fsync` of a directory: returns once its journaled changes (names
+    /// made, removed or moved in it) and its path's are on the server, as a
+    /// local file system makes a directory's entries durable. The mount's
+    /// root is `panfs sync`'s: every change and every file's content.
+    pub fn fsync_dir(&self, ino: u64) -> FsResult<()> {
+        if ino == super::ROOT {
+            return self.sync_all();
+        }
+        self.settle_path(self.to_server(ino))
+    }
+
+    /// `panfs sync` and unmount: returns once every change made on the mount
+    /// before it, and every file's content, is on the server.
     pub fn sync_all(&self) -> FsResult<()> {
         self.settle()?;
         match self.flush_all() {

@@ -405,14 +405,12 @@ impl Filesystem for FuseAdapter {
     fn fsyncdir(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        // Strict mode has nothing to wait for; local-first waits for the
-        // syncer and every file's upload.
-        empty(reply, self.fs.sync_all());
+        empty(reply, self.fs.fsync_dir(ino.0));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

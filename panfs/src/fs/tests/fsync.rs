@@ -1,6 +1,7 @@
-//! What an `fsync` waits for in local-first mode: the file's content, its
+//! What an `fsync` waits for in local-first mode: a file's content, its
 //! own journaled changes and its path's, not what the mount journaled since
-//! elsewhere (a `tar xf` beside an editor that saves).
+//! elsewhere (a `tar xf` beside an editor that saves); a directory's, its
+//! entries; the root's (`panfs sync`), everything.
 
 use std::sync::Arc;
 
@@ -67,4 +68,45 @@ fn an_fsync_waits_for_its_directorys_rename() {
         .expect("fsync once the server takes batches");
     assert_eq!(server_names(&server, server.root()), ["final"]);
     rig.fs.release(fh);
+}
+
+#[test]
+fn a_directorys_fsync_waits_for_its_entries_and_the_roots_for_everything() {
+    let home = tempfile::tempdir().expect("home");
+    let server = Arc::new(MemoryRemote::default());
+    let rig = local_rig(server.clone(), home.path());
+    let saved = rig
+        .fs
+        .mkdir(ROOT, "saved", 0o755, OWNER)
+        .expect("mkdir")
+        .ino;
+    let busy = rig.fs.mkdir(ROOT, "busy", 0o755, OWNER).expect("mkdir").ino;
+    rig.fs
+        .mknod(saved, "entry", libc::S_IFREG | 0o644, 0, OWNER)
+        .expect("mknod");
+    rig.fs.fsync_dir(saved).expect("fsync of saved/");
+    assert_eq!(server_names(&server, saved as i64), ["entry"]);
+    rig.faults.hold_batches(true);
+    rig.fs
+        .mknod(busy, "later", libc::S_IFREG | 0o644, 0, OWNER)
+        .expect("mknod");
+    let saved_again = rig.fs.fsync_dir(saved).map_err(|e| e.errno());
+    let busy_held = rig.fs.fsync_dir(busy).map_err(|e| e.errno());
+    let root_held = rig.fs.fsync_dir(ROOT).map_err(|e| e.errno());
+    rig.faults.hold_batches(false);
+    assert_eq!(saved_again, Ok(()), "nothing of saved/ is pending");
+    assert_eq!(
+        busy_held.err(),
+        Some(libc::EIO),
+        "busy/later is not on the server"
+    );
+    assert_eq!(
+        root_held.err(),
+        Some(libc::EIO),
+        "the root waits for everything"
+    );
+    rig.fs
+        .fsync_dir(busy)
+        .expect("fsync of busy/ once the server takes batches");
+    assert_eq!(server_names(&server, busy as i64), ["later"]);
 }
