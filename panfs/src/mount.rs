@@ -311,12 +311,11 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
         disk_cache_limit: opts.cache_size,
         ..Default::default()
     };
-    let signal_rx = watch_signals(&rt);
-    record.refreshes_on_usr1 = signal_rx.is_some();
+    let (signal_rx, refreshes) = watch_signals(&rt);
+    record.refreshes_on_usr1 = refreshes;
     write_record(&mut record);
     signal_ready();
 
-    let signal_rx = signal_rx.unwrap_or_else(|| std::sync::mpsc::channel().1);
     let mut recorded = Instant::now();
     // Until the session ends: unmounted from outside, or by this process on a signal.
     while !background.guard.is_finished() {
@@ -372,27 +371,35 @@ enum Signal {
     Record,
 }
 
-/// Installs the mount's signal handlers; None when they could not be (the
-/// mount then ends only when it is unmounted, and its record says SIGUSR1
-/// must not be sent to it).
-fn watch_signals(rt: &tokio::runtime::Runtime) -> Option<std::sync::mpsc::Receiver<Signal>> {
+/// Installs the mount's signal handlers: the channel they speak on (closed
+/// when SIGTERM and SIGINT cannot be watched: the mount then ends only when
+/// it is unmounted), and whether SIGUSR1 is watched (if not, the record says
+/// it must not be sent: it would kill the daemon).
+fn watch_signals(rt: &tokio::runtime::Runtime) -> (std::sync::mpsc::Receiver<Signal>, bool) {
     use tokio::signal::unix::{SignalKind, signal};
     let _entered = rt.enter();
-    let (Ok(mut term), Ok(mut int), Ok(mut usr1)) = (
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-        signal(SignalKind::user_defined1()),
     ) else {
-        tracing::warn!("could not install signal handlers: stop the mount with umount");
-        return None;
+        tracing::warn!("could not watch SIGTERM and SIGINT: stop the mount with umount");
+        return (rx, false);
     };
-    let (tx, rx) = std::sync::mpsc::channel();
+    let mut usr1 = signal(SignalKind::user_defined1()).ok();
+    let refreshes = usr1.is_some();
     rt.spawn(async move {
         loop {
+            let record_asked = async {
+                match usr1.as_mut() {
+                    Some(usr1) => usr1.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let signal = tokio::select! {
                 _ = term.recv() => Signal::Stop,
                 _ = int.recv() => Signal::Stop,
-                _ = usr1.recv() => Signal::Record,
+                _ = record_asked => Signal::Record,
             };
             let stop = matches!(signal, Signal::Stop);
             if tx.send(signal).is_err() || stop {
@@ -400,7 +407,7 @@ fn watch_signals(rt: &tokio::runtime::Runtime) -> Option<std::sync::mpsc::Receiv
             }
         }
     });
-    Some(rx)
+    (rx, refreshes)
 }
 
 /// Brings the status record (`panfs status`) up to date.
