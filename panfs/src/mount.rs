@@ -319,11 +319,8 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
     let mut recorded = Instant::now();
     // Until the session ends: unmounted from outside, or by this process on a signal.
     while !background.guard.is_finished() {
-        match signal_rx.recv_timeout(SESSION_POLL) {
-            Ok(Signal::Record) => {
-                update_record(&fs, &mut record);
-                recorded = Instant::now();
-            }
+        let record_now = match signal_rx.recv_timeout(SESSION_POLL) {
+            Ok(Signal::Record) => true,
             Ok(Signal::Stop) => {
                 tracing::info!("stopping: sending pending writes, then unmounting");
                 let failed = fs.flush_all();
@@ -343,11 +340,12 @@ pub fn run(login: Login, opts: MountOptions) -> anyhow::Result<()> {
                 if no_signal == std::sync::mpsc::RecvTimeoutError::Disconnected {
                     std::thread::sleep(SESSION_POLL);
                 }
-                if recorded.elapsed() >= RECORD_EVERY {
-                    update_record(&fs, &mut record);
-                    recorded = Instant::now();
-                }
+                recorded.elapsed() >= RECORD_EVERY
             }
+        };
+        if record_now {
+            update_record(&fs, &mut record);
+            recorded = Instant::now();
         }
     }
     let _ = std::fs::remove_file(record_path(&mountpoint));

@@ -38,6 +38,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Waits until `held` is false (at once if it is).
+async fn released(held: &watch::Sender<bool>) {
+    // The caller holds the sender, so waiting cannot fail.
+    let _ = held.subscribe().wait_for(|h| !h).await;
+}
+
 /// Counts one off `left`: whether there was one left to inject.
 fn take_one(left: &AtomicU64) -> bool {
     left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -118,9 +124,7 @@ impl FaultyRemote {
     async fn upload(&self, ino: i64) -> RemoteResult<()> {
         self.call()?;
         *lock(&self.upload_attempts).entry(ino).or_default() += 1;
-        let mut held = self.held.subscribe();
-        // The sender lives in self, so waiting cannot fail.
-        let _ = held.wait_for(|h| !h).await;
+        released(&self.held).await;
         if lock(&self.failing_uploads).contains(&ino) {
             return Err(RemoteError::Unreachable(format!(
                 "injected: uploads of {ino} fail"
@@ -271,8 +275,7 @@ impl Remote for FaultyRemote {
 
     async fn batch(&self, req: &BatchRequest) -> RemoteResult<BatchResponse> {
         self.call()?;
-        // The sender lives in self, so waiting cannot fail.
-        let _ = self.batches_held.subscribe().wait_for(|h| !h).await;
+        released(&self.batches_held).await;
         let answer = self.inner.batch(req).await?;
         if take_one(&self.lost_batch_answers) {
             return Err(RemoteError::Unreachable("injected: answer lost".into()));

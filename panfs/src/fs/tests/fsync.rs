@@ -8,15 +8,21 @@ use std::sync::Arc;
 use panproto::wire::RenameMode;
 
 use super::local::{local_rig, server_names};
-use super::{OWNER, written};
+use super::{OWNER, Rig, written};
 use crate::fs::ROOT;
 use crate::remote::memory::MemoryRemote;
 
-#[test]
-fn an_fsync_does_not_wait_for_changes_journaled_elsewhere_on_the_mount() {
+/// A local-first rig over a fresh in-memory server, and the home it uses.
+fn local_first() -> (tempfile::TempDir, Arc<MemoryRemote>, Rig) {
     let home = tempfile::tempdir().expect("home");
     let server = Arc::new(MemoryRemote::default());
     let rig = local_rig(server.clone(), home.path());
+    (home, server, rig)
+}
+
+#[test]
+fn an_fsync_does_not_wait_for_changes_journaled_elsewhere_on_the_mount() {
+    let (_home, server, rig) = local_first();
     let (ino, fh) = written(&rig.fs, "notes.txt", b"first draft");
     rig.fs.fsync(fh).expect("first fsync");
     // The server is slow to take batches: a change made meanwhile waits.
@@ -44,9 +50,7 @@ fn an_fsync_does_not_wait_for_changes_journaled_elsewhere_on_the_mount() {
 
 #[test]
 fn an_fsync_waits_for_its_directorys_rename() {
-    let home = tempfile::tempdir().expect("home");
-    let server = Arc::new(MemoryRemote::default());
-    let rig = local_rig(server.clone(), home.path());
+    let (_home, server, rig) = local_first();
     let dir = rig
         .fs
         .mkdir(ROOT, "draft", 0o755, OWNER)
@@ -72,9 +76,7 @@ fn an_fsync_waits_for_its_directorys_rename() {
 
 #[test]
 fn a_directorys_fsync_waits_for_its_entries_and_the_roots_for_everything() {
-    let home = tempfile::tempdir().expect("home");
-    let server = Arc::new(MemoryRemote::default());
-    let rig = local_rig(server.clone(), home.path());
+    let (_home, server, rig) = local_first();
     let saved = rig
         .fs
         .mkdir(ROOT, "saved", 0o755, OWNER)
